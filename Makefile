@@ -1,0 +1,50 @@
+# vshare — the two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the test suite uses: diod (a 9P2000.L server and clients written elsewhere:
+# interop peers and the source of golden bytes).
+TEST_DEBS := diod
+RUN_DEBS :=
+
+.PHONY: run test test-fast lint typecheck bench venv debs-test debs-run clean
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/activate
+
+venv: $(BIN)/activate
+
+debs-test:
+	./scripts/ensure-debs.sh $(TEST_DEBS)
+
+debs-run:
+	@[ -z "$(RUN_DEBS)" ] || ./scripts/ensure-debs.sh $(RUN_DEBS)
+
+## run: the all-in-one node on embedded defaults (data under ./var/)
+run: venv debs-run
+	$(BIN)/vshare up --data ./var
+
+## test: install everything the tests need, then ruff, mypy and pytest
+test: venv debs-test lint typecheck
+	$(BIN)/pytest
+
+## test-fast: the same checks without the slow tests
+test-fast: venv lint typecheck
+	$(BIN)/pytest -m 'not slow'
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv debs-test
+	$(BIN)/python benchmarks/codec.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

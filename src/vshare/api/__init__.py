@@ -1,0 +1,1 @@
+"""vshare.api (see docs/architecture.md)."""

@@ -1,0 +1,224 @@
+"""The backend interface: a small, handle-based surface in the shape of 9P2000.L.
+
+A backend serves one *volume* (a POSIX directory, a GlusterFS volume). Shares are
+subdirectories of it; :meth:`Backend.open_root` gives the handle of a share's root, and every
+other operation is relative to a handle the caller already holds, never to a path string.
+That is what confines a request to its share: see the security note in each implementation.
+
+Concurrency contract: every method may block and is called from worker threads, several at
+a time, on different or on the same handles. Implementations are thread-safe; a handle is
+never used after :meth:`Node.close`.
+
+Errors: every failure is an :class:`OSError` whose ``errno`` the gateway hands to the guest
+unchanged. Implementations raise nothing else for conditions the guest can cause.
+"""
+
+from __future__ import annotations
+
+import abc
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+#: For :meth:`Backend.setattr`: set this time to the current time of the server.
+TIME_NOW: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """What :meth:`Backend.getattr` reports; the fields of 9P2000.L's Rgetattr."""
+
+    qid_path: int  # unique across the volume, stable for the file's life
+    mode: int  # st_mode, file type bits included
+    uid: int
+    gid: int
+    nlink: int
+    rdev: int
+    size: int
+    blksize: int
+    blocks: int  # in 512-byte units
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    btime_ns: int = 0  # 0 when the backend does not know the birth time
+    generation: int = 0
+    data_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One directory entry. ``cookie`` resumes the listing *after* this entry."""
+
+    name: str
+    qid_path: int
+    file_type: int  # S_IFMT bits (stat.S_IFDIR, ...); 0 when unknown
+    cookie: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    """File system statistics, as Rstatfs carries them."""
+
+    fs_type: int
+    bsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    fsid: int
+    namelen: int
+
+
+class Node(abc.ABC):
+    """A handle on one file system object (an ``O_PATH`` fd, a ``glfs_object``).
+
+    A node names an inode, not a path: renaming or replacing the path it was found at
+    does not change what it refers to.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abc.abstractmethod
+    def qid_path(self) -> int:
+        """Unique across the volume and stable for the object's life."""
+
+    @property
+    @abc.abstractmethod
+    def file_type(self) -> int:
+        """The S_IFMT bits of the object, fixed when the node was made."""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.file_type == stat.S_IFDIR
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.file_type == stat.S_IFLNK
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the handle. Idempotent."""
+
+
+class OpenFile(abc.ABC):
+    """An object opened for I/O (a regular file or a directory). Distinct from its Node."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the open file. Idempotent."""
+
+
+class Backend(abc.ABC):
+    """One volume. Names passed in are single path components, already checked by the
+    gateway (no ``/``, NUL, ``.``, ``..``, not empty); implementations check them again
+    (defence in depth) and fail with EINVAL."""
+
+    @abc.abstractmethod
+    def open_root(self, path: str) -> Node:
+        """The directory at ``path`` (relative to the volume root, ``/``-separated, no
+        ``..``), resolved without following any symlink and without leaving the volume.
+        ENOENT if it does not exist, ENOTDIR if it is not a directory."""
+
+    @abc.abstractmethod
+    def clone(self, node: Node) -> Node:
+        """A second, independently closable handle on the same object."""
+
+    @abc.abstractmethod
+    def lookup(self, parent: Node, name: str) -> Node:
+        """The child ``name`` of directory ``parent``; a symlink is returned as itself."""
+
+    @abc.abstractmethod
+    def getattr(self, node: Node) -> Attr: ...
+
+    @abc.abstractmethod
+    def setattr(
+        self,
+        node: Node,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
+        """Change what is not None. ``mode`` holds permission bits only. A time of
+        :data:`TIME_NOW` means the server's current time."""
+
+    @abc.abstractmethod
+    def open(self, node: Node, flags: int) -> OpenFile:
+        """Open for I/O with ``os.O_*`` flags (O_CREAT and O_EXCL are ignored). Only
+        regular files and directories can be opened; a symlink fails with ELOOP and other
+        types with EPERM-like errors."""
+
+    @abc.abstractmethod
+    def create(self, parent: Node, name: str, flags: int, mode: int) -> tuple[Node, OpenFile]:
+        """Create a regular file exclusively (EEXIST if ``name`` exists) and open it."""
+
+    @abc.abstractmethod
+    def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
+        """Read into ``buf`` at ``offset``; return the number of bytes read (0 at EOF)."""
+
+    @abc.abstractmethod
+    def write(self, file: OpenFile, offset: int, data: memoryview) -> int:
+        """Write ``data`` at ``offset`` (or at the end if opened with O_APPEND)."""
+
+    @abc.abstractmethod
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+        """Up to ``max_entries`` entries of an open directory, starting after ``cookie``
+        (0: from the start). ``.`` and ``..`` are included. Cookies stay valid while the
+        directory changes; an empty result means the end."""
+
+    @abc.abstractmethod
+    def mkdir(self, parent: Node, name: str, mode: int) -> Node: ...
+
+    @abc.abstractmethod
+    def symlink(self, parent: Node, name: str, target: str) -> Node:
+        """Create a symlink; ``target`` is stored as data and never resolved."""
+
+    @abc.abstractmethod
+    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
+        """Create a FIFO or socket (``mode`` includes the type bits). Device nodes are
+        refused with EPERM."""
+
+    @abc.abstractmethod
+    def readlink(self, node: Node) -> str: ...
+
+    @abc.abstractmethod
+    def link(self, parent: Node, name: str, target: Node) -> None:
+        """Make ``parent/name`` a hard link to ``target`` (not to a directory)."""
+
+    @abc.abstractmethod
+    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None: ...
+
+    @abc.abstractmethod
+    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
+        """Remove a non-directory, or with ``rmdir`` an empty directory."""
+
+    @abc.abstractmethod
+    def statfs(self, node: Node) -> StatFs: ...
+
+    @abc.abstractmethod
+    def getxattr(self, node: Node, name: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def listxattr(self, node: Node) -> list[str]: ...
+
+    @abc.abstractmethod
+    def setxattr(self, node: Node, name: str, value: bytes, flags: int) -> None:
+        """``flags``: 0, ``os.XATTR_CREATE`` or ``os.XATTR_REPLACE``."""
+
+    @abc.abstractmethod
+    def removexattr(self, node: Node, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def fsync(self, file: OpenFile, *, datasync: bool) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the volume. Idempotent."""

@@ -1,0 +1,1 @@
+"""vshare.client (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""vshare.control (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""vshare.fuse (see docs/architecture.md)."""

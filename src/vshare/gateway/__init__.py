@@ -1,0 +1,1 @@
+"""The gateway: 9P2000.L sessions over a confined backend."""

@@ -1,0 +1,1 @@
+"""vshare.node (see docs/architecture.md)."""

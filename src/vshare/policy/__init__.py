@@ -1,0 +1,1 @@
+"""vshare.policy (see docs/architecture.md)."""

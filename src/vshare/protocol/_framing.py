@@ -1,0 +1,183 @@
+"""Frames: ``size[4] type[1] tag[2] body``, little-endian, ``size`` counting itself.
+
+:func:`encode` and :func:`encode_parts` turn a message into bytes; :func:`decode_frame`
+turns one whole frame into ``(tag, message)``; :class:`FrameDecoder` is fed arbitrary
+chunks of a byte stream and yields whole messages. None of them does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Final, Literal
+
+from vshare.protocol._codec import DECODERS, ENCODERS, Buffer, nbytes
+from vshare.protocol._constants import HEADER_SIZE
+from vshare.protocol._errors import LocalProtocolError, RemoteProtocolError
+from vshare.protocol._messages import MESSAGE_TYPES, Message
+
+#: The largest frame anyone may send before Tversion/Rversion have agreed on an msize.
+#: 9P2000.L puts no bound on Tversion's msize; we never accept frames above this.
+MAX_MSIZE: Final = 16 * 1024 * 1024 + HEADER_SIZE
+_HEADER: Final = struct.Struct("<IBH")
+
+Side = Literal["T", "R"]
+
+
+def encode_parts(tag: int, msg: Message, msize: int = MAX_MSIZE) -> tuple[bytes, Buffer | None]:
+    """Encode ``msg`` as a frame split in two: the head, and the payload of Rread, Twrite
+    or Rreaddir (``None`` for other messages). The payload is the caller's own buffer, not
+    a copy: hand both to ``socket.sendmsg``.
+
+    Raises:
+        LocalProtocolError: a field is out of range, or the frame exceeds ``msize``.
+    """
+    try:
+        head, payload = ENCODERS[type(msg)](tag, msg)
+    except KeyError:
+        raise LocalProtocolError(f"not a 9P2000.L message: {type(msg).__name__}") from None
+    except (struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+    size = len(head) if payload is None else len(head) + nbytes(payload)
+    if size > msize:
+        raise LocalProtocolError(f"{type(msg).__name__} of {size} bytes exceeds msize {msize}")
+    return head, payload
+
+
+def encode(tag: int, msg: Message, msize: int = MAX_MSIZE) -> bytes:
+    """Encode ``msg`` as one frame (copies the payload; see :func:`encode_parts`).
+
+    Raises:
+        LocalProtocolError: a field is out of range, or the frame exceeds ``msize``.
+    """
+    try:
+        head, payload = ENCODERS[type(msg)](tag, msg)
+    except KeyError:
+        raise LocalProtocolError(f"not a 9P2000.L message: {type(msg).__name__}") from None
+    except (struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+    if payload is not None:
+        head += payload
+    if len(head) > msize:
+        raise LocalProtocolError(f"{type(msg).__name__} of {len(head)} bytes exceeds msize {msize}")
+    return head
+
+
+def peek_header(buf: Buffer) -> tuple[int, int, int]:
+    """``(size, type, tag)`` of the frame at the start of ``buf`` (at least 7 bytes)."""
+    size, msg_type, tag = _HEADER.unpack_from(buf)
+    return size, msg_type, tag
+
+
+def decode_frame(
+    frame: Buffer, msize: int = MAX_MSIZE, accept: Side | None = None
+) -> tuple[int, Message]:
+    """Decode exactly one whole frame into ``(tag, message)``.
+
+    Variable-size payloads (Rread, Twrite, Rreaddir data) are memoryviews into ``frame``:
+    keep ``frame`` unchanged while they are in use.
+
+    Args:
+        accept: "T" to accept only requests (a server), "R" only replies (a client).
+
+    Raises:
+        RemoteProtocolError: the bytes are not one valid 9P2000.L frame.
+    """
+    if type(frame) is memoryview and frame.format != "B":
+        frame = frame.cast("B")
+    end = len(frame)
+    if end < HEADER_SIZE:
+        raise RemoteProtocolError(f"frame of {end} bytes is shorter than a header")
+    size, msg_type, tag = _HEADER.unpack_from(frame)
+    if size != end:
+        raise RemoteProtocolError(f"frame says {size} bytes but has {end}")
+    if size > msize:
+        raise RemoteProtocolError(f"frame size {size} exceeds msize {msize}")
+    decoder = DECODERS.get(msg_type)
+    if decoder is None:
+        raise RemoteProtocolError(f"unknown message type {msg_type}")
+    if accept is not None and (msg_type % 2 == 0) != (accept == "T"):
+        kind = "reply" if msg_type % 2 else "request"
+        raise RemoteProtocolError(f"unexpected {kind} {MESSAGE_TYPES[msg_type].__name__}")
+    return tag, decoder(frame, HEADER_SIZE, end)
+
+
+def _check_size(size: int, msize: int) -> None:
+    if size < HEADER_SIZE:
+        raise RemoteProtocolError(f"frame size {size} is smaller than a header")
+    if size > msize:
+        raise RemoteProtocolError(f"frame size {size} exceeds msize {msize}")
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it any chunks of the stream, take out whole messages.
+
+    >>> dec = FrameDecoder()
+    >>> dec.feed(data)
+    >>> for tag, msg in dec: ...
+
+    The buffered bytes never exceed one frame of at most ``msize`` plus one chunk: a size
+    field above ``msize`` is refused before any of the frame is stored.
+    """
+
+    def __init__(self, msize: int = MAX_MSIZE, accept: Side | None = None) -> None:
+        self.msize = msize
+        self.accept: Side | None = accept
+        self._buf = bytearray()
+        self._chunks: list[memoryview] = []
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as messages."""
+        return len(self._buf) + sum(c.nbytes for c in self._chunks)
+
+    def feed(self, data: Buffer) -> None:
+        """Add bytes received from the peer. ``data`` must not change afterwards."""
+        if data:
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            self._chunks.append(view.cast("B") if view.format != "B" else view)
+
+    def next_message(self) -> tuple[int, Message] | None:
+        """The next whole message, or None if more bytes are needed.
+
+        Raises:
+            RemoteProtocolError: the stream is not valid 9P2000.L; the decoder is then
+                unusable (close the session).
+        """
+        # Fast path: nothing partial is buffered and a chunk holds a whole frame; decode
+        # straight out of the caller's bytes, no copy.
+        if not self._buf and self._chunks:
+            chunk = self._chunks[0]
+            if chunk.nbytes >= 4:
+                size = chunk[0] | chunk[1] << 8 | chunk[2] << 16 | chunk[3] << 24
+                _check_size(size, self.msize)
+                if chunk.nbytes >= size:
+                    if chunk.nbytes == size:
+                        self._chunks.pop(0)
+                    else:
+                        self._chunks[0] = chunk[size:]
+                    return decode_frame(chunk[:size], self.msize, self.accept)
+        # Slow path: gather chunks into the buffer until a whole frame is there.
+        while self._chunks:
+            self._buf += self._chunks.pop(0)
+            if len(self._buf) >= 4:
+                size = int.from_bytes(self._buf[:4], "little")
+                _check_size(size, self.msize)
+                if len(self._buf) >= size:
+                    break
+        if len(self._buf) < 4:
+            return None
+        size = int.from_bytes(self._buf[:4], "little")
+        _check_size(size, self.msize)
+        if len(self._buf) < size:
+            return None
+        frame = bytes(self._buf[:size])
+        rest = self._buf[size:]
+        self._buf = bytearray()
+        if rest:
+            self._chunks.insert(0, memoryview(bytes(rest)))
+        return decode_frame(frame, self.msize, self.accept)
+
+    def __iter__(self) -> Iterator[tuple[int, Message]]:
+        while (item := self.next_message()) is not None:
+            yield item

@@ -1,0 +1,1 @@
+"""vshare.store (see docs/architecture.md)."""

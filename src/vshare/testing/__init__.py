@@ -1,0 +1,1 @@
+"""vshare.testing (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""vshare.transport (see docs/architecture.md)."""
