@@ -16,6 +16,7 @@ unchanged. Implementations raise nothing else for conditions the guest can cause
 from __future__ import annotations
 
 import abc
+import errno
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,19 @@ from typing import Final
 
 #: For :meth:`Backend.setattr`: set this time to the current time of the server.
 TIME_NOW: Final = -1
+
+
+def check_name(name: str) -> None:
+    """Refuse anything that is not exactly one path component.
+
+    The one definition of a safe name, used by the gateway before any backend sees a name
+    and again by each backend (defence in depth).
+
+    Raises:
+        OSError(EINVAL): ``name`` is empty, ``.`` or ``..``, or contains ``/`` or NUL.
+    """
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise OSError(errno.EINVAL, f"not a single path component: {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,748 @@
+"""The POSIX backend: a volume is a directory of a local or kernel-mounted file system.
+
+Security argument — why no request can leave its share
+======================================================
+
+This is the one place where it is stated; the code below enforces it.
+
+1. **A handle is an inode, never a path.** Every :class:`PosixNode` holds one
+   ``O_PATH | O_NOFOLLOW | O_CLOEXEC`` file descriptor. Nothing here turns a node back into a
+   path relative to the volume, and nothing compares path strings (no prefix checks).
+2. **Nodes come only from nodes.** There are four ways to get one:
+
+   - :meth:`PosixBackend.open_root` walks the share path *one component at a time* from the
+     volume root fd (itself ``O_PATH | O_DIRECTORY``), each step exactly like ``lookup`` plus
+     ``O_DIRECTORY``. The path must be relative and hold no ``.``, ``..`` or empty component.
+   - :meth:`~PosixBackend.lookup` resolves *one checked name* in a directory node:
+     ``openat2(parent_fd, name, O_PATH|O_NOFOLLOW|O_CLOEXEC,
+     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)``. Where the kernel has no
+     openat2 (before 5.6; probed once), ``openat(parent_fd, name, O_PATH|O_NOFOLLOW|O_CLOEXEC)``,
+     which for a single component that is not ``..`` can only name an entry of ``parent``.
+   - ``create``/``mkdir``/``symlink``/``mknod`` make the entry with ``*at(parent_fd, name)``;
+     ``create`` then derives the node from the new fd through ``/proc/self/fd/N`` (no second
+     lookup by name, so nothing can be swapped in between); the others look the new name up
+     as in ``lookup`` (whatever they find there is still an entry of ``parent``).
+   - :meth:`~PosixBackend.clone` duplicates the fd.
+3. **Names are checked again here** (``base.check_name``): not empty, no ``/``, no NUL, not
+   ``.`` or ``..`` → EINVAL. Every operation that takes a name (lookup, create, mkdir, symlink,
+   mknod, link, rename, unlink) acts on that one entry of a directory the caller already holds.
+4. **Symlinks are data.** ``O_NOFOLLOW``/``RESOLVE_NO_SYMLINKS`` return a symlink as itself;
+   :meth:`~PosixBackend.open` refuses it (ELOOP); a symlink node used as a parent is not a
+   directory fd (ENOTDIR); ``readlink`` returns the target string only.
+5. **Path-taking syscalls go through the node's own fd.** Reopening for I/O, chmod, truncate,
+   xattrs and the source of ``link`` use ``/proc/self/fd/N``: the kernel resolves that magic
+   link to exactly the object the fd holds, without looking any name up again; for an fd on
+   a symlink it yields the symlink itself, not its target (chmod → EOPNOTSUPP, open → ELOOP;
+   the conformance suite checks that the target is untouched). Reopening is done only for
+   regular files and directories (virtiofsd's ``is_safe_inode``); FIFOs, sockets and device
+   nodes found on the volume are refused with EPERM (a FIFO would block a worker thread).
+   Owner and times use ``fchownat``/``utimensat`` with ``AT_EMPTY_PATH|AT_SYMLINK_NOFOLLOW``.
+6. **An fd number is never used after its close.** Each fd sits in an :class:`_FdRef` that
+   counts the calls using it; ``close()`` marks it closed (later calls fail with EBADF) and the
+   real ``close(2)`` waits until the last such call is done. Without this, a use-after-close
+   bug above us could reach ``/proc/self/fd/N`` with N reused by a node of another share.
+7. **Nodes must come from this backend**: a node of another ``PosixBackend`` (another
+   volume) is refused with TypeError, so a gateway bug cannot link or rename across volumes.
+
+Not covered, by design (the host, not a guest, does these): a directory moved out of the
+share by the host is still reachable through nodes that already refer to it (a node follows
+its inode); a hard link the host planted in the share to a file outside is the same file, and
+reading it reads that file (the backend cannot create such a link: ``link`` takes a node);
+mount points inside the volume are crossed (no ``RESOLVE_NO_XDEV``): the operator made them.
+
+Other rules
+===========
+
+- **qid paths**: ``qid_path = index << 56 | (ino & (2**56 - 1))`` where ``index`` (8 bits)
+  names the pair ``(st_dev, ino >> 56)``. The volume root's device with ``ino < 2**56`` is
+  index 0, so on a single-device volume ``qid_path == st_ino`` — stable across gateway
+  restarts and across gateways on different hosts. Other pairs (mounts inside the volume,
+  inode numbers >= 2**56) get indexes 1..254 in discovery order (first choice derived from a
+  hash of the pair), which is stable for the life of the backend only. Past 254 such pairs,
+  index 255 holds a 56-bit hash of ``(dev, ino)``: unique only with high probability.
+  Directory entries use the same rule with ``d_ino`` and the directory's ``st_dev``; for a
+  mount point inside the volume ``d_ino`` is the *covered* inode, so its entry's qid differs
+  from the qid ``lookup`` gives (the same is true of ``..`` at the root of a mount, and ``..``
+  of a share root names a directory outside the share: the gateway substitutes what it shows).
+- **Opening**: ``O_ACCMODE``, ``O_APPEND``, ``O_TRUNC``, ``O_DSYNC`` and ``O_SYNC`` are kept;
+  everything else is dropped (``O_DIRECT``: our buffers are not aligned; ``O_NOATIME``: would
+  fail with EPERM where the guest expects success; ``O_CREAT``/``O_EXCL``/``O_NOFOLLOW``/
+  ``O_PATH``/``O_TMPFILE``/``O_NONBLOCK``...), ``O_CLOEXEC`` is always added, and
+  ``O_DIRECTORY`` on a non-directory fails with ENOTDIR. An access mode of 3 is EINVAL.
+- **Modes** are applied under the process umask; the gateway sets ``os.umask(0)`` at start if
+  it wants guests' modes verbatim. ``setattr`` applies owner, then mode (so a chown cannot clear
+  requested set-id bits), then size, then times; it is not atomic: when a step fails, the
+  earlier ones stay done. Set-id bits are applied as asked (squashing is gateway policy).
+- **fds**: one per live node, one per open file, one for the volume root. A node dropped
+  without ``close()`` releases its fd when garbage-collected. ``/proc`` must be mounted (checked
+  when the backend starts).
+- **Threads**: every method may run in many threads at once, on the same handles too. Reads
+  and writes use ``pread``/``pwrite`` (no shared offset); ``readdir`` on one open directory is
+  serialised by a lock (it moves the fd's offset); ``close()`` of a handle in use elsewhere
+  is deferred as in point 6 above.
+- **Errors** (``OSError`` only, for anything a guest can cause; ``ValueError``/
+  ``OverflowError`` from out-of-range numbers or odd strings become EINVAL; a foreign handle
+  is a bug above us: TypeError). The errnos this module chooses itself:
+
+  ======================================================  ============
+  bad name (empty, ``/``, NUL, ``.``, ``..``), bad share   EINVAL
+  path (absolute, empty or dot component)
+  ``open`` of a symlink                                    ELOOP
+  ``open`` of a FIFO, socket or device node                EPERM
+  ``mknod`` of a character or block device                 EPERM
+  ``mknod`` of any type but FIFO and socket                EINVAL
+  ``setattr(mode=)`` on a symlink                          EOPNOTSUPP
+  ``setattr(size=)`` on a directory / on a non-file        EISDIR / EINVAL
+  ``readlink`` of a non-symlink                            EINVAL
+  ``link`` to a directory                                  EPERM
+  ``readdir`` on a non-directory                           ENOTDIR
+  ``readdir`` with ``max_entries < 1`` or a cookie         EINVAL
+  outside 0..2**64-1; negative offsets and sizes
+  a handle used after ``close()``                          EBADF
+  ======================================================  ============
+
+  Everything else is the kernel's errno, passed through (ENOENT, ENOTDIR, EEXIST, ENOTEMPTY,
+  EISDIR, EXDEV, ENAMETOOLONG, ENODATA, EACCES, ...).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Final, ParamSpec, TypeVar
+
+from vshare.backend import _linux
+from vshare.backend.base import (
+    TIME_NOW,
+    Attr,
+    Backend,
+    DirEntry,
+    Node,
+    OpenFile,
+    StatFs,
+    check_name,
+)
+
+__all__ = ["PosixBackend", "PosixNode", "PosixOpenFile"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_PATH_FLAGS: Final = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_RESOLVE: Final = _linux.RESOLVE_BENEATH | _linux.RESOLVE_NO_SYMLINKS | _linux.RESOLVE_NO_MAGICLINKS
+_IO_FLAGS_KEPT: Final = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_DSYNC | os.O_SYNC
+_EMPTY_NOFOLLOW: Final = _linux.AT_EMPTY_PATH | _linux.AT_SYMLINK_NOFOLLOW
+_READDIR_MIN_BUFSIZE: Final = 4096
+_READDIR_MAX_BUFSIZE: Final = 32 * 1024
+_U64: Final = (1 << 64) - 1
+_INO_BITS: Final = 56
+_INO_MASK: Final = (1 << _INO_BITS) - 1
+_OVERFLOW_INDEX: Final = 255
+_NS: Final = 1_000_000_000
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def _einval_on_value_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn ValueError/OverflowError (NUL in a string, a number out of range) into EINVAL."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (ValueError, OverflowError) as e:
+            raise _err(errno.EINVAL) from e
+
+    return wrapper
+
+
+def _name(name: str) -> bytes:
+    """One path component (:func:`~vshare.backend.base.check_name`), as bytes for the kernel;
+    EINVAL if it is not one (or holds a lone surrogate that no byte string encodes)."""
+    check_name(name)
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _proc(fd: int) -> bytes:
+    return b"/proc/self/fd/%d" % fd
+
+
+def _io_flags(flags: int) -> int:
+    if flags & os.O_ACCMODE == os.O_ACCMODE:
+        raise _err(errno.EINVAL)
+    return (flags & _IO_FLAGS_KEPT) | os.O_CLOEXEC
+
+
+def _id(ident: int | None) -> int:
+    """A uid/gid for fchownat: -1 (unchanged) for None; EINVAL if not a valid id."""
+    if ident is None:
+        return -1
+    if not 0 <= ident < 0xFFFFFFFF:
+        raise _err(errno.EINVAL)
+    return ident
+
+
+def _mix(a: int, b: int) -> int:
+    """A deterministic 64-bit hash of two integers (splitmix64 finaliser)."""
+    x = (a * 0x9E3779B97F4A7C15 + b) & _U64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
+    return x ^ (x >> 31)
+
+
+class _QidMap:
+    """``(st_dev, st_ino)`` → a 64-bit qid path; the rule is in the module docstring."""
+
+    def __init__(self, root_dev: int) -> None:
+        self._index: dict[tuple[int, int], int] = {(root_dev, 0): 0}
+        self._used: set[int] = {0}
+        self._lock = threading.Lock()
+
+    def qid(self, dev: int, ino: int) -> int:
+        key = (dev, ino >> _INO_BITS)
+        index = self._index.get(key)
+        if index is None:
+            index = self._assign(key)
+        if index == _OVERFLOW_INDEX:
+            return _OVERFLOW_INDEX << _INO_BITS | (_mix(dev, ino) & _INO_MASK)
+        return index << _INO_BITS | (ino & _INO_MASK)
+
+    def _assign(self, key: tuple[int, int]) -> int:
+        with self._lock:
+            index = self._index.get(key)
+            if index is not None:
+                return index
+            first = _mix(*key) % 254
+            for step in range(254):
+                candidate = 1 + (first + step) % 254
+                if candidate not in self._used:
+                    self._used.add(candidate)
+                    break
+            else:
+                candidate = _OVERFLOW_INDEX
+            self._index[key] = candidate
+            return candidate
+
+
+class _FdRef:
+    """An fd that is not closed while a call uses it: ``with ref as fd: ...``.
+
+    ``close()`` marks it closed at once (new uses fail with EBADF) and closes the fd when the
+    last use ends. Safe to share between threads; the ``with`` block keeps no state in the
+    object except the use count.
+    """
+
+    __slots__ = ("_closed", "_fd", "_lock", "_users")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._users = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> int:
+        with self._lock:
+            if self._closed:
+                raise _err(errno.EBADF)
+            self._users += 1
+            return self._fd
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._users -= 1
+            if not (self._closed and self._users == 0):
+                return
+        os.close(self._fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._users:
+                return  # the last user closes it
+        os.close(self._fd)
+
+    def __del__(self) -> None:
+        # A handle dropped without close(): nobody can be using it, so release the fd.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
+class PosixNode(Node):
+    """An ``O_PATH | O_NOFOLLOW`` fd on one object of the volume."""
+
+    __slots__ = ("_dev", "_file_type", "_owner", "_qid_path", "_ref")
+
+    def __init__(self, owner: PosixBackend, fd: int, st: _linux.Stat) -> None:
+        self._owner = owner
+        self._ref = _FdRef(fd)
+        self._file_type = stat.S_IFMT(st.mode)
+        self._dev = st.dev
+        self._qid_path = owner._qids.qid(st.dev, st.ino)
+
+    @property
+    def qid_path(self) -> int:
+        return self._qid_path
+
+    @property
+    def file_type(self) -> int:
+        return self._file_type
+
+    @property
+    def closed(self) -> bool:
+        return self._ref.closed
+
+    def close(self) -> None:
+        self._ref.close()
+
+    def __repr__(self) -> str:
+        return f"<PosixNode qid={self._qid_path:#x} type={self._file_type:#o}>"
+
+
+class PosixOpenFile(OpenFile):
+    """A real fd (not ``O_PATH``) on a regular file or a directory."""
+
+    __slots__ = ("_append", "_dev", "_dir_lock", "_is_dir", "_owner", "_ref")
+
+    def __init__(
+        self, owner: PosixBackend, fd: int, *, is_dir: bool, dev: int, append: bool
+    ) -> None:
+        self._owner = owner
+        self._ref = _FdRef(fd)
+        self._is_dir = is_dir
+        self._dev = dev
+        self._append = append
+        # readdir moves the fd's position: one listing at a time per open directory.
+        self._dir_lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._ref.closed
+
+    def close(self) -> None:
+        self._ref.close()
+
+    def __repr__(self) -> str:
+        return f"<PosixOpenFile dir={self._is_dir} append={self._append}>"
+
+
+class PosixBackend(Backend):
+    """A volume that is a directory on this host (local disk, CephFS/NFS/GlusterFS mounts).
+
+    Args:
+        root: the volume's directory; trusted operator configuration (it may contain
+            symlinks: it is resolved once, here).
+        use_openat2: ``None`` probes the kernel; ``False`` forces the one-component
+            ``openat(O_PATH|O_NOFOLLOW)`` fallback (tests); ``True`` fails without openat2.
+
+    Raises:
+        OSError: ``root`` is not a directory, or ``/proc/self/fd`` does not work here.
+    """
+
+    def __init__(self, root: str, *, use_openat2: bool | None = None) -> None:
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            st = _linux.stat_fd(fd)
+            via_proc = os.stat(_proc(fd))
+            if (via_proc.st_dev, via_proc.st_ino) != (st.dev, st.ino):
+                raise OSError(errno.ENOENT, "/proc/self/fd does not show this process's fds")
+            probe_ok = self._probe_openat2(fd)
+            if use_openat2 and not probe_ok:
+                raise OSError(errno.ENOSYS, "openat2 with RESOLVE_BENEATH is not available")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._root_path = root
+        self._openat2 = probe_ok if use_openat2 is None else use_openat2
+        self._root = _FdRef(fd)
+        self._qids = _QidMap(st.dev)
+
+    @staticmethod
+    def _probe_openat2(dirfd: int) -> bool:
+        try:
+            fd = _linux.openat2(dirfd, b".", os.O_PATH | os.O_CLOEXEC, _RESOLVE)
+        except OSError as e:
+            # ENOSYS: no openat2; EINVAL: RESOLVE_* unknown; EPERM: filtered by seccomp.
+            if e.errno in (errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG):
+                return False
+            raise
+        os.close(fd)
+        return True
+
+    @property
+    def uses_openat2(self) -> bool:
+        """Whether lookups go through openat2 (else the one-component openat fallback)."""
+        return self._openat2
+
+    def __repr__(self) -> str:
+        return f"PosixBackend({self._root_path!r})"
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _node(self, node: Node) -> PosixNode:
+        if not isinstance(node, PosixNode) or node._owner is not self:
+            raise TypeError(f"{node!r} is not a handle of {self!r}")
+        return node
+
+    def _file(self, file: OpenFile) -> PosixOpenFile:
+        if not isinstance(file, PosixOpenFile) or file._owner is not self:
+            raise TypeError(f"{file!r} is not an open file of {self!r}")
+        return file
+
+    def _open_beneath(self, dirfd: int, name: bytes, extra: int = 0) -> int:
+        """The one place that resolves a name: one component, no symlink followed."""
+        if self._openat2:
+            return _linux.openat2(dirfd, name, _PATH_FLAGS | extra, _RESOLVE)
+        return os.open(name, _PATH_FLAGS | extra, dir_fd=dirfd)
+
+    def _adopt(self, fd: int) -> PosixNode:
+        """A node owning ``fd`` (closed here if that fails)."""
+        try:
+            return PosixNode(self, fd, _linux.stat_fd(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _child(self, parent: PosixNode, name: bytes, extra: int = 0) -> PosixNode:
+        with parent._ref as pfd:
+            fd = self._open_beneath(pfd, name, extra)
+        return self._adopt(fd)
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def open_root(self, path: str) -> Node:
+        parts = path.split("/") if path else []
+        names = [_name(part) for part in parts]  # "/x", "x//y", "x/" → an empty part: EINVAL
+        with self._root as rootfd:
+            fd = os.dup(rootfd)
+        try:
+            for name in names:
+                nextfd = self._open_beneath(fd, name, os.O_DIRECTORY)
+                os.close(fd)
+                fd = nextfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._adopt(fd)
+
+    def clone(self, node: Node) -> Node:
+        n = self._node(node)
+        with n._ref as fd:
+            return self._adopt(os.dup(fd))
+
+    @_einval_on_value_error
+    def lookup(self, parent: Node, name: str) -> Node:
+        return self._child(self._node(parent), _name(name))
+
+    def getattr(self, node: Node) -> Attr:
+        n = self._node(node)
+        with n._ref as fd:
+            st = _linux.stat_fd(fd)
+        return Attr(
+            qid_path=self._qids.qid(st.dev, st.ino),
+            mode=st.mode,
+            uid=st.uid,
+            gid=st.gid,
+            nlink=st.nlink,
+            rdev=st.rdev,
+            size=st.size,
+            blksize=st.blksize,
+            blocks=st.blocks,
+            atime_ns=st.atime_ns,
+            mtime_ns=st.mtime_ns,
+            ctime_ns=st.ctime_ns,
+            btime_ns=st.btime_ns,
+        )
+
+    @_einval_on_value_error
+    def setattr(
+        self,
+        node: Node,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
+        n = self._node(node)
+        ftype = n.file_type
+        if mode is not None:
+            if not 0 <= mode <= 0o7777:
+                raise _err(errno.EINVAL)
+            if ftype == stat.S_IFLNK:
+                raise _err(errno.EOPNOTSUPP)  # Linux has no symlink modes
+        if size is not None:
+            if size < 0:
+                raise _err(errno.EINVAL)
+            if ftype == stat.S_IFDIR:
+                raise _err(errno.EISDIR)
+            if ftype != stat.S_IFREG:
+                raise _err(errno.EINVAL)
+        atime = self._utime(atime_ns)
+        mtime = self._utime(mtime_ns)
+        with n._ref as fd:
+            if uid is not None or gid is not None:
+                _linux.fchownat(fd, b"", _id(uid), _id(gid), _EMPTY_NOFOLLOW)
+            if mode is not None:
+                os.chmod(_proc(fd), mode)
+            if size is not None:
+                os.truncate(_proc(fd), size)
+            if atime_ns is not None or mtime_ns is not None:
+                if ftype == stat.S_IFLNK:
+                    _linux.utimensat(fd, b"", atime, mtime, _EMPTY_NOFOLLOW)
+                else:  # works on kernels older than utimensat's AT_EMPTY_PATH
+                    _linux.utimensat(_linux.AT_FDCWD, _proc(fd), atime, mtime, 0)
+
+    @staticmethod
+    def _utime(ns: int | None) -> int | tuple[int, int]:
+        if ns is None:
+            return _linux.UTIME_OMIT
+        if ns == TIME_NOW:
+            return _linux.UTIME_NOW
+        return divmod(ns, _NS)
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def open(self, node: Node, flags: int) -> OpenFile:
+        n = self._node(node)
+        ftype = n.file_type
+        if ftype == stat.S_IFLNK:
+            raise _err(errno.ELOOP)
+        if ftype not in (stat.S_IFREG, stat.S_IFDIR):
+            raise _err(errno.EPERM)
+        is_dir = ftype == stat.S_IFDIR
+        if flags & os.O_DIRECTORY and not is_dir:
+            raise _err(errno.ENOTDIR)
+        oflags = _io_flags(flags) | (os.O_DIRECTORY if is_dir else 0)
+        with n._ref as fd:
+            iofd = os.open(_proc(fd), oflags)
+        return PosixOpenFile(
+            self, iofd, is_dir=is_dir, dev=n._dev, append=bool(oflags & os.O_APPEND)
+        )
+
+    @_einval_on_value_error
+    def create(self, parent: Node, name: str, flags: int, mode: int) -> tuple[Node, OpenFile]:
+        p = self._node(parent)
+        raw = _name(name)
+        oflags = _io_flags(flags) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with p._ref as pfd:
+            iofd = os.open(raw, oflags, mode & 0o7777, dir_fd=pfd)
+        try:
+            node = self._adopt(os.open(_proc(iofd), os.O_PATH | os.O_CLOEXEC))
+        except BaseException:
+            os.close(iofd)
+            raise
+        file = PosixOpenFile(
+            self, iofd, is_dir=False, dev=node._dev, append=bool(oflags & os.O_APPEND)
+        )
+        return node, file
+
+    @_einval_on_value_error
+    def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
+        f = self._file(file)
+        if offset < 0:
+            raise _err(errno.EINVAL)
+        with f._ref as fd:
+            return os.preadv(fd, (buf,), offset)
+
+    @_einval_on_value_error
+    def write(self, file: OpenFile, offset: int, data: memoryview) -> int:
+        f = self._file(file)
+        if offset < 0:
+            raise _err(errno.EINVAL)
+        with f._ref as fd:
+            if f._append:
+                return os.write(fd, data)
+            return os.pwrite(fd, data, offset)
+
+    @_einval_on_value_error
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+        f = self._file(file)
+        if not f._is_dir:
+            raise _err(errno.ENOTDIR)
+        if max_entries < 1 or not 0 <= cookie <= _U64:
+            raise _err(errno.EINVAL)
+        # Cookies are the kernel's d_off (loff_t) seen as unsigned 64-bit numbers.
+        position = cookie - (1 << 64) if cookie >= 1 << 63 else cookie
+        qids = self._qids
+        dev = f._dev
+        out: list[DirEntry] = []
+        # Sized for the batch (names average far below 64 bytes), at least one page (a record
+        # is at most 280 bytes), at most 32 KiB; a fuller batch just takes another getdents.
+        buf = ctypes.create_string_buffer(
+            min(_READDIR_MAX_BUFSIZE, max(_READDIR_MIN_BUFSIZE, max_entries * 64))
+        )
+        with f._ref as fd, f._dir_lock:
+            os.lseek(fd, position, os.SEEK_SET)
+            while len(out) < max_entries:
+                data = _linux.getdents64(fd, buf)
+                if not data:
+                    break
+                for ino, off, dtype, raw in _linux.iter_dirents(data):
+                    out.append(DirEntry(_decode(raw), qids.qid(dev, ino), dtype << 12, off & _U64))
+                    if len(out) == max_entries:
+                        break
+        return out
+
+    @_einval_on_value_error
+    def fsync(self, file: OpenFile, *, datasync: bool) -> None:
+        f = self._file(file)
+        with f._ref as fd:
+            if datasync:
+                os.fdatasync(fd)
+            else:
+                os.fsync(fd)
+
+    # -- names ---------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def mkdir(self, parent: Node, name: str, mode: int) -> Node:
+        p = self._node(parent)
+        raw = _name(name)
+        with p._ref as pfd:
+            os.mkdir(raw, mode & 0o7777, dir_fd=pfd)
+            fd = self._open_beneath(pfd, raw, os.O_DIRECTORY)
+        return self._adopt(fd)
+
+    @_einval_on_value_error
+    def symlink(self, parent: Node, name: str, target: str) -> Node:
+        p = self._node(parent)
+        raw = _name(name)
+        raw_target = target.encode("utf-8", "surrogateescape")
+        with p._ref as pfd:
+            os.symlink(raw_target, raw, dir_fd=pfd)
+            fd = self._open_beneath(pfd, raw)
+        return self._adopt(fd)
+
+    @_einval_on_value_error
+    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
+        p = self._node(parent)
+        raw = _name(name)
+        kind = stat.S_IFMT(mode)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            raise _err(errno.EPERM)  # never device nodes, whoever asks
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
+            raise _err(errno.EINVAL)  # regular files: create(); directories: mkdir()
+        with p._ref as pfd:
+            os.mknod(raw, kind | (mode & 0o7777), 0, dir_fd=pfd)
+            fd = self._open_beneath(pfd, raw)
+        return self._adopt(fd)
+
+    def readlink(self, node: Node) -> str:
+        n = self._node(node)
+        if n.file_type != stat.S_IFLNK:
+            raise _err(errno.EINVAL)
+        with n._ref as fd:
+            return _decode(os.readlink(b"", dir_fd=fd))
+
+    @_einval_on_value_error
+    def link(self, parent: Node, name: str, target: Node) -> None:
+        p = self._node(parent)
+        t = self._node(target)
+        raw = _name(name)
+        if t.file_type == stat.S_IFDIR:
+            raise _err(errno.EPERM)
+        with p._ref as pfd, t._ref as tfd:
+            # linkat(AT_FDCWD, "/proc/self/fd/N", pfd, name, AT_SYMLINK_FOLLOW): the magic
+            # link resolves to the object itself (a symlink node links the symlink).
+            os.link(_proc(tfd), raw, dst_dir_fd=pfd, follow_symlinks=True)
+
+    @_einval_on_value_error
+    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
+        op = self._node(old_parent)
+        np_ = self._node(new_parent)
+        old_raw = _name(old_name)
+        new_raw = _name(new_name)
+        with op._ref as ofd, np_._ref as nfd:
+            os.rename(old_raw, new_raw, src_dir_fd=ofd, dst_dir_fd=nfd)
+
+    @_einval_on_value_error
+    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
+        p = self._node(parent)
+        raw = _name(name)
+        with p._ref as pfd:
+            if rmdir:
+                os.rmdir(raw, dir_fd=pfd)
+            else:
+                os.unlink(raw, dir_fd=pfd)
+
+    def statfs(self, node: Node) -> StatFs:
+        n = self._node(node)
+        with n._ref as fd:
+            st = _linux.fstatfs(fd)
+        return StatFs(
+            fs_type=st.fs_type,
+            bsize=st.frsize,  # the unit of the block counts (statvfs' f_frsize)
+            blocks=st.blocks,
+            bfree=st.bfree,
+            bavail=st.bavail,
+            files=st.files,
+            ffree=st.ffree,
+            fsid=st.fsid,
+            namelen=st.namelen,
+        )
+
+    # -- xattrs (namespace policy is the gateway's) ----------------------------------------------
+
+    @_einval_on_value_error
+    def getxattr(self, node: Node, name: str) -> bytes:
+        n = self._node(node)
+        with n._ref as fd:
+            return os.getxattr(_proc(fd), name)
+
+    @_einval_on_value_error
+    def listxattr(self, node: Node) -> list[str]:
+        n = self._node(node)
+        with n._ref as fd:
+            return os.listxattr(_proc(fd))
+
+    @_einval_on_value_error
+    def setxattr(self, node: Node, name: str, value: bytes, flags: int) -> None:
+        n = self._node(node)
+        if flags not in (0, os.XATTR_CREATE, os.XATTR_REPLACE):
+            raise _err(errno.EINVAL)
+        with n._ref as fd:
+            os.setxattr(_proc(fd), name, value, flags)
+
+    @_einval_on_value_error
+    def removexattr(self, node: Node, name: str) -> None:
+        n = self._node(node)
+        with n._ref as fd:
+            os.removexattr(_proc(fd), name)
+
+    # -- volume --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the volume root fd (open_root then fails with EBADF). Nodes and open files
+        already handed out keep their own fds and stay usable until closed."""
+        self._root.close()

@@ -1,0 +1,186 @@
+"""An async 9P2000.L client over one connection.
+
+One reader task routes replies to waiting requests by tag, so many requests can be in
+flight at once. Errors come back as ``OSError`` with the server's errno. Fids are numbers
+handed out by :meth:`Client.new_fid` and recycled after Tclunk/Tremove.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import anyio
+import anyio.abc
+
+from vshare.protocol import (
+    NOFID,
+    NOTAG,
+    VERSION_9P2000_L,
+    FrameDecoder,
+    Message,
+    Qid,
+    Rattach,
+    RemoteProtocolError,
+    Rlerror,
+    Rversion,
+    Tattach,
+    Tclunk,
+    Tflush,
+    Tversion,
+    encode_parts,
+)
+from vshare.transport import Connection, connect
+
+M = TypeVar("M", bound=Message)
+
+
+class _Pending:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.reply: Message | BaseException | None = None
+
+
+class Client:
+    def __init__(self, conn: Connection, msize: int) -> None:
+        self.conn = conn
+        self.msize = msize
+        self._pending: dict[int, _Pending] = {}
+        self._free_tags = list(range(0xFFFE, -1, -1))
+        self._next_fid = 0
+        self._free_fids: list[int] = []
+        self._send_lock = anyio.Lock()
+        self._dead: BaseException | None = None
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        decoder = FrameDecoder(msize=self.msize, accept="R")
+        try:
+            while True:
+                data = await self.conn.receive(max(self.msize, 65536))
+                if not data:
+                    raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
+                decoder.feed(data)
+                for tag, msg in decoder:
+                    pending = self._pending.get(tag)
+                    if pending is None:
+                        raise RemoteProtocolError(f"reply for unknown tag {tag}")
+                    pending.reply = msg
+                    pending.event.set()
+        except (OSError, RemoteProtocolError) as exc:
+            self._fail(exc)
+        except BaseException as exc:
+            self._fail(ConnectionAbortedError(errno.ECONNABORTED, "client closed"))
+            raise exc
+
+    def _fail(self, exc: BaseException) -> None:
+        self._dead = exc
+        for pending in self._pending.values():
+            pending.reply = exc
+            pending.event.set()
+
+    async def send_frame(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        async with self._send_lock:
+            await self.conn.send(parts)
+
+    async def rpc(self, msg: Message, tag: int | None = None) -> Message:
+        """Send a request, wait for its reply. Rlerror becomes ``OSError``."""
+        if self._dead is not None:
+            raise OSError(errno.ECONNRESET, f"connection lost: {self._dead}")
+        if tag is None:
+            if not self._free_tags:
+                raise OSError(errno.EAGAIN, "no free tag")
+            tag = self._free_tags.pop()
+            recycle = True
+        else:
+            recycle = False
+        pending = self._pending[tag] = _Pending()
+        try:
+            head, payload = encode_parts(tag, msg, self.msize)
+            await self.send_frame((head,) if payload is None else (head, payload))
+            await pending.event.wait()
+        finally:
+            del self._pending[tag]
+            if recycle:
+                self._free_tags.append(tag)
+        reply = pending.reply
+        if isinstance(msg, Tflush):
+            # A flushed request that got no reply before Rflush never will: end it.
+            flushed = self._pending.get(msg.oldtag)
+            if flushed is not None and flushed.reply is None:
+                flushed.reply = OSError(errno.EINTR, "request flushed")
+                flushed.event.set()
+        if isinstance(reply, OSError) and reply.errno == errno.EINTR:
+            raise reply
+        if isinstance(reply, BaseException):
+            raise OSError(errno.ECONNRESET, f"connection lost: {reply}")
+        if isinstance(reply, Rlerror):
+            raise OSError(reply.ecode, os.strerror(reply.ecode))
+        assert reply is not None
+        return reply
+
+    async def call(self, msg: Message, expect: type[M]) -> M:
+        """:meth:`rpc`, checking the reply's type."""
+        reply = await self.rpc(msg)
+        if not isinstance(reply, expect):
+            raise OSError(errno.EPROTO, f"expected {expect.__name__}, got {type(reply).__name__}")
+        return reply
+
+    # --- session -----------------------------------------------------------------------
+
+    def new_fid(self) -> int:
+        if self._free_fids:
+            return self._free_fids.pop()
+        fid = self._next_fid
+        self._next_fid += 1
+        return fid
+
+    def release_fid(self, fid: int) -> None:
+        self._free_fids.append(fid)
+
+    async def version(self, msize: int) -> int:
+        reply = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
+        assert isinstance(reply, Rversion)
+        if reply.version != VERSION_9P2000_L:
+            raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
+        self.msize = reply.msize
+        return reply.msize
+
+    async def attach(
+        self, aname: str, uname: str = "", n_uname: int = 0xFFFFFFFF
+    ) -> tuple[int, Qid]:
+        fid = self.new_fid()
+        reply = await self.call(Tattach(fid, NOFID, uname, aname, n_uname), Rattach)
+        return fid, reply.qid
+
+    async def clunk(self, fid: int) -> None:
+        try:
+            await self.rpc(Tclunk(fid))
+        finally:
+            self.release_fid(fid)
+
+
+@asynccontextmanager
+async def open_client(
+    target: str | Connection, msize: int = 512 * 1024 + 24
+) -> AsyncIterator[Client]:
+    """Connect (to a URI, or over an existing connection), negotiate the version, and
+    yield a :class:`Client` whose reader runs until the block ends."""
+    conn = await connect(target) if isinstance(target, str) else target
+    client = Client(conn, msize)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client._reader)
+            try:
+                await client.version(msize)
+                yield client
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await conn.aclose()

@@ -1,0 +1,700 @@
+"""The 9P2000.L operations of one session: one handler per T-message.
+
+Each handler takes the decoded request and returns the reply, or raises ``OSError`` whose
+errno the session sends back in Rlerror. Blocking backend work runs in a worker thread,
+bounded per share; a handler does all of its backend calls in one trip to that thread.
+
+Confinement rests on three rules kept here and in the backend (see backend/posix.py):
+every name from the wire goes through :func:`check_name` before a backend sees it; every
+lookup is relative to a node the fid already holds; ``..`` is answered by walking again
+from the share root (and stays at the root when already there), never by asking the
+backend for a parent.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import anyio
+
+from vshare.backend.base import TIME_NOW, Attr, Node, check_name
+from vshare.gateway.context import GatewayContext, audit_log
+from vshare.gateway.fids import Attachment, Fid, XattrWrite, node_qid, qid_of, walk_from_root
+from vshare.gateway.locks import Owner
+from vshare.policy import decide, squash_mode
+from vshare.protocol import (
+    AT_REMOVEDIR,
+    GETATTR_BASIC,
+    GETATTR_BTIME,
+    IOHDRSZ,
+    LOCK_BLOCKED,
+    LOCK_SUCCESS,
+    LOCK_TYPE_UNLCK,
+    LOCK_TYPE_WRLCK,
+    MAXWELEM,
+    NOFID,
+    SETATTR_ATIME,
+    SETATTR_ATIME_SET,
+    SETATTR_GID,
+    SETATTR_MODE,
+    SETATTR_MTIME,
+    SETATTR_MTIME_SET,
+    SETATTR_SIZE,
+    SETATTR_UID,
+    DirentPacker,
+    Message,
+    Qid,
+    Rattach,
+    Rclunk,
+    Rfsync,
+    Rgetattr,
+    Rgetlock,
+    Rlcreate,
+    Rlink,
+    Rlock,
+    Rlopen,
+    Rmkdir,
+    Rmknod,
+    Rread,
+    Rreaddir,
+    Rreadlink,
+    Rremove,
+    Rrename,
+    Rrenameat,
+    Rsetattr,
+    Rstatfs,
+    Rsymlink,
+    Runlinkat,
+    Rwalk,
+    Rwrite,
+    Rxattrcreate,
+    Rxattrwalk,
+    Tattach,
+    Tauth,
+    Tclunk,
+    Tfsync,
+    Tgetattr,
+    Tgetlock,
+    Tlcreate,
+    Tlink,
+    Tlock,
+    Tlopen,
+    Tmkdir,
+    Tmknod,
+    Tread,
+    Treaddir,
+    Treadlink,
+    Tremove,
+    Trename,
+    Trenameat,
+    Tsetattr,
+    Tstatfs,
+    Tsymlink,
+    Tunlinkat,
+    Twalk,
+    Twrite,
+    Txattrcreate,
+    Txattrwalk,
+    dotl_to_os_flags,
+)
+from vshare.transport import PeerIdentity
+
+log = logging.getLogger("vshare.gateway")
+T = TypeVar("T")
+
+MAX_OFFSET: Final = (1 << 63) - 1
+XATTR_SIZE_MAX: Final = 64 * 1024  # Linux's limit for one value
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_DIRENT_MIN: Final = 24  # a packed entry without its name
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def _parse_aname(aname: str) -> str:
+    """``NAME;key=value;...`` (as WSL sends) → NAME. Options are accepted and ignored."""
+    return aname.split(";", 1)[0].strip().strip("/")
+
+
+class Operations:
+    """Handlers and fid table of one session."""
+
+    def __init__(self, ctx: GatewayContext, identity: PeerIdentity, session_id: int) -> None:
+        self.ctx = ctx
+        self.backend = ctx.backend
+        self.identity = identity
+        self.session_id = session_id
+        self.msize = ctx.config.msize
+        self.fids: dict[int, Fid] = {}
+        self.squash = ctx.config.ownership == "squash"
+        self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
+            Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
+            Tlcreate: self.lcreate, Tread: self.read, Twrite: self.write, Tclunk: self.clunk,
+            Tremove: self.remove, Tgetattr: self.getattr, Tsetattr: self.setattr,
+            Treaddir: self.readdir, Tfsync: self.fsync, Tstatfs: self.statfs,
+            Treadlink: self.readlink, Tsymlink: self.symlink, Tmknod: self.mknod,
+            Tmkdir: self.mkdir, Tlink: self.link, Trename: self.rename,
+            Trenameat: self.renameat, Tunlinkat: self.unlinkat, Txattrwalk: self.xattrwalk,
+            Txattrcreate: self.xattrcreate, Tlock: self.lock, Tgetlock: self.getlock,
+        }  # fmt: skip
+
+    def handler(self, msg_type: type) -> Callable[[Any], Awaitable[Message]] | None:
+        return self._handlers.get(msg_type)
+
+    # --- plumbing --------------------------------------------------------------------
+
+    async def _run(self, att: Attachment, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=att.limiter)
+
+    def _fid(self, fid: int) -> Fid:
+        try:
+            return self.fids[fid]
+        except KeyError:
+            raise _err(errno.EBADF) from None
+
+    def _new_fid_allowed(self, newfid: int) -> None:
+        if newfid == NOFID:
+            raise _err(errno.EINVAL)
+        if newfid in self.fids:
+            raise _err(errno.EBADF)
+        if len(self.fids) >= self.ctx.config.max_fids:
+            raise _err(errno.EMFILE)
+
+    def _add_fid(self, number: int, fid: Fid) -> None:
+        fid.att.refs += 1
+        self.fids[number] = fid
+        self.ctx.metrics.fids.inc()
+
+    def _drop_fid(self, number: int) -> Fid:
+        try:
+            fid = self.fids.pop(number)
+        except KeyError:
+            raise _err(errno.EBADF) from None
+        self.ctx.metrics.fids.dec()
+        fid.att.refs -= 1
+        return fid
+
+    @staticmethod
+    def _writable(fid: Fid) -> None:
+        if not fid.att.writable:
+            raise _err(errno.EROFS)
+
+    def _dir(self, fid: Fid) -> Node:
+        if fid.is_open:
+            raise _err(errno.EBUSY)
+        if not fid.node.is_dir:
+            raise _err(errno.ENOTDIR)
+        return fid.node
+
+    def _check_xattr_name(self, name: str) -> None:
+        if not name.startswith(tuple(self.ctx.config.xattr_namespaces)):
+            raise _err(errno.EOPNOTSUPP)
+
+    async def close_all(self) -> None:
+        """Clunk every fid (session end or Tversion)."""
+        fids = [self._drop_fid(n) for n in list(self.fids)]
+        roots = {id(f.att): f.att for f in fids}
+
+        def close() -> None:
+            for fid in fids:
+                try:
+                    fid.close()
+                except OSError:
+                    pass
+            for att in roots.values():
+                if att.refs == 0:
+                    att.root.close()
+
+        await anyio.to_thread.run_sync(close)
+        self.ctx.locks.release_session(self.session_id)
+
+    # --- session and fids --------------------------------------------------------------
+
+    async def auth(self, msg: Tauth) -> Message:
+        raise _err(errno.EOPNOTSUPP)  # identity comes from the transport, not from 9P auth
+
+    async def attach(self, msg: Tattach) -> Message:
+        self._new_fid_allowed(msg.fid)
+        if msg.afid != NOFID:
+            raise _err(errno.EINVAL)
+        aname = _parse_aname(msg.aname)
+        share = self.ctx.find_share(aname)
+        requester = self.ctx.resolve(self.identity)
+        level = decide(requester, share.access) if share is not None else None
+        decision = "allow" if level is not None else "deny"
+        self.ctx.metrics.attaches.labels(decision=decision).inc()
+        audit_log.info(
+            "attach identity=%r share=%r decision=%s level=%s uname=%r%s",
+            str(self.identity), aname, decision, level.value if level else "-", msg.uname,
+            "" if share is not None else " reason=no-such-share",
+        )  # fmt: skip
+        if share is None or level is None:
+            # The same answer for "no such share" and "not yours": no probing of names.
+            raise _err(errno.EACCES)
+        limiter = self.ctx.limiter(share)
+        root = await anyio.to_thread.run_sync(self.backend.open_root, share.path, limiter=limiter)
+        att = Attachment(share, level, root, limiter)
+        self._add_fid(msg.fid, Fid(att, await self._run(att, self.backend.clone, root), ()))
+        return Rattach(node_qid(root))
+
+    async def walk(self, msg: Twalk) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.is_open:
+            raise _err(errno.EBUSY)  # walking from an open fid is not allowed
+        if msg.newfid != msg.fid:
+            self._new_fid_allowed(msg.newfid)
+        if len(msg.wnames) > MAXWELEM:
+            raise _err(errno.EINVAL)
+        for name in msg.wnames:
+            if name != "..":
+                check_name(name)
+        qids, node, path = await self._run(fid.att, self._walk, fid, msg.wnames)
+        if node is None:
+            return Rwalk(tuple(qids))  # partial walk: newfid is not created
+        if msg.newfid == msg.fid:
+            old = fid.node
+            fid.node, fid.path = node, path
+            await self._run(fid.att, old.close)
+        else:
+            self._add_fid(msg.newfid, Fid(fid.att, node, path))
+        return Rwalk(tuple(qids))
+
+    def _walk(
+        self, fid: Fid, names: tuple[str, ...]
+    ) -> tuple[list[Qid], Node | None, tuple[str, ...]]:
+        """Runs in a worker thread. Returns the qids walked and, if every name was walked,
+        the final node (owned by the caller)."""
+        backend = self.backend
+        path = fid.path
+        current = backend.clone(fid.node)
+        qids: list[Qid] = []
+        try:
+            for i, name in enumerate(names):
+                try:
+                    if name == "..":
+                        # At the share root, ".." is the root itself (as "/.." is "/").
+                        parent = path[:-1]
+                        nxt = walk_from_root(backend, fid.att, parent)
+                        path = parent
+                    else:
+                        nxt = backend.lookup(current, name)
+                        path = (*path, name)
+                except OSError:
+                    if i == 0:
+                        raise
+                    current.close()
+                    return qids, None, fid.path
+                current.close()
+                current = nxt
+                qids.append(node_qid(current))
+        except BaseException:
+            current.close()
+            raise
+        return qids, current, path
+
+    async def clunk(self, msg: Tclunk) -> Message:
+        fid = self._drop_fid(msg.fid)
+        pending = fid.xattr_write
+
+        def finish() -> None:
+            try:
+                if pending is not None:
+                    self._apply_xattr(fid, pending)
+            finally:
+                fid.close()
+                if fid.att.refs == 0:
+                    fid.att.root.close()
+
+        await self._run(fid.att, finish)
+        return Rclunk()
+
+    def _apply_xattr(self, fid: Fid, pending: XattrWrite) -> None:
+        if len(pending.data) != pending.size:
+            raise _err(errno.EINVAL)  # the client wrote less than it announced
+        if pending.size == 0:
+            # How Linux says removexattr (size 0, XATTR_REPLACE), as QEMU's 9p reads it.
+            self.backend.removexattr(fid.node, pending.name)
+        else:
+            self.backend.setxattr(fid.node, pending.name, bytes(pending.data), pending.flags)
+
+    async def remove(self, msg: Tremove) -> Message:
+        fid = self._fid(msg.fid)
+        try:
+            self._writable(fid)
+            if not fid.path:
+                raise _err(errno.EBUSY)  # the share root itself
+            await self._run(fid.att, self._remove, fid)
+        finally:
+            await self.clunk(Tclunk(msg.fid))  # Tremove clunks the fid even when it fails
+        return Rremove()
+
+    def _remove(self, fid: Fid) -> None:
+        parent = walk_from_root(self.backend, fid.att, fid.path[:-1])
+        try:
+            # The fid's remembered path may be stale (renamed by someone else): only
+            # remove the name if it still names the fid's file.
+            probe = self.backend.lookup(parent, fid.path[-1])
+            same = probe.qid_path == fid.node.qid_path
+            probe.close()
+            if not same:
+                raise _err(errno.ESTALE)
+            self.backend.unlink(parent, fid.path[-1], rmdir=fid.node.is_dir)
+        finally:
+            parent.close()
+
+    # --- attributes ---------------------------------------------------------------------
+
+    async def getattr(self, msg: Tgetattr) -> Message:
+        fid = self._fid(msg.fid)
+        attr = await self._run(fid.att, self.backend.getattr, fid.node)
+        return self._rgetattr(fid, attr)
+
+    def _rgetattr(self, fid: Fid, a: Attr) -> Rgetattr:
+        uid, gid = (fid.att.share.uid, fid.att.share.gid) if self.squash else (a.uid, a.gid)
+        valid = GETATTR_BASIC | (GETATTR_BTIME if a.btime_ns else 0)
+        return Rgetattr(
+            valid, qid_of(stat.S_IFMT(a.mode), a.qid_path), a.mode, uid, gid, a.nlink, a.rdev,
+            a.size, a.blksize, a.blocks, a.atime_ns // 1_000_000_000, a.atime_ns % 1_000_000_000,
+            a.mtime_ns // 1_000_000_000, a.mtime_ns % 1_000_000_000,
+            a.ctime_ns // 1_000_000_000, a.ctime_ns % 1_000_000_000,
+            a.btime_ns // 1_000_000_000, a.btime_ns % 1_000_000_000, a.generation,
+            a.data_version,
+        )  # fmt: skip
+
+    async def setattr(self, msg: Tsetattr) -> Message:
+        fid = self._fid(msg.fid)
+        self._writable(fid)
+        v = msg.valid
+        changes: dict[str, int] = {}
+        if v & SETATTR_MODE:
+            changes["mode"] = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+        if not self.squash:  # in squash mode ownership changes are accepted and ignored
+            if v & SETATTR_UID:
+                changes["uid"] = msg.uid
+            if v & SETATTR_GID:
+                changes["gid"] = msg.gid
+        if v & SETATTR_SIZE:
+            if msg.size > MAX_OFFSET:
+                raise _err(errno.EFBIG)
+            changes["size"] = msg.size
+        if v & SETATTR_ATIME:
+            changes["atime_ns"] = (
+                msg.atime_sec * 1_000_000_000 + msg.atime_nsec
+                if v & SETATTR_ATIME_SET
+                else TIME_NOW
+            )
+        if v & SETATTR_MTIME:
+            changes["mtime_ns"] = (
+                msg.mtime_sec * 1_000_000_000 + msg.mtime_nsec
+                if v & SETATTR_MTIME_SET
+                else TIME_NOW
+            )
+        if changes:
+            await self._run(fid.att, lambda: self.backend.setattr(fid.node, **changes))
+        return Rsetattr()
+
+    async def statfs(self, msg: Tstatfs) -> Message:
+        fid = self._fid(msg.fid)
+        s = await self._run(fid.att, self.backend.statfs, fid.node)
+        return Rstatfs(s.fs_type, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree,
+                       s.fsid, s.namelen)  # fmt: skip
+
+    # --- I/O ----------------------------------------------------------------------------
+
+    async def lopen(self, msg: Tlopen) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.is_open:
+            raise _err(errno.EBUSY)
+        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self._writable(fid)
+        fid.file = await self._run(fid.att, self.backend.open, fid.node, flags)
+        fid.flags = flags
+        return Rlopen(node_qid(fid.node), self.msize - IOHDRSZ)
+
+    async def lcreate(self, msg: Tlcreate) -> Message:
+        fid = self._fid(msg.fid)
+        self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+
+        def create() -> Node:
+            node, file = self.backend.create(fid.node, msg.name, flags, mode)
+            if not self.squash:
+                self.backend.setattr(node, gid=msg.gid)
+            old = fid.node
+            fid.node, fid.file, fid.flags = node, file, flags
+            fid.path = (*fid.path, msg.name)
+            old.close()
+            return node
+
+        node = await self._run(fid.att, create)
+        return Rlcreate(node_qid(node), self.msize - IOHDRSZ)
+
+    async def read(self, msg: Tread) -> Message:
+        fid = self._fid(msg.fid)
+        if msg.offset > MAX_OFFSET:
+            raise _err(errno.EINVAL)
+        count = min(msg.count, self.msize - IOHDRSZ)
+        if fid.xattr_data is not None:
+            data = fid.xattr_data[msg.offset : msg.offset + count]
+            return Rread(data)
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY:
+            raise _err(errno.EBADF)
+        if fid.node.is_dir:
+            raise _err(errno.EISDIR)
+        buf = bytearray(count)
+        n = await self._run(fid.att, self.backend.read, file, msg.offset, memoryview(buf))
+        self.ctx.metrics.bytes_read.inc(n)
+        return Rread(memoryview(buf)[:n] if n < count else buf)
+
+    async def write(self, msg: Twrite) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.xattr_write is not None:
+            pending = fid.xattr_write
+            if msg.offset != len(pending.data) or msg.offset + len(msg.data) > pending.size:
+                raise _err(errno.EINVAL)
+            pending.data += msg.data
+            return Rwrite(len(msg.data))
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_RDONLY:
+            raise _err(errno.EBADF)
+        self._writable(fid)  # checked on every write: an rw→ro change applies at once
+        if msg.offset > MAX_OFFSET or msg.offset + len(msg.data) > MAX_OFFSET:
+            raise _err(errno.EFBIG)
+        data = msg.data if isinstance(msg.data, memoryview) else memoryview(msg.data)
+        n = await self._run(fid.att, self.backend.write, file, msg.offset, data)
+        self.ctx.metrics.bytes_written.inc(n)
+        return Rwrite(n)
+
+    async def readdir(self, msg: Treaddir) -> Message:
+        fid = self._fid(msg.fid)
+        file = fid.file
+        if file is None or not fid.node.is_dir:
+            raise _err(errno.EBADF if file is None else errno.ENOTDIR)
+        if msg.offset > MAX_OFFSET:
+            raise _err(errno.EINVAL)
+        count = min(msg.count, self.msize - IOHDRSZ)
+        at_root = not fid.path
+        root_qid_path = fid.att.root.qid_path
+
+        def fill() -> bytes:
+            packer = DirentPacker(count)
+            cookie = msg.offset
+            while True:
+                want = max(1, (count - packer.size) // (_DIRENT_MIN + 8))
+                entries = self.backend.readdir(file, cookie, want)
+                if not entries:
+                    return packer.getvalue()
+                for entry in entries:
+                    qid_path = entry.qid_path
+                    if at_root and entry.name == "..":
+                        qid_path = root_qid_path  # never reveal what is above the share
+                    try:
+                        fits = packer.add(qid_of(entry.file_type, qid_path), entry.cookie,
+                                          entry.file_type >> 12, entry.name)  # fmt: skip
+                    except UnicodeEncodeError:
+                        log.debug("readdir: skipping a name that is not UTF-8: %r", entry.name)
+                        cookie = entry.cookie
+                        continue
+                    if not fits:
+                        return packer.getvalue()
+                    cookie = entry.cookie
+
+        return Rreaddir(await self._run(fid.att, fill))
+
+    async def fsync(self, msg: Tfsync) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.file is None:
+            raise _err(errno.EBADF)
+        await self._run(fid.att, lambda: self.backend.fsync(fid.file, datasync=bool(msg.datasync)))  # type: ignore[arg-type]
+        return Rfsync()
+
+    # --- names --------------------------------------------------------------------------
+
+    async def mkdir(self, msg: Tmkdir) -> Message:
+        fid = self._fid(msg.dfid)
+        parent = self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+        return Rmkdir(await self._run(fid.att, self._made, parent, msg.gid,
+                                      self.backend.mkdir, parent, msg.name, mode))  # fmt: skip
+
+    def _made(self, parent: Node, gid: int, fn: Callable[..., Node], *args: Any) -> Qid:
+        """Create something, give it the guest's gid (passthrough), return its qid."""
+        node = fn(*args)
+        try:
+            if not self.squash and not node.is_symlink:
+                self.backend.setattr(node, gid=gid)
+            return node_qid(node)
+        finally:
+            node.close()
+
+    async def symlink(self, msg: Tsymlink) -> Message:
+        fid = self._fid(msg.fid)
+        parent = self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        if not msg.symtgt or "\0" in msg.symtgt:
+            raise _err(errno.EINVAL)
+        made = self.backend.symlink
+        qid = await self._run(fid.att, self._made, parent, msg.gid, made, parent, msg.name,
+                              msg.symtgt)  # fmt: skip
+        return Rsymlink(qid)
+
+    async def mknod(self, msg: Tmknod) -> Message:
+        fid = self._fid(msg.dfid)
+        parent = self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        kind = stat.S_IFMT(msg.mode)
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
+            raise _err(errno.EPERM)  # no device nodes, ever; files and dirs have their own ops
+        perms = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+        made = self.backend.mknod
+        qid = await self._run(fid.att, self._made, parent, msg.gid, made, parent, msg.name,
+                              kind | perms, 0)  # fmt: skip
+        return Rmknod(qid)
+
+    async def readlink(self, msg: Treadlink) -> Message:
+        fid = self._fid(msg.fid)
+        if not fid.node.is_symlink:
+            raise _err(errno.EINVAL)
+        return Rreadlink(await self._run(fid.att, self.backend.readlink, fid.node))
+
+    async def link(self, msg: Tlink) -> Message:
+        dfid = self._fid(msg.dfid)
+        target = self._fid(msg.fid)
+        parent = self._dir(dfid)
+        check_name(msg.name)
+        self._writable(dfid)
+        if target.att.share is not dfid.att.share:
+            raise _err(errno.EXDEV)
+        if target.node.is_dir:
+            raise _err(errno.EPERM)
+        await self._run(dfid.att, self.backend.link, parent, msg.name, target.node)
+        return Rlink()
+
+    async def rename(self, msg: Trename) -> Message:
+        fid = self._fid(msg.fid)
+        dfid = self._fid(msg.dfid)
+        new_parent = self._dir(dfid)
+        check_name(msg.name)
+        self._writable(fid)
+        if fid.att.share is not dfid.att.share:
+            raise _err(errno.EXDEV)
+        if not fid.path:
+            raise _err(errno.EBUSY)
+
+        def do() -> None:
+            old_parent = walk_from_root(self.backend, fid.att, fid.path[:-1])
+            try:
+                self.backend.rename(old_parent, fid.path[-1], new_parent, msg.name)
+            finally:
+                old_parent.close()
+            fid.path = (*dfid.path, msg.name)
+
+        await self._run(fid.att, do)
+        return Rrename()
+
+    async def renameat(self, msg: Trenameat) -> Message:
+        old = self._fid(msg.olddirfid)
+        new = self._fid(msg.newdirfid)
+        old_parent, new_parent = self._dir(old), self._dir(new)
+        check_name(msg.oldname)
+        check_name(msg.newname)
+        self._writable(old)
+        if old.att.share is not new.att.share:
+            raise _err(errno.EXDEV)
+        await self._run(old.att, self.backend.rename, old_parent, msg.oldname, new_parent,
+                        msg.newname)  # fmt: skip
+        return Rrenameat()
+
+    async def unlinkat(self, msg: Tunlinkat) -> Message:
+        fid = self._fid(msg.dirfid)
+        parent = self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        rmdir = bool(msg.flags & AT_REMOVEDIR)
+        await self._run(fid.att, lambda: self.backend.unlink(parent, msg.name, rmdir=rmdir))
+        return Runlinkat()
+
+    # --- extended attributes ------------------------------------------------------------
+
+    async def xattrwalk(self, msg: Txattrwalk) -> Message:
+        fid = self._fid(msg.fid)
+        if msg.newfid != msg.fid:
+            self._new_fid_allowed(msg.newfid)
+        namespaces = tuple(self.ctx.config.xattr_namespaces)
+
+        def fetch() -> tuple[bytes, Node]:
+            if msg.name:
+                if not msg.name.startswith(namespaces):
+                    raise _err(errno.ENODATA)  # invisible, as if absent
+                value = self.backend.getxattr(fid.node, msg.name)
+            else:
+                names = [n for n in self.backend.listxattr(fid.node) if n.startswith(namespaces)]
+                value = b"".join(n.encode() + b"\0" for n in names)
+            return value, self.backend.clone(fid.node)
+
+        value, node = await self._run(fid.att, fetch)
+        if msg.newfid == msg.fid:
+            old = fid.node
+            fid.node, fid.xattr_data = node, value
+            await self._run(fid.att, old.close)
+        else:
+            self._add_fid(msg.newfid, Fid(fid.att, node, fid.path, xattr_data=value))
+        return Rxattrwalk(len(value))
+
+    async def xattrcreate(self, msg: Txattrcreate) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.is_open:
+            raise _err(errno.EBUSY)
+        self._writable(fid)
+        self._check_xattr_name(msg.name)
+        if msg.attr_size > XATTR_SIZE_MAX:
+            raise _err(errno.E2BIG)
+        if msg.flags & ~(os.XATTR_CREATE | os.XATTR_REPLACE):
+            raise _err(errno.EINVAL)
+        fid.xattr_write = XattrWrite(msg.name, msg.attr_size, msg.flags)
+        return Rxattrcreate()
+
+    # --- locks --------------------------------------------------------------------------
+
+    def _owner(self, client_id: str, proc_id: int) -> Owner:
+        return (self.session_id, client_id, proc_id)
+
+    async def lock(self, msg: Tlock) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.file is None:
+            raise _err(errno.EBADF)
+        if msg.type != LOCK_TYPE_UNLCK and msg.start > MAX_OFFSET:
+            raise _err(errno.EINVAL)
+        try:
+            ok = self.ctx.locks.lock(fid.node.qid_path, self._owner(msg.client_id, msg.proc_id),
+                                     msg.type, msg.start, msg.length)  # fmt: skip
+        except ValueError:
+            raise _err(errno.EINVAL) from None
+        return Rlock(LOCK_SUCCESS if ok else LOCK_BLOCKED)
+
+    async def getlock(self, msg: Tgetlock) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.file is None:
+            raise _err(errno.EBADF)
+        # Linux (6.1) asks every F_GETLK with type UNLCK: read that as "any lock at all?".
+        query = LOCK_TYPE_WRLCK if msg.type == LOCK_TYPE_UNLCK else msg.type
+        held = self.ctx.locks.conflict(fid.node.qid_path, self._owner(msg.client_id, msg.proc_id),
+                                       query, msg.start, msg.length)  # fmt: skip
+        if held is None:
+            return Rgetlock(LOCK_TYPE_UNLCK, msg.start, msg.length, msg.proc_id, msg.client_id)
+        return Rgetlock(held.type, held.start, held.length, held.owner[2], held.owner[1])

@@ -1,0 +1,202 @@
+"""One connection: decode frames, run each request as its own task, send replies.
+
+Structure: the session owns one task group; the reader loop feeds a
+:class:`~vshare.protocol.FrameDecoder` and starts one task per request (tags make requests
+concurrent). Each request task owns a cancel scope kept in ``_inflight[tag]``; Tflush
+cancels that scope, waits for the task to end, and only then answers Rflush — so Rflush
+always follows the original reply if that reply was sent. A handler that completed always
+has its reply sent (the operation took effect; the client must learn its result).
+
+What closes a session: EOF, a malformed frame (``RemoteProtocolError``), a duplicate tag,
+the idle timeout, or gateway shutdown. Nothing a peer sends can raise out of :meth:`run`.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from vshare.gateway.context import GatewayContext
+from vshare.gateway.ops import Operations
+from vshare.protocol import (
+    MAX_MSIZE,
+    VERSION_9P2000_L,
+    VERSION_UNKNOWN,
+    FrameDecoder,
+    LocalProtocolError,
+    Message,
+    RemoteProtocolError,
+    Rflush,
+    Rlerror,
+    Rversion,
+    Tflush,
+    Tversion,
+    encode_parts,
+)
+from vshare.transport import Connection
+
+log = logging.getLogger("vshare.gateway")
+_session_ids = itertools.count(1)
+#: The smallest msize we agree to: room for a Rgetattr and a useful read.
+MIN_MSIZE = 4096
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    scope: anyio.CancelScope
+    done: anyio.Event
+
+
+class Session:
+    def __init__(self, ctx: GatewayContext, conn: Connection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.id = next(_session_ids)
+        self.ops = Operations(ctx, conn.identity, self.id)
+        self.negotiated = False
+        self._inflight: dict[int, _Request] = {}
+        self._send_lock = anyio.Lock()
+        self._closed = False
+        self.requests = 0  # answered, for logs
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self) -> None:
+        """Serve the connection until it ends. Never raises for anything the peer does."""
+        metrics = self.ctx.metrics
+        metrics.sessions.inc()
+        log.info("session %d: open from %s", self.id, self.conn.identity)
+        reason = "closed by peer"
+        try:
+            async with anyio.create_task_group() as tg:
+                try:
+                    reason = await self._read_loop(tg)
+                finally:
+                    tg.cancel_scope.cancel()
+        except Exception:  # a bug of ours: log it, close this session only
+            log.exception("session %d: internal error", self.id)
+            reason = "internal error"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.ops.close_all()
+                await self.conn.aclose()
+            metrics.sessions.dec()
+            log.info("session %d: %s after %d requests", self.id, reason, self.requests)
+
+    async def _read_loop(self, tg: anyio.abc.TaskGroup) -> str:
+        config = self.ctx.config
+        decoder = FrameDecoder(msize=config.msize, accept="T")
+        idle = config.idle_timeout or None
+        while True:
+            with anyio.move_on_after(idle) as timer:
+                data = await self.conn.receive(max(config.msize, 256 * 1024))
+            if timer.cancelled_caught:
+                return f"idle for {idle:g} s"
+            if not data:
+                return "closed by peer"
+            decoder.feed(data)
+            try:
+                for tag, msg in decoder:
+                    if isinstance(msg, Tversion):
+                        await self._version(tag, msg, decoder)
+                    elif tag in self._inflight:
+                        raise RemoteProtocolError(f"tag {tag} is already in use")
+                    elif isinstance(msg, Tflush):
+                        self._start(tg, tag, msg, self._flush(tag, msg))
+                    elif len(self._inflight) >= config.max_inflight:
+                        self._start(tg, tag, msg, self._reply(tag, Rlerror(errno.EAGAIN)))
+                    else:
+                        self._start(tg, tag, msg, self._serve(tag, msg))
+            except RemoteProtocolError as exc:
+                self.ctx.metrics.protocol_errors.inc()
+                log.warning("session %d: protocol error from %s: %s", self.id,
+                            self.conn.identity, exc)  # fmt: skip
+                return "closed: protocol error"
+
+    def _start(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message, coro: object) -> None:
+        request = _Request(anyio.CancelScope(), anyio.Event())
+        self._inflight[tag] = request
+
+        async def runner() -> None:
+            try:
+                with request.scope:
+                    await coro  # type: ignore[misc]
+            finally:
+                if self._inflight.get(tag) is request:
+                    del self._inflight[tag]
+                request.done.set()
+
+        tg.start_soon(runner)
+
+    async def _version(self, tag: int, msg: Tversion, decoder: FrameDecoder) -> None:
+        """Tversion resets the session: every request is aborted, every fid clunked."""
+        for request in list(self._inflight.values()):
+            request.scope.cancel()
+        for request in list(self._inflight.values()):
+            await request.done.wait()
+        await self.ops.close_all()
+        if msg.msize < MIN_MSIZE:
+            await self._reply(tag, Rlerror(errno.EINVAL))
+            return
+        msize = min(msg.msize, self.ctx.config.msize)
+        version = VERSION_9P2000_L if msg.version.startswith(VERSION_9P2000_L) else VERSION_UNKNOWN
+        self.negotiated = version == VERSION_9P2000_L
+        if self.negotiated:
+            self.ops.msize = msize
+            decoder.msize = msize
+        await self._reply(tag, Rversion(msize, version), msize=max(msize, MIN_MSIZE))
+
+    async def _serve(self, tag: int, msg: Message) -> None:
+        name = type(msg).__name__[1:]
+        handler = self.ops.handler(type(msg))
+        start = time.perf_counter()
+        reply: Message
+        if not self.negotiated:
+            reply = Rlerror(errno.EPROTO)  # Tversion first
+        elif handler is None:
+            reply = Rlerror(errno.EOPNOTSUPP)
+        else:
+            try:
+                reply = await handler(msg)
+            except OSError as exc:
+                reply = Rlerror(exc.errno or errno.EIO)
+            except (ValueError, OverflowError) as exc:
+                log.debug("session %d: %s: %s", self.id, name, exc)
+                reply = Rlerror(errno.EINVAL)
+            except Exception:
+                self.ctx.metrics.internal_errors.inc()
+                log.exception("session %d: %s failed (tag %d, %r)", self.id, name, tag, msg)
+                reply = Rlerror(errno.EIO)
+        result = "ok" if not isinstance(reply, Rlerror) else errno.errorcode.get(reply.ecode, "E?")
+        self.ctx.metrics.observe(name, result, time.perf_counter() - start)
+        # The operation has happened: its reply goes out even if a Tflush arrives now.
+        with anyio.CancelScope(shield=True):
+            await self._reply(tag, reply)
+
+    async def _flush(self, tag: int, msg: Tflush) -> None:
+        target = self._inflight.get(msg.oldtag)
+        if target is not None and msg.oldtag != tag:
+            target.scope.cancel()
+            await target.done.wait()
+        await self._reply(tag, Rflush())
+
+    async def _reply(self, tag: int, reply: Message, msize: int | None = None) -> None:
+        try:
+            head, payload = encode_parts(tag, reply, msize or self.ops.msize)
+        except LocalProtocolError:
+            log.exception("session %d: cannot encode %r", self.id, reply)
+            head, payload = encode_parts(tag, Rlerror(errno.EIO), MAX_MSIZE)
+        parts = (head,) if payload is None else (head, payload)
+        async with self._send_lock:
+            try:
+                await self.conn.send(parts)
+            except OSError as exc:  # the peer went away; the read loop will notice
+                log.debug("session %d: send failed: %s", self.id, exc)
+        self.requests += 1

@@ -1,0 +1,90 @@
+"""Access rules in Manila's vocabulary, and the decision over them."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+
+class Level(enum.StrEnum):
+    """Access level of a rule or of an attached session."""
+
+    RO = "ro"
+    RW = "rw"
+
+
+#: ``instance``: an instance uuid (resolved from the hypervisor's facts);
+#: ``ip``: an address or CIDR; ``cert``: a TLS client certificate's SHA-256 fingerprint;
+#: ``user``: a local Unix uid (SO_PEERCRED), for host-local tools.
+ACCESS_TYPES: Final = frozenset({"instance", "ip", "cert", "user"})
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    access_type: str
+    access_to: str
+    level: Level = Level.RW
+
+    def __post_init__(self) -> None:
+        if self.access_type not in ACCESS_TYPES:
+            raise ValueError(
+                f"access type {self.access_type!r} is not one of {', '.join(sorted(ACCESS_TYPES))}"
+            )
+        if self.access_type == "ip":
+            ipaddress.ip_network(self.access_to, strict=False)  # ValueError if malformed
+        if self.access_type == "user" and not self.access_to.isdigit():
+            raise ValueError(f"user rule needs a numeric uid, not {self.access_to!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """What the hypervisor and the transport say about the peer; nothing the peer says."""
+
+    instance_id: str | None = None
+    address: str | None = None
+    cert_fingerprint: str | None = None
+    uid: int | None = None
+
+
+def _matches(rule: AccessRule, who: Requester) -> bool:
+    if rule.access_type == "instance":
+        return who.instance_id is not None and rule.access_to == who.instance_id
+    if rule.access_type == "ip":
+        if who.address is None:
+            return False
+        try:
+            return ipaddress.ip_address(who.address) in ipaddress.ip_network(
+                rule.access_to, strict=False
+            )
+        except ValueError:
+            return False
+    if rule.access_type == "cert":
+        return who.cert_fingerprint is not None and (
+            rule.access_to.replace(":", "").lower() == who.cert_fingerprint.replace(":", "").lower()
+        )
+    if rule.access_type == "user":
+        return who.uid is not None and rule.access_to == str(who.uid)
+    return False
+
+
+def decide(who: Requester, rules: Iterable[AccessRule]) -> Level | None:
+    """The highest level any matching rule grants, or None (deny)."""
+    best: Level | None = None
+    for rule in rules:
+        if _matches(rule, who):
+            if rule.level is Level.RW:
+                return Level.RW
+            best = Level.RO
+    return best
+
+
+_SQUASHED_BITS: Final = stat.S_ISUID | stat.S_ISGID
+
+
+def squash_mode(mode: int) -> int:
+    """Permission bits a guest may set: no setuid/setgid, nothing outside 0o7777."""
+    return mode & 0o7777 & ~_SQUASHED_BITS

@@ -1,0 +1,461 @@
+"""PosixBackend: the shared conformance suite and escape battery, then POSIX-only details.
+
+Everything runs twice: with openat2 (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+RESOLVE_NO_MAGICLINKS) and with the one-component ``openat(O_PATH | O_NOFOLLOW)`` fallback
+used on kernels without openat2.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import itertools
+import os
+import shutil
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vshare.backend import _linux
+from vshare.backend.base import Node
+from vshare.backend.posix import PosixBackend, PosixNode, _FdRef, _QidMap
+from vshare.testing.backend_conformance import (
+    BackendConformance,
+    BackendFactory,
+    BackendUnderTest,
+    EscapeBattery,
+    LocalVolumeFixture,
+    raises_errno,
+)
+
+SHARE = "shares/a"
+
+
+def _openat2_works() -> bool:
+    try:
+        fd = _linux.openat2(_linux.AT_FDCWD, b".", os.O_PATH | os.O_CLOEXEC, 0)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.fixture(params=["openat2", "openat"])
+def resolver(request: pytest.FixtureRequest) -> bool:
+    if request.param == "openat2" and not _openat2_works():
+        pytest.skip("the kernel has no openat2")
+    return bool(request.param == "openat2")
+
+
+@pytest.fixture
+def backend_factory(tmp_path: Path, resolver: bool) -> BackendFactory:
+    counter = itertools.count()
+
+    def make() -> BackendUnderTest:
+        root = tmp_path / f"vol{next(counter)}"
+        (root / SHARE).mkdir(parents=True)
+        backend = PosixBackend(str(root), use_openat2=resolver)
+        return BackendUnderTest(backend, SHARE, LocalVolumeFixture(str(root)))
+
+    return make
+
+
+class TestPosixConformance(BackendConformance):
+    pass
+
+
+class TestPosixEscapes(EscapeBattery):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# POSIX-only
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    root = tmp_path / "vol"
+    (root / SHARE).mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def backend(volume: Path, resolver: bool) -> Iterator[PosixBackend]:
+    b = PosixBackend(str(volume), use_openat2=resolver)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def share(backend: PosixBackend) -> Iterator[Node]:
+    node = backend.open_root(SHARE)
+    yield node
+    node.close()
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def test_openat2_is_used_when_the_kernel_has_it(volume: Path) -> None:
+    backend = PosixBackend(str(volume))
+    assert backend.uses_openat2 == _openat2_works()
+    backend.close()
+
+
+def test_bad_volume_root(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with raises_errno(errno.ENOTDIR):
+        PosixBackend(str(tmp_path / "file"))
+    with raises_errno(errno.ENOENT):
+        PosixBackend(str(tmp_path / "missing"))
+
+
+def test_open_root_paths_are_strict(backend: PosixBackend, volume: Path) -> None:
+    root = backend.open_root("")
+    assert backend.getattr(root).qid_path == os.stat(volume).st_ino
+    for path in ("/shares/a", "shares/a/", "shares//a", "./shares/a", "shares/./a"):
+        with raises_errno(errno.EINVAL):
+            backend.open_root(path)
+
+
+def test_qid_is_the_inode_on_the_volume_device(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    node, file = backend.create(share, "f", os.O_RDWR, 0o644)
+    file.close()
+    st = os.lstat(volume / SHARE / "f")
+    assert node.qid_path == st.st_ino
+    assert backend.getattr(node).qid_path == st.st_ino
+    assert share.qid_path == os.stat(volume / SHARE).st_ino
+
+
+def test_qid_map_rule() -> None:
+    qids = _QidMap(root_dev=100)
+    assert qids.qid(100, 12345) == 12345
+    assert qids.qid(100, 2**56 - 1) == 2**56 - 1
+    high = qids.qid(100, 2**56 + 7)  # an inode number that does not fit in 56 bits
+    assert high >> 56 not in (0, 255) and high & (2**56 - 1) == 7
+    other = qids.qid(200, 12345)  # another device (a mount inside the volume)
+    assert other >> 56 not in (0, 255, high >> 56) and other & (2**56 - 1) == 12345
+    assert qids.qid(200, 12345) == other
+    assert qids.qid(100, 2**56 + 7) == high
+    assert len({qids.qid(dev, 1) for dev in range(300, 553)}) == 253  # indexes 1..254 used up
+    overflow = qids.qid(999, 5)
+    assert overflow >> 56 == 255
+    assert qids.qid(999, 5) == overflow != qids.qid(999, 6)
+    assert qids.qid(300, 1) == qids.qid(300, 1)
+
+
+def test_fd_per_node_and_open_file(volume: Path) -> None:
+    before = _open_fds()
+    backend = PosixBackend(str(volume))
+    assert len(_open_fds() - before) == 1  # the volume root
+    root = backend.open_root(SHARE)
+    node, file = backend.create(root, "f", os.O_RDWR, 0o644)
+    dfile = backend.open(root, os.O_RDONLY)
+    clone = backend.clone(node)
+    assert len(_open_fds() - before) == 6
+    for handle in (clone, dfile, file, node, root):
+        handle.close()
+    assert len(_open_fds() - before) == 1
+    backend.close()
+    assert _open_fds() - before == set()
+
+
+def test_handles_are_o_path_nofollow(backend: PosixBackend, share: Node) -> None:
+    backend.symlink(share, "link", "target")
+    link = backend.lookup(share, "link")
+    assert isinstance(link, PosixNode)
+    with link._ref as fd:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH
+        assert stat.S_ISLNK(os.fstat(fd).st_mode)
+        assert not os.get_inheritable(fd)
+
+
+def test_use_after_close_is_ebadf(backend: PosixBackend, share: Node) -> None:
+    node, file = backend.create(share, "f", os.O_RDWR, 0o644)
+    node.close()
+    file.close()
+    with raises_errno(errno.EBADF):
+        backend.getattr(node)
+    with raises_errno(errno.EBADF):
+        backend.open(node, os.O_RDONLY)
+    with raises_errno(errno.EBADF):
+        backend.read(file, 0, memoryview(bytearray(1)))
+    with raises_errno(errno.EBADF):
+        backend.lookup(node, "x")
+    backend.close()
+    with raises_errno(errno.EBADF):
+        backend.open_root(SHARE)
+    assert backend.lookup(share, "f").file_type == stat.S_IFREG  # nodes outlive the volume
+
+
+def test_fd_closed_only_after_last_use() -> None:
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    ref = _FdRef(fd)
+    with ref as used:
+        ref.close()
+        os.fstat(used)  # still open: a call is using it
+        with raises_errno(errno.EBADF), ref:
+            pass  # but no new use starts
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    ref.close()
+
+
+def test_close_racing_use_never_reaches_another_file(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    """A (buggy) use racing close() sees EBADF or the right file, never a reused fd."""
+    (volume / SHARE / "a").write_bytes(b"AAAA")
+    (volume / SHARE / "b").write_bytes(b"BBBB")
+    for _ in range(20):
+        node = backend.lookup(share, "a")
+        stop = threading.Event()
+        bad: list[str] = []
+
+        def user(node: Node = node, stop: threading.Event = stop, bad: list[str] = bad) -> None:
+            buf = bytearray(4)
+            try:
+                while not stop.is_set():
+                    try:
+                        file = backend.open(node, os.O_RDONLY)
+                    except OSError as e:
+                        if e.errno != errno.EBADF:
+                            raise
+                        continue
+                    backend.read(file, 0, memoryview(buf))
+                    file.close()
+                    if buf != b"AAAA":
+                        bad.append(bytes(buf).decode())
+            except BaseException as e:
+                bad.append(repr(e))
+
+        threads = [threading.Thread(target=user) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.005)
+        node.close()
+        others = [backend.lookup(share, "b") for _ in range(20)]  # reuse fd numbers
+        time.sleep(0.005)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        for other in others:
+            other.close()
+        assert not bad, bad[:5]
+
+
+def test_special_files_are_not_opened(backend: PosixBackend, share: Node, volume: Path) -> None:
+    fifo = backend.mknod(share, "fifo", stat.S_IFIFO | 0o600, 0)
+    sock = backend.mknod(share, "sock", stat.S_IFSOCK | 0o600, 0)
+    for node in (fifo, sock):
+        with raises_errno(errno.EPERM):
+            backend.open(node, os.O_RDONLY | os.O_NONBLOCK)
+    if os.geteuid() == 0:
+        os.mknod(volume / SHARE / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        dev = backend.lookup(share, "null")  # a device the host left there
+        assert dev.file_type == stat.S_IFCHR
+        with raises_errno(errno.EPERM):
+            backend.open(dev, os.O_RDWR)
+    # metadata of special files is fine: it never opens them
+    backend.setattr(fifo, mode=0o644, mtime_ns=TIME)
+    assert stat.S_IMODE(os.lstat(volume / SHARE / "fifo").st_mode) == 0o644
+
+
+TIME = 1_234_567_890_123_456_789
+
+
+def test_mknod_other_types_einval(backend: PosixBackend, share: Node) -> None:
+    for mode in (stat.S_IFREG | 0o644, stat.S_IFDIR | 0o755, stat.S_IFLNK | 0o777, 0o644):
+        with raises_errno(errno.EINVAL):
+            backend.mknod(share, "x", mode, 0)
+
+
+def test_setattr_symlink_errnos(backend: PosixBackend, share: Node) -> None:
+    link = backend.symlink(share, "link", "x")
+    with raises_errno(errno.EOPNOTSUPP):
+        backend.setattr(link, mode=0o644)
+    with raises_errno(errno.EINVAL):
+        backend.setattr(link, size=0)
+    with raises_errno(errno.EINVAL):
+        backend.setattr(backend.mknod(share, "fifo", stat.S_IFIFO | 0o600, 0), size=0)
+
+
+def test_open_flags_filtered(backend: PosixBackend, share: Node, volume: Path) -> None:
+    (volume / SHARE / "f").write_bytes(b"0123456789")
+    node = backend.lookup(share, "f")
+    # O_DIRECT would need aligned buffers, O_NOATIME could fail with EPERM: both dropped.
+    odd = getattr(os, "O_DIRECT", 0) | getattr(os, "O_NOATIME", 0) | os.O_NOFOLLOW
+    file = backend.open(node, os.O_RDONLY | odd)
+    buf = bytearray(7)
+    assert backend.read(file, 1, memoryview(buf)[1:]) == 6
+    file.close()
+    with raises_errno(errno.EINVAL):
+        backend.open(node, os.O_ACCMODE)
+    with raises_errno(errno.ENOTDIR):
+        backend.open(node, os.O_RDONLY | os.O_DIRECTORY)
+    backend.open(share, os.O_RDONLY | os.O_DIRECTORY).close()
+
+
+def test_value_errors_become_einval(backend: PosixBackend, share: Node) -> None:
+    node, file = backend.create(share, "f", os.O_RDWR, 0o644)
+    with raises_errno(errno.EINVAL):
+        backend.read(file, 2**64, memoryview(bytearray(1)))
+    with raises_errno(errno.EINVAL):
+        backend.write(file, -1, memoryview(b"x"))
+    with raises_errno(errno.EINVAL):
+        backend.setattr(node, size=2**64)
+    with raises_errno(errno.EINVAL):
+        backend.lookup(share, "\ud800")  # a lone surrogate cannot be encoded
+    with raises_errno(errno.EINVAL):
+        backend.symlink(share, "l", "a\0b")
+    with raises_errno(errno.EINVAL):
+        backend.getxattr(node, "user.a\0b")
+    file.close()
+
+
+def test_foreign_handles_are_type_errors(volume: Path, tmp_path: Path) -> None:
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    a = PosixBackend(str(volume))
+    b = PosixBackend(str(other_root))
+    a_root = a.open_root(SHARE)
+    b_root = b.open_root("")
+    with pytest.raises(TypeError):
+        a.lookup(b_root, "x")
+    with pytest.raises(TypeError):
+        b.mkdir(a_root, "x", 0o755)
+    node, file = a.create(a_root, "f", os.O_RDWR, 0o644)
+    with pytest.raises(TypeError):
+        b.link(b_root, "stolen", node)
+    with pytest.raises(TypeError):
+        b.read(file, 0, memoryview(bytearray(1)))
+    assert not (other_root / "stolen").exists()
+    for h in (file, node, a_root, b_root):
+        h.close()
+    a.close()
+    b.close()
+
+
+def test_readdir_cookies_are_d_off(backend: PosixBackend, share: Node, volume: Path) -> None:
+    for i in range(10):
+        (volume / SHARE / f"f{i}").write_bytes(b"")
+    dfile = backend.open(share, os.O_RDONLY)
+    entries = list(backend.readdir(dfile, 0, 100))
+    raw = os.open(volume / SHARE, os.O_RDONLY | os.O_DIRECTORY)
+    buf = ctypes.create_string_buffer(65536)
+    kernel = [
+        (name.decode(), off & (2**64 - 1))
+        for _, off, _, name in _linux.iter_dirents(_linux.getdents64(raw, buf))
+    ]
+    os.close(raw)
+    assert [(e.name, e.cookie) for e in entries] == kernel
+    with pytest.raises(OSError):
+        backend.readdir(dfile, 2**63, 10)  # a negative loff_t
+    dfile.close()
+
+
+def test_non_utf8_names_surrogateescape(backend: PosixBackend, share: Node, volume: Path) -> None:
+    raw = os.fsencode(str(volume / SHARE)) + b"/\xff\xfe-name"
+    with open(raw, "wb") as f:
+        f.write(b"bytes")
+    dfile = backend.open(share, os.O_RDONLY)
+    names = [e.name for e in backend.readdir(dfile, 0, 100)]
+    dfile.close()
+    assert "\udcff\udcfe-name" in names
+    node = backend.lookup(share, "\udcff\udcfe-name")
+    assert node.qid_path == os.lstat(raw).st_ino
+
+
+def test_btime_from_statx(backend: PosixBackend, share: Node) -> None:
+    node, file = backend.create(share, "f", os.O_RDWR, 0o644)
+    file.close()
+    attr = backend.getattr(node)
+    if attr.btime_ns == 0:
+        pytest.skip("this file system does not report birth times")
+    assert abs(attr.btime_ns - attr.ctime_ns) < 60 * 10**9
+
+
+def test_statfs_matches_statvfs(backend: PosixBackend, share: Node, volume: Path) -> None:
+    st = backend.statfs(share)
+    vfs = os.statvfs(volume)
+    assert st.bsize == vfs.f_frsize
+    assert st.blocks == vfs.f_blocks
+    assert st.namelen == vfs.f_namemax
+    assert st.files == vfs.f_files
+
+
+def test_umask_applies_to_creation(backend: PosixBackend, share: Node) -> None:
+    old = os.umask(0o027)
+    try:
+        node, file = backend.create(share, "f", os.O_RDWR, 0o666)
+        d = backend.mkdir(share, "d", 0o777)
+    finally:
+        os.umask(old)
+    file.close()
+    assert stat.S_IMODE(backend.getattr(node).mode) == 0o640
+    assert stat.S_IMODE(backend.getattr(d).mode) == 0o750
+
+
+def test_create_node_is_the_created_inode(backend: PosixBackend, share: Node, volume: Path) -> None:
+    node, file = backend.create(share, "f", os.O_RDWR, 0o644)
+    os.rename(volume / SHARE / "f", volume / SHARE / "g")
+    (volume / SHARE / "f").write_bytes(b"impostor")
+    backend.write(file, 0, memoryview(b"mine"))
+    file.close()
+    assert node.qid_path == os.lstat(volume / SHARE / "g").st_ino
+    reopened = backend.open(node, os.O_RDONLY)
+    buf = bytearray(16)
+    assert bytes(buf[: backend.read(reopened, 0, memoryview(buf))]) == b"mine"
+    reopened.close()
+
+
+def test_host_moving_a_directory_out_keeps_the_node(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    """Documented limit: a node follows its inode even if the *host* moves it out."""
+    d = backend.mkdir(share, "d", 0o755)
+    os.rename(volume / SHARE / "d", volume / "moved-out")
+    backend.mkdir(d, "made-later", 0o755)
+    assert (volume / "moved-out" / "made-later").is_dir()
+
+
+@pytest.fixture
+def mounted_tmpfs(volume: Path) -> Iterator[Path]:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8)")
+    point = volume / SHARE / "mnt"
+    point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "vshare-test", str(point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_mount_point_inside_volume(backend: PosixBackend, share: Node, mounted_tmpfs: Path) -> None:
+    (mounted_tmpfs / "f").write_bytes(b"on tmpfs")
+    mnt = backend.lookup(share, "mnt")
+    f = backend.lookup(mnt, "f")
+    st = os.lstat(mounted_tmpfs / "f")
+    assert f.qid_path >> 56 not in (0, 255)  # another device: another index
+    assert f.qid_path & (2**56 - 1) == st.st_ino
+    dfile = backend.open(share, os.O_RDONLY)
+    entries = {e.name: e for e in backend.readdir(dfile, 0, 100)}
+    dfile.close()
+    # documented: the entry of a mount point carries the covered inode, not the mounted root
+    assert entries["mnt"].qid_path != mnt.qid_path
