@@ -83,10 +83,20 @@ async def test_walk_semantics(gw: Running) -> None:
         with pytest.raises(OSError) as info:
             await c.rpc(p.Twalk(root, c.new_fid(), ("nope",)))
         assert info.value.errno == errno.ENOENT
-        # walking an open fid is an error
+        # walking an open fid in place is an error; from it to a new fid is allowed
+        # (diod allows it and diodls -l relies on it), and the new fid is not open
         opened = await open_(c, root, "a", flags=p.DOTL_RDONLY | p.DOTL_DIRECTORY)
         with pytest.raises(OSError) as info:
-            await c.rpc(p.Twalk(opened, c.new_fid(), ("b",)))
+            await c.rpc(p.Twalk(opened, opened, ("b",)))
+        assert info.value.errno == errno.EBUSY
+        child = await walk(c, opened, "b")
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Treaddir(child, 0, 4096))
+        assert info.value.errno == errno.EBADF
+        xfid = c.new_fid()
+        await c.rpc(p.Txattrwalk(root, xfid, ""))
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Twalk(xfid, c.new_fid(), ("a",)))
         assert info.value.errno == errno.EBUSY
         # newfid in use
         with pytest.raises(OSError):

@@ -1,1 +1,29 @@
-"""Storage backends: a handle-based interface in the shape of 9P2000.L."""
+"""Storage backends: a handle-based interface in the shape of 9P2000.L.
+
+:func:`open_backend` turns a backend URI into a :class:`~vshare.backend.base.Backend`:
+``posix:/srv/volume`` (any directory: a local disk, a kernel-mounted CephFS/NFS/GlusterFS).
+"""
+
+from __future__ import annotations
+
+from vshare.backend.base import Backend
+
+
+def open_backend(uri: str) -> Backend:
+    """Open the volume a backend URI names.
+
+    Raises:
+        ValueError: an unknown scheme or a malformed URI (a one-line message).
+        OSError: the volume cannot be opened.
+    """
+    scheme, sep, rest = uri.partition(":")
+    if not sep or not rest:
+        raise ValueError(f"backend {uri!r}: expected posix:/path/to/volume")
+    if scheme == "posix":
+        from vshare.backend.posix import PosixBackend
+
+        return PosixBackend(rest[2:] if rest.startswith("//") else rest)
+    raise ValueError(f"backend {uri!r}: unknown scheme {scheme!r} (known: posix)")
+
+
+__all__ = ["Backend", "open_backend"]

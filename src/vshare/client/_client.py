@@ -182,5 +182,10 @@ async def open_client(
                 yield client
             finally:
                 tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One failure (the usual case) reaches the caller as itself, not as a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         await conn.aclose()

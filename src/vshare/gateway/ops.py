@@ -217,7 +217,9 @@ class Operations:
     # --- session and fids --------------------------------------------------------------
 
     async def auth(self, msg: Tauth) -> Message:
-        raise _err(errno.EOPNOTSUPP)  # identity comes from the transport, not from 9P auth
+        # Identity comes from the transport, never from 9P auth. ENOENT is how diod says
+        # "no authentication needed", and its clients (diodls, diodcat) go on to attach.
+        raise _err(errno.ENOENT)
 
     async def attach(self, msg: Tattach) -> Message:
         self._new_fid_allowed(msg.fid)
@@ -245,14 +247,17 @@ class Operations:
 
     async def walk(self, msg: Twalk) -> Message:
         fid = self._fid(msg.fid)
-        if fid.is_open:
-            raise _err(errno.EBUSY)  # walking from an open fid is not allowed
+        # walk(5) forbids walking from an opened fid. We refuse to walk one in place and
+        # to walk an xattr fid, but let an open file or directory be the *start* of a walk
+        # to a new, unopened fid: diod allows it and diodls -l depends on it.
+        if fid.is_open and (msg.newfid == msg.fid or fid.file is None):
+            raise _err(errno.EBUSY)
         if msg.newfid != msg.fid:
             self._new_fid_allowed(msg.newfid)
         if len(msg.wnames) > MAXWELEM:
             raise _err(errno.EINVAL)
         for name in msg.wnames:
-            if name != "..":
+            if name not in (".", ".."):
                 check_name(name)
         qids, node, path = await self._run(fid.att, self._walk, fid, msg.wnames)
         if node is None:
@@ -277,7 +282,9 @@ class Operations:
         try:
             for i, name in enumerate(names):
                 try:
-                    if name == "..":
+                    if name == ".":
+                        nxt = backend.clone(current)  # diodls walks "."; it stays put
+                    elif name == "..":
                         # At the share root, ".." is the root itself (as "/.." is "/").
                         parent = path[:-1]
                         nxt = walk_from_root(backend, fid.att, parent)

@@ -1,0 +1,113 @@
+"""``vshare gateway ...``: run a gateway."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+import click
+
+from vshare.backend import open_backend
+from vshare.gateway.config import ConfigError, GatewayConfig, load_config
+from vshare.gateway.server import Gateway
+
+
+@click.group()
+def gateway() -> None:
+    """Run and inspect gateways."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"vshare: {message}", err=True)
+    sys.exit(code)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+async def run_gateway(config: GatewayConfig) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    try:
+        backend = open_backend(config.backend)
+    except OSError as exc:
+        raise OSError(exc.errno, f"backend {config.backend}: {exc.strerror}") from None
+    gw = Gateway(config, backend)
+    if config.metrics:
+        from prometheus_client import start_http_server
+
+        host, _, port = config.metrics.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=gw.ctx.metrics.registry)
+        logging.getLogger("vshare.gateway").info("gateway: metrics on http://%s/metrics",
+                                                 config.metrics)  # fmt: skip
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(gw.serve)
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        logging.getLogger("vshare.gateway").info(
+                            "gateway: %s received", signal.Signals(signum).name
+                        )
+                        gw.shutdown()
+                        return
+
+            tg.start_soon(on_signal)
+            await gw.wait_stopped()
+            tg.cancel_scope.cancel()
+    finally:
+        backend.close()
+
+
+@gateway.command("run")
+@click.option("--listen", "listen", multiple=True, metavar="URI",
+              help="unix:///path or tcp://host:port (repeatable; default port 564).")  # fmt: skip
+@click.option("--backend", metavar="URI", help="posix:/srv/volume")
+@click.option("--store", metavar="URI", help="sqlite:///path/state.db (control plane; later).")
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A gateway.toml; flags override it.")  # fmt: skip
+@click.option("--msize", type=int, help="Largest msize to agree to (default 512 KiB).")
+@click.option("-v", "--verbose", count=True, help="More logs (-vv: debug).")
+def gateway_run(
+    listen: tuple[str, ...],
+    backend: str | None,
+    store: str | None,
+    metrics: str | None,
+    config_path: Path | None,
+    msize: int | None,
+    verbose: int,
+) -> None:
+    """Serve shares over 9P2000.L until SIGTERM.
+
+    Shares and their access rules come from the [[share]] tables of --config (until the
+    control plane serves them from --store).
+    """
+    try:
+        config = load_config(config_path).with_overrides(
+            listen=listen or None, backend=backend, metrics=metrics, msize=msize
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    if store:
+        fail("--store: the control-plane store is not available yet; use [[share]] in --config")
+    if not config.backend:
+        fail("no backend: give --backend posix:/path (or backend = ... in --config)")
+    if not config.listen:
+        fail("nothing to listen on: give --listen URI (or listen = [...] in --config)")
+    setup_logging(verbose)
+    try:
+        anyio.run(run_gateway, config)
+    except OSError as exc:
+        fail(exc.strerror or str(exc), 1)
+    except ValueError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        pass
