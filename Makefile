@@ -45,6 +45,7 @@ typecheck: venv
 
 bench: venv debs-test
 	$(BIN)/python benchmarks/codec.py
+	$(BIN)/python benchmarks/gateway.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -192,6 +192,16 @@ class Operations:
             raise _err(errno.ENOTDIR)
         return fid.node
 
+    def _dir_to_change(self, dfid: int, *names: str) -> tuple[Fid, Node]:
+        """The directory fid a name-changing request works in, its node, after the checks
+        they all need: an unopened directory, single-component names, a writable share."""
+        fid = self._fid(dfid)
+        parent = self._dir(fid)
+        for name in names:
+            check_name(name)
+        self._writable(fid)
+        return fid, parent
+
     def _check_xattr_name(self, name: str) -> None:
         if not name.startswith(tuple(self.ctx.config.xattr_namespaces)):
             raise _err(errno.EOPNOTSUPP)
@@ -529,10 +539,7 @@ class Operations:
     # --- names --------------------------------------------------------------------------
 
     async def mkdir(self, msg: Tmkdir) -> Message:
-        fid = self._fid(msg.dfid)
-        parent = self._dir(fid)
-        check_name(msg.name)
-        self._writable(fid)
+        fid, parent = self._dir_to_change(msg.dfid, msg.name)
         mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
         return Rmkdir(await self._run(fid.att, self._made, parent, msg.gid,
                                       self.backend.mkdir, parent, msg.name, mode))  # fmt: skip
@@ -548,10 +555,7 @@ class Operations:
             node.close()
 
     async def symlink(self, msg: Tsymlink) -> Message:
-        fid = self._fid(msg.fid)
-        parent = self._dir(fid)
-        check_name(msg.name)
-        self._writable(fid)
+        fid, parent = self._dir_to_change(msg.fid, msg.name)
         if not msg.symtgt or "\0" in msg.symtgt:
             raise _err(errno.EINVAL)
         made = self.backend.symlink
@@ -560,10 +564,7 @@ class Operations:
         return Rsymlink(qid)
 
     async def mknod(self, msg: Tmknod) -> Message:
-        fid = self._fid(msg.dfid)
-        parent = self._dir(fid)
-        check_name(msg.name)
-        self._writable(fid)
+        fid, parent = self._dir_to_change(msg.dfid, msg.name)
         kind = stat.S_IFMT(msg.mode)
         if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
             raise _err(errno.EPERM)  # no device nodes, ever; files and dirs have their own ops
@@ -628,10 +629,7 @@ class Operations:
         return Rrenameat()
 
     async def unlinkat(self, msg: Tunlinkat) -> Message:
-        fid = self._fid(msg.dirfid)
-        parent = self._dir(fid)
-        check_name(msg.name)
-        self._writable(fid)
+        fid, parent = self._dir_to_change(msg.dirfid, msg.name)
         rmdir = bool(msg.flags & AT_REMOVEDIR)
         await self._run(fid.att, lambda: self.backend.unlink(parent, msg.name, rmdir=rmdir))
         return Runlinkat()
