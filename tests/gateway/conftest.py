@@ -38,6 +38,7 @@ class Running:
     gateway: Gateway
     uri: str
     volume: Path
+    tcp_port: int | None = None
 
     def share_dir(self, name: str) -> Path:
         return self.volume / "shares" / name
@@ -80,19 +81,24 @@ GatewayFactory = Callable[..., AbstractAsyncContextManager[Running]]
 
 @pytest.fixture
 def start_gateway(volume: Path, tmp_path: Path) -> GatewayFactory:
-    """``async with start_gateway(**config_overrides) as running: ...``"""
+    """``async with start_gateway(tcp=False, **config_overrides) as running: ...``
+
+    The gateway listens on a Unix socket, and with ``tcp`` also on 127.0.0.1 (any port).
+    """
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def start(**overrides: object) -> AsyncIterator[Running]:
+    async def start(tcp: bool = False, **overrides: object) -> AsyncIterator[Running]:
         config = replace(base_config(), **overrides)  # type: ignore[arg-type]
         backend = PosixBackend(str(volume))
         gateway = Gateway(config, backend)
         sock = tmp_path / f"gw-{id(gateway)}.sock"
         async with anyio.create_task_group() as tg:
-            await tg.start(gateway.serve, [f"unix://{sock}"])
+            uris = [f"unix://{sock}", *(["tcp://127.0.0.1:0"] if tcp else [])]
+            bound = await tg.start(gateway.serve, uris)
+            port = bound[1].port if tcp else None
             try:
-                yield Running(gateway, f"unix://{sock}", volume)
+                yield Running(gateway, f"unix://{sock}", volume, port)
             finally:
                 gateway.shutdown()
         backend.close()

@@ -37,38 +37,28 @@ async def test_diodls_and_diodcat_through_the_gateway(start_gateway: GatewayFact
         Share("alpha", "shares/alpha", access=(AccessRule("ip", "127.0.0.1"),)),
         Share("gamma", "shares/gamma", access=(AccessRule("ip", "10.9.9.9"),)),
     )
-    async with start_gateway(shares=shares) as gw:
+    async with start_gateway(tcp=True, shares=shares) as gw:
         share = gw.share_dir("alpha")
         (share / "hello.txt").write_text("hello world\n")
         (share / "sub").mkdir()
         (share / "sub" / "a.txt").write_bytes(bytes(range(256)) * 1000)
         (share / "link").symlink_to("hello.txt")
-        lst = gw.gateway.listeners
-        from vshare.transport import listen
-
-        tcp = listen("tcp://127.0.0.1:0")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tcp.serve, gw.gateway._connection, tg)
-            port = tcp.bound.port
-            server = f"127.0.0.1:{port}"
-            ls = await run("diodls", "-s", server, "-a", "alpha", "-l", "/")
-            assert ls.returncode == 0, ls.stderr
-            lines = {line.split()[-1]: line for line in ls.stdout.splitlines() if line.strip()}
-            assert {".", "..", "hello.txt", "sub", "link"} <= set(lines), ls.stdout
-            assert lines["sub"].startswith("d") and lines["hello.txt"].startswith("-")
-            assert " 12 " in lines["hello.txt"]  # its size
-            cat = await run("diodcat", "-s", server, "-a", "alpha", "hello.txt")
-            assert cat.returncode == 0, cat.stderr
-            assert cat.stdout == "hello world\n"
-            big = await anyio.run_process(["diodcat", "-s", server, "-a", "alpha", "sub/a.txt"])
-            assert big.stdout == bytes(range(256)) * 1000
-            # a share this address has no rule for is refused
-            denied = await run("diodcat", "-s", server, "-a", "gamma", "theirs.txt")
-            assert denied.returncode != 0
-            assert "gamma's data" not in denied.stdout
-            tg.cancel_scope.cancel()
-        tcp.close()
-        assert lst  # the unix listener was untouched
+        server = f"127.0.0.1:{gw.tcp_port}"
+        ls = await run("diodls", "-s", server, "-a", "alpha", "-l", "/")
+        assert ls.returncode == 0, ls.stderr
+        lines = {line.split()[-1]: line for line in ls.stdout.splitlines() if line.strip()}
+        assert {".", "..", "hello.txt", "sub", "link"} <= set(lines), ls.stdout
+        assert lines["sub"].startswith("d") and lines["hello.txt"].startswith("-")
+        assert " 12 " in lines["hello.txt"]  # its size
+        cat = await run("diodcat", "-s", server, "-a", "alpha", "hello.txt")
+        assert cat.returncode == 0, cat.stderr
+        assert cat.stdout == "hello world\n"
+        big = await anyio.run_process(["diodcat", "-s", server, "-a", "alpha", "sub/a.txt"])
+        assert big.stdout == bytes(range(256)) * 1000
+        # a share this address has no rule for is refused
+        denied = await run("diodcat", "-s", server, "-a", "gamma", "theirs.txt")
+        assert denied.returncode != 0
+        assert "gamma's data" not in denied.stdout
 
 
 async def test_tauth_says_no_authentication_needed(start_gateway: GatewayFactory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 
 import anyio
 import pytest
@@ -184,10 +185,8 @@ async def test_setattr_mode_size_and_times(gw: Running) -> None:
         assert st.st_size == 4
         assert (st.st_atime_ns, st.st_mtime_ns) == (100_000_000_005, 200_000_000_007)
         # times without *_SET mean "now"
-        before = anyio.current_time()
         await c.rpc(p.Tsetattr(fid, p.SETATTR_MTIME, 0, 0, 0, 0, 0, 0, 0, 0))
-        assert abs(os.stat(path).st_mtime - __import__("time").time()) < 5
-        assert anyio.current_time() >= before
+        assert abs(os.stat(path).st_mtime - time.time()) < 5
         # chown in squash mode is accepted and ignored
         await c.rpc(p.Tsetattr(fid, p.SETATTR_UID | p.SETATTR_GID, 0, 0, 0, 0, 0, 0, 0, 0))
         assert os.stat(path).st_uid == os.getuid()

@@ -26,7 +26,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO
+    level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -75,7 +75,7 @@ async def run_gateway(config: GatewayConfig) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A gateway.toml; flags override it.")  # fmt: skip
 @click.option("--msize", type=int, help="Largest msize to agree to (default 512 KiB).")
-@click.option("-v", "--verbose", count=True, help="More logs (-vv: debug).")
+@click.option("-v", "--verbose", count=True, help="Debug logs (every request's errors).")
 def gateway_run(
     listen: tuple[str, ...],
     backend: str | None,

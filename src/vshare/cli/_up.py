@@ -51,7 +51,7 @@ def up(data: Path, port: int) -> None:
     click.echo(f"  diodcat -s 127.0.0.1:{port} -a {DEMO} README.txt")
     click.echo(f"  mount -t 9p -o trans=tcp,port={port},version=9p2000.L,aname={DEMO}"
                " 127.0.0.1 /mnt   # from a guest with the 9P client")  # fmt: skip
-    click.echo("Ctrl-C stops everything.", err=False)
+    click.echo("Ctrl-C stops everything.")
     sys.stdout.flush()
     setup_logging(0)
     try:

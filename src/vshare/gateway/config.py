@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from vshare.policy import AccessRule, Level
-from vshare.protocol import HEADER_SIZE
 from vshare.transport import parse_uri
 
 KiB: Final = 1024
@@ -105,8 +104,6 @@ class GatewayConfig:
                             (self.share_threads, "share_threads")):  # fmt: skip
             if value < 1:
                 raise ConfigError(f"{what} must be at least 1")
-        if self.msize < HEADER_SIZE:  # pragma: no cover - guarded above
-            raise ConfigError("msize too small")
 
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         """A copy with the given settings replaced (None means: keep)."""

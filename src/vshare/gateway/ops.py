@@ -36,7 +36,6 @@ from vshare.protocol import (
     LOCK_SUCCESS,
     LOCK_TYPE_UNLCK,
     LOCK_TYPE_WRLCK,
-    MAXWELEM,
     NOFID,
     SETATTR_ATIME,
     SETATTR_ATIME_SET,
@@ -264,8 +263,6 @@ class Operations:
             raise _err(errno.EBUSY)
         if msg.newfid != msg.fid:
             self._new_fid_allowed(msg.newfid)
-        if len(msg.wnames) > MAXWELEM:
-            raise _err(errno.EINVAL)
         for name in msg.wnames:
             if name not in (".", ".."):
                 check_name(name)
@@ -533,7 +530,8 @@ class Operations:
         fid = self._fid(msg.fid)
         if fid.file is None:
             raise _err(errno.EBADF)
-        await self._run(fid.att, lambda: self.backend.fsync(fid.file, datasync=bool(msg.datasync)))  # type: ignore[arg-type]
+        file, datasync = fid.file, bool(msg.datasync)
+        await self._run(fid.att, lambda: self.backend.fsync(file, datasync=datasync))
         return Rfsync()
 
     # --- names --------------------------------------------------------------------------
@@ -541,10 +539,10 @@ class Operations:
     async def mkdir(self, msg: Tmkdir) -> Message:
         fid, parent = self._dir_to_change(msg.dfid, msg.name)
         mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
-        return Rmkdir(await self._run(fid.att, self._made, parent, msg.gid,
-                                      self.backend.mkdir, parent, msg.name, mode))  # fmt: skip
+        args = (parent, msg.name, mode)
+        return Rmkdir(await self._run(fid.att, self._made, msg.gid, self.backend.mkdir, *args))
 
-    def _made(self, parent: Node, gid: int, fn: Callable[..., Node], *args: Any) -> Qid:
+    def _made(self, gid: int, fn: Callable[..., Node], *args: Any) -> Qid:
         """Create something, give it the guest's gid (passthrough), return its qid."""
         node = fn(*args)
         try:
@@ -558,10 +556,8 @@ class Operations:
         fid, parent = self._dir_to_change(msg.fid, msg.name)
         if not msg.symtgt or "\0" in msg.symtgt:
             raise _err(errno.EINVAL)
-        made = self.backend.symlink
-        qid = await self._run(fid.att, self._made, parent, msg.gid, made, parent, msg.name,
-                              msg.symtgt)  # fmt: skip
-        return Rsymlink(qid)
+        args = (parent, msg.name, msg.symtgt)
+        return Rsymlink(await self._run(fid.att, self._made, msg.gid, self.backend.symlink, *args))
 
     async def mknod(self, msg: Tmknod) -> Message:
         fid, parent = self._dir_to_change(msg.dfid, msg.name)
@@ -569,10 +565,8 @@ class Operations:
         if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
             raise _err(errno.EPERM)  # no device nodes, ever; files and dirs have their own ops
         perms = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
-        made = self.backend.mknod
-        qid = await self._run(fid.att, self._made, parent, msg.gid, made, parent, msg.name,
-                              kind | perms, 0)  # fmt: skip
-        return Rmknod(qid)
+        args = (parent, msg.name, kind | perms, 0)
+        return Rmknod(await self._run(fid.att, self._made, msg.gid, self.backend.mknod, *args))
 
     async def readlink(self, msg: Treadlink) -> Message:
         fid = self._fid(msg.fid)
@@ -581,11 +575,8 @@ class Operations:
         return Rreadlink(await self._run(fid.att, self.backend.readlink, fid.node))
 
     async def link(self, msg: Tlink) -> Message:
-        dfid = self._fid(msg.dfid)
+        dfid, parent = self._dir_to_change(msg.dfid, msg.name)
         target = self._fid(msg.fid)
-        parent = self._dir(dfid)
-        check_name(msg.name)
-        self._writable(dfid)
         if target.att.share is not dfid.att.share:
             raise _err(errno.EXDEV)
         if target.node.is_dir:
@@ -594,10 +585,8 @@ class Operations:
         return Rlink()
 
     async def rename(self, msg: Trename) -> Message:
+        dfid, new_parent = self._dir_to_change(msg.dfid, msg.name)
         fid = self._fid(msg.fid)
-        dfid = self._fid(msg.dfid)
-        new_parent = self._dir(dfid)
-        check_name(msg.name)
         self._writable(fid)
         if fid.att.share is not dfid.att.share:
             raise _err(errno.EXDEV)
@@ -616,12 +605,8 @@ class Operations:
         return Rrename()
 
     async def renameat(self, msg: Trenameat) -> Message:
-        old = self._fid(msg.olddirfid)
-        new = self._fid(msg.newdirfid)
-        old_parent, new_parent = self._dir(old), self._dir(new)
-        check_name(msg.oldname)
-        check_name(msg.newname)
-        self._writable(old)
+        old, old_parent = self._dir_to_change(msg.olddirfid, msg.oldname)
+        new, new_parent = self._dir_to_change(msg.newdirfid, msg.newname)
         if old.att.share is not new.att.share:
             raise _err(errno.EXDEV)
         await self._run(old.att, self.backend.rename, old_parent, msg.oldname, new_parent,

@@ -151,7 +151,7 @@ class Session:
         if self.negotiated:
             self.ops.msize = msize
             decoder.msize = msize
-        await self._reply(tag, Rversion(msize, version), msize=max(msize, MIN_MSIZE))
+        await self._reply(tag, Rversion(msize, version), msize=msize)
 
     async def _serve(self, tag: int, msg: Message) -> None:
         name = type(msg).__name__[1:]

@@ -130,6 +130,9 @@ def nbytes(data: Buffer) -> int:
     raise LocalProtocolError(f"data must be bytes-like, not {type(data).__name__}")
 
 
+#: The generated decoders' helper for each variable-size field kind.
+_READERS: Final = {Wire.STR: "_str", Wire.NAMES: "_names", Wire.QIDS: "_qids", Wire.DATA: "_data"}
+
 _HELPERS: Final[dict[str, object]] = {
     "_short": _short,
     "_trailing": _trailing,
@@ -200,9 +203,7 @@ def _compile_decoder(cls: type[Message], fields: list[tuple[str, str]]) -> Decod
             args.append(f"_tnew(_Qid, ({', '.join(parts)}))")
         else:
             flush()
-            helper = {Wire.STR: "_str", Wire.NAMES: "_names", Wire.QIDS: "_qids"}.get(kind)
-            if kind == Wire.DATA:
-                helper = "_data"
+            helper = _READERS.get(kind)
             if helper is None:
                 raise TypeError(f"{what}: unknown wire kind {kind!r}")
             lines.append(f"    {var}, pos = {helper}(buf, pos, end)")

@@ -24,6 +24,15 @@ _HEADER: Final = struct.Struct("<IBH")
 Side = Literal["T", "R"]
 
 
+def _encode(tag: int, msg: Message) -> tuple[bytes, Buffer | None]:
+    try:
+        return ENCODERS[type(msg)](tag, msg)
+    except KeyError:
+        raise LocalProtocolError(f"not a 9P2000.L message: {type(msg).__name__}") from None
+    except (struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+
+
 def encode_parts(tag: int, msg: Message, msize: int = MAX_MSIZE) -> tuple[bytes, Buffer | None]:
     """Encode ``msg`` as a frame split in two: the head, and the payload of Rread, Twrite
     or Rreaddir (``None`` for other messages). The payload is the caller's own buffer, not
@@ -32,12 +41,7 @@ def encode_parts(tag: int, msg: Message, msize: int = MAX_MSIZE) -> tuple[bytes,
     Raises:
         LocalProtocolError: a field is out of range, or the frame exceeds ``msize``.
     """
-    try:
-        head, payload = ENCODERS[type(msg)](tag, msg)
-    except KeyError:
-        raise LocalProtocolError(f"not a 9P2000.L message: {type(msg).__name__}") from None
-    except (struct.error, ValueError, TypeError, OverflowError) as exc:
-        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+    head, payload = _encode(tag, msg)
     size = len(head) if payload is None else len(head) + nbytes(payload)
     if size > msize:
         raise LocalProtocolError(f"{type(msg).__name__} of {size} bytes exceeds msize {msize}")
@@ -50,12 +54,7 @@ def encode(tag: int, msg: Message, msize: int = MAX_MSIZE) -> bytes:
     Raises:
         LocalProtocolError: a field is out of range, or the frame exceeds ``msize``.
     """
-    try:
-        head, payload = ENCODERS[type(msg)](tag, msg)
-    except KeyError:
-        raise LocalProtocolError(f"not a 9P2000.L message: {type(msg).__name__}") from None
-    except (struct.error, ValueError, TypeError, OverflowError) as exc:
-        raise LocalProtocolError(f"cannot encode {type(msg).__name__}: {exc}") from None
+    head, payload = _encode(tag, msg)
     if payload is not None:
         head += payload
     if len(head) > msize:

@@ -5,6 +5,7 @@ connection inside the caller's task group."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -63,7 +64,7 @@ class Listener:
                 await anyio.wait_readable(self._sock)
                 continue
             except OSError as exc:  # EMFILE and friends: wait, do not die
-                if exc.errno in (24, 23, 105, 12):
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     await anyio.sleep(0.1)
                     continue
                 raise
