@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,8 +147,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
         )
         vshare = Path(sys.executable).parent / "vshare"
-        proc = subprocess.Popen([str(vshare), "gateway", "run", "--config", str(config)],
-                                stderr=subprocess.DEVNULL)  # fmt: skip
+        command = [str(vshare), "gateway", "run", "--config", str(config)]
+        if args.profile:  # sample the gateway with py-spy; the report is written at exit
+            py_spy = Path(sys.executable).parent / "py-spy"
+            command = [str(py_spy), "record", "--format", args.profile_format, "-o", args.profile,
+                       "--rate", "250", "--", *command]  # fmt: skip
+        proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
         try:
             while not sock.exists():
                 await anyio.sleep(0.05)
@@ -159,11 +164,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                      ("read 4 KiB", op_read(4096), 4096), ("read 1 MiB", op_read(1 << 20), 1 << 20),
                      ("create+unlink", op_create_unlink, 0)]  # fmt: skip
             for name, make, nbytes in cases:
-                for inflight in (1, 16):
+                if args.case and name not in args.case:
+                    continue
+                for inflight in args.inflight or (1, 16):
                     rows.append(
                         await measure(name, make, uri, proc.pid, inflight, args.seconds, nbytes)
                     )
             # idle sessions: version + attach, then hold
+            if not args.sessions:
+                args.sessions = 1  # keep the arithmetic below honest
             rss_before = rss_kib(proc.pid)
             async with anyio.create_task_group() as tg:
                 ready = anyio.Event()
@@ -185,8 +194,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 rss_held = rss_kib(proc.pid)
                 tg.cancel_scope.cancel()
         finally:
-            proc.terminate()
-            proc.wait(10)
+            # py-spy writes its report on SIGINT (and stops the gateway with it)
+            proc.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+            proc.wait(30)
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "results": rows,
@@ -201,6 +211,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--case", action="append", help="only this case (repeatable)")
+    parser.add_argument("--inflight", type=int, action="append", help="only this depth")
+    parser.add_argument("--profile", metavar="FILE", help="record the gateway with py-spy")
+    parser.add_argument("--profile-format", default="speedscope", help="py-spy output format")
     args = parser.parse_args()
     out = anyio.run(run, args)
     if args.json:

@@ -18,6 +18,7 @@ import errno
 import os
 import platform
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -221,72 +222,44 @@ _STATX: Final = struct.Struct("=IIQIIIHHQQQQ" + "qIi" * 4 + "IIII")
 _STATX_SIZE: Final = 256
 
 
-def _ns(sec: int, nsec: int) -> int:
-    return sec * 1_000_000_000 + nsec
+_statx_buffers = threading.local()  # one struct statx per thread: no allocation per call
+_STATX_FLAGS: Final = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+_STATX_MASK: Final = _STATX_BASIC_STATS | _STATX_BTIME
 
 
 def _statx(fd: int) -> Stat:
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
-    flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
-    mask = _STATX_BASIC_STATS | _STATX_BTIME
+    buf = getattr(_statx_buffers, "buf", None)
+    if buf is None:
+        buf = _statx_buffers.buf = ctypes.create_string_buffer(_STATX_SIZE)
     if _statx_func is not None:
-        _retry(_statx_func, _check_fd(fd), b"", flags, mask, buf)
+        if not 0 <= fd <= 0x7FFFFFFF:
+            raise _error(errno.EBADF)
+        while _statx_func(fd, b"", _STATX_FLAGS, _STATX_MASK, buf) < 0:
+            err = ctypes.get_errno()
+            if err != errno.EINTR:
+                raise _error(err)
     else:
         _retry(
             _syscall,
             ctypes.c_long(_SYS_STATX[_MACHINE]),
             _check_fd(fd),
             ctypes.c_char_p(b""),
-            ctypes.c_int(flags),
-            ctypes.c_uint(mask),
+            ctypes.c_int(_STATX_FLAGS),
+            ctypes.c_uint(_STATX_MASK),
             buf,
         )
     (
-        got,
-        blksize,
-        _attributes,
-        nlink,
-        uid,
-        gid,
-        mode,
-        _pad,
-        ino,
-        size,
-        blocks,
-        _attributes_mask,
-        a_sec,
-        a_nsec,
-        _a_pad,
-        b_sec,
-        b_nsec,
-        _b_pad,
-        c_sec,
-        c_nsec,
-        _c_pad,
-        m_sec,
-        m_nsec,
-        _m_pad,
-        rdev_major,
-        rdev_minor,
-        dev_major,
-        dev_minor,
-    ) = _STATX.unpack_from(buf.raw)
+        got, blksize, _attributes, nlink, uid, gid, mode, _pad, ino, size, blocks,
+        _attributes_mask, a_sec, a_nsec, _a_pad, b_sec, b_nsec, _b_pad, c_sec, c_nsec, _c_pad,
+        m_sec, m_nsec, _m_pad, rdev_major, rdev_minor, dev_major, dev_minor,
+    ) = _STATX.unpack_from(buf)  # fmt: skip
     return Stat(
-        mode=mode,
-        ino=ino,
-        dev=os.makedev(dev_major, dev_minor),
-        nlink=nlink,
-        uid=uid,
-        gid=gid,
-        rdev=os.makedev(rdev_major, rdev_minor),
-        size=size,
-        blksize=blksize,
-        blocks=blocks,
-        atime_ns=_ns(a_sec, a_nsec),
-        mtime_ns=_ns(m_sec, m_nsec),
-        ctime_ns=_ns(c_sec, c_nsec),
-        btime_ns=_ns(b_sec, b_nsec) if got & _STATX_BTIME else 0,
-    )
+        mode, ino, os.makedev(dev_major, dev_minor), nlink, uid, gid,
+        os.makedev(rdev_major, rdev_minor), size, blksize, blocks,
+        a_sec * 1_000_000_000 + a_nsec, m_sec * 1_000_000_000 + m_nsec,
+        c_sec * 1_000_000_000 + c_nsec,
+        b_sec * 1_000_000_000 + b_nsec if got & _STATX_BTIME else 0,
+    )  # fmt: skip
 
 
 def _fstat(fd: int) -> Stat:

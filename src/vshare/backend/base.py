@@ -132,6 +132,12 @@ class Backend(abc.ABC):
     gateway (no ``/``, NUL, ``.``, ``..``, not empty); implementations check them again
     (defence in depth) and fail with EINVAL."""
 
+    #: Whether metadata calls (lookup, getattr, open, create, rename, ...) finish in
+    #: microseconds, as on a local disk filesystem whose metadata is cached: the gateway may
+    #: then make them on its event loop instead of paying a worker-thread hand-off. False for
+    #: anything that can wait on a network (NFS, FUSE, CephFS, GlusterFS).
+    cheap_metadata: bool = False
+
     @abc.abstractmethod
     def open_root(self, path: str) -> Node:
         """The directory at ``path`` (relative to the volume root, ``/``-separated, no
@@ -177,6 +183,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         """Read into ``buf`` at ``offset``; return the number of bytes read (0 at EOF)."""
+
+    def read_nowait(self, file: OpenFile, offset: int, buf: memoryview) -> int | None:
+        """Like :meth:`read`, but only if it can be answered without waiting for a device or
+        a network (the data is cached); None otherwise, having changed nothing that matters
+        (``buf`` may hold garbage). The gateway answers such reads on its event loop.
+        Backends that cannot tell return None always (this default)."""
+        return None
 
     @abc.abstractmethod
     def write(self, file: OpenFile, offset: int, data: memoryview) -> int:

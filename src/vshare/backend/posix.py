@@ -352,6 +352,14 @@ class PosixOpenFile(OpenFile):
         return f"<PosixOpenFile dir={self._is_dir} append={self._append}>"
 
 
+#: statfs f_type of filesystems whose metadata calls never wait on a network: ext2/3/4,
+#: XFS, Btrfs, tmpfs, F2FS, ZFS, overlayfs (statfs(2), linux/magic.h). NFS, CIFS, FUSE
+#: (including GlusterFS and sshfs mounts), CephFS and 9p are deliberately absent.
+_LOCAL_FILESYSTEMS: Final = frozenset({
+    0xEF53, 0x58465342, 0x9123683E, 0x01021994, 0xF2F52010, 0x2FC12FC1, 0x794C7630,
+})  # fmt: skip
+
+
 class PosixBackend(Backend):
     """A volume that is a directory on this host (local disk, CephFS/NFS/GlusterFS mounts).
 
@@ -379,6 +387,8 @@ class PosixBackend(Backend):
             os.close(fd)
             raise
         self._root_path = root
+        self.cheap_metadata = _linux.fstatfs(fd).fs_type in _LOCAL_FILESYSTEMS
+        self._nowait = hasattr(os, "RWF_NOWAIT")
         self._openat2 = probe_ok if use_openat2 is None else use_openat2
         self._root = _FdRef(fd)
         self._qids = _QidMap(st.dev)
@@ -574,6 +584,28 @@ class PosixBackend(Backend):
             raise _err(errno.EINVAL)
         with f._ref as fd:
             return os.preadv(fd, (buf,), offset)
+
+    def read_nowait(self, file: OpenFile, offset: int, buf: memoryview) -> int | None:
+        # preadv2(RWF_NOWAIT) reads only what is in the page cache: EAGAIN if nothing is,
+        # a short count if part is. A short count is only the answer at end of file.
+        if not self._nowait:
+            return None
+        f = self._file(file)
+        if offset < 0:
+            raise _err(errno.EINVAL)
+        with f._ref as fd:
+            try:
+                n = os.preadv(fd, (buf,), offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                return None
+            except OSError as e:
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                self._nowait = False  # this filesystem cannot say; always use read()
+                return None
+            if n < len(buf) and offset + n < os.fstat(fd).st_size:
+                return None
+            return n
 
     @_einval_on_value_error
     def write(self, file: OpenFile, offset: int, data: memoryview) -> int:

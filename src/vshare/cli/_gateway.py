@@ -11,6 +11,8 @@ import anyio
 import click
 
 from vshare.backend import open_backend
+from vshare.cli._logging import setup_logging
+from vshare.cli._run import run_async
 from vshare.gateway.config import ConfigError, GatewayConfig, load_config
 from vshare.gateway.server import Gateway
 
@@ -23,13 +25,6 @@ def gateway() -> None:
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"vshare: {message}", err=True)
     sys.exit(code)
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 async def run_gateway(config: GatewayConfig) -> None:
@@ -68,13 +63,18 @@ async def run_gateway(config: GatewayConfig) -> None:
 
 @gateway.command("run")
 @click.option("--listen", "listen", multiple=True, metavar="URI",
-              help="unix:///path or tcp://host:port (repeatable; default port 564).")  # fmt: skip
+              help="vsock://any:564, unix:///path, tcp://host:port, tls://host:port or "
+                   "hvsock:///vm.sock (repeatable; default port 564).")  # fmt: skip
 @click.option("--backend", metavar="URI", help="posix:/srv/volume")
 @click.option("--store", metavar="URI", help="sqlite:///path/state.db (control plane; later).")
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A gateway.toml; flags override it.")  # fmt: skip
 @click.option("--msize", type=int, help="Largest msize to agree to (default 512 KiB).")
+@click.option("--tls-cert", metavar="PEM", help="Certificate (chain) of tls:// listeners.")
+@click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
+@click.option("--tls-client-ca", metavar="PEM",
+              help="Require client certificates this CA signed (tls://).")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="Debug logs (every request's errors).")
 def gateway_run(
     listen: tuple[str, ...],
@@ -83,18 +83,26 @@ def gateway_run(
     metrics: str | None,
     config_path: Path | None,
     msize: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
     verbose: int,
 ) -> None:
     """Serve shares over 9P2000.L until SIGTERM.
 
-    Shares and their access rules come from the [[share]] tables of --config (until the
-    control plane serves them from --store).
+    Shares and their access rules come from the [[share]] tables of --config, and who a
+    connection is from its [[instance]] tables (and libvirt = URI), until the control plane
+    serves them from --store.
     """
     try:
-        config = load_config(config_path).with_overrides(
-            listen=listen or None, backend=backend, metrics=metrics, msize=msize
-        )
-    except ConfigError as exc:
+        config = load_config(
+            config_path, listen=listen or None, backend=backend, metrics=metrics, msize=msize,
+            tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        )  # fmt: skip
+        tls = config.tls_settings()
+        if tls is not None:
+            tls.server_context()  # unreadable or mismatched files: say so before starting
+    except (ConfigError, ValueError) as exc:
         fail(str(exc))
     if store:
         fail("--store: the control-plane store is not available yet; use [[share]] in --config")
@@ -104,10 +112,24 @@ def gateway_run(
         fail("nothing to listen on: give --listen URI (or listen = [...] in --config)")
     setup_logging(verbose)
     try:
-        anyio.run(run_gateway, config)
+        run_async(run_gateway, config)
     except OSError as exc:
         fail(exc.strerror or str(exc), 1)
     except ValueError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:  # a listener failed inside the task group
+        leaf = _only_leaf(group)
+        if isinstance(leaf, OSError):
+            fail(leaf.strerror or str(leaf), 1)
+        if isinstance(leaf, ValueError):
+            fail(str(leaf), 1)
+        raise
+
+
+def _only_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (else the group itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -5,14 +5,19 @@ from __future__ import annotations
 import click
 
 from vshare import __version__
+from vshare.cli import _logging
 from vshare.cli._gateway import gateway
 from vshare.cli._up import up
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vshare")
-def cli() -> None:
+@click.option("--log-format", type=click.Choice(_logging.FORMATS), default="text",
+              envvar="VSHARE_LOG_FORMAT", show_default=True,
+              help="Logs on stderr as text lines or as one JSON object per line.")  # fmt: skip
+def cli(log_format: str) -> None:
     """vshare: shared file systems for virtual machines, through the hypervisor."""
+    _logging.default_format = log_format
 
 
 cli.add_command(gateway)

@@ -6,10 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-import anyio
 import click
 
-from vshare.cli._gateway import fail, run_gateway, setup_logging
+from vshare.cli._gateway import fail, run_gateway
+from vshare.cli._logging import setup_logging
+from vshare.cli._run import run_async
 from vshare.gateway.config import GatewayConfig, Share
 from vshare.policy import AccessRule
 
@@ -55,7 +56,7 @@ def up(data: Path, port: int) -> None:
     sys.stdout.flush()
     setup_logging(0)
     try:
-        anyio.run(run_gateway, config)
+        run_async(run_gateway, config)
     except OSError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -33,7 +33,7 @@ from vshare.protocol import (
     Tversion,
     encode_parts,
 )
-from vshare.transport import Connection, connect
+from vshare.transport import Connection, TlsSettings, connect
 
 M = TypeVar("M", bound=Message)
 
@@ -168,11 +168,12 @@ class Client:
 
 @asynccontextmanager
 async def open_client(
-    target: str | Connection, msize: int = 512 * 1024 + 24
+    target: str | Connection, msize: int = 512 * 1024 + 24, *, tls: TlsSettings | None = None
 ) -> AsyncIterator[Client]:
     """Connect (to a URI, or over an existing connection), negotiate the version, and
-    yield a :class:`Client` whose reader runs until the block ends."""
-    conn = await connect(target) if isinstance(target, str) else target
+    yield a :class:`Client` whose reader runs until the block ends. ``tls``: the CA and
+    client certificate for a ``tls://`` URI (see :func:`vshare.transport.connect`)."""
+    conn = await connect(target, tls=tls) if isinstance(target, str) else target
     client = Client(conn, msize)
     try:
         async with anyio.create_task_group() as tg:

@@ -1,15 +1,39 @@
 """Gateway configuration: frozen, validated, with documented defaults.
 
 The same settings come from flags and from a TOML file (``--config``); flags win.
-Until the control plane serves shares from a store, shares and their access rules come
-from the ``[[share]]`` tables of the file.
+Until the control plane serves shares and instances from a store, shares and their access
+rules come from the ``[[share]]`` tables of the file, and the instances (who a connection
+is) from its ``[[instance]]`` tables and, with ``libvirt``, from this host's domains.
 
 Example ``gateway.toml``::
 
-    listen = ["unix:///run/vshare/gateway.sock", "tcp://127.0.0.1:564"]
+    listen = ["vsock://any:564", "unix:///run/vshare/gateway.sock", "tls://0.0.0.0:5640"]
     backend = "posix:/srv/volume"
     metrics = "127.0.0.1:9564"
     ownership = "squash"            # or "passthrough" (trusted guests; gateway runs as root)
+    tls_cert = "/etc/vshare/gateway.pem"       # needed by tls:// listeners
+    tls_key = "/etc/vshare/gateway.key"
+    tls_client_ca = "/etc/vshare/clients-ca.pem"   # set: client certificates required
+    hvsock_port = 564               # the guest port of hybrid-vsock (Firecracker) instances
+    libvirt = "qemu:///system"      # also take instances (CID, Nova project) from libvirt
+    libvirt_poll = 2.0              # seconds between libvirt refreshes
+
+    [[instance]]                    # a QEMU/KVM guest, known by its vsock CID
+    uuid = "5f0c6c1e-9f55-4a63-9d62-0c1b6f8d2a10"
+    tenant = "acme"                 # the project that owns it
+    name = "web-1"
+    cid = 3                         # one value or a list, for each identity type
+
+    [[instance]]                    # a Firecracker guest: the gateway listens on
+    uuid = "fc-vm-1234"             # /run/vshare/vm-1234.vsock_564 while it is registered
+    tenant = "globex"
+    socket = "/run/vshare/vm-1234.vsock"
+
+    [[instance]]                    # a machine with a TLS client certificate
+    uuid = "batch-7"
+    tenant = "acme"
+    cert = "3b5d...e2f1"            # SHA-256 fingerprint of its certificate (64 hex digits)
+    ip = ["192.0.2.7"]              # or/and its address, over tcp:// or tls://
 
     [[share]]
     name = "demo"
@@ -19,6 +43,8 @@ Example ``gateway.toml``::
     access = [
       { type = "ip", to = "127.0.0.1/8", level = "rw" },
       { type = "user", to = "0", level = "ro" },
+      { type = "instance", to = "5f0c6c1e-9f55-4a63-9d62-0c1b6f8d2a10", level = "rw" },
+      { type = "cert", to = "batch-7.acme.example", level = "ro" },  # a certificate's CN
     ]
 """
 
@@ -30,8 +56,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from vshare.policy import AccessRule, Level
-from vshare.transport import parse_uri
+from vshare.policy import AccessRule, Instance, Level, check_unique
+from vshare.transport import DEFAULT_PORT, TlsSettings, parse_uri
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -82,7 +108,19 @@ class GatewayConfig:
     idle_timeout: float = 0.0  # seconds; 0 = never (the kernel client cannot reconnect)
     share_threads: int = 16  # backend calls in flight per share
     shutdown_grace: float = 10.0  # seconds to finish in-flight requests on SIGTERM
+    #: Metadata requests on the event loop, without a worker-thread hand-off: "auto" when the
+    #: backend says its metadata is cheap (a local disk filesystem), "always", or "never".
+    inline_metadata: str = "auto"
     shares: tuple[Share, ...] = field(default_factory=tuple)
+    # --- transports and identity ---
+    tls_cert: str | None = None  # PEM certificate (chain) of tls:// listeners
+    tls_key: str | None = None  # its private key (unless tls_cert holds it)
+    tls_client_ca: str | None = None  # set: clients must present a certificate it signed
+    tls_handshake_timeout: float = 10.0  # seconds a client gets to finish the TLS handshake
+    hvsock_port: int = DEFAULT_PORT  # guest port of hybrid-vsock instances: <socket>_<port>
+    instances: tuple[Instance, ...] = field(default_factory=tuple)
+    libvirt: str | None = None  # a libvirt URI to take instances from (qemu:///system)
+    libvirt_poll: float = 2.0  # seconds between libvirt refreshes
 
     def __post_init__(self) -> None:
         for uri in self.listen:
@@ -90,6 +128,32 @@ class GatewayConfig:
                 parse_uri(uri)
             except ValueError as exc:
                 raise ConfigError(f"listen: {exc}") from None
+        for what in ("tls_cert", "tls_key", "tls_client_ca", "libvirt"):
+            value = getattr(self, what)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{what} must be a non-empty string")
+        schemes = {parse_uri(uri).scheme for uri in self.listen}
+        if "tls" in schemes and not self.tls_cert:
+            raise ConfigError(
+                "a tls:// listener needs a certificate: tls_cert (--tls-cert), and tls_key"
+                " unless the certificate file holds the key"
+            )
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("tls_client_ca is set but there is no tls_cert")
+        if self.tls_handshake_timeout <= 0:
+            raise ConfigError("tls_handshake_timeout must be more than 0 seconds")
+        if not 0 <= self.hvsock_port <= 0xFFFFFFFF:
+            raise ConfigError("hvsock_port must be a vsock port number (0 to 4294967295)")
+        if self.libvirt_poll <= 0:
+            raise ConfigError("libvirt_poll must be more than 0 seconds")
+        try:
+            check_unique(self.instances)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.inline_metadata not in ("auto", "always", "never"):
+            raise ConfigError(
+                f"inline_metadata must be 'auto', 'always' or 'never', not {self.inline_metadata!r}"
+            )
         if self.ownership not in ("squash", "passthrough"):
             raise ConfigError(
                 f"ownership must be 'squash' or 'passthrough', not {self.ownership!r}"
@@ -104,6 +168,15 @@ class GatewayConfig:
                             (self.share_threads, "share_threads")):  # fmt: skip
             if value < 1:
                 raise ConfigError(f"{what} must be at least 1")
+
+    def tls_settings(self) -> TlsSettings | None:
+        """The server TLS settings (None when no certificate is configured)."""
+        if not self.tls_cert:
+            return None
+        return TlsSettings(
+            cert=self.tls_cert, key=self.tls_key, ca=self.tls_client_ca,
+            handshake_timeout=self.tls_handshake_timeout,
+        )  # fmt: skip
 
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         """A copy with the given settings replaced (None means: keep)."""
@@ -137,18 +210,72 @@ def _share(raw: Mapping[str, Any]) -> Share:
 
 _KEYS: Final = {
     "listen", "backend", "metrics", "msize", "ownership", "xattr_namespaces", "max_sessions",
-    "max_fids", "max_inflight", "idle_timeout", "share_threads", "shutdown_grace", "share",
+    "max_fids", "max_inflight", "idle_timeout", "share_threads", "shutdown_grace",
+    "inline_metadata", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
+    "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll",
 }  # fmt: skip
+_INSTANCE_KEYS: Final = ("uuid", "tenant", "name", "cid", "socket", "ip", "cert")
 
 
-def load_config(path: str | Path | None) -> GatewayConfig:
-    """Read a TOML file (or the defaults when ``path`` is None).
+def _values(raw: Mapping[str, Any], key: str, kind: type, label: str) -> frozenset[Any]:
+    """One value or a list of values of ``kind`` (``cid = 3`` or ``cid = [3, 4]``)."""
+    value = raw.get(key, [])
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        # bool is an int in Python, and ``cid = true`` is a mistake, not CID 1.
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise ConfigError(
+                f"instance {label}: {key} must be {'a number' if kind is int else 'a string'}"
+                f" or a list of them, not {v!r}"
+            )
+    return frozenset(values)
+
+
+def _instance(raw: object, number: int) -> Instance:
+    """One ``[[instance]]`` table (``number`` counts from 1, for messages)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"instance #{number}: must be a table ([[instance]])")
+    uuid = raw.get("uuid")
+    label = repr(uuid) if isinstance(uuid, str) and uuid else f"#{number}"
+    unknown = set(raw) - set(_INSTANCE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"instance {label}: unknown key(s) {', '.join(sorted(unknown))}"
+            f" (known: {', '.join(_INSTANCE_KEYS)})"
+        )
+    for key in ("uuid", "tenant"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise ConfigError(f'instance {label}: needs {key} = "..." (a non-empty string)')
+    if not isinstance(raw.get("name", ""), str):
+        raise ConfigError(f"instance {label}: name must be a string")
+    try:
+        return Instance(
+            uuid=raw["uuid"].strip(),
+            tenant=raw["tenant"].strip(),
+            name=raw.get("name", ""),
+            cids=_values(raw, "cid", int, label),
+            sockets=_values(raw, "socket", str, label),
+            ips=_values(raw, "ip", str, label),
+            certs=_values(raw, "cert", str, label),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> GatewayConfig:
+    """Read a TOML file (or the defaults when ``path`` is None), with ``overrides`` (from
+    flags; None means: keep the file's) applied before validation, so that settings which
+    go together (a tls:// listener and its certificate) may come from either.
 
     Raises:
         ConfigError: unreadable file, bad TOML, unknown or invalid settings.
     """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if path is None:
-        return GatewayConfig()
+        try:
+            return GatewayConfig(**overrides)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as exc:
@@ -158,11 +285,19 @@ def load_config(path: str | Path | None) -> GatewayConfig:
     unknown = set(raw) - _KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
-    settings = {k: v for k, v in raw.items() if k != "share"}
+    settings = {k: v for k, v in raw.items() if k not in ("share", "instance")}
     for key in ("listen", "xattr_namespaces"):
         if key in settings:
             settings[key] = tuple(settings[key])
+    settings.update(overrides)
+    tables = raw.get("instance", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: instance must be a list of tables ([[instance]])")
     try:
-        return GatewayConfig(**settings, shares=tuple(_share(s) for s in raw.get("share", [])))
+        return GatewayConfig(
+            **settings,
+            shares=tuple(_share(s) for s in raw.get("share", [])),
+            instances=tuple(_instance(t, n) for n, t in enumerate(tables, 1)),
+        )
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -1,29 +1,39 @@
-"""What all sessions of one gateway share: backend, shares, locks, limits, metrics."""
+"""What all sessions of one gateway share: backend, shares, instances, locks, limits,
+metrics."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 from vshare.backend.base import Backend
+from vshare.gateway.buffers import BufferPool
 from vshare.gateway.config import GatewayConfig, Share
+from vshare.gateway.instances import InstanceTable
 from vshare.gateway.locks import LockTable
 from vshare.gateway.metrics import Metrics
-from vshare.policy import Requester
+from vshare.policy import Instance, InstanceRegistry, Requester
+from vshare.protocol import IOHDRSZ
 from vshare.transport import PeerIdentity
 
 audit_log = logging.getLogger("vshare.audit")
 
 
-def requester_of(identity: PeerIdentity) -> Requester:
-    """The facts policy may use. Instance resolution (CID → instance) joins here later."""
+def requester_of(identity: PeerIdentity, instance: Instance | None = None) -> Requester:
+    """The facts policy may use: the instance the identity resolved to (and its tenant),
+    and each transport fact only from the transport that vouches for it — an address
+    from tcp/tls, a certificate from tls, a uid from a Unix socket. Nothing the peer says
+    in 9P (``uname``, ``n_uname``, attach options) is an input."""
+    kind = identity.kind
     return Requester(
-        address=identity.address,
-        cert_fingerprint=identity.cert_fingerprint,
-        uid=identity.uid,
+        instance_id=instance.uuid if instance is not None else None,
+        tenant=(instance.tenant or None) if instance is not None else None,
+        address=identity.address if kind in ("tcp", "tls") else None,
+        cert_fingerprint=identity.cert_fingerprint if kind == "tls" else None,
+        cert_cn=identity.cert_cn if kind == "tls" else None,
+        uid=identity.uid if kind == "unix" else None,
     )
 
 
@@ -33,8 +43,19 @@ class GatewayContext:
     backend: Backend
     metrics: Metrics
     locks: LockTable = field(default_factory=LockTable)
-    resolve: Callable[[PeerIdentity], Requester] = requester_of
+    #: identity → instance; the gateway's InstanceTable (later: the control-plane store).
+    instances: InstanceRegistry = field(default_factory=InstanceTable)
     _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+    #: Tread buffers of the largest payload any session may ask for.
+    read_buffers: BufferPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.read_buffers = BufferPool(self.config.msize - IOHDRSZ, keep=32)
+
+    def resolve(self, identity: PeerIdentity) -> Requester:
+        """Who is asking, for an attach: identity → instance → tenant (the attach audit
+        line records the instance and tenant of the Requester)."""
+        return requester_of(identity, self.instances.resolve(identity))
 
     def find_share(self, aname: str) -> Share | None:
         """The share an attach names: by name or by id (never by an empty string)."""

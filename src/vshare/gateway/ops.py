@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -29,6 +30,7 @@ from vshare.gateway.locks import Owner
 from vshare.policy import decide, squash_mode
 from vshare.protocol import (
     AT_REMOVEDIR,
+    DOTL_TRUNC,
     GETATTR_BASIC,
     GETATTR_BTIME,
     IOHDRSZ,
@@ -106,10 +108,29 @@ from vshare.transport import PeerIdentity
 log = logging.getLogger("vshare.gateway")
 T = TypeVar("T")
 
+#: Set while the session answers a request on its event loop (see :meth:`Operations.inline`):
+#: backend calls then run where they are, without a worker thread. A context variable, not
+#: an attribute, so a request task that happens to run meanwhile keeps its own setting.
+_INLINE: ContextVar[bool] = ContextVar("vshare_inline", default=False)
+
+#: Requests that make no backend call at all (or, for Tread, none that may wait).
+_NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
+#: Requests whose backend calls are metadata only. Not here: data (read, write, readdir,
+#: fsync), unlink and remove (freeing a large file's blocks can take long), attach.
+_METADATA: Final = frozenset({
+    Tgetattr, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
+    Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
+})  # fmt: skip
+
 MAX_OFFSET: Final = (1 << 63) - 1
 XATTR_SIZE_MAX: Final = 64 * 1024  # Linux's limit for one value
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _DIRENT_MIN: Final = 24  # a packed entry without its name
+
+
+class WouldBlock(Exception):
+    """Raised by a handler answering on the event loop that would have to wait after all:
+    it has changed nothing, and the session answers the request again in a task."""
 
 
 def _err(code: int) -> OSError:
@@ -132,6 +153,9 @@ class Operations:
         self.msize = ctx.config.msize
         self.fids: dict[int, Fid] = {}
         self.squash = ctx.config.ownership == "squash"
+        mode = ctx.config.inline_metadata
+        cheap = mode == "always" or (mode == "auto" and ctx.backend.cheap_metadata)
+        self._inline_types = _NO_BACKEND | _METADATA if cheap else _NO_BACKEND
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
             Tlcreate: self.lcreate, Tread: self.read, Twrite: self.write, Tclunk: self.clunk,
@@ -146,9 +170,33 @@ class Operations:
     def handler(self, msg_type: type) -> Callable[[Any], Awaitable[Message]] | None:
         return self._handlers.get(msg_type)
 
+    def runs_inline(self, msg: Message) -> bool:
+        """Whether ``msg`` may be answered on the event loop, before the next request is
+        read: it makes no backend call, or only cheap metadata calls (see
+        :attr:`Backend.cheap_metadata`), or it is a read, which is answered there only from
+        cached data (:meth:`Backend.read_nowait`; else :class:`WouldBlock`). Truncation may
+        free many blocks: never inline."""
+        if type(msg) not in self._inline_types:
+            return False
+        if isinstance(msg, Tlopen):
+            return not msg.flags & DOTL_TRUNC
+        if isinstance(msg, Tsetattr):
+            return not msg.valid & SETATTR_SIZE
+        return True
+
+    async def inline(self, msg: Message) -> Message:
+        """Answer ``msg`` with its backend calls made here, on the event loop."""
+        token = _INLINE.set(True)
+        try:
+            return await self._handlers[type(msg)](msg)
+        finally:
+            _INLINE.reset(token)
+
     # --- plumbing --------------------------------------------------------------------
 
     async def _run(self, att: Attachment, fn: Callable[..., T], *args: Any) -> T:
+        if _INLINE.get():
+            return fn(*args)
         return await anyio.to_thread.run_sync(fn, *args, limiter=att.limiter)
 
     def _fid(self, fid: int) -> Fid:
@@ -240,11 +288,17 @@ class Operations:
         level = decide(requester, share.access) if share is not None else None
         decision = "allow" if level is not None else "deny"
         self.ctx.metrics.attaches.labels(decision=decision).inc()
-        audit_log.info(
-            "attach identity=%r share=%r decision=%s level=%s uname=%r%s",
-            str(self.identity), aname, decision, level.value if level else "-", msg.uname,
-            "" if share is not None else " reason=no-such-share",
-        )  # fmt: skip
+        fields = {
+            "event": "attach", "identity": str(self.identity),
+            "instance": requester.instance_id, "tenant": requester.tenant, "share": aname,
+            "decision": decision, "level": level.value if level else None,
+            "uname": msg.uname, "session": self.session_id,
+        }  # fmt: skip
+        if share is None:
+            fields["reason"] = "no-such-share"
+        # uname is recorded, never believed: identity is the transport's.
+        audit_log.info("attach %s: share %r for %s", decision, aname, self.identity,
+                       extra={"fields": fields})  # fmt: skip
         if share is None or level is None:
             # The same answer for "no such share" and "not yours": no probing of names.
             raise _err(errno.EACCES)
@@ -466,10 +520,23 @@ class Operations:
             raise _err(errno.EBADF)
         if fid.node.is_dir:
             raise _err(errno.EISDIR)
-        buf = bytearray(count)
-        n = await self._run(fid.att, self.backend.read, file, msg.offset, memoryview(buf))
+        # A pooled buffer: the session gives it back once the reply is sent. It may hold an
+        # earlier read's bytes, so only the n bytes read now are ever sent.
+        buf = self.ctx.read_buffers.take()
+        view = memoryview(buf)[:count]
+        try:
+            if _INLINE.get():
+                n = self.backend.read_nowait(file, msg.offset, view)
+                if n is None:
+                    raise WouldBlock  # not cached: the session reads it in a worker thread
+            else:
+                n = await self._run(fid.att, self.backend.read, file, msg.offset, view)
+        except BaseException:
+            view.release()
+            self.ctx.read_buffers.give(buf)
+            raise
         self.ctx.metrics.bytes_read.inc(n)
-        return Rread(memoryview(buf)[:n] if n < count else buf)
+        return Rread(view[:n])
 
     async def write(self, msg: Twrite) -> Message:
         fid = self._fid(msg.fid)

@@ -1,11 +1,18 @@
-"""The gateway: listeners, sessions, graceful shutdown.
+"""The gateway: listeners, instances, sessions, graceful shutdown.
 
 Task tree (each task has an owner; cancellation flows down):
 
     Gateway.serve
-    ├── one accept loop per listener
-    └── one Session.run per connection
+    ├── one accept loop per listener (each in its own cancel scope: removable while serving)
+    ├── the libvirt follower, when configured (refreshes the instance table)
+    └── one Session.run per connection (each in its own cancel scope: cuttable)
         └── one task per request in flight
+
+Listeners change while serving: :meth:`Gateway.add_listener` / :meth:`remove_listener`, and
+through the instance table: registering an instance with a hybrid-vsock ``socket`` opens
+``hvsock://<socket>?port=<hvsock_port>`` (the Unix socket ``<socket>_<port>``), removing it
+closes that listener and the VM's live sessions. Removing any instance cuts the sessions
+whose identity was that instance's: a session never outlives the identity it attached as.
 """
 
 from __future__ import annotations
@@ -13,16 +20,20 @@ from __future__ import annotations
 import logging
 import resource
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
 from vshare.backend.base import Backend
+from vshare.gateway import libvirt
 from vshare.gateway.config import GatewayConfig
 from vshare.gateway.context import GatewayContext
+from vshare.gateway.instances import Change, InstanceTable
 from vshare.gateway.metrics import Metrics
 from vshare.gateway.session import Session
-from vshare.transport import Address, Listener, SocketConnection, listen
+from vshare.policy import Instance, identity_keys
+from vshare.transport import Address, Connection, Listener, listen, parse_uri
 
 log = logging.getLogger("vshare.gateway")
 
@@ -35,18 +46,56 @@ def raise_fd_limit() -> int:
     return hard
 
 
+@dataclass(eq=False)
+class _Live:
+    """A running session and what it takes to end it."""
+
+    session: Session
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(eq=False)
+class _Served:
+    """A listener, the scope of its accept loop, and the sessions it accepted."""
+
+    listener: Listener
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    sessions: set[_Live] = field(default_factory=set)
+    started: bool = False
+    closed: bool = False
+
+
 class Gateway:
-    def __init__(self, config: GatewayConfig, backend: Backend, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        config: GatewayConfig,
+        backend: Backend,
+        metrics: Metrics | None = None,
+        instances: InstanceTable | None = None,
+    ) -> None:
+        """``instances`` defaults to a table of the config's ``[[instance]]`` entries."""
         self.config = config
-        self.ctx = GatewayContext(config, backend, metrics or Metrics())
+        self.instances = instances if instances is not None else InstanceTable(config.instances)
+        self.ctx = GatewayContext(config, backend, metrics or Metrics(), instances=self.instances)
         self.sessions: set[Session] = set()
         self.listeners: list[Listener] = []
+        self._served: dict[str, _Served] = {}  # by str(Address)
+        self._live: dict[Session, _Live] = {}
+        self._serving = False
+        self._accept_tg: anyio.abc.TaskGroup | None = None
+        self._session_tg: anyio.abc.TaskGroup | None = None
         self._accepting = anyio.CancelScope()
         self._stopped = anyio.Event()
+        self.instances.subscribe(self._on_instance_change)
 
     @property
     def addresses(self) -> list[Address]:
         return [lst.bound for lst in self.listeners]
+
+    def hvsock_uri(self, socket_path: str) -> str:
+        """The listener URI of a hybrid-vsock instance socket (binds ``<path>_<port>``)."""
+        return str(Address("hvsock", path=socket_path, port=self.config.hvsock_port))
 
     async def serve(
         self,
@@ -56,27 +105,40 @@ class Gateway:
     ) -> None:
         """Listen and serve until :meth:`shutdown` (or cancellation).
 
-        ``task_status.started`` receives the bound addresses (tcp port 0 → real port).
+        Listens on ``listen_on`` (default: the config's), plus one hybrid-vsock listener
+        per registered instance socket. ``task_status.started`` receives the bound
+        addresses (tcp port 0 → real port).
         """
         raise_fd_limit()
         uris = list(listen_on if listen_on is not None else self.config.listen)
+        uris += [self.hvsock_uri(s) for inst in self.instances for s in sorted(inst.sockets)]
         if not uris:
             raise ValueError("nothing to listen on: give at least one --listen URI")
+        self._serving = True
         try:
             for uri in uris:
-                self.listeners.append(listen(uri))
+                self._open(uri)
         except BaseException:
             self._close_listeners()
+            self._serving = False
             raise
         for address in self.addresses:
             log.info("gateway: listening on %s", address)
         try:
             async with anyio.create_task_group() as tg:
+                self._session_tg = tg
                 with self._accepting:
                     async with anyio.create_task_group() as accept_tg:
-                        for lst in self.listeners:
-                            accept_tg.start_soon(lst.serve, self._connection, tg)
+                        self._accept_tg = accept_tg
+                        for served in list(self._served.values()):
+                            self._start(served)
+                        if self.config.libvirt:
+                            accept_tg.start_soon(
+                                libvirt.follow, self.instances, self.config.libvirt,
+                                self.config.libvirt_poll,
+                            )  # fmt: skip
                         task_status.started(self.addresses)
+                self._accept_tg = None
                 self._close_listeners()
                 # Accepting has stopped (shutdown): let sessions finish their requests.
                 with anyio.move_on_after(self.config.shutdown_grace):
@@ -84,21 +146,145 @@ class Gateway:
                         await anyio.sleep(0.02)
                 tg.cancel_scope.cancel()
         finally:
+            self._accept_tg = self._session_tg = None
+            self._serving = False
             self._close_listeners()
             self._stopped.set()
 
-    async def _connection(self, conn: SocketConnection) -> None:
+    # --- listeners ----------------------------------------------------------------------
+
+    async def add_listener(self, uri: str) -> Address:
+        """Listen on one more address while serving (or before :meth:`serve`).
+
+        Returns:
+            The bound address. Adding an address already listened on changes nothing.
+
+        Raises:
+            ValueError: a malformed URI or unusable TLS settings.
+            OSError: the address cannot be bound.
+        """
+        return self._open(uri).listener.bound
+
+    async def remove_listener(self, uri: str) -> None:
+        """Stop listening on an address (its Unix socket file goes), close the sessions it
+        accepted, and return once they have ended.
+
+        Raises:
+            KeyError: the gateway does not listen there.
+        """
+        cut = self._close(uri)
+        for live in cut:
+            await live.done.wait()
+
+    def _open(self, uri: str) -> _Served:
+        address = parse_uri(uri)
+        key = str(address)
+        served = self._served.get(key)
+        if served is not None:
+            return served
+        try:
+            served = _Served(listen(address, tls=self.config.tls_settings()))
+        except OSError as exc:  # say which address: bind errors do not
+            where = f"{address} ({address.listen_path})" if address.scheme == "hvsock" else address
+            raise OSError(exc.errno, f"listen on {where}: {exc.strerror or exc}") from None
+        self._served[key] = served
+        self.listeners.append(served.listener)
+        if self._accept_tg is not None:
+            self._start(served)
+            log.info("gateway: listening on %s", served.listener.bound)
+        return served
+
+    def _start(self, served: _Served) -> None:
+        if served.started or served.closed or self._accept_tg is None:
+            return
+        served.started = True
+        self._accept_tg.start_soon(self._accept, served)
+
+    async def _accept(self, served: _Served) -> None:
+        assert self._session_tg is not None
+
+        async def handle(conn: Connection) -> None:
+            await self._connection(conn, served)
+
+        try:
+            with served.scope:
+                await served.listener.serve(handle, self._session_tg)
+        finally:
+            served.listener.close()
+
+    def _close(self, uri: str) -> list[_Live]:
+        """Close one listener and cut its sessions (synchronously); the sessions cut."""
+        key = str(parse_uri(uri))
+        served = self._served.pop(key)
+        served.closed = True
+        served.scope.cancel()
+        served.listener.close()
+        if served.listener in self.listeners:
+            self.listeners.remove(served.listener)
+        cut = list(served.sessions)
+        for live in cut:
+            live.scope.cancel()
+        log.info("gateway: stopped listening on %s (%d sessions closed)", key, len(cut))
+        return cut
+
+    def _close_listeners(self) -> None:
+        for served in self._served.values():
+            served.listener.close()
+
+    # --- instances ----------------------------------------------------------------------
+
+    def _on_instance_change(self, change: Change) -> None:
+        """Keep hybrid-vsock listeners and live sessions in step with the instance table."""
+        instance = change.instance
+        for path in sorted(instance.sockets):
+            uri = self.hvsock_uri(path)
+            if change.action == "added" and self._serving:
+                try:
+                    self._open(uri)
+                except (OSError, ValueError) as exc:
+                    log.error("gateway: instance %s: cannot listen on %s: %s", instance.uuid,
+                              uri, exc)  # fmt: skip
+            elif change.action == "removed" and str(parse_uri(uri)) in self._served:
+                self._close(uri)
+        if change.action == "removed":
+            self._cut_sessions_of(instance)
+
+    def _cut_sessions_of(self, instance: Instance) -> None:
+        keys = instance.keys
+        cut = [
+            live
+            for live in self._live.values()
+            if keys.intersection(identity_keys(live.session.conn.identity))
+        ]
+        for live in cut:
+            live.scope.cancel()
+        if cut:
+            log.info("gateway: instance %s removed: %d sessions closed", instance, len(cut))
+
+    # --- sessions -----------------------------------------------------------------------
+
+    async def _connection(self, conn: Connection, served: _Served) -> None:
+        if served.closed:  # its listener was removed while the connection was accepted
+            await conn.aclose()
+            return
         if len(self.sessions) >= self.config.max_sessions:
             log.warning("gateway: refusing %s: %d sessions is the limit", conn.identity,
                         self.config.max_sessions)  # fmt: skip
             await conn.aclose()
             return
         session = Session(self.ctx, conn)
+        live = _Live(session)
         self.sessions.add(session)
+        self._live[session] = live
+        served.sessions.add(live)
         try:
-            await session.run()
+            with live.scope:
+                await session.run()
         finally:
             self.sessions.discard(session)
+            self._live.pop(session, None)
+            served.sessions.discard(live)
+            live.done.set()
 
     def shutdown(self) -> None:
         """Stop accepting; in-flight requests get ``shutdown_grace`` seconds to finish."""
@@ -107,7 +293,3 @@ class Gateway:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
-
-    def _close_listeners(self) -> None:
-        for lst in self.listeners:
-            lst.close()

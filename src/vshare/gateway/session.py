@@ -1,11 +1,18 @@
-"""One connection: decode frames, run each request as its own task, send replies.
+"""One connection: decode frames, answer requests concurrently, send replies.
 
 Structure: the session owns one task group; the reader loop feeds a
-:class:`~vshare.protocol.FrameDecoder` and starts one task per request (tags make requests
-concurrent). Each request task owns a cancel scope kept in ``_inflight[tag]``; Tflush
-cancels that scope, waits for the task to end, and only then answers Rflush — so Rflush
-always follows the original reply if that reply was sent. A handler that completed always
-has its reply sent (the operation took effect; the client must learn its result).
+:class:`~vshare.protocol.FrameDecoder` and answers each request in one of two ways.
+
+- On the loop, before reading the next frame, when the request makes no backend call or
+  only cheap metadata calls (``Operations.runs_inline``): no task, no thread hand-off, and
+  the replies to one read's worth of requests leave in a single send. This is what makes a
+  getattr cost microseconds rather than a hundred.
+- As its own task (tags make requests concurrent), for data and anything that may block:
+  each such task owns a cancel scope kept in ``_inflight[tag]``; Tflush cancels that scope,
+  waits for the task to end, and only then answers Rflush — so Rflush always follows the
+  original reply if that reply was sent. A handler that completed always has its reply
+  sent (the operation took effect; the client must learn its result). A Tflush for a
+  request answered on the loop finds nothing in flight and is answered at once, after it.
 
 What closes a session: EOF, a malformed frame (``RemoteProtocolError``), a duplicate tag,
 the idle timeout, or gateway shutdown. Nothing a peer sends can raise out of :meth:`run`.
@@ -17,12 +24,15 @@ import errno
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.ops import Operations
+from vshare.gateway.ops import Operations, WouldBlock
 from vshare.protocol import (
     MAX_MSIZE,
     VERSION_9P2000_L,
@@ -44,6 +54,10 @@ log = logging.getLogger("vshare.gateway")
 _session_ids = itertools.count(1)
 #: The smallest msize we agree to: room for a Rgetattr and a useful read.
 MIN_MSIZE = 4096
+#: Reply parts (one or two per reply) gathered on the loop before the session sends them
+#: and yields to other sessions; well under IOV_MAX (1024) for one sendmsg.
+_BATCH_PARTS = 128
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(eq=False, slots=True)
@@ -72,7 +86,9 @@ class Session:
         """Serve the connection until it ends. Never raises for anything the peer does."""
         metrics = self.ctx.metrics
         metrics.sessions.inc()
-        log.info("session %d: open from %s", self.id, self.conn.identity)
+        log.info("session %d: open from %s", self.id, self.conn.identity,
+                 extra={"fields": {"event": "session-open", "session": self.id,
+                                   "identity": str(self.conn.identity)}})  # fmt: skip
         reason = "closed by peer"
         try:
             async with anyio.create_task_group() as tg:
@@ -88,28 +104,45 @@ class Session:
                 await self.ops.close_all()
                 await self.conn.aclose()
             metrics.sessions.dec()
-            log.info("session %d: %s after %d requests", self.id, reason, self.requests)
+            log.info("session %d: %s after %d requests", self.id, reason, self.requests,
+                     extra={"fields": {"event": "session-close", "session": self.id,
+                                       "reason": reason, "requests": self.requests}})  # fmt: skip
 
     async def _read_loop(self, tg: anyio.abc.TaskGroup) -> str:
         config = self.ctx.config
         decoder = FrameDecoder(msize=config.msize, accept="T")
         idle = config.idle_timeout or None
+        ops = self.ops
+        chunk = max(config.msize, 256 * 1024)
         while True:
-            with anyio.move_on_after(idle) as timer:
-                data = await self.conn.receive(max(config.msize, 256 * 1024))
-            if timer.cancelled_caught:
-                return f"idle for {idle:g} s"
+            if idle is None:  # no timer to arm: a cancel scope per read costs microseconds
+                data = await self.conn.receive(chunk)
+            else:
+                with anyio.move_on_after(idle) as timer:
+                    data = await self.conn.receive(chunk)
+                if timer.cancelled_caught:
+                    return f"idle for {idle:g} s"
             if not data:
                 return "closed by peer"
             decoder.feed(data)
+            # Replies answered here, on the loop, go out together in one send.
+            batch: list[Buffer] = []
             try:
                 for tag, msg in decoder:
                     if isinstance(msg, Tversion):
+                        await self._send_batch(batch)
                         await self._version(tag, msg, decoder)
                     elif tag in self._inflight:
                         raise RemoteProtocolError(f"tag {tag} is already in use")
                     elif isinstance(msg, Tflush):
-                        self._start(tg, tag, msg, self._flush(tag, msg))
+                        if msg.oldtag in self._inflight:
+                            self._start(tg, tag, msg, self._flush(tag, msg))
+                        else:  # answered already (or never asked): nothing to wait for
+                            await self._add_to_batch(batch, tag, Rflush())
+                    elif (not self.negotiated or ops.runs_inline(msg)) and (
+                        reply := await self._answer(msg, inline=True)
+                    ) is not None:
+                        await self._add_to_batch(batch, tag, reply)
                     elif len(self._inflight) >= config.max_inflight:
                         self._start(tg, tag, msg, self._reply(tag, Rlerror(errno.EAGAIN)))
                     else:
@@ -118,7 +151,9 @@ class Session:
                 self.ctx.metrics.protocol_errors.inc()
                 log.warning("session %d: protocol error from %s: %s", self.id,
                             self.conn.identity, exc)  # fmt: skip
+                await self._send_batch(batch)
                 return "closed: protocol error"
+            await self._send_batch(batch)
 
     def _start(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message, coro: object) -> None:
         request = _Request(anyio.CancelScope(), anyio.Event())
@@ -153,29 +188,37 @@ class Session:
             decoder.msize = msize
         await self._reply(tag, Rversion(msize, version), msize=msize)
 
-    async def _serve(self, tag: int, msg: Message) -> None:
-        name = type(msg).__name__[1:]
+    async def _answer(self, msg: Message, *, inline: bool) -> Message | None:
+        """The reply to ``msg``: the handler's, or Rlerror with the right errno; None when
+        answering on the loop would have to wait (:class:`WouldBlock`)."""
+        if not self.negotiated:
+            return Rlerror(errno.EPROTO)  # Tversion first
         handler = self.ops.handler(type(msg))
+        if handler is None:
+            return Rlerror(errno.EOPNOTSUPP)
+        name = type(msg).__name__[1:]
         start = time.perf_counter()
         reply: Message
-        if not self.negotiated:
-            reply = Rlerror(errno.EPROTO)  # Tversion first
-        elif handler is None:
-            reply = Rlerror(errno.EOPNOTSUPP)
-        else:
-            try:
-                reply = await handler(msg)
-            except OSError as exc:
-                reply = Rlerror(exc.errno or errno.EIO)
-            except (ValueError, OverflowError) as exc:
-                log.debug("session %d: %s: %s", self.id, name, exc)
-                reply = Rlerror(errno.EINVAL)
-            except Exception:
-                self.ctx.metrics.internal_errors.inc()
-                log.exception("session %d: %s failed (tag %d, %r)", self.id, name, tag, msg)
-                reply = Rlerror(errno.EIO)
+        try:
+            reply = await (self.ops.inline(msg) if inline else handler(msg))
+        except WouldBlock:
+            return None
+        except OSError as exc:
+            reply = Rlerror(exc.errno or errno.EIO)
+        except (ValueError, OverflowError) as exc:
+            log.debug("session %d: %s: %s", self.id, name, exc)
+            reply = Rlerror(errno.EINVAL)
+        except Exception:
+            self.ctx.metrics.internal_errors.inc()
+            log.exception("session %d: %s failed (%r)", self.id, name, msg)
+            reply = Rlerror(errno.EIO)
         result = "ok" if not isinstance(reply, Rlerror) else errno.errorcode.get(reply.ecode, "E?")
         self.ctx.metrics.observe(name, result, time.perf_counter() - start)
+        return reply
+
+    async def _serve(self, tag: int, msg: Message) -> None:
+        reply = await self._answer(msg, inline=False)
+        assert reply is not None  # only answers on the loop may be put off
         # The operation has happened: its reply goes out even if a Tflush arrives now.
         with anyio.CancelScope(shield=True):
             await self._reply(tag, reply)
@@ -187,16 +230,37 @@ class Session:
             await target.done.wait()
         await self._reply(tag, Rflush())
 
-    async def _reply(self, tag: int, reply: Message, msize: int | None = None) -> None:
+    def _encode(self, tag: int, reply: Message, msize: int | None = None) -> tuple[Buffer, ...]:
         try:
             head, payload = encode_parts(tag, reply, msize or self.ops.msize)
         except LocalProtocolError:
             log.exception("session %d: cannot encode %r", self.id, reply)
             head, payload = encode_parts(tag, Rlerror(errno.EIO), MAX_MSIZE)
-        parts = (head,) if payload is None else (head, payload)
+        return (head,) if payload is None else (head, payload)
+
+    async def _add_to_batch(self, batch: list[Buffer], tag: int, reply: Message) -> None:
+        batch.extend(self._encode(tag, reply))
+        self.requests += 1
+        if len(batch) >= _BATCH_PARTS:  # send what we have and let other sessions in
+            await self._send_batch(batch)
+            await anyio.lowlevel.checkpoint()
+
+    async def _send_batch(self, batch: list[Buffer]) -> None:
+        if batch:
+            await self._send(batch)
+            batch.clear()
+
+    async def _reply(self, tag: int, reply: Message, msize: int | None = None) -> None:
+        await self._send(self._encode(tag, reply, msize))
+        self.requests += 1
+
+    async def _send(self, parts: Sequence[Buffer]) -> None:
         async with self._send_lock:
             try:
                 await self.conn.send(parts)
             except OSError as exc:  # the peer went away; the read loop will notice
                 log.debug("session %d: send failed: %s", self.id, exc)
-        self.requests += 1
+        pool = self.ctx.read_buffers
+        for part in parts:  # Rread payloads view pooled buffers: sent, they are free again
+            if isinstance(part, memoryview):
+                pool.give(part.obj)

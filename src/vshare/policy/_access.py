@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ class Level(enum.StrEnum):
 
 
 #: ``instance``: an instance uuid (resolved from the hypervisor's facts);
-#: ``ip``: an address or CIDR; ``cert``: a TLS client certificate's SHA-256 fingerprint;
-#: ``user``: a local Unix uid (SO_PEERCRED), for host-local tools.
+#: ``ip``: an address or CIDR; ``cert``: a verified TLS client certificate, named by its
+#: SHA-256 fingerprint (64 hex digits, colons optional) or, as in Manila, by its subject's
+#: common name (anything else); ``user``: a local Unix uid (SO_PEERCRED), for host-local tools.
 ACCESS_TYPES: Final = frozenset({"instance", "ip", "cert", "user"})
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +39,27 @@ class AccessRule:
             )
         if self.access_type == "ip":
             ipaddress.ip_network(self.access_to, strict=False)  # ValueError if malformed
+        if not self.access_to.strip():
+            raise ValueError(f"{self.access_type} rule needs a value to match")
         if self.access_type == "user" and not self.access_to.isdigit():
             raise ValueError(f"user rule needs a numeric uid, not {self.access_to!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """What the hypervisor and the transport say about the peer; nothing the peer says."""
+    """What the hypervisor and the transport say about the peer; nothing the peer says.
+
+    ``instance_id`` and ``tenant`` come from resolving the transport identity to a known
+    instance (None: nobody); ``address`` is set only for tcp/tls peers, the certificate
+    facts only for verified TLS client certificates, ``uid`` only for Unix-socket peers.
+    """
 
     instance_id: str | None = None
     address: str | None = None
     cert_fingerprint: str | None = None
     uid: int | None = None
+    tenant: str | None = None
+    cert_cn: str | None = None
 
 
 def _matches(rule: AccessRule, who: Requester) -> bool:
@@ -63,9 +75,12 @@ def _matches(rule: AccessRule, who: Requester) -> bool:
         except ValueError:
             return False
     if rule.access_type == "cert":
-        return who.cert_fingerprint is not None and (
-            rule.access_to.replace(":", "").lower() == who.cert_fingerprint.replace(":", "").lower()
-        )
+        wanted = rule.access_to.replace(":", "").lower()
+        if _FINGERPRINT.fullmatch(wanted):
+            return who.cert_fingerprint is not None and (
+                wanted == who.cert_fingerprint.replace(":", "").lower()
+            )
+        return who.cert_cn is not None and rule.access_to == who.cert_cn
     if rule.access_type == "user":
         return who.uid is not None and rule.access_to == str(who.uid)
     return False

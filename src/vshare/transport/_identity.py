@@ -1,4 +1,20 @@
-"""Who is at the other end of a connection, as the transport (not the peer) says."""
+"""Who is at the other end of a connection, as the transport (not the peer) says.
+
+How each transport fills it in (once, when the connection is accepted):
+
+========  ====================================================================
+vsock     ``cid`` (and ``port``): the peer address of the accepted socket, which
+          the hypervisor assigns; a guest cannot choose it
+hvsock    ``socket_path``: the VM's ``uds_path`` whose ``<uds_path>_<port>``
+          listener accepted the connection; only that VM's VMM can connect there
+unix      ``uid``, ``gid``, ``pid``: SO_PEERCRED, from the kernel
+tcp       ``address``, ``port``: the peer address
+tls       ``address``, ``port``, and when the client presented a certificate that
+          the configured client CA verified: ``cert_fingerprint`` (SHA-256 of the
+          DER certificate, lowercase hex, no colons), ``cert_subject`` (RFC 4514
+          string) and ``cert_cn`` (the subject's last commonName)
+========  ====================================================================
+"""
 
 from __future__ import annotations
 
@@ -19,6 +35,7 @@ class PeerIdentity:
     port: int | None = None
     cert_fingerprint: str | None = None  # tls: SHA-256 of the client certificate
     cert_subject: str | None = None
+    cert_cn: str | None = None
 
     def __str__(self) -> str:
         if self.kind == "vsock":

@@ -1,0 +1,185 @@
+"""``vshare gateway run`` as operators run it: a real process, its metrics endpoint, its
+JSON logs, SIGTERM, and one-line errors for configuration mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from vshare import protocol as p
+from vshare.client import open_client
+
+VSHARE = str(Path(sys.executable).parent / "vshare")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, sock: Path) -> Path:
+    vol = tmp / "vol"
+    (vol / "shares" / "docs").mkdir(parents=True)
+    (vol / "shares" / "docs" / "hello.txt").write_bytes(b"hello, metrics\n")
+    config = tmp / "gw.toml"
+    config.write_text(
+        f'listen = ["unix://{sock}"]\nbackend = "posix:{vol}"\n'
+        f'[[share]]\nname = "docs"\npath = "shares/docs"\n'
+        f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+    )
+    return config
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    sock = tmp_path / "gw.sock"
+    port = free_port()
+    config = write_config(tmp_path, sock)
+    command = [VSHARE, "--log-format", "json", "gateway", "run",
+               "--config", str(config), "--metrics", f"127.0.0.1:{port}"]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        yield proc, f"unix://{sock}", port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+@pytest.mark.anyio
+async def test_metrics_count_what_happened(
+    gateway_process: tuple[subprocess.Popen[str], str, int],
+) -> None:
+    _, uri, port = gateway_process
+    async with open_client(uri, 65536) as c:
+        root, _ = await c.attach("docs")
+        with pytest.raises(OSError):
+            await c.attach("no-such-share")
+        fid = c.new_fid()
+        await c.call(p.Twalk(root, fid, ("hello.txt",)), p.Rwalk)
+        for _ in range(5):
+            await c.call(p.Tgetattr(fid, p.GETATTR_BASIC), p.Rgetattr)
+        await c.call(p.Tlopen(fid, p.DOTL_RDONLY), p.Rlopen)
+        data = await c.call(p.Tread(fid, 0, 4096), p.Rread)
+        assert bytes(data.data) == b"hello, metrics\n"
+        with pytest.raises(OSError):
+            await c.call(p.Twalk(root, c.new_fid(), ("missing",)), p.Rwalk)
+        live = scrape(port)
+        assert live["vshare_sessions"] == 1
+        assert live["vshare_fids"] == 2  # root and hello.txt
+    m = scrape(port)
+    assert m['vshare_requests_total{op="getattr",result="ok"}'] == 5
+    assert m['vshare_requests_total{op="walk",result="ENOENT"}'] == 1
+    assert m['vshare_request_seconds_count{op="getattr"}'] == 5
+    assert m['vshare_request_seconds_bucket{le="+Inf",op="getattr"}'] == 5
+    assert m["vshare_read_bytes_total"] == len(b"hello, metrics\n")
+    assert m['vshare_attach_total{decision="allow"}'] == 1
+    assert m['vshare_attach_total{decision="deny"}'] == 1
+    with anyio.fail_after(5):
+        while scrape(port)["vshare_sessions"] != 0:
+            await anyio.sleep(0.05)
+    assert scrape(port)["vshare_fids"] == 0
+
+
+def test_json_logs_and_graceful_sigterm(
+    gateway_process: tuple[subprocess.Popen[str], str, int],
+) -> None:
+    proc, uri, _ = gateway_process
+
+    async def attach_twice() -> None:
+        async with open_client(uri, 65536) as c:
+            await c.attach("docs")
+            with pytest.raises(OSError):
+                await c.attach("nope")
+
+    anyio.run(attach_twice)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert proc.stderr is not None
+    lines = [json.loads(line) for line in proc.stderr.read().splitlines()]  # every line is JSON
+    audits = [entry for entry in lines if entry.get("event") == "attach"]
+    assert [(a["share"], a["decision"]) for a in audits] == [("docs", "allow"), ("nope", "deny")]
+    assert all(a["logger"] == "vshare.audit" and "identity" in a for a in audits)
+    assert any(entry.get("event") == "session-close" for entry in lines)
+    assert any("SIGTERM" in entry["msg"] for entry in lines)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("listen = [\n", "vshare: "),
+        ('listen = ["unix:///tmp/x.sock"]\nbackend = "posix:/nonexistent-vshare"\nbogus = 1\n',
+         "unknown setting(s): bogus"),
+        ('listen = ["ftp://host"]\nbackend = "posix:/tmp"\n', "scheme must be one of"),
+        ('listen = ["unix:///tmp/x.sock"]\nbackend = "posix:/tmp"\nmsize = 12\n', "msize must"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_are_one_line(tmp_path: Path, config: str, expected: str) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(config)
+    result = subprocess.run([VSHARE, "gateway", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_backend_directory_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [VSHARE, "gateway", "run", "--listen", f"unix://{tmp_path}/s.sock",
+         "--backend", f"posix:{tmp_path}/absent"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "absent" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_systemd_unit_is_valid(tmp_path: Path) -> None:
+    """The unit in contrib/ passes ``systemd-analyze verify`` (with ExecStart pointed at
+    this checkout's vshare, which is what differs on a real host)."""
+    analyze = "/usr/bin/systemd-analyze"
+    if not os.path.exists(analyze):
+        pytest.skip("systemd-analyze is not installed (Debian: package systemd)")
+    unit = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "vshare-gateway.service"
+    text = unit.read_text().replace("/usr/local/bin/vshare", VSHARE)
+    assert VSHARE in text
+    copy = tmp_path / unit.name
+    copy.write_text(text)
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "vshare-gateway.service" not in result.stderr, result.stderr
