@@ -61,6 +61,7 @@ from vshare.transport import DEFAULT_PORT, TlsSettings, parse_uri
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
 #: The largest msize the gateway will ever agree to: 1 MiB of payload + the I/O header.
 MSIZE_CEILING: Final = MiB + 24
 DEFAULT_MSIZE: Final = 512 * KiB
@@ -82,10 +83,24 @@ class Share:
     uid: int = 0
     gid: int = 0
     readonly: bool = False
+    #: The quota: the share's size in GiB (None: no limit, statfs shows the volume's).
+    size_gib: int | None = None
+    tenant: str = ""
+
+    @property
+    def key(self) -> str:
+        """What stays the same when a share's rules or size change: its id, else its name."""
+        return self.id or self.name
+
+    @property
+    def size_bytes(self) -> int | None:
+        return None if self.size_gib is None else self.size_gib * GiB
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or ";" in self.name:
             raise ConfigError(f"share name {self.name!r}: must be non-empty, no '/' or ';'")
+        if self.size_gib is not None and (type(self.size_gib) is not int or self.size_gib < 1):
+            raise ConfigError(f"share {self.name!r}: size_gib must be a whole number ≥ 1")
         parts = [p for p in self.path.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts) or "\0" in self.path:
             raise ConfigError(
@@ -192,8 +207,16 @@ def _rule(raw: Mapping[str, Any], share: str) -> AccessRule:
         raise ConfigError(f"share {share!r}: {exc}") from None
 
 
+_SHARE_KEYS: Final = {"name", "path", "id", "access", "uid", "gid", "readonly", "size_gib",
+                      "tenant"}  # fmt: skip
+
+
 def _share(raw: Mapping[str, Any]) -> Share:
     name = str(raw.get("name", ""))
+    unknown = set(raw) - _SHARE_KEYS
+    if unknown:
+        raise ConfigError(f"share {name!r}: unknown setting(s): {', '.join(sorted(unknown))}")
+    size = raw.get("size_gib")
     access = raw.get("access", [])
     if not isinstance(access, Sequence):
         raise ConfigError(f"share {name!r}: access must be a list of tables")
@@ -205,6 +228,8 @@ def _share(raw: Mapping[str, Any]) -> Share:
         uid=int(raw.get("uid", 0)),
         gid=int(raw.get("gid", 0)),
         readonly=bool(raw.get("readonly", False)),
+        size_gib=size,
+        tenant=str(raw.get("tenant", "")),
     )
 
 

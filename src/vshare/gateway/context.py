@@ -4,6 +4,7 @@ metrics."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -14,6 +15,7 @@ from vshare.gateway.config import GatewayConfig, Share
 from vshare.gateway.instances import InstanceTable
 from vshare.gateway.locks import LockTable
 from vshare.gateway.metrics import Metrics
+from vshare.gateway.quota import ShareUsage
 from vshare.policy import Instance, InstanceRegistry, Requester
 from vshare.protocol import IOHDRSZ
 from vshare.transport import PeerIdentity
@@ -49,8 +51,27 @@ class GatewayContext:
     #: Tread buffers of the largest payload any session may ask for.
     read_buffers: BufferPool = field(init=False)
 
+    #: The shares served now, by :attr:`Share.key`; replaced whole by :meth:`set_shares`.
+    shares: dict[str, Share] = field(init=False)
+    _usage: dict[str, ShareUsage] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.read_buffers = BufferPool(self.config.msize - IOHDRSZ, keep=32)
+        self.shares = {s.key: s for s in self.config.shares}
+
+    def set_shares(self, shares: Iterable[Share]) -> None:
+        """Serve these shares from now on (attaches see them at once; the gateway applies
+        them to live sessions, see ``Gateway.set_shares``)."""
+        self.shares = {s.key: s for s in shares}
+        for key in set(self._usage) - set(self.shares):
+            del self._usage[key]
+
+    def usage(self, share: Share) -> ShareUsage:
+        """The usage of a share (one object per share key, kept across rule changes)."""
+        usage = self._usage.get(share.key)
+        if usage is None:
+            usage = self._usage[share.key] = ShareUsage()
+        return usage
 
     def resolve(self, identity: PeerIdentity) -> Requester:
         """Who is asking, for an attach: identity → instance → tenant (the attach audit
@@ -61,7 +82,7 @@ class GatewayContext:
         """The share an attach names: by name or by id (never by an empty string)."""
         if not aname:
             return None
-        for share in self.config.shares:
+        for share in self.shares.values():
             if aname == share.name or (share.id and aname == share.id):
                 return share
         return None

@@ -17,6 +17,7 @@ import anyio
 
 from vshare.backend.base import Backend, Node, OpenFile
 from vshare.gateway.config import Share
+from vshare.gateway.quota import ShareUsage
 from vshare.policy import Level
 from vshare.protocol import QTDIR, QTFILE, QTSYMLINK, Qid
 
@@ -37,10 +38,11 @@ def node_qid(node: Node) -> Qid:
 class Attachment:
     """One successful Tattach: a share, the level policy granted, the share root's node."""
 
-    share: Share
-    level: Level
+    share: Share  # replaced when the share's rules or size change (live enforcement)
+    level: Level  # likewise: an rw→ro change applies to the next write
     root: Node
     limiter: anyio.CapacityLimiter
+    usage: ShareUsage
     refs: int = 0  # fids that use it
 
     @property

@@ -152,6 +152,7 @@ class Operations:
         self.session_id = session_id
         self.msize = ctx.config.msize
         self.fids: dict[int, Fid] = {}
+        self._attachments: set[Attachment] = set()
         self.squash = ctx.config.ownership == "squash"
         mode = ctx.config.inline_metadata
         cheap = mode == "always" or (mode == "auto" and ctx.backend.cheap_metadata)
@@ -303,10 +304,39 @@ class Operations:
             # The same answer for "no such share" and "not yours": no probing of names.
             raise _err(errno.EACCES)
         limiter = self.ctx.limiter(share)
-        root = await anyio.to_thread.run_sync(self.backend.open_root, share.path, limiter=limiter)
-        att = Attachment(share, level, root, limiter)
+        usage = self.ctx.usage(share)
+
+        def open_root() -> Node:
+            root = self.backend.open_root(share.path)
+            if share.size_gib is not None and usage.stale():
+                try:
+                    usage.scan(self.backend, root)  # the quota needs the usage: see quota.py
+                except BaseException:
+                    root.close()
+                    raise
+            return root
+
+        root = await anyio.to_thread.run_sync(open_root, limiter=limiter)
+        att = Attachment(share, level, root, limiter, usage)
+        self._attachments.add(att)
         self._add_fid(msg.fid, Fid(att, await self._run(att, self.backend.clone, root), ()))
         return Rattach(node_qid(root))
+
+    def reevaluate(self) -> str | None:
+        """Apply the gateway's current shares and rules to this session's attachments:
+        new levels and sizes take effect at once. Returns why the session lost access, if
+        it did (its share is gone or no rule admits it any more)."""
+        requester = self.ctx.resolve(self.identity)
+        for att in [a for a in self._attachments if a.refs > 0]:
+            share = self.ctx.shares.get(att.share.key)
+            if share is None:
+                return f"share {att.share.name!r} is no longer served"
+            level = decide(requester, share.access)
+            if level is None:
+                return f"access to share {share.name!r} was denied"
+            att.share, att.level = share, level
+        self._attachments = {a for a in self._attachments if a.refs > 0}
+        return None
 
     async def walk(self, msg: Twalk) -> Message:
         fid = self._fid(msg.fid)
@@ -412,9 +442,27 @@ class Operations:
             probe.close()
             if not same:
                 raise _err(errno.ESTALE)
-            self.backend.unlink(parent, fid.path[-1], rmdir=fid.node.is_dir)
+            self._unlink(fid.att, parent, fid.path[-1], rmdir=fid.node.is_dir)
         finally:
             parent.close()
+
+    def _unlink(self, att: Attachment, parent: Node, name: str, *, rmdir: bool) -> None:
+        """Unlink, and give the quota back the bytes of a file's last link."""
+        freed = 0
+        if not rmdir and att.share.size_gib is not None:
+            try:
+                probe = self.backend.lookup(parent, name)
+                try:
+                    attr = self.backend.getattr(probe)
+                finally:
+                    probe.close()
+                if stat.S_ISREG(attr.mode) and attr.nlink == 1:
+                    freed = attr.size
+            except OSError:
+                pass  # the unlink below reports what is wrong
+        self.backend.unlink(parent, name, rmdir=rmdir)
+        if freed:
+            att.usage.adjust(-freed)
 
     # --- attributes ---------------------------------------------------------------------
 
@@ -464,13 +512,28 @@ class Operations:
                 else TIME_NOW
             )
         if changes:
-            await self._run(fid.att, lambda: self.backend.setattr(fid.node, **changes))
+            await self._run(fid.att, self._setattr, fid, changes)
         return Rsetattr()
+
+    def _setattr(self, fid: Fid, changes: dict[str, int]) -> None:
+        if "size" not in changes or fid.att.share.size_bytes is None:
+            self.backend.setattr(fid.node, **changes)
+            return
+        growth = changes["size"] - self.backend.getattr(fid.node).size
+        with fid.att.usage.growing(fid.att.share.size_bytes, growth):
+            self.backend.setattr(fid.node, **changes)
 
     async def statfs(self, msg: Tstatfs) -> Message:
         fid = self._fid(msg.fid)
         s = await self._run(fid.att, self.backend.statfs, fid.node)
-        return Rstatfs(s.fs_type, s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree,
+        limit = fid.att.share.size_bytes
+        if limit is None:
+            blocks, bfree, bavail = s.blocks, s.bfree, s.bavail
+        else:  # the guest's df shows the share: its size, and what is left of it
+            blocks = limit // s.bsize
+            free = max(0, blocks - -(-fid.att.usage.used // s.bsize))
+            bfree = bavail = min(free, s.bavail)  # never more than the volume has
+        return Rstatfs(s.fs_type, s.bsize, blocks, bfree, bavail, s.files, s.ffree,
                        s.fsid, s.namelen)  # fmt: skip
 
     # --- I/O ----------------------------------------------------------------------------
@@ -553,9 +616,25 @@ class Operations:
         if msg.offset > MAX_OFFSET or msg.offset + len(msg.data) > MAX_OFFSET:
             raise _err(errno.EFBIG)
         data = msg.data if isinstance(msg.data, memoryview) else memoryview(msg.data)
-        n = await self._run(fid.att, self.backend.write, file, msg.offset, data)
+        limit = fid.att.share.size_bytes
+        if limit is None:
+            n = await self._run(fid.att, self.backend.write, file, msg.offset, data)
+        else:
+            n = await self._run(fid.att, self._write_within, fid, limit, msg.offset, data)
         self.ctx.metrics.bytes_written.inc(n)
         return Rwrite(n)
+
+    def _write_within(self, fid: Fid, limit: int, offset: int, data: memoryview) -> int:
+        """A write that keeps the share within its size (EDQUOT before writing anything)."""
+        assert fid.file is not None
+        size = self.backend.getattr(fid.node).size
+        start = size if fid.flags & os.O_APPEND else offset
+        growth = max(0, start + len(data) - size)
+        with fid.att.usage.growing(limit, growth):
+            n = self.backend.write(fid.file, offset, data)
+        if n < len(data):  # a short write grew the file less than reserved
+            fid.att.usage.adjust(max(0, start + n - size) - growth)
+        return n
 
     async def readdir(self, msg: Treaddir) -> Message:
         fid = self._fid(msg.fid)
@@ -683,7 +762,7 @@ class Operations:
     async def unlinkat(self, msg: Tunlinkat) -> Message:
         fid, parent = self._dir_to_change(msg.dirfid, msg.name)
         rmdir = bool(msg.flags & AT_REMOVEDIR)
-        await self._run(fid.att, lambda: self.backend.unlink(parent, msg.name, rmdir=rmdir))
+        await self._run(fid.att, lambda: self._unlink(fid.att, parent, msg.name, rmdir=rmdir))
         return Runlinkat()
 
     # --- extended attributes ------------------------------------------------------------

@@ -27,7 +27,7 @@ import anyio.abc
 
 from vshare.backend.base import Backend
 from vshare.gateway import libvirt
-from vshare.gateway.config import GatewayConfig
+from vshare.gateway.config import GatewayConfig, Share
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.instances import Change, InstanceTable
 from vshare.gateway.metrics import Metrics
@@ -231,6 +231,17 @@ class Gateway:
         for served in self._served.values():
             served.listener.close()
 
+    # --- shares -------------------------------------------------------------------------
+
+    def set_shares(self, shares: Sequence[Share]) -> None:
+        """Serve these shares and rules from now on, live: new attaches see them at once;
+        sessions keep their attachments at the new level (rw→ro: the next write fails with
+        EROFS), and a session that lost access is refused its next request and closed."""
+        self.ctx.set_shares(shares)
+        for session in list(self.sessions):
+            session.reevaluate()
+        log.info("gateway: now serving %d shares", len(shares))
+
     # --- instances ----------------------------------------------------------------------
 
     def _on_instance_change(self, change: Change) -> None:
@@ -248,6 +259,8 @@ class Gateway:
                 self._close(uri)
         if change.action == "removed":
             self._cut_sessions_of(instance)
+        for session in list(self.sessions):  # an identity may now be someone else
+            session.reevaluate()
 
     def _cut_sessions_of(self, instance: Instance) -> None:
         keys = instance.keys

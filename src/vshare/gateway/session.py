@@ -31,7 +31,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from vshare.gateway.context import GatewayContext
+from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.ops import Operations, WouldBlock
 from vshare.protocol import (
     MAX_MSIZE,
@@ -77,6 +77,21 @@ class Session:
         self._send_lock = anyio.Lock()
         self._closed = False
         self.requests = 0  # answered, for logs
+        #: Why the session lost access (live enforcement); its next request is refused.
+        self.revoked: str | None = None
+
+    def reevaluate(self) -> None:
+        """Apply changed shares and rules (see ``Operations.reevaluate``): the next
+        request of a session that lost access gets EACCES and the session is closed."""
+        if self.revoked is not None:
+            return
+        reason = self.ops.reevaluate()
+        if reason is not None:
+            self.revoked = reason
+            audit_log.info("revoke: session %d of %s: %s", self.id, self.conn.identity, reason,
+                           extra={"fields": {"event": "revoke", "session": self.id,
+                                             "identity": str(self.conn.identity),
+                                             "reason": reason}})  # fmt: skip
 
     @property
     def inflight(self) -> int:
@@ -129,6 +144,10 @@ class Session:
             batch: list[Buffer] = []
             try:
                 for tag, msg in decoder:
+                    if self.revoked is not None:
+                        await self._add_to_batch(batch, tag, Rlerror(errno.EACCES))
+                        await self._send_batch(batch)
+                        return f"closed: {self.revoked}"
                     if isinstance(msg, Tversion):
                         await self._send_batch(batch)
                         await self._version(tag, msg, decoder)

@@ -1,0 +1,123 @@
+"""Share quotas: how many bytes a share holds, kept by the gateway.
+
+Usage is the sum of the apparent sizes (``st_size``) of the share's regular files: what a
+guest can predict from its own writes, and what ``df`` in the guest shows as used.
+
+How it stays right:
+
+- When a share is first attached after the gateway starts, a scan walks the whole share
+  (in a worker thread, through the backend's confined handles) and sets the usage. The
+  attach that triggers it waits for it, so no write is judged against an unknown usage.
+  This is what makes a restart safe: nothing is persisted that could go stale.
+- After that, the gateway's own operations move the figure: writes past the end of a file,
+  truncation (setattr size), and unlinking the last link of a file.
+- Changes made behind the gateway's back (another gateway of a fleet writing the same
+  share, an operator on the host) are picked up by a new scan: :meth:`ShareUsage.stale`
+  says when the last one is older than ``rescan_after`` seconds, and the next attach
+  re-scans.
+
+Enforcement: a write, or a truncation that grows a file, that would take usage beyond the
+share's size fails with EDQUOT before anything is written. Growth is reserved under a lock
+before the backend call, so concurrent writers cannot overshoot together.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vshare.backend.base import Backend, Node
+
+
+class ShareUsage:
+    """The bytes used in one share, and the reservations of writes in progress."""
+
+    def __init__(self, rescan_after: float = 600.0) -> None:
+        self.used = 0
+        self.scanned_at: float | None = None
+        self.rescan_after = rescan_after
+        self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
+
+    def stale(self) -> bool:
+        return self.scanned_at is None or time.monotonic() - self.scanned_at > self.rescan_after
+
+    def scan(self, backend: Backend, root: Node) -> int:
+        """Walk the share and set the usage (blocking: call from a worker thread)."""
+        with self._scan_lock:
+            if not self.stale():
+                return self.used  # another attach scanned meanwhile
+            total = sum(_file_sizes(backend, root))
+            with self._lock:
+                self.used = total
+                self.scanned_at = time.monotonic()
+            return total
+
+    @contextmanager
+    def growing(self, limit: int | None, growth: int) -> Iterator[None]:
+        """Reserve ``growth`` bytes for an operation, or fail with EDQUOT if that would
+        pass ``limit``. The reservation stands if the operation succeeds and is undone if
+        it raises. Negative growth (truncation) is applied as is."""
+        with self._lock:
+            if growth > 0 and limit is not None and self.used + growth > limit:
+                raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+            self.used += growth
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                self.used -= growth
+            raise
+
+    def adjust(self, delta: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used + delta)
+
+
+def _file_sizes(backend: Backend, directory: Node) -> Iterator[int]:
+    """Apparent sizes of the regular files below ``directory`` (depth first, iterative)."""
+    stack = [backend.clone(directory)]
+    try:
+        while stack:
+            node = stack.pop()
+            try:
+                handle = backend.open(node, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                node.close()
+                continue
+            try:
+                cookie = 0
+                while entries := backend.readdir(handle, cookie, 512):
+                    for entry in entries:
+                        cookie = entry.cookie
+                        if entry.name in (".", ".."):
+                            continue
+                        kind = entry.file_type
+                        if kind not in (stat.S_IFREG, stat.S_IFDIR, 0):
+                            continue  # symlinks, fifos, sockets: no data of their own
+                        try:
+                            child = backend.lookup(node, entry.name)
+                        except OSError:
+                            continue  # gone meanwhile
+                        try:
+                            attr = backend.getattr(child)
+                        except OSError:
+                            child.close()
+                            continue
+                        if stat.S_ISDIR(attr.mode):
+                            stack.append(child)
+                            continue
+                        child.close()
+                        if stat.S_ISREG(attr.mode):
+                            yield attr.size
+            finally:
+                handle.close()
+                node.close()
+    finally:
+        for node in stack:
+            node.close()

@@ -1,0 +1,185 @@
+"""Live enforcement and quotas: rule and share changes apply to sessions already attached;
+a share's size holds against writes, truncation, concurrent writers and restarts."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from vshare import protocol as p
+from vshare.gateway.config import GiB, Share
+from vshare.policy import AccessRule, Level
+
+from .conftest import GatewayFactory, Running, base_config
+from .helpers import create, open_, walk
+
+pytestmark = pytest.mark.anyio
+ME = str(os.getuid())
+
+
+def shares_with(name: str, **changes: object) -> tuple[Share, ...]:
+    return tuple(replace(s, **changes) if s.name == name else s for s in base_config().shares)  # type: ignore[arg-type]
+
+
+async def test_rw_to_ro_fails_the_next_write(gw: Running) -> None:
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        fid = await create(c, root, "f", b"first")
+        gw.gateway.set_shares(shares_with("alpha", access=(AccessRule("user", ME, Level.RO),)))
+        with pytest.raises(OSError) as info:
+            await c.call(p.Twrite(fid, 5, b"second"), p.Rwrite)
+        assert info.value.errno == errno.EROFS
+        assert (gw.share_dir("alpha") / "f").read_bytes() == b"first"
+        # reading still works: the session keeps ro access
+        r = await open_(c, root, "f")
+        assert bytes((await c.call(p.Tread(r, 0, 100), p.Rread)).data) == b"first"
+        gw.gateway.set_shares(base_config().shares)  # back to rw: writes work again
+        await c.call(p.Twrite(fid, 5, b"second"), p.Rwrite)
+
+
+async def test_denied_rule_refuses_the_next_request_and_closes(gw: Running) -> None:
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
+        gw.gateway.set_shares(shares_with("alpha", access=()))
+        with pytest.raises(OSError) as info:
+            await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
+        assert info.value.errno == errno.EACCES
+        with anyio.fail_after(5):
+            while gw.gateway.sessions:
+                await anyio.sleep(0.01)
+    # and a new attach is refused too
+    async with gw.client() as c:
+        with pytest.raises(OSError) as info:
+            await c.attach("alpha")
+        assert info.value.errno == errno.EACCES
+
+
+async def test_sessions_of_other_shares_are_untouched(gw: Running) -> None:
+    async with gw.client() as a, gw.client() as b:
+        ra, _ = await a.attach("alpha")
+        rb, _ = await b.attach("beta")
+        gw.gateway.set_shares(shares_with("alpha", access=()))
+        with pytest.raises(OSError):
+            await a.call(p.Tgetattr(ra, p.GETATTR_BASIC), p.Rgetattr)
+        await b.call(p.Tgetattr(rb, p.GETATTR_BASIC), p.Rgetattr)
+
+
+async def test_a_new_rule_lets_a_refused_instance_attach(gw: Running) -> None:
+    async with gw.client() as c:
+        with pytest.raises(OSError):
+            await c.attach("gamma")
+        gw.gateway.set_shares(shares_with("gamma", access=(AccessRule("user", ME),)))
+        root, _ = await c.attach("gamma")
+        assert await walk(c, root, "theirs.txt")
+
+
+async def test_removed_share_cuts_its_sessions(gw: Running) -> None:
+    async with gw.client() as c:
+        root, _ = await c.attach("beta")
+        gw.gateway.set_shares([s for s in base_config().shares if s.name != "beta"])
+        with pytest.raises(OSError) as info:
+            await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
+        assert info.value.errno == errno.EACCES
+
+
+# --- quota --------------------------------------------------------------------------------
+
+
+def one_gib_alpha() -> tuple[Share, ...]:
+    return shares_with("alpha", size_gib=1)
+
+
+async def test_quota_refuses_writes_past_the_size(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(shares=one_gib_alpha()) as gw, gw.client() as c:
+        root, _ = await c.attach("alpha")
+        fid = await create(c, root, "sparse")
+        # Apparent size counts (a sparse file costs nothing on the test's disk).
+        await c.call(p.Tsetattr(fid, p.SETATTR_SIZE, 0, 0, 0, GiB - 4096, 0, 0, 0, 0), p.Rsetattr)
+        await c.call(p.Twrite(fid, GiB - 4096, b"x" * 4096), p.Rwrite)  # exactly full
+        with pytest.raises(OSError) as info:
+            await c.call(p.Twrite(fid, GiB, b"y"), p.Rwrite)
+        assert info.value.errno == errno.EDQUOT
+        assert (gw.share_dir("alpha") / "sparse").stat().st_size == GiB  # nothing written
+        other = await create(c, root, "other")
+        with pytest.raises(OSError) as info:
+            await c.call(p.Twrite(other, 0, b"z"), p.Rwrite)
+        assert info.value.errno == errno.EDQUOT
+        with pytest.raises(OSError) as info:  # growing by truncation is refused as well
+            await c.call(p.Tsetattr(other, p.SETATTR_SIZE, 0, 0, 0, 10, 0, 0, 0, 0), p.Rsetattr)
+        assert info.value.errno == errno.EDQUOT
+        # overwriting inside the file needs no new space
+        await c.call(p.Twrite(fid, 0, b"o" * 8192), p.Rwrite)
+        st = await c.call(p.Tstatfs(root), p.Rstatfs)
+        assert st.blocks * st.bsize == GiB and st.bfree == st.bavail == 0
+        # shrinking gives space back
+        await c.call(p.Tsetattr(fid, p.SETATTR_SIZE, 0, 0, 0, GiB - 65536, 0, 0, 0, 0), p.Rsetattr)
+        await c.call(p.Twrite(other, 0, b"z" * 1000), p.Rwrite)
+        st = await c.call(p.Tstatfs(root), p.Rstatfs)
+        assert 0 < st.bfree * st.bsize <= 65536 - 1000
+
+
+async def test_unlink_gives_the_space_back(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(shares=one_gib_alpha()) as gw, gw.client() as c:
+        root, _ = await c.attach("alpha")
+        fid = await create(c, root, "big")
+        await c.call(p.Tsetattr(fid, p.SETATTR_SIZE, 0, 0, 0, GiB, 0, 0, 0, 0), p.Rsetattr)
+        small = await create(c, root, "small")
+        with pytest.raises(OSError):
+            await c.call(p.Twrite(small, 0, b"a"), p.Rwrite)
+        await c.clunk(fid)
+        await c.call(p.Tunlinkat(root, "big", 0), p.Runlinkat)
+        await c.call(p.Twrite(small, 0, b"a" * 4096), p.Rwrite)
+        assert gw.gateway.ctx.usage(gw.gateway.ctx.shares["id-alpha"]).used == 4096
+
+
+async def test_usage_is_rescanned_after_a_restart(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(shares=one_gib_alpha()) as gw:
+        # Files put there while no gateway ran (or by the previous one).
+        (gw.share_dir("alpha") / "d").mkdir()
+        with open(gw.share_dir("alpha") / "d" / "old", "wb") as f:
+            f.truncate(GiB - 100)
+        async with gw.client() as c:
+            root, _ = await c.attach("alpha")
+            fid = await create(c, root, "new")
+            await c.call(p.Twrite(fid, 0, b"n" * 100), p.Rwrite)
+            with pytest.raises(OSError) as info:
+                await c.call(p.Twrite(fid, 100, b"!"), p.Rwrite)
+            assert info.value.errno == errno.EDQUOT
+
+
+async def test_concurrent_writers_cannot_overshoot(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(shares=one_gib_alpha()) as gw:
+        async with gw.client() as c:
+            root, _ = await c.attach("alpha")
+            fid = await create(c, root, "filler")
+            left = 10 * 65536 + 1234
+            await c.call(p.Tsetattr(fid, p.SETATTR_SIZE, 0, 0, 0, GiB - left, 0, 0, 0, 0),
+                         p.Rsetattr)  # fmt: skip
+        refused = 0
+
+        async def writer(n: int) -> None:
+            nonlocal refused
+            async with gw.client() as c:
+                root, _ = await c.attach("alpha")
+                fid = await create(c, root, f"w{n}")
+                offset = 0
+                while True:
+                    try:
+                        await c.call(p.Twrite(fid, offset, b"w" * 65536), p.Rwrite)
+                    except OSError as exc:
+                        assert exc.errno == errno.EDQUOT
+                        refused += 1
+                        return
+                    offset += 65536
+
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(writer, n)
+        total = sum(f.stat().st_size for f in gw.share_dir("alpha").iterdir())
+        assert refused == 4
+        assert GiB - 65536 < total <= GiB
