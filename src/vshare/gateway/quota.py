@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vshare.backend.base import Backend, Node
+from vshare.backend.tree import apparent_size
 
 
 class ShareUsage:
@@ -52,7 +52,7 @@ class ShareUsage:
         with self._scan_lock:
             if not self.stale():
                 return self.used  # another attach scanned meanwhile
-            total = sum(_file_sizes(backend, root))
+            total = apparent_size(backend, root)
             with self._lock:
                 self.used = total
                 self.scanned_at = time.monotonic()
@@ -77,47 +77,3 @@ class ShareUsage:
     def adjust(self, delta: int) -> None:
         with self._lock:
             self.used = max(0, self.used + delta)
-
-
-def _file_sizes(backend: Backend, directory: Node) -> Iterator[int]:
-    """Apparent sizes of the regular files below ``directory`` (depth first, iterative)."""
-    stack = [backend.clone(directory)]
-    try:
-        while stack:
-            node = stack.pop()
-            try:
-                handle = backend.open(node, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                node.close()
-                continue
-            try:
-                cookie = 0
-                while entries := backend.readdir(handle, cookie, 512):
-                    for entry in entries:
-                        cookie = entry.cookie
-                        if entry.name in (".", ".."):
-                            continue
-                        kind = entry.file_type
-                        if kind not in (stat.S_IFREG, stat.S_IFDIR, 0):
-                            continue  # symlinks, fifos, sockets: no data of their own
-                        try:
-                            child = backend.lookup(node, entry.name)
-                        except OSError:
-                            continue  # gone meanwhile
-                        try:
-                            attr = backend.getattr(child)
-                        except OSError:
-                            child.close()
-                            continue
-                        if stat.S_ISDIR(attr.mode):
-                            stack.append(child)
-                            continue
-                        child.close()
-                        if stat.S_ISREG(attr.mode):
-                            yield attr.size
-            finally:
-                handle.close()
-                node.close()
-    finally:
-        for node in stack:
-            node.close()
