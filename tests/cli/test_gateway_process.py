@@ -183,3 +183,60 @@ def test_systemd_unit_is_valid(tmp_path: Path) -> None:
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "vshare-gateway.service" not in result.stderr, result.stderr
+
+
+def test_gateway_serves_the_store(tmp_path: Path) -> None:
+    from vshare.store import ShareStatus, SqliteStore
+    from vshare.testing.store_conformance import make_rule, make_share
+
+    vol = tmp_path / "vol"
+    (vol / "shares" / "kept").mkdir(parents=True)
+    (vol / "shares" / "kept" / "a.txt").write_bytes(b"from the store\n")
+    db = tmp_path / "state.db"
+    with SqliteStore(str(db)) as store:
+        share = store.create_share(make_share("kept", backend=f"posix:{vol}",
+                                              status=ShareStatus.AVAILABLE))  # fmt: skip
+        store.add_rule(make_rule(share.id, str(os.getuid()), access_type="user"))
+    sock = tmp_path / "gw.sock"
+    proc = subprocess.Popen([VSHARE, "gateway", "run", "--listen", f"unix://{sock}",
+                             "--backend", f"posix:{vol}", "--store", f"sqlite://{db}"],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        async def read() -> bytes:
+            async with open_client(f"unix://{sock}", 65536) as c:
+                root, _ = await c.attach(share.id)  # by id as well as by name
+                fid = c.new_fid()
+                await c.call(p.Twalk(root, fid, ("a.txt",)), p.Rwalk)
+                await c.call(p.Tlopen(fid, p.DOTL_RDONLY), p.Rlopen)
+                return bytes((await c.call(p.Tread(fid, 0, 100), p.Rread)).data)
+
+        assert anyio.run(read) == b"from the store\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_store_errors_are_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    (tmp_path / "vol").mkdir()
+    result = subprocess.run(
+        [VSHARE, "gateway", "run", "--listen", f"unix://{tmp_path}/s.sock",
+         "--backend", f"posix:{tmp_path}/vol", "--store", f"sqlite://{garbage}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "store" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    both = tmp_path / "both.toml"
+    both.write_text(f'store = "sqlite://{tmp_path}/s.db"\n[[share]]\nname = "x"\npath = "x"\n')
+    result = subprocess.run(
+        [VSHARE, "gateway", "run", "--config", str(both)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "shares come from the store" in result.stderr

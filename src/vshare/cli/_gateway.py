@@ -14,7 +14,9 @@ from vshare.backend import open_backend
 from vshare.cli._logging import setup_logging
 from vshare.cli._run import run_async
 from vshare.gateway.config import ConfigError, GatewayConfig, load_config
+from vshare.gateway.follow import StoreFollower
 from vshare.gateway.server import Gateway
+from vshare.store import StoreError, open_store
 
 
 @click.group()
@@ -34,6 +36,23 @@ async def run_gateway(config: GatewayConfig) -> None:
     except OSError as exc:
         raise OSError(exc.errno, f"backend {config.backend}: {exc.strerror}") from None
     gw = Gateway(config, backend)
+    store = follower = None
+    if config.store:
+        try:
+            store = open_store(config.store)
+        except (StoreError, ValueError) as exc:
+            backend.close()
+            raise ValueError(f"store {config.store}: {exc}") from None
+        follower = StoreFollower(
+            store, backend=config.backend, apply_shares=gw.set_shares, instances=gw.instances,
+            addresses=config.listen,
+        )  # fmt: skip
+        try:  # serve nothing before the store's shares and rules are known
+            await follower.load()
+        except StoreError as exc:
+            store.close()
+            backend.close()
+            raise ValueError(f"store {config.store}: {exc}") from None
     if config.metrics:
         from prometheus_client import start_http_server
 
@@ -55,9 +74,13 @@ async def run_gateway(config: GatewayConfig) -> None:
                         return
 
             tg.start_soon(on_signal)
+            if follower is not None:
+                tg.start_soon(follower.run)
             await gw.wait_stopped()
             tg.cancel_scope.cancel()
     finally:
+        if store is not None:
+            store.close()
         backend.close()
 
 
@@ -66,7 +89,8 @@ async def run_gateway(config: GatewayConfig) -> None:
               help="vsock://any:564, unix:///path, tcp://host:port, tls://host:port or "
                    "hvsock:///vm.sock (repeatable; default port 564).")  # fmt: skip
 @click.option("--backend", metavar="URI", help="posix:/srv/volume")
-@click.option("--store", metavar="URI", help="sqlite:///path/state.db (control plane; later).")
+@click.option("--store", metavar="URI",
+              help="sqlite:///path/state.db: serve the control plane's shares, live.")  # fmt: skip
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A gateway.toml; flags override it.")  # fmt: skip
@@ -90,13 +114,14 @@ def gateway_run(
 ) -> None:
     """Serve shares over 9P2000.L until SIGTERM.
 
-    Shares and their access rules come from the [[share]] tables of --config, and who a
-    connection is from its [[instance]] tables (and libvirt = URI), until the control plane
-    serves them from --store.
+    Shares, access rules and instances come from the control-plane store (--store), and
+    follow its changes within a second; without a store, from the [[share]] and
+    [[instance]] tables of --config. Instances may also come from libvirt (libvirt = URI).
     """
     try:
         config = load_config(
             config_path, listen=listen or None, backend=backend, metrics=metrics, msize=msize,
+            store=store,
             tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
         )  # fmt: skip
         tls = config.tls_settings()
@@ -104,8 +129,6 @@ def gateway_run(
             tls.server_context()  # unreadable or mismatched files: say so before starting
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
-    if store:
-        fail("--store: the control-plane store is not available yet; use [[share]] in --config")
     if not config.backend:
         fail("no backend: give --backend posix:/path (or backend = ... in --config)")
     if not config.listen:

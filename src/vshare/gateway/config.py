@@ -126,6 +126,8 @@ class GatewayConfig:
     #: Metadata requests on the event loop, without a worker-thread hand-off: "auto" when the
     #: backend says its metadata is cheap (a local disk filesystem), "always", or "never".
     inline_metadata: str = "auto"
+    #: The control-plane store (``sqlite:///...``): shares, rules and instances come from it.
+    store: str | None = None
     shares: tuple[Share, ...] = field(default_factory=tuple)
     # --- transports and identity ---
     tls_cert: str | None = None  # PEM certificate (chain) of tls:// listeners
@@ -165,6 +167,10 @@ class GatewayConfig:
             check_unique(self.instances)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.store and self.shares:
+            raise ConfigError(
+                "shares come from the store when store is set: remove the [[share]] tables"
+            )
         if self.inline_metadata not in ("auto", "always", "never"):
             raise ConfigError(
                 f"inline_metadata must be 'auto', 'always' or 'never', not {self.inline_metadata!r}"
@@ -236,7 +242,7 @@ def _share(raw: Mapping[str, Any]) -> Share:
 _KEYS: Final = {
     "listen", "backend", "metrics", "msize", "ownership", "xattr_namespaces", "max_sessions",
     "max_fids", "max_inflight", "idle_timeout", "share_threads", "shutdown_grace",
-    "inline_metadata", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
+    "inline_metadata", "store", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
     "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll",
 }  # fmt: skip
 _INSTANCE_KEYS: Final = ("uuid", "tenant", "name", "cid", "socket", "ip", "cert")

@@ -1,0 +1,168 @@
+"""The gateway follows the control-plane store: shares, access rules and instances come
+from it, live, and the gateway says it is alive.
+
+One task (:meth:`StoreFollower.run`) owns the loop: read a snapshot, apply it, then wait
+for the store's revision to move (``Store.wait_for_change`` in a worker thread, one second
+at a time so cancellation is prompt) and apply the new snapshot. Applying is
+``Gateway.set_shares`` (levels change at once, sessions that lost access are cut) and
+``InstanceTable.sync("store", ...)``. A change reaches live sessions within the store's
+wake-up delay (≤ 0.5 s for SQLite) plus one snapshot read.
+
+Rule states (Manila's): rules in ``queued_to_apply``, ``applying`` or ``active`` grant
+access; a gateway that has applied a queued rule marks it ``active``. Rules in
+``queued_to_deny`` or ``denying`` grant nothing from the moment a gateway sees them; the
+gateway then marks them ``deleted``. Several gateways may race to move a rule: each
+update names the revision it saw, and losing the race (``Conflict``) is fine.
+
+A second task heartbeats every ``ttl / 3`` seconds so ``vshare gateway list`` shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+import anyio
+
+from vshare import __version__
+from vshare.gateway.config import Share
+from vshare.gateway.instances import InstanceTable
+from vshare.store import (
+    Conflict,
+    GatewayRecord,
+    NotFound,
+    RuleRecord,
+    RuleState,
+    ShareRecord,
+    ShareStatus,
+    Snapshot,
+    Store,
+    StoreError,
+)
+
+log = logging.getLogger("vshare.gateway")
+
+GRANTING: Final = frozenset({RuleState.QUEUED_TO_APPLY, RuleState.APPLYING, RuleState.ACTIVE})
+_WITHDRAWN: Final = frozenset({RuleState.QUEUED_TO_DENY, RuleState.DENYING})
+#: Shares a guest may use; a share being created, deleted or in error is not served.
+SERVED: Final = frozenset({ShareStatus.AVAILABLE, ShareStatus.EXTENDING, ShareStatus.SHRINKING})
+
+
+def shares_of(snapshot: Snapshot, backend: str) -> list[Share]:
+    """The gateway's view of the shares on ``backend`` (the URI it serves), with the
+    rules that grant access now."""
+    rules: dict[str, list[RuleRecord]] = {}
+    for rule in snapshot.rules:
+        if rule.state in GRANTING:
+            rules.setdefault(rule.share_id, []).append(rule)
+    return [
+        _share(record, rules.get(record.id, ()))
+        for record in snapshot.shares
+        if record.status in SERVED and record.backend == backend
+    ]
+
+
+def _share(record: ShareRecord, rules: Iterable[RuleRecord]) -> Share:
+    return Share(
+        name=record.name,
+        path=record.path,
+        id=record.id,
+        access=tuple(rule.to_policy() for rule in rules),
+        uid=record.uid,
+        gid=record.gid,
+        size_gib=record.size_gib,
+        tenant=record.tenant,
+    )
+
+
+class StoreFollower:
+    """Keeps one gateway in step with one store. See the module note."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        backend: str,
+        apply_shares: Callable[[Sequence[Share]], None],
+        instances: InstanceTable,
+        gateway_id: str | None = None,
+        addresses: Sequence[str] = (),
+        ttl: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.apply_shares = apply_shares
+        self.instances = instances
+        self.gateway_id = gateway_id or socket.gethostname()
+        self.addresses = tuple(addresses)
+        self.ttl = ttl
+        self.revision = -1
+        self.applied = anyio.Event()  # set after the first snapshot is applied
+
+    async def load(self) -> None:
+        """Read and apply the store's current state once (before serving).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        await self._step()
+
+    async def run(self) -> None:
+        """Follow until cancelled; a store outage is logged and retried, never fatal."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat)
+            while True:
+                try:
+                    await self._step()
+                except StoreError as exc:
+                    log.warning("gateway: store: %s (retrying)", exc)
+                    await anyio.sleep(1.0)
+
+    async def _step(self) -> None:
+        if self.revision >= 0:
+            seen = await anyio.to_thread.run_sync(self.store.wait_for_change, self.revision, 1.0)
+            if seen <= self.revision:
+                return
+        snapshot = await anyio.to_thread.run_sync(self.store.snapshot)
+        self.apply(snapshot)
+        await anyio.to_thread.run_sync(self._settle_rules, snapshot)
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Serve what the snapshot says (on the event loop)."""
+        shares = shares_of(snapshot, self.backend)
+        self.apply_shares(shares)
+        for problem in self.instances.sync("store", (r.instance for r in snapshot.instances)):
+            log.warning("gateway: %s", problem)
+        if self.revision < 0:
+            log.info("gateway: following the store from revision %d: %d shares, %d instances",
+                     snapshot.revision, len(shares), len(snapshot.instances))  # fmt: skip
+        self.revision = snapshot.revision
+        self.applied.set()
+
+    def _settle_rules(self, snapshot: Snapshot) -> None:
+        """Move the rules this gateway has just applied on in their life cycle."""
+        for rule in snapshot.rules:
+            if rule.state is RuleState.QUEUED_TO_APPLY:
+                target = RuleState.ACTIVE
+            elif rule.state in _WITHDRAWN:
+                target = RuleState.DELETED
+            else:
+                continue
+            try:
+                self.store.update_rule(rule.id, expect_revision=rule.revision, state=target)
+            except (Conflict, NotFound):
+                pass  # another gateway (or the API) moved it first
+
+    async def _heartbeat(self) -> None:
+        record = GatewayRecord(
+            id=self.gateway_id, addresses=self.addresses, version=__version__,
+            host=socket.gethostname(),
+        )  # fmt: skip
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.store.heartbeat, record, self.ttl)
+            except StoreError as exc:
+                log.warning("gateway: store heartbeat: %s", exc)
+            await anyio.sleep(self.ttl / 3)
