@@ -21,7 +21,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "AT_EMPTY_PATH",
@@ -183,8 +183,7 @@ def iter_dirents(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
 # statx, fstatfs
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(NamedTuple):
     """What the backend needs of a ``struct statx`` (or ``struct stat``)."""
 
     mode: int

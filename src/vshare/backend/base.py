@@ -20,7 +20,7 @@ import errno
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 #: For :meth:`Backend.setattr`: set this time to the current time of the server.
 TIME_NOW: Final = -1
@@ -39,8 +39,7 @@ def check_name(name: str) -> None:
         raise OSError(errno.EINVAL, f"not a single path component: {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Attr:
+class Attr(NamedTuple):
     """What :meth:`Backend.getattr` reports; the fields of 9P2000.L's Rgetattr."""
 
     qid_path: int  # unique across the volume, stable for the file's life
@@ -60,8 +59,7 @@ class Attr:
     data_version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     """One directory entry. ``cookie`` resumes the listing *after* this entry."""
 
     name: str

@@ -35,6 +35,7 @@ from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.ops import Operations, WouldBlock
 from vshare.protocol import (
     MAX_MSIZE,
+    MESSAGE_TYPES,
     VERSION_9P2000_L,
     VERSION_UNKNOWN,
     FrameDecoder,
@@ -58,6 +59,8 @@ MIN_MSIZE = 4096
 #: and yields to other sessions; well under IOV_MAX (1024) for one sendmsg.
 _BATCH_PARTS = 128
 Buffer = bytes | bytearray | memoryview
+#: Metric label of each request type: Tgetattr → "getattr".
+_OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
 
 
 @dataclass(eq=False, slots=True)
@@ -74,7 +77,7 @@ class Session:
         self.ops = Operations(ctx, conn.identity, self.id)
         self.negotiated = False
         self._inflight: dict[int, _Request] = {}
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
         self._closed = False
         self.requests = 0  # answered, for logs
         #: Why the session lost access (live enforcement); its next request is refused.
@@ -215,7 +218,7 @@ class Session:
         handler = self.ops.handler(type(msg))
         if handler is None:
             return Rlerror(errno.EOPNOTSUPP)
-        name = type(msg).__name__[1:]
+        name = _OP_NAMES[type(msg)]
         start = time.perf_counter()
         reply: Message
         try:
