@@ -152,7 +152,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             py_spy = Path(sys.executable).parent / "py-spy"
             command = [str(py_spy), "record", "--format", args.profile_format, "-o", args.profile,
                        "--rate", "250", "--", *command]  # fmt: skip
-        proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        log = open(args.gateway_log, "w") if args.gateway_log else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(command, stderr=log)
         try:
             while not sock.exists():
                 await anyio.sleep(0.05)
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument("--case", action="append", help="only this case (repeatable)")
     parser.add_argument("--inflight", type=int, action="append", help="only this depth")
     parser.add_argument("--profile", metavar="FILE", help="record the gateway with py-spy")
+    parser.add_argument("--gateway-log", metavar="FILE", help="the gateway's log (stderr)")
     parser.add_argument("--profile-format", default="speedscope", help="py-spy output format")
     args = parser.parse_args()
     out = anyio.run(run, args)

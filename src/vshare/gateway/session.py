@@ -80,6 +80,7 @@ class Session:
         self._send_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
         self._closed = False
         self.requests = 0  # answered, for logs
+        self.reads = 0  # receives that returned data: requests / reads is the batching
         #: Why the session lost access (live enforcement); its next request is refused.
         self.revoked: str | None = None
 
@@ -122,9 +123,11 @@ class Session:
                 await self.ops.close_all()
                 await self.conn.aclose()
             metrics.sessions.dec()
-            log.info("session %d: %s after %d requests", self.id, reason, self.requests,
+            log.info("session %d: %s after %d requests in %d reads", self.id, reason,
+                     self.requests, self.reads,
                      extra={"fields": {"event": "session-close", "session": self.id,
-                                       "reason": reason, "requests": self.requests}})  # fmt: skip
+                                       "reason": reason, "requests": self.requests,
+                                       "reads": self.reads}})  # fmt: skip
 
     async def _read_loop(self, tg: anyio.abc.TaskGroup) -> str:
         config = self.ctx.config
@@ -142,6 +145,7 @@ class Session:
                     return f"idle for {idle:g} s"
             if not data:
                 return "closed by peer"
+            self.reads += 1
             decoder.feed(data)
             # Replies answered here, on the loop, go out together in one send.
             batch: list[Buffer] = []

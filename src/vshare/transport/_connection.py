@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Sequence
 from typing import Protocol
@@ -39,6 +40,10 @@ class SocketConnection:
         self._sock = sock
         self.identity = identity
         self._closed = False
+        # asyncio only (see _wait_readable): the loop the socket is registered with, and
+        # the future of a receive waiting for data.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def socket(self) -> socket.socket:
@@ -49,9 +54,49 @@ class SocketConnection:
             try:
                 return self._sock.recv(max_bytes)
             except (BlockingIOError, InterruptedError):
-                await anyio.wait_readable(self._sock)
+                await self._wait_readable()
             except (ConnectionResetError, BrokenPipeError, TimeoutError):
                 return b""
+
+    async def _wait_readable(self) -> None:
+        """Wait until the socket is readable.
+
+        On asyncio the socket stays registered with the loop between receives, so a
+        request-reply exchange costs no epoll_ctl calls: ``anyio.wait_readable`` registers
+        and unregisters on every wait, which at one request in flight was a good part of
+        the gateway's time per request. The registration is dropped only when readiness
+        is reported while nobody waits (epoll is level-triggered: it would fire again on
+        every loop iteration until the data is read). Other event loops (trio, for the
+        FUSE client) use anyio's portable wait.
+        """
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not asyncio
+                await anyio.wait_readable(self._sock)
+                return
+        waiter = loop.create_future()
+        self._waiter = waiter
+        if self._loop is None:
+            loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._loop = loop
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._unregister()
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    def _unregister(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
 
     async def send(self, parts: Sequence[Buffer]) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
@@ -74,6 +119,8 @@ class SocketConnection:
         if self._closed:
             return
         self._closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._unregister()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
