@@ -6,7 +6,11 @@ import click
 
 from vshare import __version__
 from vshare.cli import _logging
+from vshare.cli._access import access
+from vshare.cli._api import api, gateway_list
 from vshare.cli._gateway import gateway
+from vshare.cli._instance import instance
+from vshare.cli._share import share
 from vshare.cli._up import up
 
 
@@ -22,6 +26,11 @@ def cli(log_format: str) -> None:
 
 cli.add_command(gateway)
 cli.add_command(up)
+cli.add_command(share)
+cli.add_command(access)
+cli.add_command(instance)
+cli.add_command(api)
+gateway.add_command(gateway_list)
 
 
 def main() -> None:

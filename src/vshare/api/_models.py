@@ -1,0 +1,219 @@
+"""The API's request and response bodies (pydantic), and how records become responses.
+
+Requests refuse unknown fields (``extra="forbid"``): a misspelt field is a 400, not a
+silently ignored wish. Responses never carry a token's hash or a volume's backend URI
+(storage details stay on the server; a share names its volume).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vshare.control import SHARE_NAME
+from vshare.store import GatewayStatus, InstanceRecord, RuleRecord, ShareRecord, TokenRecord
+
+#: The largest share size a request may ask for (the store's limit: 1 ZiB).
+MAX_SIZE_GIB = 2**40
+
+AccessType = Literal["instance", "ip", "cert", "user"]
+AccessLevel = Literal["ro", "rw"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="bad_request, unauthorized, forbidden, not_found, conflict, ...")
+    message: str = Field(description="One line, for people.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+# --- shares -------------------------------------------------------------------------------
+
+
+class ShareCreate(_Request):
+    name: str = Field(
+        pattern=f"^{SHARE_NAME.pattern}$",
+        description="Unique across the store; guests attach by it (aname=NAME).",
+    )
+    size_gib: int = Field(ge=1, le=MAX_SIZE_GIB, description="Quota, in GiB.")
+    tenant: str | None = Field(
+        default=None, description="Whose share (the admin must say; a tenant gets its own)."
+    )
+    volume: str | None = Field(default=None, description="Volume name (default: the first).")
+
+
+class ShareResize(_Request):
+    size_gib: int = Field(ge=1, le=MAX_SIZE_GIB, description="The new size, in GiB.")
+
+
+class Share(BaseModel):
+    id: str
+    name: str
+    tenant: str
+    volume: str | None = Field(description="Volume name; null if not served by this API.")
+    path: str = Field(description="The share's directory in its volume.")
+    size_gib: int
+    status: str = Field(description="creating, available, extending, shrinking, deleting, error")
+    created_at: datetime
+
+
+class ShareList(BaseModel):
+    shares: list[Share]
+
+
+def share_out(share: ShareRecord, volume: str | None) -> Share:
+    return Share(
+        id=share.id, name=share.name, tenant=share.tenant, volume=volume, path=share.path,
+        size_gib=share.size_gib, status=share.status.value, created_at=share.created_at,
+    )  # fmt: skip
+
+
+# --- access rules -------------------------------------------------------------------------
+
+
+class RuleCreate(_Request):
+    access_type: AccessType = Field(description="instance, ip, cert or user.")
+    access_to: str = Field(
+        description="An instance uuid, an IP address or CIDR, a certificate's SHA-256"
+        " fingerprint or CN, or a numeric uid."
+    )
+    access_level: AccessLevel = "rw"
+
+
+class Rule(BaseModel):
+    id: str
+    share_id: str
+    access_type: str
+    access_to: str
+    access_level: str
+    state: str = Field(
+        description="queued_to_apply, applying, active, error, queued_to_deny, denying, deleted"
+    )
+    created_at: datetime
+
+
+class RuleList(BaseModel):
+    access: list[Rule]
+
+
+def rule_out(rule: RuleRecord) -> Rule:
+    return Rule(
+        id=rule.id, share_id=rule.share_id, access_type=rule.access_type,
+        access_to=rule.access_to, access_level=rule.level.value, state=rule.state.value,
+        created_at=rule.created_at,
+    )  # fmt: skip
+
+
+# --- instances ----------------------------------------------------------------------------
+
+
+class InstanceBody(_Request):
+    tenant: str = Field(description="The project the instance belongs to.")
+    name: str = ""
+    cids: list[int] = Field(default_factory=list, description="vsock CIDs (3 and up).")
+    sockets: list[str] = Field(default_factory=list, description="Hybrid-vsock socket paths.")
+    ips: list[str] = Field(default_factory=list, description="IP addresses.")
+    certs: list[str] = Field(default_factory=list, description="Certificate SHA-256s.")
+
+
+class InstanceCreate(InstanceBody):
+    uuid: str
+
+
+class InstanceOut(BaseModel):
+    uuid: str
+    tenant: str
+    name: str
+    cids: list[int]
+    sockets: list[str]
+    ips: list[str]
+    certs: list[str]
+    created_at: datetime
+
+
+class InstanceList(BaseModel):
+    instances: list[InstanceOut]
+
+
+def instance_out(record: InstanceRecord) -> InstanceOut:
+    i = record.instance
+    return InstanceOut(
+        uuid=i.uuid, tenant=i.tenant, name=i.name, cids=sorted(i.cids),
+        sockets=sorted(i.sockets), ips=sorted(i.ips), certs=sorted(i.certs),
+        created_at=record.created_at,
+    )  # fmt: skip
+
+
+# --- gateways, tokens, health -------------------------------------------------------------
+
+
+class Gateway(BaseModel):
+    id: str
+    addresses: list[str]
+    version: str
+    host: str
+    healthy: bool
+    last_seen: datetime
+    ttl_seconds: float
+
+
+class GatewayList(BaseModel):
+    gateways: list[Gateway]
+
+
+def gateway_out(status: GatewayStatus) -> Gateway:
+    g = status.gateway
+    return Gateway(
+        id=g.id, addresses=list(g.addresses), version=g.version, host=g.host,
+        healthy=status.healthy, last_seen=status.last_seen, ttl_seconds=status.ttl_seconds,
+    )  # fmt: skip
+
+
+class TokenCreate(_Request):
+    name: str
+    tenant: str | None = Field(default=None, description="null: an admin token.")
+
+
+class Token(BaseModel):
+    name: str
+    tenant: str | None
+    admin: bool
+    created_at: datetime
+
+
+class TokenCreated(Token):
+    secret: str = Field(description="The bearer secret. Shown once; only its hash is kept.")
+
+
+class TokenList(BaseModel):
+    tokens: list[Token]
+
+
+def token_out(token: TokenRecord) -> Token:
+    return Token(
+        name=token.name, tenant=token.tenant, admin=token.is_admin, created_at=token.created_at
+    )
+
+
+class WhoAmI(BaseModel):
+    token: str
+    admin: bool
+    tenant: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    revision: int = Field(description="The store's revision.")

@@ -1,0 +1,245 @@
+"""The endpoints under ``/v1``: parse, call the service, shape the answer; nothing else.
+
+Handlers are plain ``def``: the service blocks (store and volume I/O), so FastAPI runs them
+in its worker threads. Errors are the service's exceptions; ``_app.py`` turns them into
+statuses and the JSON error body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from vshare.api._deps import CallerDep, ServiceDep, no_unknown_query
+from vshare.api._models import (
+    GatewayList,
+    Health,
+    InstanceBody,
+    InstanceCreate,
+    InstanceList,
+    InstanceOut,
+    Rule,
+    RuleCreate,
+    RuleList,
+    Share,
+    ShareCreate,
+    ShareList,
+    ShareResize,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    WhoAmI,
+    gateway_out,
+    instance_out,
+    rule_out,
+    share_out,
+    token_out,
+)
+from vshare.control import Caller, ControlService
+from vshare.store import InstanceRecord, ShareRecord
+
+TenantQuery = Annotated[str | None, Query(description="Only this tenant's (admin).")]
+
+_strict = [Depends(no_unknown_query)]
+public = APIRouter(prefix="/v1", tags=["health"], dependencies=_strict)
+router = APIRouter(prefix="/v1", dependencies=_strict)
+
+
+def _share(service: ControlService, share: ShareRecord) -> Share:
+    return share_out(share, service.volume_of(share))
+
+
+@public.get("/health", operation_id="health", summary="Is the API up and its store readable")
+def health(service: ServiceDep) -> Health:
+    return Health(status="ok", revision=service.store.revision())
+
+
+@router.get("/whoami", operation_id="whoami", tags=["tokens"], summary="Who this token is")
+def whoami(caller: CallerDep) -> WhoAmI:
+    return WhoAmI(token=caller.name, admin=caller.admin, tenant=caller.tenant)
+
+
+# --- shares -------------------------------------------------------------------------------
+
+
+@router.get("/shares", operation_id="list_shares", tags=["shares"])
+def list_shares(service: ServiceDep, caller: CallerDep, tenant: TenantQuery = None) -> ShareList:
+    """The shares this token may see: a tenant's own, or every share for the admin."""
+    return ShareList(shares=[_share(service, s) for s in service.list_shares(caller, tenant)])
+
+
+@router.post(
+    "/shares", operation_id="create_share", tags=["shares"], status_code=status.HTTP_201_CREATED
+)
+def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> Share:
+    """Create a share and its directory on the volume; 409 if the name is taken."""
+    share = service.create_share(
+        caller, body.name, body.size_gib, tenant=body.tenant, volume=body.volume
+    )
+    return _share(service, share)
+
+
+@router.get("/shares/{share}", operation_id="get_share", tags=["shares"])
+def get_share(service: ServiceDep, caller: CallerDep, share: str) -> Share:
+    """One share, by name or id."""
+    return _share(service, service.get_share(caller, share))
+
+
+@router.delete(
+    "/shares/{share}",
+    operation_id="delete_share",
+    tags=["shares"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def delete_share(
+    service: ServiceDep,
+    caller: CallerDep,
+    share: str,
+    force: Annotated[bool, Query(description="Also when not empty: remove its files.")] = False,
+) -> Response:
+    """Delete a share, its rules and its directory; 409 if not empty, unless force."""
+    service.delete_share(caller, share, force=force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/shares/{share}/extend", operation_id="extend_share", tags=["shares"])
+def extend_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> Share:
+    """Grow the share's quota to size_gib."""
+    return _share(service, service.extend_share(caller, share, body.size_gib))
+
+
+@router.post("/shares/{share}/shrink", operation_id="shrink_share", tags=["shares"])
+def shrink_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> Share:
+    """Shrink the share's quota to size_gib; 409 if it holds more than that."""
+    return _share(service, service.shrink_share(caller, share, body.size_gib))
+
+
+# --- access rules -------------------------------------------------------------------------
+
+
+@router.get("/shares/{share}/access", operation_id="list_access", tags=["access"])
+def list_access(
+    service: ServiceDep,
+    caller: CallerDep,
+    share: str,
+    include_deleted: Annotated[bool, Query(description="Also rules in state deleted.")] = False,
+) -> RuleList:
+    """The share's access rules, oldest first."""
+    rules = service.list_rules(caller, share, include_deleted=include_deleted)
+    return RuleList(access=[rule_out(r) for r in rules])
+
+
+@router.post(
+    "/shares/{share}/access",
+    operation_id="allow_access",
+    tags=["access"],
+    status_code=status.HTTP_201_CREATED,
+)
+def allow_access(service: ServiceDep, caller: CallerDep, share: str, body: RuleCreate) -> Rule:
+    """Add a rule (state queued_to_apply; gateways apply it); 409 for a duplicate."""
+    rule = service.allow(caller, share, body.access_type, body.access_to, body.access_level)
+    return rule_out(rule)
+
+
+@router.delete("/shares/{share}/access/{rule_id}", operation_id="deny_access", tags=["access"])
+def deny_access(service: ServiceDep, caller: CallerDep, share: str, rule_id: str) -> Rule:
+    """Withdraw a rule: state deleted if it was never applied, else queued_to_deny."""
+    return rule_out(service.deny(caller, share, rule_id))
+
+
+# --- instances ----------------------------------------------------------------------------
+
+
+@router.get("/instances", operation_id="list_instances", tags=["instances"])
+def list_instances(
+    service: ServiceDep, caller: CallerDep, tenant: TenantQuery = None
+) -> InstanceList:
+    """The instances this token may see: a tenant's own, or all for the admin."""
+    records = service.list_instances(caller, tenant)
+    return InstanceList(instances=[instance_out(r) for r in records])
+
+
+@router.post(
+    "/instances",
+    operation_id="register_instance",
+    tags=["instances"],
+    status_code=status.HTTP_201_CREATED,
+)
+def register_instance(service: ServiceDep, caller: CallerDep, body: InstanceCreate) -> InstanceOut:
+    """Register an instance and its identities (admin); 409 if the uuid or an identity
+    is taken."""
+    return instance_out(_register(service, caller, body.uuid, body, replace=False))
+
+
+@router.get("/instances/{uuid}", operation_id="get_instance", tags=["instances"])
+def get_instance(service: ServiceDep, caller: CallerDep, uuid: str) -> InstanceOut:
+    return instance_out(service.get_instance(caller, uuid))
+
+
+@router.put("/instances/{uuid}", operation_id="replace_instance", tags=["instances"])
+def replace_instance(
+    service: ServiceDep, caller: CallerDep, uuid: str, body: InstanceBody
+) -> InstanceOut:
+    """Register the instance, or replace its tenant, name and identities (admin)."""
+    return instance_out(_register(service, caller, uuid, body, replace=True))
+
+
+@router.delete(
+    "/instances/{uuid}",
+    operation_id="remove_instance",
+    tags=["instances"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def remove_instance(service: ServiceDep, caller: CallerDep, uuid: str) -> Response:
+    """Forget an instance (admin). Rules naming it stay."""
+    service.remove_instance(caller, uuid)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _register(
+    service: ControlService, caller: Caller, uuid: str, body: InstanceBody, *, replace: bool
+) -> InstanceRecord:
+    return service.register_instance(
+        caller, uuid, tenant=body.tenant, name=body.name, cids=body.cids,
+        sockets=body.sockets, ips=body.ips, certs=body.certs, replace=replace,
+    )  # fmt: skip
+
+
+# --- gateways and tokens ------------------------------------------------------------------
+
+
+@router.get("/gateways", operation_id="list_gateways", tags=["gateways"])
+def list_gateways(service: ServiceDep, caller: CallerDep) -> GatewayList:
+    """Every registered gateway and whether its heartbeat is current (admin)."""
+    return GatewayList(gateways=[gateway_out(g) for g in service.list_gateways(caller)])
+
+
+@router.get("/tokens", operation_id="list_tokens", tags=["tokens"])
+def list_tokens(service: ServiceDep, caller: CallerDep) -> TokenList:
+    """Every API token (admin); secrets are never stored, so never shown."""
+    return TokenList(tokens=[token_out(t) for t in service.list_tokens(caller)])
+
+
+@router.post(
+    "/tokens", operation_id="create_token", tags=["tokens"], status_code=status.HTTP_201_CREATED
+)
+def create_token(service: ServiceDep, caller: CallerDep, body: TokenCreate) -> TokenCreated:
+    """Create a token (admin); the answer holds its secret, shown this once."""
+    record, secret = service.create_token(caller, body.name, body.tenant)
+    return TokenCreated(**token_out(record).model_dump(), secret=secret)
+
+
+@router.delete(
+    "/tokens/{name}",
+    operation_id="revoke_token",
+    tags=["tokens"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def revoke_token(service: ServiceDep, caller: CallerDep, name: str) -> Response:
+    """Revoke a token (admin); not the one this request uses (409)."""
+    service.revoke_token(caller, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

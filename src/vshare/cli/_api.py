@@ -1,0 +1,178 @@
+"""``vshare api ...``: run the REST API, and manage its tokens on the store directly (how an
+operator bootstraps the first admin token). Also ``vshare gateway list``, a client of the
+API, registered on the gateway group by ``_main.py``.
+
+The heavy imports (FastAPI, uvicorn, the store) happen inside the commands, so that the
+client commands of the CLI start quickly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+import click
+
+from vshare.cli._logging import setup_logging
+from vshare.cli._remote import EXIT_USAGE, Remote, fail, remote_options, table
+
+DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
+
+_store_option = click.option(
+    "--store", default=DEFAULT_STORE, envvar="VSHARE_STORE", show_default=True, metavar="URI",
+    help="The control-plane store [env VSHARE_STORE]: sqlite:///path/state.db.",
+)  # fmt: skip
+
+
+@click.group()
+def api() -> None:
+    """Run the control plane's REST API; manage its tokens."""
+
+
+@api.command("run")
+@click.option("--listen", default="127.0.0.1:8564", show_default=True, metavar="HOST:PORT",
+              envvar="VSHARE_API_LISTEN",
+              help="Address to serve HTTP on [env VSHARE_API_LISTEN].")  # fmt: skip
+@_store_option
+@click.option("--volume", "volumes", multiple=True, metavar="NAME=URI",
+              help="A volume shares are made in (repeatable; the first is the default) "
+                   "[default: default=posix:/var/lib/vshare/volume].")  # fmt: skip
+@click.option("-v", "--verbose", count=True, help="Debug logs.")
+def api_run(listen: str, store: str, volumes: tuple[str, ...], verbose: int) -> None:
+    """Serve the REST API until SIGTERM (OpenAPI document at /openapi.json)."""
+    from vshare.api import bind, parse_listen, serve
+    from vshare.control import ControlService, Volumes, parse_volume
+    from vshare.store import StoreError, open_store
+
+    try:
+        host, port = parse_listen(listen)
+        table_: dict[str, str] = {}
+        for text in volumes:
+            name, uri = parse_volume(text)
+            if name in table_:
+                raise ValueError(f"--volume {name} is given twice")
+            table_[name] = uri
+        vols = Volumes(table_ or None)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    setup_logging(verbose)
+    try:
+        state = open_store(store)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc))
+    service = ControlService(state, vols)
+    try:
+        sock = bind(host, port)
+        try:
+            serve(service, sock)
+        finally:
+            sock.close()
+    except OSError as exc:
+        fail(exc.strerror or str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.close()
+        state.close()
+
+
+@api.group("token")
+def token() -> None:
+    """Create, list and revoke API tokens, on the store directly (no API needed)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--tenant", help="A token of this tenant (default: an admin token).")
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print name, tenant and secret as JSON.")
+def token_create(name: str, tenant: str | None, store: str, as_json: bool) -> None:
+    """Create token NAME and print its secret, once: only its hash is stored."""
+    from vshare.control import issue_token
+    from vshare.store import Conflict, StoreError, open_store
+
+    try:
+        with open_store(store) as state:
+            record, secret = issue_token(state, name, tenant)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except Conflict:
+        fail(f"token {name!r} exists; revoke it first, or choose another name")
+    except StoreError as exc:
+        fail(str(exc))
+    if as_json:
+        out = {"name": record.name, "tenant": record.tenant, "admin": record.is_admin,
+               "secret": secret}  # fmt: skip
+        click.echo(json.dumps(out, indent=2))
+        return
+    who = "an admin token" if record.is_admin else f"a token of tenant {record.tenant}"
+    click.echo(f"created {who} {record.name!r}; its secret, shown this once:", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def token_list(store: str, as_json: bool) -> None:
+    """List the API tokens (names and tenants; secrets are never stored)."""
+    from vshare.store import StoreError, open_store
+
+    try:
+        with open_store(store) as state:
+            tokens = state.list_tokens()
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc))
+    rows = [
+        {"name": t.name, "tenant": t.tenant, "admin": t.is_admin,
+         "created_at": t.created_at.isoformat()}
+        for t in tokens
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    table(
+        ("NAME", "TENANT", "CREATED"),
+        [(r["name"], r["tenant"] or "(admin)", r["created_at"]) for r in rows],
+    )
+
+
+@token.command("revoke")
+@click.argument("name")
+@_store_option
+def token_revoke(name: str, store: str) -> None:
+    """Revoke token NAME: requests with it are refused from now on."""
+    from vshare.store import NotFound, StoreError, open_store
+
+    try:
+        with open_store(store) as state:
+            state.remove_token(name)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except NotFound:
+        fail(f"no token {name!r}")
+    except StoreError as exc:
+        fail(str(exc))
+    click.echo(f"revoked token {name}")
+
+
+@click.command("list")
+@remote_options
+def gateway_list(endpoint: str | None, token: str | None, as_json: bool) -> None:
+    """List the gateways registered with the control plane, and their health (admin)."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    answer = remote.call("GET", "/v1/gateways")
+    if as_json:
+        remote.print_json(answer)
+        return
+    table(
+        ("ID", "HEALTHY", "LAST_SEEN", "HOST", "VERSION", "ADDRESSES"),
+        [
+            (g["id"], "yes" if g["healthy"] else "NO", g["last_seen"], g["host"] or "-",
+             g["version"] or "-", " ".join(g["addresses"]) or "-")
+            for g in answer["gateways"]
+        ],
+    )  # fmt: skip

@@ -1,0 +1,114 @@
+"""``vshare instance ...``: instances (VMs) and their identities, through the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from vshare.cli._remote import Remote, fail, fields, remote_options, segment, table
+
+
+@click.group()
+def instance() -> None:
+    """Manage instances (VMs) and their identities, through the API."""
+
+
+def _identities(i: dict[str, Any]) -> str:
+    parts = [f"cid={c}" for c in i["cids"]] + [f"socket={s}" for s in i["sockets"]]
+    parts += [f"ip={a}" for a in i["ips"]] + [f"cert={c[:16]}…" for c in i["certs"]]
+    return " ".join(parts)
+
+
+@instance.command("register")
+@click.argument("uuid")
+@click.option("--tenant", required=True, help="The project the instance belongs to.")
+@click.option("--name", default="", help="A display name.")
+@click.option("--cid", "cids", type=int, multiple=True, help="Its vsock CID (repeatable).")
+@click.option("--socket", "sockets", multiple=True, metavar="PATH",
+              help="Its hybrid-vsock socket, the VMM's uds_path (repeatable).")  # fmt: skip
+@click.option("--ip", "ips", multiple=True, metavar="ADDR", help="Its IP address (repeatable).")
+@click.option("--cert", "certs", multiple=True, metavar="FINGERPRINT",
+              help="Its TLS client certificate's SHA-256 (repeatable).")  # fmt: skip
+@click.option("--replace", is_flag=True, help="Replace the instance if it is registered.")
+@remote_options
+def instance_register(
+    uuid: str,
+    tenant: str,
+    name: str,
+    cids: tuple[int, ...],
+    sockets: tuple[str, ...],
+    ips: tuple[str, ...],
+    certs: tuple[str, ...],
+    replace: bool,
+    endpoint: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Register instance UUID and the identities it connects with (admin)."""
+    if not (cids or sockets or ips or certs):
+        fail("give at least one identity: --cid, --socket, --ip or --cert", 2)
+    remote = Remote.resolve(endpoint, token, as_json)
+    body: dict[str, Any] = {
+        "tenant": tenant, "name": name, "cids": list(cids), "sockets": list(sockets),
+        "ips": list(ips), "certs": list(certs),
+    }  # fmt: skip
+    if replace:
+        i = remote.call("PUT", f"/v1/instances/{segment(uuid)}", body=body)
+    else:
+        i = remote.call("POST", "/v1/instances", body={"uuid": uuid, **body})
+    if as_json:
+        remote.print_json(i)
+    else:
+        click.echo(f"registered instance {i['uuid']} (tenant {i['tenant']}): {_identities(i)}")
+
+
+@instance.command("remove")
+@click.argument("uuid")
+@remote_options
+def instance_remove(uuid: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
+    """Forget instance UUID (admin). Access rules naming it stay."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    remote.call("DELETE", f"/v1/instances/{segment(uuid)}")
+    if as_json:
+        remote.print_json({"removed": uuid})
+    else:
+        click.echo(f"removed instance {uuid}")
+
+
+@instance.command("list")
+@click.option("--tenant", help="Only this tenant's (admin).")
+@remote_options
+def instance_list(
+    tenant: str | None, endpoint: str | None, token: str | None, as_json: bool
+) -> None:
+    """List the instances this token may see."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    answer = remote.call("GET", "/v1/instances", params={"tenant": tenant})
+    if as_json:
+        remote.print_json(answer)
+        return
+    table(
+        ("UUID", "TENANT", "NAME", "IDENTITIES"),
+        [(i["uuid"], i["tenant"], i["name"] or "-", _identities(i)) for i in answer["instances"]],
+    )
+
+
+@instance.command("show")
+@click.argument("uuid")
+@remote_options
+def instance_show(uuid: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
+    """Show one instance."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    i = remote.call("GET", f"/v1/instances/{segment(uuid)}")
+    if as_json:
+        remote.print_json(i)
+        return
+    fields(
+        [
+            ("uuid", i["uuid"]), ("tenant", i["tenant"]), ("name", i["name"] or "-"),
+            ("cids", " ".join(map(str, i["cids"])) or "-"),
+            ("sockets", " ".join(i["sockets"]) or "-"), ("ips", " ".join(i["ips"]) or "-"),
+            ("certs", " ".join(i["certs"]) or "-"), ("created_at", i["created_at"]),
+        ]
+    )  # fmt: skip

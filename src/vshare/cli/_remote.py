@@ -1,0 +1,200 @@
+"""The CLI as a client of the REST API: where the API is, which token to use, one call,
+and how answers are printed.
+
+Where the endpoint and token come from, first found wins:
+
+1. ``--endpoint`` / ``--token``;
+2. ``$VSHARE_ENDPOINT`` / ``$VSHARE_TOKEN``;
+3. the config file: ``$VSHARE_CONFIG``, else ``$XDG_CONFIG_HOME/vshare/client.toml``, else
+   ``~/.config/vshare/client.toml``, with ``endpoint = "http://host:8564"`` and
+   ``token = "..."``;
+4. the endpoint defaults to ``http://127.0.0.1:8564`` (the all-in-one node); a token has
+   no default.
+
+Exit codes: 0 done; 1 the API refused (its message, one line); 2 a usage mistake (click's,
+or a missing token or a bad config file); 3 the API cannot be reached (the endpoint is
+named). Never a traceback: every failure is one ``vshare: <message>`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+from urllib.parse import quote
+
+import click
+
+DEFAULT_ENDPOINT: Final = "http://127.0.0.1:8564"
+#: Seconds to wait for a connection, and for an answer (a forced delete of a large share
+#: removes every file before it answers).
+CONNECT_TIMEOUT: Final = 5.0
+ANSWER_TIMEOUT: Final = 600.0
+_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+EXIT_REFUSED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    """Print ``vshare: <message>`` (one line) on stderr and exit with ``code``."""
+    click.echo(f"vshare: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line with nothing a terminal would interpret (messages from a server
+    quote input, which may be anybody's)."""
+    return " ".join(_UNPRINTABLE.sub("?", text.replace("\n", " ")).split())
+
+
+def config_path() -> Path:
+    """The client config file this process would read (it may not exist)."""
+    if env := os.environ.get("VSHARE_CONFIG"):
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "vshare" / "client.toml"
+
+
+def _read_config(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        fail(f"config {path}: {exc}", EXIT_USAGE)
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in ("endpoint", "token"):
+            fail(f"config {path}: unknown key {key!r} (known: endpoint, token)", EXIT_USAGE)
+        if not isinstance(value, str):
+            fail(f"config {path}: {key} must be a string", EXIT_USAGE)
+        out[key] = value
+    return out
+
+
+def _normalize_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.strip().rstrip("/")
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint  # "127.0.0.1:8564"
+    scheme = endpoint.split("://", 1)[0].lower()
+    if scheme not in ("http", "https") or endpoint.endswith("://"):
+        fail(f"endpoint {endpoint!r}: expected http://HOST:PORT or https://...", EXIT_USAGE)
+    return endpoint
+
+
+def segment(value: str) -> str:
+    """``value`` as one URL path segment (a share name may hold ``?``, ``#``, ``%``...)."""
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One command's view of the API: endpoint, token, and whether to print JSON."""
+
+    endpoint: str
+    token: str | None
+    as_json: bool
+    config: Path
+
+    @classmethod
+    def resolve(cls, endpoint: str | None, token: str | None, as_json: bool) -> Remote:
+        """Fill in what the flags (and click's env lookup) left out from the config file."""
+        path = config_path()
+        if endpoint is None or token is None:
+            config = _read_config(path)
+            endpoint = endpoint or config.get("endpoint")
+            token = token or config.get("token")
+        return cls(_normalize_endpoint(endpoint or DEFAULT_ENDPOINT), token, as_json, path)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """One request; returns the decoded JSON answer (None for 204). Exits with one
+        line on any failure (see the module note for the codes)."""
+        import httpx  # here, not at import: `vshare gateway run` need not load it
+
+        if not self.token:
+            fail(
+                'no API token: give --token, set VSHARE_TOKEN, or put token = "..." in'
+                f" {self.config}",
+                EXIT_USAGE,
+            )
+        url = self.endpoint + path
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = httpx.request(
+                method,
+                url,
+                json=body,
+                params=query,
+                headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
+                timeout=httpx.Timeout(ANSWER_TIMEOUT, connect=CONNECT_TIMEOUT),
+            )
+        except httpx.InvalidURL as exc:
+            fail(f"endpoint {self.endpoint!r}: {exc}", EXIT_USAGE)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            fail(f"cannot reach the vshare API at {self.endpoint}: {reason}", EXIT_UNREACHABLE)
+        if response.status_code >= 400:
+            fail(_error_message(response.status_code, response.content), EXIT_REFUSED)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            fail(f"the API at {self.endpoint} answered with something that is not JSON")
+
+    def print_json(self, data: Any) -> None:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _error_message(status: int, content: bytes) -> str:
+    try:
+        message = json.loads(content)["error"]["message"]
+        if isinstance(message, str) and message:
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"the API answered HTTP {status}"
+
+
+def remote_options(f: _F) -> _F:
+    """``--endpoint``, ``--token`` and ``--json``, for every command that calls the API."""
+    f = click.option("--json", "as_json", is_flag=True,
+                     help="Print the API's JSON answer (for scripts).")(f)  # fmt: skip
+    f = click.option("--token", envvar="VSHARE_TOKEN", metavar="TOKEN",
+                     help="API token [env VSHARE_TOKEN; config token].")(f)  # fmt: skip
+    return click.option("--endpoint", envvar="VSHARE_ENDPOINT", metavar="URL",
+                        help=f"The API [env VSHARE_ENDPOINT; config endpoint; default "
+                             f"{DEFAULT_ENDPOINT}].")(f)  # fmt: skip
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print aligned columns: a header line, then one line per row (values made
+    printable)."""
+    cells = [list(headers)] + [[one_line(str(v)) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def fields(pairs: Sequence[tuple[str, object]]) -> None:
+    """Print ``key: value`` lines, keys aligned (the ``show`` commands)."""
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        click.echo(f"{key + ':':<{width + 1}} {one_line(str(value))}")

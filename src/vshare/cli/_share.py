@@ -1,0 +1,131 @@
+"""``vshare share ...``: shares, through the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from vshare.cli._remote import Remote, fields, remote_options, segment, table
+
+
+@click.group()
+def share() -> None:
+    """Manage shares, through the API."""
+
+
+def _summary(s: dict[str, Any]) -> str:
+    return f"{s['size_gib']} GiB, tenant {s['tenant']}, volume {s['volume'] or '-'}, {s['status']}"
+
+
+@share.command("create")
+@click.argument("name")
+@click.option("--size", "size_gib", type=click.IntRange(min=1), required=True,
+              help="Size (quota) in GiB.")  # fmt: skip
+@click.option("--tenant", help="Whose share (the admin must say; a tenant gets its own).")
+@click.option("--volume", help="Volume name (default: the API's first volume).")
+@remote_options
+def share_create(
+    name: str,
+    size_gib: int,
+    tenant: str | None,
+    volume: str | None,
+    endpoint: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Create share NAME and its directory on the volume."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume}
+    s = remote.call("POST", "/v1/shares", body={k: v for k, v in body.items() if v is not None})
+    if as_json:
+        remote.print_json(s)
+    else:
+        click.echo(f"created share {s['name']} ({s['id']}): {_summary(s)}")
+
+
+@share.command("list")
+@click.option("--tenant", help="Only this tenant's (admin).")
+@remote_options
+def share_list(tenant: str | None, endpoint: str | None, token: str | None, as_json: bool) -> None:
+    """List the shares this token may see."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    answer = remote.call("GET", "/v1/shares", params={"tenant": tenant})
+    if as_json:
+        remote.print_json(answer)
+        return
+    table(
+        ("NAME", "ID", "TENANT", "SIZE_GIB", "STATUS", "VOLUME"),
+        [
+            (s["name"], s["id"], s["tenant"], s["size_gib"], s["status"], s["volume"] or "-")
+            for s in answer["shares"]
+        ],
+    )
+
+
+@share.command("show")
+@click.argument("share_name", metavar="SHARE")
+@remote_options
+def share_show(share_name: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
+    """Show one share (by name or id)."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    s = remote.call("GET", f"/v1/shares/{segment(share_name)}")
+    if as_json:
+        remote.print_json(s)
+        return
+    fields(
+        [
+            ("name", s["name"]), ("id", s["id"]), ("tenant", s["tenant"]),
+            ("size_gib", s["size_gib"]), ("status", s["status"]),
+            ("volume", s["volume"] or "-"), ("path", s["path"]), ("created_at", s["created_at"]),
+        ]
+    )  # fmt: skip
+
+
+@share.command("delete")
+@click.argument("share_name", metavar="SHARE")
+@click.option("--force", is_flag=True, help="Also when not empty: remove all its files.")
+@remote_options
+def share_delete(
+    share_name: str, force: bool, endpoint: str | None, token: str | None, as_json: bool
+) -> None:
+    """Delete a share, its access rules and its directory (refused if not empty, unless
+    --force)."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    remote.call("DELETE", f"/v1/shares/{segment(share_name)}", params={"force": force or None})
+    if as_json:
+        remote.print_json({"deleted": share_name})
+    else:
+        click.echo(f"deleted share {share_name}")
+
+
+def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None:
+    s = remote.call(
+        "POST", f"/v1/shares/{segment(share_name)}/{action}", body={"size_gib": size_gib}
+    )
+    if remote.as_json:
+        remote.print_json(s)
+    else:
+        click.echo(f"share {s['name']}: {_summary(s)}")
+
+
+@share.command("extend")
+@click.argument("share_name", metavar="SHARE")
+@click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
+@remote_options
+def share_extend(
+    share_name: str, size_gib: int, endpoint: str | None, token: str | None, as_json: bool
+) -> None:
+    """Grow a share to NEW_SIZE_GIB."""
+    _resize("extend", share_name, size_gib, Remote.resolve(endpoint, token, as_json))
+
+
+@share.command("shrink")
+@click.argument("share_name", metavar="SHARE")
+@click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
+@remote_options
+def share_shrink(
+    share_name: str, size_gib: int, endpoint: str | None, token: str | None, as_json: bool
+) -> None:
+    """Shrink a share to NEW_SIZE_GIB (refused if it holds more than that)."""
+    _resize("shrink", share_name, size_gib, Remote.resolve(endpoint, token, as_json))
