@@ -88,6 +88,9 @@ async def test_unknown_query_parameters_are_refused(setup: Setup) -> None:
         "unknown query parameter 'forse'; it takes force"
     )
     assert (await client.get("/v1/health", params={"x": "1"})).status_code == 400
+    twice = await client.get("/v1/shares", params=[("tenant", "a"), ("tenant", "b")])
+    assert twice.status_code == 400
+    assert twice.json()["error"]["message"] == "query parameter 'tenant' is given more than once"
 
 
 @pytest.mark.anyio

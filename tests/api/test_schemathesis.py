@@ -41,6 +41,7 @@ OPERATIONS = [
     "POST /v1/shares/{share}/shrink",
     "GET /v1/shares/{share}/access",
     "POST /v1/shares/{share}/access",
+    "PUT /v1/shares/{share}/access/{rule_id}",
     "DELETE /v1/shares/{share}/access/{rule_id}",
     "GET /v1/instances",
     "POST /v1/instances",

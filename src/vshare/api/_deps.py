@@ -57,14 +57,18 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 def no_unknown_query(request: Request) -> None:
     """Refuse query parameters the endpoint does not take, as bodies refuse unknown fields:
-    a misspelt ``?forse=true`` must not silently mean "no force".
+    a misspelt ``?forse=true`` must not silently mean "no force"; and a parameter given
+    twice (``?tenant=a&tenant=b``), which would otherwise silently mean the last one.
 
     Raises:
-        ValueError: an unknown parameter (400).
+        ValueError: an unknown or repeated parameter (400).
     """
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:
         return
+    for name in request.query_params:
+        if len(request.query_params.getlist(name)) > 1:
+            raise ValueError(f"query parameter {name!r} is given more than once")
     known = _query_names(route.dependant)
     unknown = sorted(set(request.query_params) - known)
     if unknown:

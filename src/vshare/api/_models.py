@@ -93,6 +93,10 @@ class RuleCreate(_Request):
     access_level: AccessLevel = "rw"
 
 
+class RuleUpdate(_Request):
+    access_level: AccessLevel
+
+
 class Rule(BaseModel):
     id: str
     share_id: str

@@ -22,6 +22,7 @@ from vshare.api._models import (
     Rule,
     RuleCreate,
     RuleList,
+    RuleUpdate,
     Share,
     ShareCreate,
     ShareList,
@@ -141,6 +142,14 @@ def allow_access(service: ServiceDep, caller: CallerDep, share: str, body: RuleC
     """Add a rule (state queued_to_apply; gateways apply it); 409 for a duplicate."""
     rule = service.allow(caller, share, body.access_type, body.access_to, body.access_level)
     return rule_out(rule)
+
+
+@router.put("/shares/{share}/access/{rule_id}", operation_id="update_access", tags=["access"])
+def update_access(
+    service: ServiceDep, caller: CallerDep, share: str, rule_id: str, body: RuleUpdate
+) -> Rule:
+    """Change a rule's access level (Manila's access-update); 409 while it is withdrawn."""
+    return rule_out(service.update_level(caller, share, rule_id, body.access_level))
 
 
 @router.delete("/shares/{share}/access/{rule_id}", operation_id="deny_access", tags=["access"])

@@ -65,6 +65,30 @@ def access_deny(
         click.echo(f"rule {rule['id']} {rule['state']}: gateways will drop it")
 
 
+@access.command("update")
+@click.argument("share_name", metavar="SHARE")
+@click.argument("rule_id")
+@click.option("--level", type=click.Choice(("ro", "rw")), required=True,
+              help="The new access level.")  # fmt: skip
+@remote_options
+def access_update(
+    share_name: str,
+    rule_id: str,
+    level: str,
+    endpoint: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Change the access level of rule RULE_ID of SHARE (live sessions follow at once)."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    rule = remote.call("PUT", f"/v1/shares/{segment(share_name)}/access/{segment(rule_id)}",
+                       body={"access_level": level})  # fmt: skip
+    if as_json:
+        remote.print_json(rule)
+    else:
+        click.echo(f"rule {rule['id']} of share {share_name}: {rule['access_level']}")
+
+
 @access.command("list")
 @click.argument("share_name", metavar="SHARE")
 @click.option("--all", "include_deleted", is_flag=True, help="Also rules in state deleted.")

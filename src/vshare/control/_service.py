@@ -484,6 +484,39 @@ class ControlService:
                 rule = self._rule_of(share, rule_id)
         raise Conflict(f"access rule {rule_id} keeps changing; try again")
 
+    def update_level(
+        self, caller: Caller, name_or_id: str, rule_id: str, level: Level | str
+    ) -> RuleRecord:
+        """Change a rule's access level (Manila's ``access-update``). Gateways apply it to
+        live sessions: after rw→ro the next write fails with EROFS.
+
+        Raises:
+            NotFound: no such share for this caller, or no such rule on that share.
+            Conflict: the rule is being withdrawn.
+            ValueError: ``level`` is not ro or rw.
+        """
+        try:
+            wanted = Level(level)
+        except ValueError:
+            raise ValueError(f"access level {level!r} must be ro or rw") from None
+        share = self.get_share(caller, name_or_id)
+        rule = self._rule_of(share, rule_id)
+        for _ in range(5):  # a gateway may move the rule's state meanwhile
+            if rule.state in _LEAVING:
+                raise Conflict(f"access rule {rule_id} is being withdrawn")
+            if rule.level is wanted:
+                return rule
+            try:
+                updated = self.store.update_rule(rule.id, expect_revision=rule.revision,
+                                                 level=wanted)  # fmt: skip
+            except Conflict:
+                rule = self._rule_of(share, rule_id)
+                continue
+            log.info("share %s: rule %s is now %s (by %s)", share.name, rule.id, wanted.value,
+                     caller)  # fmt: skip
+            return updated
+        raise Conflict(f"access rule {rule_id} keeps changing; try again")
+
     def list_rules(
         self, caller: Caller, name_or_id: str, *, include_deleted: bool = False
     ) -> list[RuleRecord]:
