@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 # Debian packages the test suite uses: diod (a 9P2000.L server and clients written elsewhere:
 # interop peers and the source of golden bytes).
 TEST_DEBS := diod
+# What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it.
+BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc
 RUN_DEBS :=
 
 .PHONY: run test test-fast lint typecheck bench venv debs-test debs-run clean
 
 $(BIN)/activate: pyproject.toml
+	./scripts/ensure-debs.sh $(BUILD_DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -1,5 +1,39 @@
-"""9P2000.L clients: an async, tag-multiplexed client (:class:`Client`)."""
+"""9P2000.L clients.
 
-from vshare.client._client import Client, open_client
+- :class:`Client` / :func:`open_client`: one connection, tag-multiplexed raw requests.
+- :class:`AsyncShare` / :func:`open_share`: an attached share with an os-like async API
+  (anyio: asyncio or trio) that reconnects, fails over and retries (``_share.py``).
+- :class:`Share`: the same API, blocking, for scripts (``_blocking.py``).
+- ``vshare.client.fsspec``: an fsspec filesystem (``fsspec.filesystem("vshare", ...)``).
+"""
 
-__all__ = ["Client", "open_client"]
+from vshare.client._blocking import File, Share
+from vshare.client._client import Client, ConnectionLost, open_client
+from vshare.client._paths import components
+from vshare.client._share import (
+    AsyncFile,
+    AsyncShare,
+    DirEntry,
+    StatResult,
+    mode_to_flags,
+    open_share,
+    setattr_msg,
+    utime_msg,
+)
+
+__all__ = [
+    "AsyncFile",
+    "AsyncShare",
+    "Client",
+    "ConnectionLost",
+    "DirEntry",
+    "File",
+    "Share",
+    "StatResult",
+    "components",
+    "mode_to_flags",
+    "open_client",
+    "open_share",
+    "setattr_msg",
+    "utime_msg",
+]

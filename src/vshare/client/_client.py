@@ -1,8 +1,13 @@
 """An async 9P2000.L client over one connection.
 
 One reader task routes replies to waiting requests by tag, so many requests can be in
-flight at once. Errors come back as ``OSError`` with the server's errno. Fids are numbers
-handed out by :meth:`Client.new_fid` and recycled after Tclunk/Tremove.
+flight at once. Errors come back as ``OSError`` with the server's errno; a lost connection
+is :class:`ConnectionLost` (an ``OSError`` with ECONNRESET), so that callers that can
+reconnect (:mod:`._share`) tell "the server said no" from "we do not know what happened".
+Fids are numbers handed out by :meth:`Client.new_fid` and recycled after Tclunk/Tremove.
+
+A request abandoned before its reply (its task was cancelled) keeps its tag reserved until
+the reply arrives, so a late reply can never be taken for the answer to a newer request.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ from vshare.transport import Connection, TlsSettings, connect
 M = TypeVar("M", bound=Message)
 
 
+class ConnectionLost(ConnectionResetError):
+    """The connection died with this request in flight or before it was sent: its fate
+    on the server is unknown."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ECONNRESET, f"connection lost: {detail}")
+
+
 class _Pending:
     __slots__ = ("event", "reply")
 
@@ -56,6 +69,12 @@ class Client:
         self._free_fids: list[int] = []
         self._send_lock = anyio.Lock()
         self._dead: BaseException | None = None
+        #: Tags of requests whose caller gave up (cancelled): reserved until their reply.
+        self._abandoned: set[int] = set()
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -69,6 +88,10 @@ class Client:
                 decoder.feed(data)
                 for tag, msg in decoder:
                     pending = self._pending.get(tag)
+                    if pending is None and tag in self._abandoned:
+                        self._abandoned.discard(tag)
+                        self._free_tags.append(tag)
+                        continue
                     if pending is None:
                         raise RemoteProtocolError(f"reply for unknown tag {tag}")
                     pending.reply = msg
@@ -92,7 +115,7 @@ class Client:
     async def rpc(self, msg: Message, tag: int | None = None) -> Message:
         """Send a request, wait for its reply. Rlerror becomes ``OSError``."""
         if self._dead is not None:
-            raise OSError(errno.ECONNRESET, f"connection lost: {self._dead}")
+            raise ConnectionLost(str(self._dead))
         if tag is None:
             if not self._free_tags:
                 raise OSError(errno.EAGAIN, "no free tag")
@@ -103,12 +126,18 @@ class Client:
         pending = self._pending[tag] = _Pending()
         try:
             head, payload = encode_parts(tag, msg, self.msize)
-            await self.send_frame((head,) if payload is None else (head, payload))
+            try:
+                await self.send_frame((head,) if payload is None else (head, payload))
+            except OSError as exc:
+                raise ConnectionLost(str(exc)) from exc
             await pending.event.wait()
         finally:
             del self._pending[tag]
             if recycle:
-                self._free_tags.append(tag)
+                if pending.reply is None and self._dead is None:
+                    self._abandoned.add(tag)  # the reply may still come: keep the tag
+                else:
+                    self._free_tags.append(tag)
         reply = pending.reply
         if isinstance(msg, Tflush):
             # A flushed request that got no reply before Rflush never will: end it.
@@ -119,7 +148,7 @@ class Client:
         if isinstance(reply, OSError) and reply.errno == errno.EINTR:
             raise reply
         if isinstance(reply, BaseException):
-            raise OSError(errno.ECONNRESET, f"connection lost: {reply}")
+            raise ConnectionLost(str(reply))
         if isinstance(reply, Rlerror):
             raise OSError(reply.ecode, os.strerror(reply.ecode))
         assert reply is not None

@@ -1,1 +1,12 @@
-"""vshare.fuse (see docs/architecture.md)."""
+"""The vshare FUSE client: mount a share with pyfuse3 on trio, through the reconnecting
+async client (:mod:`vshare.client`).
+
+- :func:`mount_main` / :func:`unmount`: what ``vshare mount`` / ``vshare umount`` call.
+- ``python -m vshare.fuse URI SHARE MOUNTPOINT [--gateway URI ...] [--cache MODE]
+  [--readonly] [--reconnect-timeout S] [--msize N] [--foreground]``.
+- ``_ops.py``: the file system (inodes, cache modes, what FUSE can and cannot carry).
+"""
+
+from vshare.fuse._mount import is_mounted, mount_main, unmount
+
+__all__ = ["is_mounted", "mount_main", "unmount"]

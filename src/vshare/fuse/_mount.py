@@ -1,0 +1,165 @@
+"""Mounting and unmounting: :func:`mount_main` and :func:`unmount`.
+
+The file system runs in the foreground process (``foreground=True``: what the tests and
+``python -m vshare.fuse`` use); without it, :func:`mount_main` starts that same command
+as a detached child and returns once the mount is up (or with the child's error), so
+``vshare mount`` behaves like ``mount``: it returns, and the mount stays.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+log = logging.getLogger("vshare.fuse")
+
+#: How long a background mount may take before mount_main gives up on it.
+MOUNT_WAIT = 60.0
+
+
+def is_mounted(mountpoint: str) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
+                return True
+    return False
+
+
+async def _serve(
+    gateways: Sequence[str], share: str, mountpoint: str, *, cache: str, readonly: bool,
+    reconnect_timeout: float, msize: int,
+) -> None:  # fmt: skip
+    import pyfuse3
+    import trio
+
+    from vshare.client import open_share
+    from vshare.fuse._ops import VshareOperations
+
+    async with open_share(
+        list(gateways), share, msize=msize, reconnect_timeout=reconnect_timeout
+    ) as shared:
+        ops = VshareOperations(shared, cache=cache, readonly=readonly)
+        options = set(pyfuse3.default_options)
+        options |= {"fsname=vshare", f"subtype=vshare.{share}", "allow_other"}
+        if readonly:
+            options.add("ro")
+        pyfuse3.init(ops, mountpoint, options)
+        try:
+            await pyfuse3.main()
+        finally:
+            # unmount=False after an external umount: the kernel already let go.
+            with trio.CancelScope(shield=True):
+                pyfuse3.close(unmount=is_mounted(mountpoint))
+
+
+def mount_main(
+    gateways: list[str],
+    share: str,
+    mountpoint: str,
+    *,
+    cache: str = "auto",
+    readonly: bool = False,
+    reconnect_timeout: float = 30.0,
+    foreground: bool = False,
+    msize: int = 512 * 1024 + 24,
+) -> int:
+    """Mount ``share`` of the first reachable gateway of ``gateways`` at ``mountpoint``.
+
+    Returns an exit status: 0 (foreground: after a clean unmount; background: once the
+    mount is up), 1 with one ``vshare: ...`` line on stderr (no gateway reachable, share
+    refused, mountpoint unusable), 2 for a usage mistake.
+    """
+    if cache not in ("none", "auto", "always"):
+        print(f"vshare: --cache must be none, auto or always, not {cache!r}", file=sys.stderr)
+        return 2
+    if not gateways:
+        print("vshare: at least one gateway URI is needed", file=sys.stderr)
+        return 2
+    if not os.path.isdir(mountpoint):
+        print(f"vshare: {mountpoint}: not a directory", file=sys.stderr)
+        return 1
+    if not foreground:
+        return _background(gateways, share, mountpoint, cache=cache, readonly=readonly,
+                           reconnect_timeout=reconnect_timeout, msize=msize)  # fmt: skip
+    try:
+        import pyfuse3  # noqa: F401
+        import trio
+    except ImportError:
+        print("vshare: the FUSE client needs `pip install vshare[fuse]`", file=sys.stderr)
+        return 1
+    try:
+        serve = _serve(
+            gateways, share, mountpoint, cache=cache, readonly=readonly,
+            reconnect_timeout=reconnect_timeout, msize=msize,
+        )  # fmt: skip
+        trio.run(lambda: serve)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"vshare: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # pyfuse3.init: the mount itself failed
+        print(f"vshare: cannot mount at {mountpoint}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _background(
+    gateways: list[str], share: str, mountpoint: str, *, cache: str, readonly: bool,
+    reconnect_timeout: float, msize: int,
+) -> int:  # fmt: skip
+    argv = [sys.executable, "-m", "vshare.fuse", *gateways[:1], share, mountpoint,
+            "--cache", cache, "--reconnect-timeout", str(reconnect_timeout),
+            "--msize", str(msize), "--foreground"]  # fmt: skip
+    for uri in gateways[1:]:
+        argv += ["--gateway", uri]
+    if readonly:
+        argv.append("--readonly")
+    child = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + MOUNT_WAIT
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            assert child.stderr is not None
+            child.stderr.close()  # the mount runs on, detached
+            return 0
+        if child.poll() is not None:
+            assert child.stderr is not None
+            sys.stderr.write(child.stderr.read().decode(errors="replace"))
+            return child.returncode or 1
+        time.sleep(0.05)
+    child.kill()
+    print(f"vshare: the mount at {mountpoint} did not come up in {MOUNT_WAIT:g} s", file=sys.stderr)
+    return 1
+
+
+def unmount(mountpoint: str) -> None:
+    """Unmount a vshare FUSE mount; the serving process then exits.
+
+    Raises:
+        OSError: EBUSY when files are still open or a process works inside it (nothing
+            is changed: close them, or ``umount -l`` to detach lazily); EINVAL when
+            nothing is mounted there.
+    """
+    if not is_mounted(mountpoint):
+        raise OSError(errno.EINVAL, "not mounted", mountpoint)
+    done = subprocess.run(
+        ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        return
+    msg = done.stderr.strip() or "fusermount3 -u failed"
+    if "busy" in msg.lower():
+        raise OSError(
+            errno.EBUSY, "the mount is busy (files open or a process inside it)", mountpoint
+        )
+    raise OSError(errno.EIO, msg, mountpoint)

@@ -1,0 +1,168 @@
+"""Real processes for the FUSE tests: a gateway (``vshare gateway run``) and a mount
+(``python -m vshare.fuse``), each a subprocess stopped by PID, the mount unmounted in
+``finally`` whatever the test did. Needs root and /dev/fuse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from vshare.fuse import is_mounted
+
+VENV_BIN = Path(sys.executable).parent
+
+if not os.path.exists("/dev/fuse") or os.geteuid() != 0 or shutil.which("fusermount3") is None:
+    pytest.skip("FUSE tests need root, /dev/fuse and fusermount3", allow_module_level=True)
+try:
+    import pyfuse3  # noqa: F401
+except ImportError:
+    pytest.skip("pyfuse3 is missing: pip install vshare[fuse]", allow_module_level=True)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.02)
+
+
+@dataclass
+class GatewayProc:
+    sock: Path
+    volume: Path
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"unix://{self.sock}"
+
+    def share_dir(self, name: str) -> Path:
+        return self.volume / "shares" / name
+
+    def start(self) -> None:
+        if self.sock.exists():
+            self.sock.unlink()  # left by a SIGKILLed gateway
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "vshare"), "gateway", "run", "--listen", self.uri,
+             "--backend", f"posix:{self.volume}", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
+        )  # fmt: skip
+        proc = self.proc
+        wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def gateway_proc(tmp_path: Path) -> Iterator[GatewayProc]:
+    vol = tmp_path / "vol"
+    for name in ("alpha", "beta"):
+        (vol / "shares" / name).mkdir(parents=True)
+    (vol / "shares" / "beta" / "readme.txt").write_text("read only\n")
+    uid = os.getuid()
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[[share]]
+name = "alpha"
+path = "shares/alpha"
+access = [{{ type = "user", to = "{uid}" }}]
+
+[[share]]
+name = "beta"
+path = "shares/beta"
+access = [{{ type = "user", to = "{uid}", level = "ro" }}]
+"""
+    )
+    gw = GatewayProc(tmp_path / "gw.sock", vol, config, tmp_path / "gateway.log")
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@dataclass
+class Mount:
+    path: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    extra: list[str] = field(default_factory=list)
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+
+def force_unmount(path: Path) -> None:
+    if is_mounted(str(path)):
+        subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, check=False)
+    if is_mounted(str(path)):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+MountFactory = Callable[..., Mount]
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[MountFactory]:
+    """``mount(uri, share, cache="auto", *extra_args) -> Mount``: mounted, or raises."""
+    made: list[Mount] = []
+
+    def make(uri: str, share: str = "alpha", cache: str = "auto", *extra: str,
+             expect_fail: bool = False) -> Mount:  # fmt: skip
+        mnt = tmp_path / f"mnt{len(made)}"
+        mnt.mkdir()
+        log = tmp_path / f"mount{len(made)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vshare.fuse", uri, share, str(mnt), "--cache", cache,
+             "--foreground", *extra],
+            stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+        )  # fmt: skip
+        m = Mount(mnt, proc, log, list(extra))
+        made.append(m)
+        if expect_fail:
+            proc.wait(30)
+            return m
+        wait_for(lambda: is_mounted(str(mnt)) or proc.poll() is not None, 30, "mount")
+        if proc.poll() is not None:
+            raise RuntimeError(f"mount failed: {log.read_text()}")
+        return m
+
+    try:
+        yield make
+    finally:
+        for m in made:
+            force_unmount(m.path)
+            try:
+                m.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait()
