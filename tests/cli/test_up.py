@@ -73,12 +73,23 @@ def test_up_runs_the_node_and_a_second_run_reuses_it(tmp_path: Path) -> None:
                 await c.call(p.Tlopen(fid, p.DOTL_RDONLY), p.Rlopen)
                 return bytes((await c.call(p.Tread(fid, 0, 200), p.Rread)).data)
 
+        # the FUSE mount of the demo share
+        mounted = data / "mnt" / "demo" / "README.txt"
+        deadline = time.monotonic() + 20
+        while not mounted.exists():
+            assert time.monotonic() < deadline, "the demo share was not mounted"
+            time.sleep(0.1)
+        assert mounted.read_bytes().startswith(b"This is the demo share")
+        (data / "mnt" / "demo" / "written-through-fuse").write_bytes(b"via FUSE")
+        share_dir = data / "volume" / "shares" / share["id"]
+        assert (share_dir / "written-through-fuse").read_bytes() == b"via FUSE"
         # the local user (Unix socket, user rule) and the demo instance (its loopback address)
         for uri in (f"unix://{data}/run/gateway.sock", f"tcp://127.0.0.1:{port}"):
             assert anyio.run(read_demo, uri).startswith(b"This is the demo share")
     finally:
         out = stop(proc)
     assert "admin token" in out and token in out
+    assert not os.path.ismount(data / "mnt" / "demo")  # unmounted on the way out
     api_pids = [line.split()[-1] for line in out.splitlines() if "pid" in line and "api" in line]
     assert api_pids and not Path(f"/proc/{api_pids[0]}").exists()  # the API child is gone
 

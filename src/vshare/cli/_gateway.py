@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -29,8 +30,12 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-async def run_gateway(config: GatewayConfig) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+async def run_gateway(
+    config: GatewayConfig, before_shutdown: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully. ``before_shutdown`` runs (in
+    a worker thread) when a signal arrives, while the gateway still serves: ``vshare up``
+    unmounts its FUSE client there, which needs the gateway to answer."""
     try:
         backend = open_backend(config.backend)
     except OSError as exc:
@@ -70,6 +75,8 @@ async def run_gateway(config: GatewayConfig) -> None:
                         logging.getLogger("vshare.gateway").info(
                             "gateway: %s received", signal.Signals(signum).name
                         )
+                        if before_shutdown is not None:
+                            await anyio.to_thread.run_sync(before_shutdown)
                         gw.shutdown()
                         return
 

@@ -7,7 +7,9 @@ One command, in the foreground, runs what a single hypervisor needs:
   ``tcp://127.0.0.1:PORT``;
 - the REST API (a child process: uvicorn runs its own event loop) on ``127.0.0.1:API_PORT``;
 - a ``demo`` tenant with a ``demo`` share, the local user allowed rw, and an instance
-  ``demo-vm`` known by the loopback address, also allowed (created once, kept after).
+  ``demo-vm`` known by the loopback address, also allowed (created once, kept after);
+- the demo share mounted at ``DATA/mnt/demo`` by the vshare FUSE client (a child process,
+  unmounted on the way out).
 
 The admin token is created on the first run and kept in ``DATA/admin.token`` (mode 0600).
 Ctrl-C or SIGTERM stops the API child (by PID) and then the gateway; a second run reuses
@@ -17,9 +19,12 @@ everything.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -30,6 +35,7 @@ from vshare.cli._logging import default_format, setup_logging
 from vshare.cli._run import run_async
 from vshare.gateway.config import GatewayConfig
 
+log = logging.getLogger("vshare.up")
 DEMO: Final = "demo"
 DEMO_VM: Final = "demo-vm"
 
@@ -69,6 +75,30 @@ def _demo(store_uri: str, volume_uri: str) -> str:
             return share.id
         finally:
             service.close()
+
+
+def _mount_demo(sock: Path, mountpoint: Path) -> None:
+    """Mount the demo share once the gateway listens (runs beside the gateway's loop)."""
+    from vshare.fuse import mount_main
+
+    for _ in range(200):
+        if sock.exists():
+            break
+        time.sleep(0.05)
+    if mount_main([f"unix://{sock}"], DEMO, str(mountpoint)) != 0:
+        log.warning("up: the demo share could not be mounted at %s (see above)", mountpoint)
+
+
+def _unmount_demo(mountpoint: Path) -> None:
+    from vshare.fuse import is_mounted, unmount
+
+    if not is_mounted(str(mountpoint)):
+        return
+    try:
+        unmount(str(mountpoint))
+    except OSError as exc:  # busy: detach lazily rather than leave it behind
+        log.warning("up: %s: %s; detaching lazily", mountpoint, exc.strerror)
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 @click.command()
@@ -122,10 +152,15 @@ def up(data: Path, port: int, api_port: int) -> None:
     click.echo(f"  diodcat -s 127.0.0.1:{port} -a {DEMO} README.txt")
     click.echo(f"  mount -t 9p -o trans=tcp,port={port},version=9p2000.L,aname={DEMO}"
                " 127.0.0.1 /mnt   # from a guest with the 9P client")  # fmt: skip
+    mountpoint = data / "mnt" / DEMO
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    click.echo(f"  mount     {mountpoint}  (the demo share, vshare FUSE client)")
     click.echo("Ctrl-C stops everything.")
     sys.stdout.flush()
+    mounter = threading.Thread(target=_mount_demo, args=(sock, mountpoint), daemon=True)
+    mounter.start()
     try:
-        run_async(run_gateway, config)
+        run_async(run_gateway, config, lambda: _unmount_demo(mountpoint))
     except OSError as exc:
         fail(exc.strerror or str(exc), 1)
     except ValueError as exc:
@@ -133,6 +168,7 @@ def up(data: Path, port: int, api_port: int) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        _unmount_demo(mountpoint)
         if api.poll() is None:
             api.terminate()
             try:
