@@ -168,13 +168,24 @@ def test_missing_backend_directory_is_one_line(tmp_path: Path) -> None:
     assert "absent" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_systemd_unit_is_valid(tmp_path: Path) -> None:
-    """The unit in contrib/ passes ``systemd-analyze verify`` (with ExecStart pointed at
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_example_gateway_toml_is_a_valid_config() -> None:
+    from vshare.gateway.config import load_config
+
+    config = load_config(DEPLOY / "gateway.toml")
+    assert config.store and "vsock://any:564" in config.listen and config.tls_client_ca
+
+
+@pytest.mark.parametrize("name", ["vshare-gateway.service", "vshare-api.service"])
+def test_systemd_unit_is_valid(tmp_path: Path, name: str) -> None:
+    """The units in deploy/ pass ``systemd-analyze verify`` (with ExecStart pointed at
     this checkout's vshare, which is what differs on a real host)."""
     analyze = "/usr/bin/systemd-analyze"
     if not os.path.exists(analyze):
         pytest.skip("systemd-analyze is not installed (Debian: package systemd)")
-    unit = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "vshare-gateway.service"
+    unit = DEPLOY / "systemd" / name
     text = unit.read_text().replace("/usr/local/bin/vshare", VSHARE)
     assert VSHARE in text
     copy = tmp_path / unit.name
@@ -182,7 +193,7 @@ def test_systemd_unit_is_valid(tmp_path: Path) -> None:
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "vshare-gateway.service" not in result.stderr, result.stderr
+    assert name not in result.stderr, result.stderr
 
 
 def test_gateway_serves_the_store(tmp_path: Path) -> None:
