@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite uses: diod (a 9P2000.L server and clients written elsewhere:
-# interop peers and the source of golden bytes).
-TEST_DEBS := diod
+# interop peers and the source of golden bytes); QEMU, a Debian kernel and static busybox for
+# the guest that mounts through the Linux 9P client, and gcc + libc6-dev for its static helper
+# (tests/vm/).
+TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev
 # What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it.
 BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc
 RUN_DEBS :=

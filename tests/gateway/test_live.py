@@ -41,22 +41,47 @@ async def test_rw_to_ro_fails_the_next_write(gw: Running) -> None:
         await c.call(p.Twrite(fid, 5, b"second"), p.Rwrite)
 
 
-async def test_denied_rule_refuses_the_next_request_and_closes(gw: Running) -> None:
+async def test_denied_rule_refuses_every_request_from_then_on(gw: Running) -> None:
+    """Found by the Linux client (tests/vm): the gateway used to answer one EACCES and close
+    the connection, and a v9fs request sent after that close could wait forever (the guest's
+    process stuck in D state). Now the connection stays open and every request is refused;
+    Tclunk is acknowledged so that the guest's umount completes."""
     async with gw.client() as c:
         root, _ = await c.attach("alpha")
+        fid = await create(c, root, "f", b"first")
+        await c.call(p.Tlock(fid, p.LOCK_TYPE_WRLCK, 0, 0, 10, 1, "guest"), p.Rlock)
         await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
         gw.gateway.set_shares(shares_with("alpha", access=()))
+        refused = (
+            p.Tgetattr(root, p.GETATTR_BASIC), p.Twalk(root, c.new_fid(), ("f",)),
+            p.Twrite(fid, 0, b"second"), p.Tread(fid, 0, 100), p.Tstatfs(root),
+            p.Tattach(c.new_fid(), p.NOFID, "guest", "alpha", 0),
+        )  # fmt: skip
+        for msg in refused:
+            with pytest.raises(OSError) as info:
+                await c.rpc(msg)
+            assert info.value.errno == errno.EACCES, msg
+        assert gw.gateway.ctx.metrics.fids._value.get() == 0  # handles released at once
+        async with gw.client() as other:  # and a new attach is refused too
+            with pytest.raises(OSError) as info:
+                await other.attach("alpha")
+            assert info.value.errno == errno.EACCES
+        await c.call(p.Tclunk(fid), p.Rclunk)  # acknowledged: umount completes
+        await c.call(p.Tclunk(root), p.Rclunk)
+        gw.gateway.set_shares(base_config().shares)  # allowed again: for new sessions
         with pytest.raises(OSError) as info:
-            await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
-        assert info.value.errno == errno.EACCES
-        with anyio.fail_after(5):
-            while gw.gateway.sessions:
-                await anyio.sleep(0.01)
-    # and a new attach is refused too
-    async with gw.client() as c:
-        with pytest.raises(OSError) as info:
-            await c.attach("alpha")
-        assert info.value.errno == errno.EACCES
+            await c.rpc(p.Tgetattr(root, p.GETATTR_BASIC))
+        assert info.value.errno == errno.EACCES  # this one stays revoked
+        assert len(gw.gateway.sessions) == 1  # and connected
+        async with gw.client() as other:  # its lock was released with its fids
+            other_root, _ = await other.attach("alpha")
+            other_fid = await open_(other, other_root, "f", flags=p.DOTL_RDWR)
+            lock = p.Tlock(other_fid, p.LOCK_TYPE_WRLCK, 0, 0, 10, 2, "other")
+            assert (await other.call(lock, p.Rlock)).status == p.LOCK_SUCCESS
+    assert (gw.share_dir("alpha") / "f").read_bytes() == b"first"
+    with anyio.fail_after(5):  # the client went away: the session ends
+        while gw.gateway.sessions:
+            await anyio.sleep(0.01)
 
 
 async def test_sessions_of_other_shares_are_untouched(gw: Running) -> None:

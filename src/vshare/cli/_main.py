@@ -10,6 +10,7 @@ from vshare.cli._access import access
 from vshare.cli._api import api, gateway_list
 from vshare.cli._gateway import gateway
 from vshare.cli._instance import instance
+from vshare.cli._mount import mount
 from vshare.cli._share import share
 from vshare.cli._up import up
 
@@ -30,6 +31,7 @@ cli.add_command(share)
 cli.add_command(access)
 cli.add_command(instance)
 cli.add_command(api)
+cli.add_command(mount)
 gateway.add_command(gateway_list)
 
 

@@ -236,7 +236,7 @@ class Gateway:
     def set_shares(self, shares: Sequence[Share]) -> None:
         """Serve these shares and rules from now on, live: new attaches see them at once;
         sessions keep their attachments at the new level (rw→ro: the next write fails with
-        EROFS), and a session that lost access is refused its next request and closed."""
+        EROFS), and a session that lost access is refused every request from then on."""
         if {s.key: s for s in shares} == self.ctx.shares:
             return  # nothing a session could notice (e.g. only rule states moved)
         self.ctx.set_shares(shares)

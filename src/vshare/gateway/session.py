@@ -41,10 +41,12 @@ from vshare.protocol import (
     FrameDecoder,
     LocalProtocolError,
     Message,
+    Rclunk,
     RemoteProtocolError,
     Rflush,
     Rlerror,
     Rversion,
+    Tclunk,
     Tflush,
     Tversion,
     encode_parts,
@@ -81,12 +83,13 @@ class Session:
         self._closed = False
         self.requests = 0  # answered, for logs
         self.reads = 0  # receives that returned data: requests / reads is the batching
-        #: Why the session lost access (live enforcement); its next request is refused.
+        #: Why the session lost access (live enforcement); every request is refused from then on.
         self.revoked: str | None = None
+        self._released = False  # revoked, and its fids and locks released
 
     def reevaluate(self) -> None:
-        """Apply changed shares and rules (see ``Operations.reevaluate``): the next
-        request of a session that lost access gets EACCES and the session is closed."""
+        """Apply changed shares and rules (see ``Operations.reevaluate``): a session that
+        lost access gets EACCES for every request from then on (see :meth:`_refuse`)."""
         if self.revoked is not None:
             return
         reason = self.ops.reevaluate()
@@ -151,10 +154,6 @@ class Session:
             batch: list[Buffer] = []
             try:
                 for tag, msg in decoder:
-                    if self.revoked is not None:
-                        await self._add_to_batch(batch, tag, Rlerror(errno.EACCES))
-                        await self._send_batch(batch)
-                        return f"closed: {self.revoked}"
                     if isinstance(msg, Tversion):
                         await self._send_batch(batch)
                         await self._version(tag, msg, decoder)
@@ -165,6 +164,8 @@ class Session:
                             self._start(tg, tag, msg, self._flush(tag, msg))
                         else:  # answered already (or never asked): nothing to wait for
                             await self._add_to_batch(batch, tag, Rflush())
+                    elif self.revoked is not None:
+                        await self._add_to_batch(batch, tag, await self._refuse(msg))
                     elif (not self.negotiated or ops.runs_inline(msg)) and (
                         reply := await self._answer(msg, inline=True)
                     ) is not None:
@@ -180,6 +181,17 @@ class Session:
                 await self._send_batch(batch)
                 return "closed: protocol error"
             await self._send_batch(batch)
+
+    async def _refuse(self, msg: Message) -> Message:
+        """The answer of a session that lost access: EACCES to everything but Tclunk, which
+        is acknowledged (nothing is applied), so that an unmount completes. The connection
+        stays open: the Linux client does not survive a server closing it under a mount (a
+        request sent after the close can wait forever). The fids and locks go at the first
+        refusal with nothing in flight; the session ends when the client disconnects."""
+        if not self._released and not self._inflight:
+            self._released = True
+            await self.ops.close_all()
+        return Rclunk() if isinstance(msg, Tclunk) else Rlerror(errno.EACCES)
 
     def _start(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message, coro: object) -> None:
         request = _Request(anyio.CancelScope(), anyio.Event())
