@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-VSHARE = str(Path(sys.executable).parent / "vshare")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import VSHARE, free_port
 
 
 def vshare(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

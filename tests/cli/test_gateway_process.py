@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,21 +15,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.processes import VSHARE, free_port
 from vshare import protocol as p
 from vshare.client import open_client
-
-VSHARE = str(Path(sys.executable).parent / "vshare")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp: Path, sock: Path) -> Path:

@@ -19,10 +19,11 @@ import anyio
 import httpx
 import pytest
 
+from tests.processes import VSHARE, free_port
 from vshare import protocol as p
 from vshare.client import Client, open_client
 
-from .test_up import VSHARE, free_port, start, stop
+from .test_up import start, stop
 
 pytestmark = pytest.mark.slow
 

@@ -6,25 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import anyio
 import httpx
 
+from tests.processes import VSHARE, free_port
 from vshare import protocol as p
 from vshare.client import open_client
-
-VSHARE = str(Path(sys.executable).parent / "vshare")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(data: Path, port: int, api_port: int) -> subprocess.Popen[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.conftest import GatewayFactory, anyio_backend, start_gateway, volume
+from tests.processes import free_port
 from vshare.client import AsyncShare, open_share
 
 __all__ = ["anyio_backend", "start_gateway", "volume"]
@@ -30,12 +31,6 @@ class Server:
 
     def open(self, **kw: object) -> object:
         return open_share(self.uri, self.share, n_uname=self.n_uname, **kw)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

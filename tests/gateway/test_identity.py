@@ -12,16 +12,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.transport.certs import Certs, Leaf, make_certs
+from tests.transport.certs import Certs, Leaf
 from tests.transport.fakevsock import FakeVsockNet
 from vshare import protocol as p
 from vshare.client import Client, open_client
@@ -29,7 +27,7 @@ from vshare.gateway.config import ConfigError, Share, load_config
 from vshare.gateway.context import requester_of
 from vshare.gateway.instances import Change, InstanceTable
 from vshare.policy import AccessRule, Instance, Level, Requester, decide
-from vshare.transport import PeerIdentity, TlsSettings, _vsock, connect
+from vshare.transport import PeerIdentity, TlsSettings, connect
 
 from .conftest import GatewayFactory, Running
 from .helpers import create, read_all, read_file, walk
@@ -83,27 +81,6 @@ async def check_own_share_only(a: Client, b: Client, gw: Running, beta: bool = F
     if not beta:
         assert await refused(b, "beta")
     assert (gw.share_dir("alpha") / "from-a.txt").read_bytes() == b"written by A\n"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vs-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def fake_vsock(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> FakeVsockNet:
-    net = FakeVsockNet(short_dir)
-    monkeypatch.setattr(_vsock, "_vsock_socket", net.socket)
-    return net
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from tests.processes import VSHARE
 from vshare.backend.posix import PosixBackend
 from vshare.cli._main import cli
 from vshare.cli._mount import kernel_options, mount_kernel
@@ -31,7 +32,6 @@ from vshare.gateway.server import Gateway
 from vshare.policy import AccessRule
 from vshare.transport import _vsock
 
-VSHARE = str(Path(sys.executable).parent / "vshare")
 GUEST = AccessRule("ip", "127.0.0.1/32")
 
 #: A stand-in for mount(8): parses ``-o``, then Tversion + Tattach over ``rfdno``.
