@@ -30,10 +30,20 @@ ME = str(os.getuid())
 
 
 class Node:
-    def __init__(self, store: Store, gateway: Gateway, uri: str, volume: Path, backend: str):
-        self.store, self.gateway, self.uri, self.volume, self.backend = (
-            store, gateway, uri, volume, backend,
+    def __init__(
+        self, store: Store, gateway: Gateway, follower: StoreFollower, uri: str, volume: Path,
+        backend: str,
+    ) -> None:  # fmt: skip
+        self.store, self.gateway, self.follower, self.uri, self.volume, self.backend = (
+            store, gateway, follower, uri, volume, backend,
         )  # fmt: skip
+
+    async def synced(self) -> None:
+        """Until the gateway has applied everything written to the store so far."""
+        target = self.store.revision()
+        with anyio.fail_after(5):
+            while self.follower.revision < target:
+                await anyio.sleep(0.01)
 
     def client(self) -> AbstractAsyncContextManager[Client]:
         return open_client(self.uri, 65536)
@@ -68,7 +78,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         await tg.start(gateway.serve, [f"unix://{sock}", "tcp://127.0.0.1:0"])
         tg.start_soon(follower.run)
         try:
-            yield Node(store, gateway, f"unix://{sock}", volume, backend_uri)
+            yield Node(store, gateway, follower, f"unix://{sock}", volume, backend_uri)
         finally:
             gateway.shutdown()
             await gateway.wait_stopped()
@@ -113,7 +123,7 @@ async def test_a_new_rule_lets_a_waiting_client_attach_within_a_second(node: Nod
 async def test_rw_to_ro_then_deny_within_a_second(node: Node) -> None:
     share_id = node.share("docs")
     rule_id = node.allow_me(share_id)
-    await anyio.sleep(0.6)  # the follower has seen it (or the attach below would fail)
+    await node.synced()
     async with node.client() as c:
         root, _ = await c.attach("docs")
         fid = await create(c, root, "f", b"x")
@@ -149,7 +159,7 @@ async def test_share_in_creating_or_error_is_not_served(node: Node) -> None:
     share_id = node.share("fresh")
     node.store.update_share(share_id, status=ShareStatus.CREATING)
     node.allow_me(share_id)
-    await anyio.sleep(0.6)
+    await node.synced()
     async with node.client() as c:
         assert not await attach_ok(c, "fresh")
         node.store.update_share(share_id, status=ShareStatus.AVAILABLE)
@@ -159,7 +169,7 @@ async def test_share_in_creating_or_error_is_not_served(node: Node) -> None:
 async def test_shares_of_other_volumes_are_not_served(node: Node) -> None:
     share_id = node.share("elsewhere", backend="posix:/some/other/volume")
     node.allow_me(share_id)
-    await anyio.sleep(0.6)
+    await node.synced()
     async with node.client() as c:
         assert not await attach_ok(c, "elsewhere")
 
