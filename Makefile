@@ -6,13 +6,16 @@ BIN := $(VENV)/bin
 # Debian packages the test suite uses: diod (a 9P2000.L server and clients written elsewhere:
 # interop peers and the source of golden bytes); QEMU, a Debian kernel and static busybox for
 # the guest that mounts through the Linux 9P client, and gcc + libc6-dev for its static helper
-# (tests/vm/).
-TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev
+# (tests/vm/); glusterd and libgfapi for the GlusterFS backend; etcd for the fleet store.
+TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev \
+	glusterfs-server libgfapi0 etcd-server
+# What `make bench` compares against: fio, sshfs over a loopback sshd.
+BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
 # What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it.
 BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc
 RUN_DEBS :=
 
-.PHONY: run test test-fast lint typecheck bench venv debs-test debs-run clean
+.PHONY: run test test-fast lint typecheck bench venv debs-test debs-bench debs-run clean
 
 $(BIN)/activate: pyproject.toml
 	./scripts/ensure-debs.sh $(BUILD_DEBS)
@@ -48,7 +51,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-bench: venv debs-test
+debs-bench:
+	./scripts/ensure-debs.sh $(BENCH_DEBS)
+
+bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/gateway.py
 
