@@ -269,3 +269,38 @@ def test_background_mount_main(gateway_proc: GatewayProc, tmp_path: Path) -> Non
 
         force_unmount(mnt)
     assert sys.executable  # the child used this interpreter
+
+
+def test_vshare_mount_and_umount_commands(gateway_proc: GatewayProc, tmp_path: Path) -> None:
+    """The CLI pair as a user runs it: `vshare mount` returns with the mount up, `vshare
+    umount` takes it down (refusing while busy), and a second umount says why it fails."""
+    from tests.processes import VSHARE
+    from vshare.fuse import is_mounted
+
+    mnt = tmp_path / "cli"
+    mnt.mkdir()
+
+    def vshare(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([VSHARE, *args], capture_output=True, text=True, check=False,
+                              timeout=60)  # fmt: skip
+
+    try:
+        done = vshare("mount", gateway_proc.uri, "alpha", str(mnt))
+        assert done.returncode == 0, done.stderr
+        assert is_mounted(str(mnt))
+        (mnt / "u.txt").write_text("u")
+        with (mnt / "u.txt").open() as busy:
+            refused = vshare("umount", str(mnt))
+            assert refused.returncode == 1 and "busy" in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+            assert busy.read() == "u"
+        done = vshare("umount", str(mnt))
+        assert done.returncode == 0, done.stderr
+        assert not is_mounted(str(mnt))
+        again = vshare("umount", str(mnt))
+        assert again.returncode == 1
+        assert again.stderr.strip() == f"vshare: {mnt}: not mounted"
+    finally:
+        from .conftest import force_unmount
+
+        force_unmount(mnt)

@@ -12,6 +12,7 @@ from vshare.cli._gateway import gateway
 from vshare.cli._instance import instance
 from vshare.cli._mount import mount
 from vshare.cli._share import share
+from vshare.cli._umount import umount
 from vshare.cli._up import up
 
 
@@ -32,6 +33,7 @@ cli.add_command(access)
 cli.add_command(instance)
 cli.add_command(api)
 cli.add_command(mount)
+cli.add_command(umount)
 gateway.add_command(gateway_list)
 
 
