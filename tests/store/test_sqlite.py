@@ -402,8 +402,7 @@ def test_open_store_memory() -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("etcd://127.0.0.1:2379", "etcd store: not available yet (fleet issue)"),
-        ("etcd+https://10.0.0.1:2379", "etcd store: not available yet (fleet issue)"),
+        ("etcd+https://10.0.0.1:2379", "unknown scheme 'etcd+https'"),
         ("postgres://db/vshare", "unknown scheme 'postgres'"),
         ("/var/lib/vshare.db", "no scheme"),
         ("sqlite:", "names no file"),

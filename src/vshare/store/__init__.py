@@ -3,11 +3,15 @@ revisioned change feed that gateways follow (see docs/architecture.md, "The stor
 
 Layout: ``_records.py`` (the frozen, validated records and enums), ``_codec.py`` (records ↔
 JSON, shared by every implementation), ``_errors.py``, ``_base.py`` (the :class:`Store`
-interface and its contracts), ``sqlite.py`` (the embedded default). The conformance suite
-every implementation runs is ``vshare.testing.store_conformance``.
+interface and its contracts), ``sqlite.py`` (the embedded default), ``etcd.py`` (a fleet's
+store, over ``_etcd_client.py``). The conformance suite every implementation runs is
+``vshare.testing.store_conformance``.
 """
 
 from __future__ import annotations
+
+import math
+import urllib.parse
 
 from vshare.store._base import Store
 from vshare.store._codec import dumps, load_as, loads, record_from_dict, record_to_dict
@@ -29,6 +33,7 @@ from vshare.store._records import (
     TokenRecord,
     hash_token,
 )
+from vshare.store.etcd import EtcdStore
 from vshare.store.sqlite import SqliteStore
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "Change",
     "Compacted",
     "Conflict",
+    "EtcdStore",
     "GatewayRecord",
     "GatewayStatus",
     "InstanceRecord",
@@ -62,7 +68,12 @@ __all__ = [
     "record_to_dict",
 ]
 
-_USAGE = "use sqlite:///absolute/path.db, sqlite:relative/path.db or memory:"
+_USAGE = (
+    "use sqlite:///absolute/path.db, sqlite:relative/path.db, memory: or"
+    " etcd://host:port[,host:port...][/prefix]"
+)
+#: Seconds ``open_store`` keeps retrying an unreachable etcd (``?wait=`` overrides it).
+ETCD_OPEN_WAIT = 10.0
 
 
 def open_store(uri: str) -> Store:
@@ -72,8 +83,12 @@ def open_store(uri: str) -> Store:
     ``sqlite:///abs/path.db``  a SQLite file at an absolute path (created if missing)
     ``sqlite:rel/path.db``     a SQLite file relative to the working directory
     ``memory:``                a private in-memory SQLite database (tests)
-    ``etcd://host:port``       reserved: the etcd store comes with the fleet issue
+    ``etcd://h:p[,h:p]/pfx``   etcd members (3.4+) and a key prefix (default /vshare)
     ========================  ====================================================
+
+    An etcd URI may end with ``?wait=S`` (seconds to keep retrying, with backoff, while
+    etcd is unreachable on open; default :data:`ETCD_OPEN_WAIT`) and ``&timeout=S`` (per
+    request, default 5).
 
     Raises:
         ValueError: a URI this function does not understand (one line, for operators).
@@ -98,6 +113,35 @@ def open_store(uri: str) -> Store:
         if not rest or rest == ":memory:":
             raise ValueError(f"store URI {uri!r} names no file; {_USAGE}")
         return SqliteStore(rest)
-    if scheme.startswith("etcd"):
-        raise ValueError("etcd store: not available yet (fleet issue)")
+    if scheme == "etcd":
+        return _open_etcd(uri, rest)
     raise ValueError(f"store URI {uri!r}: unknown scheme {scheme!r}; {_USAGE}")
+
+
+def _open_etcd(uri: str, rest: str) -> EtcdStore:
+    if not rest.startswith("//"):
+        raise ValueError(f"store URI {uri!r}: {_USAGE}")
+    parts = urllib.parse.urlsplit("etcd:" + rest)
+    hosts = parts.netloc.split(",") if parts.netloc else []
+    endpoints = []
+    for host in hosts:
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"store URI {uri!r}: {host!r} is not host:port; {_USAGE}")
+        endpoints.append(host)
+    if not endpoints:
+        raise ValueError(f"store URI {uri!r} names no etcd member; {_USAGE}")
+    path = parts.path.strip("/")
+    prefix = f"/{path}/" if path else "/vshare/"
+    options = {"wait": ETCD_OPEN_WAIT, "timeout": 5.0}
+    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if name not in options:
+            raise ValueError(f"store URI {uri!r}: unknown option {name!r} (wait, timeout)")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0 or (name == "timeout" and seconds == 0):
+            raise ValueError(f"store URI {uri!r}: {name} must be a number of seconds")
+        options[name] = seconds
+    return EtcdStore(endpoints, prefix=prefix, wait=options["wait"], timeout=options["timeout"])

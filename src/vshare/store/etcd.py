@@ -1,0 +1,925 @@
+"""The fleet store: the control plane's state in etcd (3.4 or later), for many gateways.
+
+Strategy and invariants:
+
+- **Client.** etcd's v3 JSON gateway over HTTP (``_etcd_client``): synchronous,
+  thread-safe, no protobuf. ``etcd://h1:2379,h2:2379/prefix`` names the members and the key
+  prefix (default ``/vshare/``); several stores can share one etcd under different prefixes.
+- **One revision, by compare-and-swap.** The store keeps its own revision in
+  ``<prefix>meta/rev`` (not etcd's revision, which also moves for gateway heartbeats and
+  for other users of the cluster). Every write is optimistic: read ``meta/rev`` (and its
+  etcd ``mod_revision``), read whatever the write depends on *at that same etcd revision*,
+  then commit in one etcd transaction guarded by "``meta/rev`` was not modified since".
+  The transaction writes the data, ``meta/rev + 1`` and the change-feed entry together, or
+  nothing. A lost race reads again and retries (jittered backoff, up to
+  ``write_timeout``). Since every write modifies ``meta/rev``, the guard makes writes
+  serializable: uniqueness rules (share names, live rules, identities, token hashes) are
+  checked by reads and cannot be raced past — two API servers creating the same share name
+  at once: one commits, the other retries, sees the name, and gets ``Conflict`` (409).
+- **Keys** (under the prefix): ``share/<id>``, ``sharename/<name>`` → id; ``rule/<id>``
+  and ``rulesof/<share id>/<rule id>`` (the same JSON, so a share's rules are one range
+  read and a share's deletion removes them with one range delete); ``inst/<uuid>``,
+  ``ident/<kind>/<value>`` → uuid; ``token/<name>``, ``tokenhash/<hash>`` → name;
+  ``gw/<id>`` (what a gateway says about itself), ``seen/<id>`` (its last heartbeat and
+  ttl), ``alive/<id>`` (attached to the gateway's lease); ``chg/<revision>`` (the changes of
+  one revision, in order); ``meta/rev``, ``meta/compacted``. Values are the JSON of
+  ``vshare.store._codec``, the same text SQLite stores.
+- **Change feed.** ``changes_since`` reads ``chg/`` at one etcd revision. Each write drops
+  feed entries older than ``keep_revisions``; ``compact`` drops more. etcd's own history
+  is not the feed: run etcd with ``--auto-compaction-retention`` as usual.
+- **Waiting.** One background thread per store object watches ``meta/rev`` (an etcd watch
+  over a streaming HTTP response) and wakes ``wait_for_change``. A broken watch (etcd
+  restarted, a member lost) resumes from the last etcd revision it saw; if etcd has
+  compacted that revision away, it re-reads ``meta/rev`` and watches from there (a
+  resync: nothing is missed, because the revision is a counter and the feed is in the
+  store). Waiters also re-read the revision every 2 s (every 0.25 s while the watch is
+  down), so a silently dead stream costs latency, never a missed change.
+- **Gateways.** A heartbeat registers ``gw/<id>`` (a store write only when the record
+  changes), renews the gateway's etcd lease (``ttl`` rounded up to whole seconds; etcd's
+  floor is 1.5 election timeouts) and writes ``seen/<id>`` and ``alive/<id>`` under that
+  lease — etcd writes that leave the store's revision alone. A gateway is healthy while its
+  lease lives and its last heartbeat is younger than its ttl; killed with -9, its lease
+  expires and it turns unhealthy within the ttl. It stays listed until removed (the Store
+  contract). Closing the store revokes its leases: a gateway that stops cleanly shows
+  unhealthy at once.
+- **Transactions** stay within etcd's ``--max-txn-ops`` (128 by default) except for deleting
+  a share with more than ~120 rules in one step, which needs a larger limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from vshare.policy import IdentityFacts, Instance, Level, identity_keys
+from vshare.store._base import Store
+from vshare.store._codec import dumps, load_as, loads
+from vshare.store._errors import Compacted, Conflict, NotFound, StoreUnavailable
+from vshare.store._etcd_client import (
+    Compare,
+    EtcdClient,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    Op,
+    WatchStream,
+    prefix_end,
+)
+from vshare.store._records import (
+    Change,
+    GatewayRecord,
+    GatewayStatus,
+    InstanceRecord,
+    Kind,
+    RuleRecord,
+    RuleState,
+    ShareRecord,
+    ShareStatus,
+    Snapshot,
+    TokenRecord,
+    new_id,
+)
+
+__all__ = ["DEFAULT_PREFIX", "EtcdStore"]
+
+log = logging.getLogger("vshare.store")
+
+DEFAULT_PREFIX: Final = "/vshare/"
+_REV: Final = "meta/rev"
+_COMPACTED: Final = "meta/compacted"
+_T = TypeVar("_T")
+
+
+def _chg(revision: int) -> str:
+    return f"chg/{revision:020d}"
+
+
+class _Retry(Exception):
+    """A read hit a compacted etcd revision: read again."""
+
+
+class _View:
+    """Reads at one etcd revision (the first read fixes it): a consistent view."""
+
+    def __init__(self, client: EtcdClient, prefix: bytes) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.at = 0
+
+    def key(self, name: str) -> bytes:
+        return self.prefix + name.encode()
+
+    def _range(self, key: bytes, end: bytes | None) -> list[KeyValue]:
+        try:
+            at, kvs = self.client.range(key, end, revision=self.at)
+        except EtcdError as exc:
+            if exc.compacted:
+                raise _Retry from None
+            raise
+        if not self.at:
+            self.at = at
+        return kvs
+
+    def get(self, name: str) -> KeyValue | None:
+        kvs = self._range(self.key(name), None)
+        return kvs[0] if kvs else None
+
+    def text(self, name: str) -> str | None:
+        kv = self.get(name)
+        return None if kv is None else kv.value.decode()
+
+    def scan(self, name_prefix: str) -> list[KeyValue]:
+        """Every key under ``name_prefix``, in key order."""
+        key = self.key(name_prefix)
+        return self._range(key, prefix_end(key))
+
+    def meta(self) -> tuple[int, int, int]:
+        """(the store's revision, the feed's compaction point, ``meta/rev``'s mod_revision)."""
+        revision = compacted = mod = 0
+        for kv in self.scan("meta/"):
+            name = kv.key[len(self.prefix) :].decode()
+            if name == _REV:
+                revision, mod = int(kv.value), kv.mod_revision
+            elif name == _COMPACTED:
+                compacted = int(kv.value)
+        return revision, compacted, mod
+
+
+class _Tx(_View):
+    """One optimistic write: what it read (through the view) and what it will write."""
+
+    def __init__(self, client: EtcdClient, prefix: bytes) -> None:
+        super().__init__(client, prefix)
+        current, self.compacted, self.rev_mod = self.meta()
+        self.revision = current + 1  # the revision this write's changes get
+        self.ops: list[dict[str, Any]] = []
+        self.changes: list[list[Any]] = []
+
+    def put(self, name: str, value: str) -> None:
+        self.ops.append(Op.put(self.key(name), value.encode()))
+
+    def delete(self, name: str) -> None:
+        self.ops.append(Op.delete(self.key(name)))
+
+    def delete_prefix(self, name_prefix: str) -> None:
+        key = self.key(name_prefix)
+        self.ops.append(Op.delete(key, prefix_end(key)))
+
+    def change(self, kind: Kind, key: str, op: str, data: str | None = None) -> None:
+        self.changes.append([kind, key, op, data])
+
+
+class EtcdStore(Store):
+    """A :class:`Store` in etcd (see the module note).
+
+    Args:
+        endpoints: ``host:port`` of the etcd members.
+        prefix: the key prefix of this store's data (ends with ``/``).
+        timeout: seconds for each etcd request.
+        wait: seconds to keep trying (with backoff) when etcd is unreachable on open.
+        keep_revisions: how many recent revisions the change feed keeps.
+        write_timeout: seconds a write keeps retrying lost compare-and-swap races.
+
+    Raises:
+        StoreUnavailable: etcd stayed unreachable for ``wait`` seconds, or refused.
+        ValueError: a parameter is out of range.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 5.0,
+        wait: float = 0.0,
+        keep_revisions: int = 10_000,
+        write_timeout: float = 10.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("etcd store: no endpoints")
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError(f"etcd store: prefix {prefix!r} must start and end with '/'")
+        if not timeout > 0 or not math.isfinite(timeout):
+            raise ValueError("etcd store: timeout must be more than 0 seconds")
+        if keep_revisions < 1:
+            raise ValueError("etcd store: keep_revisions must be at least 1")
+        self.endpoints = tuple(endpoints)
+        self.prefix = prefix
+        self.label = f"etcd://{','.join(self.endpoints)}{prefix.rstrip('/') or ''}"
+        self.keep_revisions = keep_revisions
+        self.write_timeout = write_timeout
+        self._prefix = prefix.encode()
+        self._client = EtcdClient(self.endpoints, timeout=timeout)
+        self._closed = False
+        self._cond = threading.Condition()
+        self._known = 0  # the highest store revision seen (watch or own writes)
+        self._watching = False
+        self._watcher: threading.Thread | None = None
+        self._stream: WatchStream | None = None
+        self._watch_open = threading.Event()  # cleared: the watcher holds off (tests)
+        self._watch_open.set()
+        self._stop = threading.Event()
+        self._leases: dict[str, tuple[int, int]] = {}  # gateway id → (lease, wanted ttl)
+        self._leases_lock = threading.Lock()
+        #: How often the watch has been re-established, and how often from scratch
+        #: because etcd had compacted the revision it would have resumed from.
+        self.watch_reconnects = 0
+        self.watch_resyncs = 0
+        try:
+            self._connect(wait)
+        except BaseException:
+            self._client.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({self.label!r})"
+
+    def _connect(self, wait: float) -> None:
+        deadline = time.monotonic() + max(0.0, wait)
+        delay = 0.2
+        while True:
+            try:
+                self._client.range(self._prefix + _REV.encode())
+                return
+            except EtcdUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreUnavailable(
+                        f"store {self.label}: cannot reach etcd"
+                        + (f" (tried for {wait:g} s)" if wait > 0 else "")
+                        + f": {exc}"
+                    ) from None
+                pause = min(delay, left)
+                log.warning("store %s: cannot reach etcd (%s); retrying in %.1f s",
+                            self.label, exc, pause)  # fmt: skip
+                time.sleep(pause)
+                delay = min(delay * 2, 5.0)
+            except EtcdError as exc:
+                raise StoreUnavailable(f"store {self.label}: etcd: {exc.message}") from None
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"store {self.label} is closed")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except EtcdUnavailable as exc:
+            if self._closed:
+                raise StoreUnavailable(f"store {self.label} is closed") from None
+            raise StoreUnavailable(f"store {self.label}: {exc}") from None
+        except EtcdError as exc:
+            raise StoreUnavailable(f"store {self.label}: etcd: {exc.message}") from None
+
+    def _read(self, fn: Callable[[_View], _T]) -> _T:
+        """``fn`` over one consistent view (retried if etcd compacts under it)."""
+        for _ in range(5):
+            self._check_open()
+            with self._errors():
+                try:
+                    return fn(_View(self._client, self._prefix))
+                except _Retry:
+                    continue
+        raise StoreUnavailable(f"store {self.label}: etcd keeps compacting under a read")
+
+    def _write(self, fn: Callable[[_Tx], _T]) -> _T:
+        """``fn`` builds a write from what it reads; commit it atomically, retrying lost
+        races (see the module note). ``fn`` may raise to abort (nothing is written)."""
+        deadline = time.monotonic() + self.write_timeout
+        pause = 0.001
+        while True:
+            self._check_open()
+            with self._errors():
+                try:
+                    tx = _Tx(self._client, self._prefix)
+                    result = fn(tx)
+                except _Retry:
+                    continue
+                if not tx.ops and not tx.changes:
+                    return result
+                ops = list(tx.ops)
+                if tx.changes:
+                    ops.append(Op.put(tx.key(_REV), str(tx.revision).encode()))
+                    ops.append(Op.put(tx.key(_chg(tx.revision)), json.dumps(tx.changes).encode()))
+                    upto = tx.revision - self.keep_revisions
+                    if upto > tx.compacted:
+                        ops += self._trim_ops(tx, upto)
+                guard = Compare.mod_revision(tx.key(_REV), tx.rev_mod)
+                won, _, _ = self._client.txn([guard], ops)
+            if won:
+                if tx.changes:
+                    self._publish(tx.revision)
+                return result
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(
+                    f"store {self.label}: too many concurrent writers"
+                    f" (no commit for {self.write_timeout:g} s)"
+                )
+            time.sleep(random.uniform(0, pause))  # jitter, not a secret
+            pause = min(pause * 2, 0.05)
+
+    @staticmethod
+    def _trim_ops(tx: _Tx, upto: int) -> list[dict[str, Any]]:
+        """Drop the feed up to and including revision ``upto``."""
+        return [
+            Op.delete(tx.key("chg/"), tx.key(_chg(upto + 1))),
+            Op.put(tx.key(_COMPACTED), str(upto).encode()),
+        ]
+
+    # --- shares ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _share(view: _View, share_id: str) -> ShareRecord:
+        kv = view.get(f"share/{share_id}")
+        if kv is None:
+            raise NotFound(f"share {share_id} not found")
+        return load_as(ShareRecord, kv.value)
+
+    @staticmethod
+    def _check_share_name(view: _View, name: str, share_id: str) -> None:
+        owner = view.text(f"sharename/{name}")
+        if owner is not None and owner != share_id:
+            raise Conflict(f"share name {name!r} is taken (share {owner})")
+        if name != share_id and view.get(f"share/{name}") is not None:
+            raise Conflict(f"share name {name!r} is the id of another share")
+
+    def create_share(self, share: ShareRecord) -> ShareRecord:
+        def build(tx: _Tx) -> ShareRecord:
+            stored = replace(share, id=share.id or new_id(), revision=tx.revision)
+            if tx.get(f"share/{stored.id}") is not None:
+                raise Conflict(f"share {stored.id} exists")
+            if tx.get(f"sharename/{stored.id}") is not None:
+                raise Conflict(f"share id {stored.id!r} is the name of another share")
+            self._check_share_name(tx, stored.name, stored.id)
+            data = dumps(stored)
+            tx.put(f"share/{stored.id}", data)
+            tx.put(f"sharename/{stored.name}", stored.id)
+            tx.change("share", stored.id, "put", data)
+            return stored
+
+        return self._write(build)
+
+    def get_share(self, share_id: str) -> ShareRecord:
+        return self._read(lambda v: self._share(v, share_id))
+
+    def find_share(self, name_or_id: str) -> ShareRecord | None:
+        def read(view: _View) -> ShareRecord | None:
+            if not name_or_id:
+                return None
+            kv = view.get(f"share/{name_or_id}")
+            if kv is None:
+                share_id = view.text(f"sharename/{name_or_id}")
+                kv = None if share_id is None else view.get(f"share/{share_id}")
+            return None if kv is None else load_as(ShareRecord, kv.value)
+
+        return self._read(read)
+
+    def list_shares(self, tenant: str | None = None) -> list[ShareRecord]:
+        shares = self._read(lambda v: [load_as(ShareRecord, kv.value) for kv in v.scan("share/")])
+        return sorted(
+            (s for s in shares if tenant is None or s.tenant == tenant), key=lambda s: s.name
+        )
+
+    def update_share(
+        self,
+        share_id: str,
+        *,
+        expect_revision: int | None = None,
+        name: str | None = None,
+        size_gib: int | None = None,
+        status: ShareStatus | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> ShareRecord:
+        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+
+        def build(tx: _Tx) -> ShareRecord:
+            old = self._share(tx, share_id)
+            if expect_revision is not None and old.revision != expect_revision:
+                raise Conflict(
+                    f"share {share_id} changed: revision {old.revision}, not {expect_revision}"
+                )
+            new = replace(old, **changes)  # validates the new values
+            if new == old:
+                return old
+            if new.name != old.name:
+                self._check_share_name(tx, new.name, share_id)
+                tx.delete(f"sharename/{old.name}")
+                tx.put(f"sharename/{new.name}", share_id)
+            new = replace(new, revision=tx.revision)
+            data = dumps(new)
+            tx.put(f"share/{share_id}", data)
+            tx.change("share", share_id, "put", data)
+            return new
+
+        return self._write(build)
+
+    def delete_share(self, share_id: str) -> None:
+        def build(tx: _Tx) -> None:
+            share = self._share(tx, share_id)
+            rules = sorted(
+                load_as(RuleRecord, kv.value).id for kv in tx.scan(f"rulesof/{share_id}/")
+            )
+            for rule_id in rules:
+                tx.delete(f"rule/{rule_id}")
+                tx.change("rule", rule_id, "delete")
+            tx.delete_prefix(f"rulesof/{share_id}/")
+            tx.delete(f"share/{share_id}")
+            tx.delete(f"sharename/{share.name}")
+            tx.change("share", share_id, "delete")
+
+        self._write(build)
+
+    # --- access rules ---------------------------------------------------------------------
+
+    @staticmethod
+    def _rule(view: _View, rule_id: str) -> RuleRecord:
+        kv = view.get(f"rule/{rule_id}")
+        if kv is None:
+            raise NotFound(f"access rule {rule_id} not found")
+        return load_as(RuleRecord, kv.value)
+
+    @staticmethod
+    def _check_live_duplicate(view: _View, rule: RuleRecord) -> None:
+        if rule.state is RuleState.DELETED:
+            return
+        for kv in view.scan(f"rulesof/{rule.share_id}/"):
+            other = load_as(RuleRecord, kv.value)
+            if (
+                other.id != rule.id
+                and other.state is not RuleState.DELETED
+                and (other.access_type, other.access_to) == (rule.access_type, rule.access_to)
+            ):
+                raise Conflict(
+                    f"share {rule.share_id} already has an {rule.access_type} rule for"
+                    f" {rule.access_to!r} (rule {other.id})"
+                )
+
+    @staticmethod
+    def _put_rule(tx: _Tx, rule: RuleRecord) -> None:
+        data = dumps(rule)
+        tx.put(f"rule/{rule.id}", data)
+        tx.put(f"rulesof/{rule.share_id}/{rule.id}", data)
+        tx.change("rule", rule.id, "put", data)
+
+    def add_rule(self, rule: RuleRecord) -> RuleRecord:
+        def build(tx: _Tx) -> RuleRecord:
+            stored = replace(rule, id=rule.id or new_id(), revision=tx.revision)
+            self._share(tx, stored.share_id)
+            if tx.get(f"rule/{stored.id}") is not None:
+                raise Conflict(f"access rule {stored.id} exists")
+            self._check_live_duplicate(tx, stored)
+            self._put_rule(tx, stored)
+            return stored
+
+        return self._write(build)
+
+    def get_rule(self, rule_id: str) -> RuleRecord:
+        return self._read(lambda v: self._rule(v, rule_id))
+
+    def list_rules(self, share_id: str) -> list[RuleRecord]:
+        def read(view: _View) -> list[RuleRecord]:
+            self._share(view, share_id)
+            return [load_as(RuleRecord, kv.value) for kv in view.scan(f"rulesof/{share_id}/")]
+
+        return sorted(self._read(read), key=lambda r: (r.created_at, r.id))
+
+    def update_rule(
+        self,
+        rule_id: str,
+        *,
+        expect_revision: int | None = None,
+        state: RuleState | None = None,
+        level: Level | None = None,
+    ) -> RuleRecord:
+        given = {"state": state, "level": level}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+
+        def build(tx: _Tx) -> RuleRecord:
+            old = self._rule(tx, rule_id)
+            if expect_revision is not None and old.revision != expect_revision:
+                raise Conflict(
+                    f"access rule {rule_id} changed: revision {old.revision}, not {expect_revision}"
+                )
+            new = replace(old, **changes)
+            if new == old:
+                return old
+            self._check_live_duplicate(tx, new)
+            new = replace(new, revision=tx.revision)
+            self._put_rule(tx, new)
+            return new
+
+        return self._write(build)
+
+    def delete_rule(self, rule_id: str) -> None:
+        def build(tx: _Tx) -> None:
+            rule = self._rule(tx, rule_id)
+            tx.delete(f"rule/{rule_id}")
+            tx.delete(f"rulesof/{rule.share_id}/{rule_id}")
+            tx.change("rule", rule_id, "delete")
+
+        self._write(build)
+
+    # --- instances ------------------------------------------------------------------------
+
+    def put_instance(self, record: InstanceRecord) -> InstanceRecord:
+        uuid = record.uuid
+
+        def build(tx: _Tx) -> InstanceRecord:
+            stored = record
+            for kind, value in sorted(record.instance.keys):
+                owner = tx.text(f"ident/{kind}/{value}")
+                if owner is not None and owner != uuid:
+                    raise Conflict(f"instance {uuid}: {kind} {value} belongs to instance {owner}")
+            kv = tx.get(f"inst/{uuid}")
+            old_keys: frozenset[tuple[str, str]] = frozenset()
+            if kv is not None:
+                old = load_as(InstanceRecord, kv.value)
+                if old.instance == record.instance:
+                    return old
+                stored = replace(record, created_at=old.created_at)
+                old_keys = old.instance.keys
+            new_keys = record.instance.keys
+            for kind, value in sorted(old_keys - new_keys):
+                tx.delete(f"ident/{kind}/{value}")
+            for kind, value in sorted(new_keys):
+                tx.put(f"ident/{kind}/{value}", uuid)
+            data = dumps(stored)
+            tx.put(f"inst/{uuid}", data)
+            tx.change("instance", uuid, "put", data)
+            return stored
+
+        return self._write(build)
+
+    def get_instance(self, uuid: str) -> InstanceRecord:
+        kv = self._read(lambda v: v.get(f"inst/{uuid}"))
+        if kv is None:
+            raise NotFound(f"instance {uuid} not found")
+        return load_as(InstanceRecord, kv.value)
+
+    def remove_instance(self, uuid: str) -> None:
+        def build(tx: _Tx) -> None:
+            kv = tx.get(f"inst/{uuid}")
+            if kv is None:
+                raise NotFound(f"instance {uuid} not found")
+            for kind, value in sorted(load_as(InstanceRecord, kv.value).instance.keys):
+                tx.delete(f"ident/{kind}/{value}")
+            tx.delete(f"inst/{uuid}")
+            tx.change("instance", uuid, "delete")
+
+        self._write(build)
+
+    def list_instances(self, tenant: str | None = None) -> list[InstanceRecord]:
+        found = self._read(lambda v: [load_as(InstanceRecord, kv.value) for kv in v.scan("inst/")])
+        return sorted(
+            (i for i in found if tenant is None or i.tenant == tenant), key=lambda i: i.uuid
+        )
+
+    def resolve(self, facts: IdentityFacts) -> Instance | None:
+        keys = identity_keys(facts)
+        if not keys:
+            return None
+
+        def read(view: _View) -> Instance | None:
+            for kind, value in keys:  # strongest first: the first match wins
+                uuid = view.text(f"ident/{kind}/{value}")
+                if uuid is not None:
+                    kv = view.get(f"inst/{uuid}")
+                    if kv is not None:
+                        return load_as(InstanceRecord, kv.value).instance
+            return None
+
+        return self._read(read)
+
+    # --- API tokens -----------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> TokenRecord:
+        def build(tx: _Tx) -> TokenRecord:
+            if tx.get(f"token/{token.name}") is not None:
+                raise Conflict(f"token {token.name!r} exists")
+            if tx.get(f"tokenhash/{token.hash}") is not None:
+                raise Conflict(f"token {token.name!r}: another token has the same secret")
+            data = dumps(token)
+            tx.put(f"token/{token.name}", data)
+            tx.put(f"tokenhash/{token.hash}", token.name)
+            tx.change("token", token.name, "put", data)
+            return token
+
+        return self._write(build)
+
+    def find_token(self, token_hash: str) -> TokenRecord | None:
+        # The lookup leaks timing about the *hash* only (see SqliteStore.find_token).
+        def read(view: _View) -> TokenRecord | None:
+            name = view.text(f"tokenhash/{token_hash.lower()}")
+            kv = None if name is None else view.get(f"token/{name}")
+            return None if kv is None else load_as(TokenRecord, kv.value)
+
+        return self._read(read)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        tokens = self._read(lambda v: [load_as(TokenRecord, kv.value) for kv in v.scan("token/")])
+        return sorted(tokens, key=lambda t: t.name)
+
+    def remove_token(self, name: str) -> None:
+        def build(tx: _Tx) -> None:
+            kv = tx.get(f"token/{name}")
+            if kv is None:
+                raise NotFound(f"token {name!r} not found")
+            tx.delete(f"token/{name}")
+            tx.delete(f"tokenhash/{load_as(TokenRecord, kv.value).hash}")
+            tx.change("token", name, "delete")
+
+        self._write(build)
+
+    # --- gateways -------------------------------------------------------------------------
+
+    def heartbeat(self, gateway: GatewayRecord, ttl_seconds: float) -> GatewayStatus:
+        if not ttl_seconds > 0 or not math.isfinite(ttl_seconds):
+            raise ValueError("a gateway's ttl must be more than 0 seconds")
+        data = dumps(gateway)
+
+        def register(tx: _Tx) -> None:
+            if tx.text(f"gw/{gateway.id}") != data:
+                tx.put(f"gw/{gateway.id}", data)
+                tx.change("gateway", gateway.id, "put", data)
+
+        self._write(register)
+        self._check_open()
+        with self._errors():
+            lease, replaced = self._lease(gateway.id, max(1, math.ceil(ttl_seconds)))
+            now = time.time()
+            seen = json.dumps({"last_seen": now, "ttl": float(ttl_seconds)}).encode()
+            self._client.txn([], [
+                Op.put(self._prefix + f"seen/{gateway.id}".encode(), seen),
+                Op.put(self._prefix + f"alive/{gateway.id}".encode(), b"", lease=lease),
+            ])  # fmt: skip
+        if replaced:
+            # Only now: revoking a lease deletes the keys still attached to it.
+            self._revoke_quietly(replaced)
+        return GatewayStatus(
+            gateway=gateway,
+            last_seen=datetime.fromtimestamp(now, UTC),
+            ttl_seconds=float(ttl_seconds),
+            healthy=True,
+        )
+
+    def _lease(self, gateway_id: str, ttl: int) -> tuple[int, int]:
+        """This store's live lease for the gateway, renewed (or a new one); returns it and
+        the lease it replaces (0: none), for the caller to revoke once the keys moved."""
+        with self._leases_lock:
+            held = self._leases.get(gateway_id)
+        if held is not None and held[1] == ttl and self._client.lease_keepalive(held[0]) > 0:
+            return held[0], 0
+        lease, _granted = self._client.lease_grant(ttl)
+        with self._leases_lock:
+            self._leases[gateway_id] = (lease, ttl)
+        return lease, 0 if held is None else held[0]
+
+    def _revoke_quietly(self, lease: int) -> None:
+        with contextlib.suppress(EtcdError, EtcdUnavailable, RuntimeError):
+            self._client.lease_revoke(lease)
+
+    def list_gateways(self) -> list[GatewayStatus]:
+        def read(view: _View) -> list[tuple[KeyValue, KeyValue | None, bool]]:
+            records = view.scan("gw/")
+            seen = {kv.key.rsplit(b"/", 1)[-1]: kv for kv in view.scan("seen/")}
+            alive = {kv.key.rsplit(b"/", 1)[-1] for kv in view.scan("alive/")}
+            out = []
+            for kv in records:
+                gid = kv.key.rsplit(b"/", 1)[-1]
+                out.append((kv, seen.get(gid), gid in alive))
+            return out
+
+        now = time.time()
+        statuses = []
+        for kv, seen, alive in self._read(read):
+            last_seen, ttl = 0.0, 0.0
+            if seen is not None:
+                info = json.loads(seen.value)
+                last_seen, ttl = float(info["last_seen"]), float(info["ttl"])
+            statuses.append(
+                GatewayStatus(
+                    gateway=load_as(GatewayRecord, kv.value),
+                    last_seen=datetime.fromtimestamp(last_seen, UTC),
+                    ttl_seconds=ttl,
+                    healthy=alive and seen is not None and now - last_seen < ttl,
+                )
+            )
+        return statuses
+
+    def remove_gateway(self, gateway_id: str) -> None:
+        def build(tx: _Tx) -> None:
+            if tx.get(f"gw/{gateway_id}") is None:
+                raise NotFound(f"gateway {gateway_id!r} not found")
+            tx.delete(f"gw/{gateway_id}")
+            tx.delete(f"seen/{gateway_id}")
+            tx.delete(f"alive/{gateway_id}")
+            tx.change("gateway", gateway_id, "delete")
+
+        self._write(build)
+        with self._leases_lock:
+            held = self._leases.pop(gateway_id, None)
+        if held is not None:
+            self._revoke_quietly(held[0])
+
+    # --- revision and change feed ---------------------------------------------------------
+
+    def revision(self) -> int:
+        return self._read(lambda v: v.meta()[0])
+
+    def changes_since(self, revision: int) -> list[Change]:
+        def read(view: _View) -> list[Change]:
+            current, compacted, _ = view.meta()
+            if revision < compacted:
+                raise Compacted(
+                    f"changes after revision {revision} were compacted (the feed starts after"
+                    f" {compacted}); reload a snapshot"
+                )
+            if revision > current:
+                raise Compacted(
+                    f"revision {revision} is ahead of the store ({current}); reload a snapshot"
+                )
+            start = view.key(_chg(revision + 1))
+            try:
+                _, kvs = view.client.range(start, prefix_end(view.key("chg/")), revision=view.at)
+            except EtcdError as exc:
+                if exc.compacted:
+                    raise _Retry from None
+                raise
+            changes = []
+            for kv in kvs:
+                rev = int(kv.key.rsplit(b"/", 1)[-1])
+                for kind, key, op, data in json.loads(kv.value):
+                    record = None if data is None else loads(kind, data)
+                    changes.append(Change(revision=rev, kind=kind, key=key, op=op, record=record))
+            return changes
+
+        return self._read(read)
+
+    def wait_for_change(self, revision: int, timeout: float) -> int:
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._start_watcher()
+        current = self.revision()
+        while current <= revision:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._known > revision or self._closed,
+                    min(remaining, 2.0 if self._watching else 0.25),
+                )
+                known = self._known
+            self._check_open()
+            if known > revision:
+                return known
+            current = self.revision()
+        return current
+
+    def compact(self, revision: int) -> None:
+        def build(tx: _Tx) -> None:
+            current = tx.revision - 1
+            if revision > current:
+                raise ValueError(f"cannot compact to {revision}: the store is at {current}")
+            if revision > tx.compacted:
+                tx.ops += self._trim_ops(tx, revision)
+
+        self._write(build)
+
+    def snapshot(self) -> Snapshot:
+        def read(view: _View) -> Snapshot:
+            revision = view.meta()[0]
+            shares = [load_as(ShareRecord, kv.value) for kv in view.scan("share/")]
+            rules = [load_as(RuleRecord, kv.value) for kv in view.scan("rule/")]
+            instances = [load_as(InstanceRecord, kv.value) for kv in view.scan("inst/")]
+            return Snapshot(
+                revision=revision,
+                shares=tuple(sorted(shares, key=lambda s: s.name)),
+                rules=tuple(sorted(rules, key=lambda r: (r.share_id, r.created_at, r.id))),
+                instances=tuple(sorted(instances, key=lambda i: i.uuid)),
+            )
+
+        return self._read(read)
+
+    # --- the watch ------------------------------------------------------------------------
+
+    def _publish(self, revision: int) -> None:
+        with self._cond:
+            if revision > self._known:
+                self._known = revision
+                self._cond.notify_all()
+
+    def _start_watcher(self) -> None:
+        with self._cond:
+            if self._watcher is not None or self._closed:
+                return
+            self._watcher = threading.Thread(
+                target=self._watch_loop, name=f"etcd-watch {self.label}", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        key = self._prefix + _REV.encode()
+        resume = 0  # the etcd revision to resume from; 0: read meta/rev first
+        pause = 0.1
+        while not self._stop.is_set():
+            self._watch_open.wait()
+            if self._stop.is_set():
+                return
+            try:
+                if not resume:
+                    at, kvs = self._client.range(key)
+                    self._publish(int(kvs[0].value) if kvs else 0)
+                    resume = at + 1
+                stream = self._client.watch(key, resume)
+                with self._cond:
+                    self._stream = stream
+                if self._stop.is_set() or not self._watch_open.is_set():
+                    stream.close()
+                    continue
+                for message in stream:
+                    if message.created:
+                        with self._cond:
+                            self._watching = True
+                        pause = 0.1
+                    if message.compact_revision:
+                        # etcd no longer has the revision we resume from: read afresh.
+                        log.info("store %s: watch resumes after compaction at %d (resync)",
+                                 self.label, message.compact_revision)  # fmt: skip
+                        self.watch_resyncs += 1
+                        resume = 0
+                        break
+                    if message.canceled:
+                        resume = 0
+                        break
+                    for event in message.events:
+                        resume = event.revision + 1
+                        if event.kind == "put":
+                            self._publish(int(event.value))
+            except (EtcdUnavailable, EtcdError, OSError, ValueError) as exc:
+                log.debug("store %s: watch: %s", self.label, exc)
+            finally:
+                with self._cond:
+                    was = self._watching
+                    self._watching = False
+                    self._stream = None
+            if self._stop.is_set():
+                return
+            self.watch_reconnects += 1
+            if was:
+                log.warning("store %s: watch lost; reconnecting", self.label)
+            self._stop.wait(pause)
+            pause = min(pause * 2, 2.0)
+
+    def pause_watch(self) -> None:
+        """Drop the watch and hold off reconnecting until :meth:`resume_watch` (tests: it
+        lets a test change and compact etcd while this store is not watching)."""
+        self._watch_open.clear()
+        with self._cond:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def resume_watch(self) -> None:
+        self._watch_open.set()
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watch is established right now."""
+        with self._cond:
+            return self._watching
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            self._watch_open.set()
+            stream = self._stream
+            self._cond.notify_all()
+        if stream is not None:
+            stream.close()
+        with self._leases_lock:
+            leases = [lease for lease, _ in self._leases.values()]
+            self._leases.clear()
+        for lease in leases:
+            self._revoke_quietly(lease)
+        if self._watcher is not None:
+            self._watcher.join(timeout=5.0)
+        self._client.close()
