@@ -20,7 +20,8 @@ DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
 
 _store_option = click.option(
     "--store", default=DEFAULT_STORE, envvar="VSHARE_STORE", show_default=True, metavar="URI",
-    help="The control-plane store [env VSHARE_STORE]: sqlite:///path/state.db.",
+    help="The control-plane store [env VSHARE_STORE]: sqlite:///path/state.db, or"
+    " etcd://host:2379[,host:2379...][/prefix] for a fleet.",
 )  # fmt: skip
 
 

@@ -97,7 +97,8 @@ async def run_gateway(
                    "hvsock:///vm.sock (repeatable; default port 564).")  # fmt: skip
 @click.option("--backend", metavar="URI", help="posix:/srv/volume")
 @click.option("--store", metavar="URI",
-              help="sqlite:///path/state.db: serve the control plane's shares, live.")  # fmt: skip
+              help="sqlite:///path/state.db or etcd://host:2379[,host:2379...]: serve the "
+                   "control plane's shares, live.")  # fmt: skip
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A gateway.toml; flags override it.")  # fmt: skip
