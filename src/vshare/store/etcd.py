@@ -897,6 +897,13 @@ class EtcdStore(Store):
         self._watch_open.set()
 
     @property
+    def seen_revision(self) -> int:
+        """The highest store revision this object has seen (from its watch or its own
+        writes), without asking etcd."""
+        with self._cond:
+            return self._known
+
+    @property
     def watching(self) -> bool:
         """Whether the watch is established right now."""
         with self._cond:

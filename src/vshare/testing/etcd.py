@@ -60,6 +60,7 @@ class EtcdServer:
         binary: the etcd executable (default: :func:`etcd_binary`).
         startup_timeout: seconds to wait for ``/health`` before giving up.
         extra_args: more etcd flags.
+        client_port: the client port (default: a free one).
 
     Raises (on start):
         RuntimeError: no etcd binary, or it did not become healthy (with its log's tail).
@@ -71,11 +72,12 @@ class EtcdServer:
         binary: str | None = None,
         startup_timeout: float = 20.0,
         extra_args: tuple[str, ...] = (),
+        client_port: int = 0,
     ) -> None:
         self.binary = binary or etcd_binary()
         self.startup_timeout = startup_timeout
         self.extra_args = extra_args
-        self.client_port = 0
+        self.client_port = client_port
         self.peer_port = 0
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -121,7 +123,8 @@ class EtcdServer:
             raise RuntimeError("etcd is already running")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="vshare-etcd-"))
-            self.client_port, self.peer_port = free_port(), free_port()
+            self.client_port = self.client_port or free_port()
+            self.peer_port = free_port()
             while self.peer_port == self.client_port:
                 self.peer_port = free_port()
         client = f"http://127.0.0.1:{self.client_port}"
