@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -527,3 +527,80 @@ def test_operation_latencies(store: Store, capsys: pytest.CaptureFixture[str]) -
     with capsys.disabled():
         print("\netcd store, median ms:", {k: round(v, 2) for k, v in figures.items()})
     assert all(v < 250 for v in figures.values()), figures
+
+
+# --- a gateway losing etcd -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gateway_serves_through_the_grace_then_fails_closed(
+    own_etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A StoreFollower (what ``vshare gateway run --store etcd://...`` runs) keeps the shares
+    it knows while etcd is gone, for the grace period, then serves none; when etcd is back
+    it serves the store's shares again. Logs and metrics say so."""
+    import anyio
+    from prometheus_client import CollectorRegistry
+
+    from vshare.gateway.config import Share
+    from vshare.gateway.follow import StoreFollower
+    from vshare.gateway.instances import InstanceTable
+    from vshare.store import ShareStatus
+
+    caplog.set_level(logging.INFO, logger="vshare.gateway")
+    backend = "posix:/srv/vol"
+    store = EtcdStore([own_etcd.endpoint], prefix=prefix)
+    store.create_share(make_share("alpha", status=ShareStatus.AVAILABLE, backend=backend))
+    served: list[tuple[float, list[str]]] = []
+    registry = CollectorRegistry()
+    grace = 2.0
+
+    def apply_shares(shares: Sequence[Share]) -> None:
+        served.append((time.monotonic(), [s.name for s in shares]))
+
+    def metric(name: str) -> float | None:
+        return registry.get_sample_value(name)
+
+    follower = StoreFollower(
+        store, backend=backend, apply_shares=apply_shares, instances=InstanceTable(),
+        gateway_id="hv-1", ttl=3.0, grace=grace, registry=registry,
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        await follower.load()
+        assert served[-1][1] == ["alpha"]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.run)
+            await anyio.sleep(0.3)
+            assert metric("vshare_store_up") == 1
+            own_etcd.stop()
+            lost = time.monotonic()
+            with anyio.fail_after(grace + 6):
+                while not follower.failed_closed:
+                    await anyio.sleep(0.05)
+            closed_at, names = served[-1]
+            assert names == []
+            # The grace runs from the store's last answer (at most ~1 s before etcd went:
+            # the follower waits one second at a time); retries are 1 s apart.
+            assert grace <= closed_at - follower.last_contact < grace + 1.5
+            assert closed_at - lost >= grace - 1.2
+            assert all(n == ["alpha"] for t, n in served if t < closed_at)
+            assert metric("vshare_store_up") == 0
+            assert metric("vshare_store_failed_closed") == 1
+            await anyio.to_thread.run_sync(own_etcd.start)
+            with anyio.fail_after(10):
+                while follower.failed_closed:
+                    await anyio.sleep(0.05)
+            assert served[-1][1] == ["alpha"]
+            assert metric("vshare_store_up") == 1
+            assert metric("vshare_store_failed_closed") == 0
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(scenario)
+    finally:
+        store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("store unreachable" in m and f"up to {grace:g} s" in m for m in messages)
+    assert any("failing closed" in m for m in messages)
+    assert any("serving again" in m for m in messages)

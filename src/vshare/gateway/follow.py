@@ -15,16 +15,25 @@ gateway then marks them ``deleted``. Several gateways may race to move a rule: e
 update names the revision it saw, and losing the race (``Conflict``) is fine.
 
 A second task heartbeats every ``ttl / 3`` seconds so ``vshare gateway list`` shows it.
+
+Losing the store (etcd unreachable, the database locked): the gateway keeps serving the
+shares and rules it last applied for ``grace`` seconds (default 60), then **fails closed**:
+it serves no shares (sessions are cut, attaches refused) until the store answers again,
+when it reloads a full snapshot. Both transitions are logged once, and, given a metrics
+registry, shown as ``vshare_store_up`` (0/1), ``vshare_store_failed_closed`` (0/1) and
+``vshare_store_revision``.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import anyio
+from prometheus_client import CollectorRegistry, Gauge
 
 from vshare import __version__
 from vshare.gateway.config import Share
@@ -90,6 +99,8 @@ class StoreFollower:
         gateway_id: str | None = None,
         addresses: Sequence[str] = (),
         ttl: float = 10.0,
+        grace: float = 60.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -98,8 +109,26 @@ class StoreFollower:
         self.gateway_id = gateway_id or socket.gethostname()
         self.addresses = tuple(addresses)
         self.ttl = ttl
+        self.grace = grace
         self.revision = -1
         self.applied = anyio.Event()  # set after the first snapshot is applied
+        self.failed_closed = False
+        self._contact = time.monotonic()  # the last time the store answered
+        self._outage = False
+        self._up: Gauge | None = None
+        self._closed: Gauge | None = None
+        self._revision: Gauge | None = None
+        if registry is not None:
+            self._up = Gauge("vshare_store_up", "1 while the store answers", registry=registry)
+            self._closed = Gauge(
+                "vshare_store_failed_closed",
+                "1 while no shares are served: the store has been lost for longer than the grace",
+                registry=registry,
+            )
+            self._revision = Gauge(
+                "vshare_store_revision", "The store revision the gateway serves", registry=registry
+            )
+            self._up.set(1)
 
     async def load(self) -> None:
         """Read and apply the store's current state once (before serving).
@@ -117,17 +146,53 @@ class StoreFollower:
                 try:
                     await self._step()
                 except StoreError as exc:
-                    log.warning("gateway: store: %s (retrying)", exc)
+                    self._lost(exc)
                     await anyio.sleep(1.0)
 
     async def _step(self) -> None:
         if self.revision >= 0:
             seen = await anyio.to_thread.run_sync(self.store.wait_for_change, self.revision, 1.0)
+            self._reached()
             if seen <= self.revision:
                 return
         snapshot = await anyio.to_thread.run_sync(self.store.snapshot)
+        self._reached()
         self.apply(snapshot)
         await anyio.to_thread.run_sync(self._settle_rules, snapshot)
+
+    @property
+    def last_contact(self) -> float:
+        """When the store last answered (``time.monotonic()``): the grace runs from here."""
+        return self._contact
+
+    def _reached(self) -> None:
+        """The store answered."""
+        self._contact = time.monotonic()
+        if self._outage:
+            self._outage = False
+            log.warning("gateway: store is back")
+            if self._up is not None:
+                self._up.set(1)
+
+    def _lost(self, exc: StoreError) -> None:
+        """The store did not answer: keep serving for the grace period, then fail closed."""
+        down = time.monotonic() - self._contact
+        if not self._outage:
+            self._outage = True
+            log.warning("gateway: store unreachable: %s; serving the rules known at revision"
+                        " %d for up to %g s", exc, self.revision, self.grace)  # fmt: skip
+            if self._up is not None:
+                self._up.set(0)
+        else:
+            log.debug("gateway: store: %s (retrying)", exc)
+        if down >= self.grace and not self.failed_closed:
+            log.error("gateway: store unreachable for %.0f s: failing closed (serving no shares"
+                      " until it is back)", down)  # fmt: skip
+            self.failed_closed = True
+            self.apply_shares([])
+            self.revision = -1  # the next answer reloads a full snapshot
+            if self._closed is not None:
+                self._closed.set(1)
 
     def apply(self, snapshot: Snapshot) -> None:
         """Serve what the snapshot says (on the event loop)."""
@@ -138,7 +203,14 @@ class StoreFollower:
         if self.revision < 0:
             log.info("gateway: following the store from revision %d: %d shares, %d instances",
                      snapshot.revision, len(shares), len(snapshot.instances))  # fmt: skip
+        if self.failed_closed:
+            self.failed_closed = False
+            log.warning("gateway: serving again from store revision %d", snapshot.revision)
+            if self._closed is not None:
+                self._closed.set(0)
         self.revision = snapshot.revision
+        if self._revision is not None:
+            self._revision.set(snapshot.revision)
         self.applied.set()
 
     def _settle_rules(self, snapshot: Snapshot) -> None:
