@@ -297,6 +297,10 @@ def test_follower_misses_nothing_across_etcd_restarts(own_etcd: EtcdServer, pref
             latency = _latencies(follower, after)
             assert max(latency) < 0.5, latency
             assert follower.outages >= 1  # it did see etcd go away
+            figures = sorted(_latencies(follower, steady) + latency)
+            median = statistics.median(figures) * 1000
+            print(f"\netcd follower: write → seen, ms: median {median:.1f},"
+                  f" max {figures[-1] * 1000:.1f} (n={len(figures)})")  # fmt: skip
     finally:
         follow.close()
         write.close()
@@ -604,3 +608,101 @@ def test_gateway_serves_through_the_grace_then_fails_closed(
     assert any("store unreachable" in m and f"up to {grace:g} s" in m for m in messages)
     assert any("failing closed" in m for m in messages)
     assert any("serving again" in m for m in messages)
+
+
+# --- a fleet: two gateways following one etcd --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_gateways_follow_one_etcd_live(
+    etcd: EtcdServer, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two gateways (each its own EtcdStore, as on two hypervisors) and a control plane
+    writing through a third: a new rule opens the share on both within a second, a deny
+    closes it on both, and both are listed healthy."""
+    import errno
+
+    import anyio
+
+    from vshare.backend.posix import PosixBackend
+    from vshare.client import open_client
+    from vshare.gateway.config import GatewayConfig
+    from vshare.gateway.follow import StoreFollower
+    from vshare.gateway.server import Gateway
+    from vshare.store import ShareStatus
+    from vshare.testing.store_conformance import make_rule
+
+    volume = tmp_path / "vol"
+    (volume / "shares" / "docs").mkdir(parents=True)
+    backend_uri = f"posix:{volume}"
+    control = EtcdStore([etcd.endpoint], prefix=prefix)
+    share = control.create_share(
+        make_share("docs", status=ShareStatus.AVAILABLE, backend=backend_uri, path="shares/docs")
+    )
+    delays: dict[str, list[float]] = {"allow": [], "deny": []}
+
+    async def attach_ok(uri: str) -> bool:
+        try:
+            async with open_client(uri, 65536) as client:
+                await client.attach("docs")
+        except OSError as exc:
+            assert exc.errno in (errno.EACCES, errno.ENOENT), exc
+            return False
+        return True
+
+    async def scenario() -> None:
+        stores, uris = [], []
+        async with anyio.create_task_group() as tg:
+            for n in range(2):
+                store = EtcdStore([etcd.endpoint], prefix=prefix)
+                stores.append(store)
+                gateway = Gateway(GatewayConfig(backend=backend_uri, store="etcd://x:1"),
+                                  PosixBackend(str(volume)))  # fmt: skip
+                follower = StoreFollower(
+                    store, backend=backend_uri, apply_shares=gateway.set_shares,
+                    instances=gateway.instances, gateway_id=f"hv-{n}", ttl=3.0,
+                )  # fmt: skip
+                await follower.load()
+                sock = tmp_path / f"gw{n}.sock"
+                await tg.start(gateway.serve, [f"unix://{sock}"])
+                tg.start_soon(follower.run)
+                uris.append(f"unix://{sock}")
+            try:
+                for uri in uris:
+                    assert not await attach_ok(uri)
+                for _ in range(3):
+                    rule = await anyio.to_thread.run_sync(
+                        control.add_rule,
+                        make_rule(share.id, str(os.getuid()), access_type="user"),
+                    )
+                    start = time.monotonic()
+                    with anyio.fail_after(5):
+                        for uri in uris:
+                            while not await attach_ok(uri):
+                                await anyio.sleep(0.01)
+                    delays["allow"].append(time.monotonic() - start)
+                    await anyio.to_thread.run_sync(control.delete_rule, rule.id)
+                    start = time.monotonic()
+                    with anyio.fail_after(5):
+                        for uri in uris:
+                            while await attach_ok(uri):
+                                await anyio.sleep(0.01)
+                    delays["deny"].append(time.monotonic() - start)
+                listed = await anyio.to_thread.run_sync(control.list_gateways)
+                assert [(g.gateway.id, g.healthy) for g in listed] == [
+                    ("hv-0", True), ("hv-1", True),
+                ]  # fmt: skip
+            finally:
+                tg.cancel_scope.cancel()
+        for store in stores:
+            store.close()
+
+    try:
+        anyio.run(scenario)
+    finally:
+        control.close()
+    with capsys.disabled():
+        print("\netcd fleet: rule change → both gateways enforce, s:",
+              {k: [round(d, 3) for d in v] for k, v in delays.items()})  # fmt: skip
+    assert max(delays["allow"]) < 1.0, delays
+    assert max(delays["deny"]) < 1.0, delays
