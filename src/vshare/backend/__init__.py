@@ -1,7 +1,8 @@
 """Storage backends: a handle-based interface in the shape of 9P2000.L.
 
 :func:`open_backend` turns a backend URI into a :class:`~vshare.backend.base.Backend`:
-``posix:/srv/volume`` (any directory: a local disk, a kernel-mounted CephFS/NFS/GlusterFS).
+``posix:/srv/volume`` (any directory: a local disk, a kernel-mounted CephFS/NFS/GlusterFS) or
+``gluster://HOST[:PORT]/VOLUME`` (a GlusterFS volume through libgfapi, no mount).
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ def open_backend(uri: str) -> Backend:
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or not rest:
-        raise ValueError(f"backend {uri!r}: expected posix:/path/to/volume")
+        raise ValueError(
+            f"backend {uri!r}: expected posix:/path/to/volume or gluster://HOST/VOLUME"
+        )
     if scheme == "posix":
         from vshare.backend.posix import PosixBackend
 
         return PosixBackend(rest[2:] if rest.startswith("//") else rest)
-    raise ValueError(f"backend {uri!r}: unknown scheme {scheme!r} (known: posix)")
+    if scheme == "gluster":
+        from vshare.backend.gluster import GlusterBackend
+
+        return GlusterBackend(uri)
+    raise ValueError(f"backend {uri!r}: unknown scheme {scheme!r} (known: posix, gluster)")
 
 
 __all__ = ["Backend", "open_backend"]

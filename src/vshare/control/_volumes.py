@@ -29,7 +29,10 @@ def parse_volume(text: str) -> tuple[str, str]:
     """
     name, sep, uri = text.partition("=")
     if not sep or not uri:
-        raise ValueError(f"volume {text!r}: expected NAME=URI, e.g. default=posix:/srv/volume")
+        raise ValueError(
+            f"volume {text!r}: expected NAME=URI, e.g. default=posix:/srv/volume or"
+            " default=gluster://gluster1/vol"
+        )
     _check(name, uri)
     return name, uri
 
@@ -42,7 +45,16 @@ def _check(name: str, uri: str) -> None:
         )
     scheme, sep, rest = uri.partition(":")
     if not sep or not scheme or not rest:
-        raise ValueError(f"volume {name}: {uri!r} is not a backend URI (posix:/path)")
+        raise ValueError(
+            f"volume {name}: {uri!r} is not a backend URI (posix:/path, gluster://host/volume)"
+        )
+    if scheme == "gluster":  # malformed ones fail here, not when a share is first made
+        from vshare.backend.gluster import parse_uri
+
+        try:
+            parse_uri(uri)
+        except ValueError as exc:
+            raise ValueError(f"volume {name}: {exc}") from None
 
 
 class Volumes(Mapping[str, str]):

@@ -1,0 +1,572 @@
+"""A typed ctypes binding to libgfapi (glusterfs 10): exactly the calls the gluster backend uses.
+
+Prototypes are those of glusterfs >= 6.0 (``api/src/glfs.h``, ``glfs-handles.h``); the
+symbols resolved by ``dlsym`` are the default versions (``glfs_pread@@GFAPI_6.0``, ...),
+whose signatures changed in 6.0: ``glfs_pread``/``glfs_pwrite``/``glfs_fsync``/
+``glfs_fdatasync``/``glfs_ftruncate`` take ``struct glfs_stat`` pointers (NULL here) that the
+PyPI ``gfapi`` 1.2 bindings do not pass, which is why those crash on glusterfs 10.
+
+Rules:
+
+- Pointers (``glfs_t *``, ``glfs_object *``, ``glfs_fd_t *``) are plain ``int`` addresses;
+  a NULL result becomes an :class:`OSError` with gfapi's errno (EIO when it left none), and
+  nothing here accepts 0 for a pointer (a NULL parent would mean "the volume root" to
+  ``glfs_h_lookupat``): :func:`_ptr` refuses it with EBADF.
+- Every other failure is an ``OSError`` carrying gfapi's errno; integers are range-checked
+  before they reach C (ctypes truncates silently).
+- Calls block the calling thread (gfapi waits for the network); ctypes releases the GIL.
+- ``struct stat``/``struct statvfs``/``struct dirent`` are declared for 64-bit Linux with
+  glibc, x86_64 and aarch64 layouts (the two this project runs on).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import threading
+from typing import Any, Final
+
+__all__ = [
+    "HANDLE_LENGTH",
+    "SET_ATTR_ATIME",
+    "SET_ATTR_GID",
+    "SET_ATTR_MODE",
+    "SET_ATTR_MTIME",
+    "SET_ATTR_SIZE",
+    "SET_ATTR_UID",
+    "Dirent",
+    "Stat",
+    "StatVfs",
+    "Timespec",
+    "close",
+    "closedir",
+    "fdatasync",
+    "fini",
+    "fs_new",
+    "fstat",
+    "fsync",
+    "h_close",
+    "h_creat",
+    "h_extract_handle",
+    "h_getxattr",
+    "h_link",
+    "h_listxattr",
+    "h_lookupat",
+    "h_lookupat_root",
+    "h_mkdir",
+    "h_mknod",
+    "h_open",
+    "h_opendir",
+    "h_readlink",
+    "h_removexattr",
+    "h_rename",
+    "h_setattrs",
+    "h_setxattr",
+    "h_stat",
+    "h_statfs",
+    "h_symlink",
+    "h_truncate",
+    "h_unlink",
+    "init",
+    "load",
+    "object_copy",
+    "pread",
+    "pwrite",
+    "readdirplus",
+    "seekdir",
+    "set_logging",
+    "set_volfile_server",
+]
+
+#: ``glfs_h_setattrs`` valid bits (glfs-handles.h).
+SET_ATTR_MODE: Final = 0x1
+SET_ATTR_UID: Final = 0x2
+SET_ATTR_GID: Final = 0x4
+SET_ATTR_SIZE: Final = 0x8
+SET_ATTR_ATIME: Final = 0x10
+SET_ATTR_MTIME: Final = 0x20
+#: The length of a handle from ``glfs_h_extract_handle``: the object's gfid.
+HANDLE_LENGTH: Final = 16
+
+_INT64_MAX: Final = (1 << 63) - 1
+_UINT32_MAX: Final = (1 << 32) - 1
+_XATTR_BUF: Final = 4096
+_READLINK_BUF: Final = 4096
+
+if ctypes.sizeof(ctypes.c_void_p) != 8:  # pragma: no cover - 32-bit hosts are not supported
+    raise ImportError("vshare.backend._gfapi needs a 64-bit Linux")
+
+
+class Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_long))
+
+
+if platform.machine() == "aarch64":  # pragma: no cover - the generic 64-bit layout
+
+    class Stat(ctypes.Structure):
+        """``struct stat`` of aarch64 glibc."""
+
+        _fields_ = (
+            ("st_dev", ctypes.c_uint64),
+            ("st_ino", ctypes.c_uint64),
+            ("st_mode", ctypes.c_uint32),
+            ("st_nlink", ctypes.c_uint32),
+            ("st_uid", ctypes.c_uint32),
+            ("st_gid", ctypes.c_uint32),
+            ("st_rdev", ctypes.c_uint64),
+            ("_pad1", ctypes.c_uint64),
+            ("st_size", ctypes.c_int64),
+            ("st_blksize", ctypes.c_int32),
+            ("_pad2", ctypes.c_int32),
+            ("st_blocks", ctypes.c_int64),
+            ("st_atim", Timespec),
+            ("st_mtim", Timespec),
+            ("st_ctim", Timespec),
+            ("_unused", ctypes.c_int32 * 2),
+        )
+
+else:
+
+    class Stat(ctypes.Structure):  # type: ignore[no-redef]
+        """``struct stat`` of x86_64 glibc."""
+
+        _fields_ = (
+            ("st_dev", ctypes.c_uint64),
+            ("st_ino", ctypes.c_uint64),
+            ("st_nlink", ctypes.c_uint64),
+            ("st_mode", ctypes.c_uint32),
+            ("st_uid", ctypes.c_uint32),
+            ("st_gid", ctypes.c_uint32),
+            ("_pad0", ctypes.c_int32),
+            ("st_rdev", ctypes.c_uint64),
+            ("st_size", ctypes.c_int64),
+            ("st_blksize", ctypes.c_int64),
+            ("st_blocks", ctypes.c_int64),
+            ("st_atim", Timespec),
+            ("st_mtim", Timespec),
+            ("st_ctim", Timespec),
+            ("_reserved", ctypes.c_int64 * 3),
+        )
+
+
+class StatVfs(ctypes.Structure):
+    """``struct statvfs`` of 64-bit glibc."""
+
+    _fields_ = (
+        ("f_bsize", ctypes.c_ulong),
+        ("f_frsize", ctypes.c_ulong),
+        ("f_blocks", ctypes.c_uint64),
+        ("f_bfree", ctypes.c_uint64),
+        ("f_bavail", ctypes.c_uint64),
+        ("f_files", ctypes.c_uint64),
+        ("f_ffree", ctypes.c_uint64),
+        ("f_favail", ctypes.c_uint64),
+        ("f_fsid", ctypes.c_ulong),
+        ("f_flag", ctypes.c_ulong),
+        ("f_namemax", ctypes.c_ulong),
+        ("_spare", ctypes.c_int * 6),
+    )
+
+
+class Dirent(ctypes.Structure):
+    """``struct dirent`` of 64-bit glibc."""
+
+    _fields_ = (
+        ("d_ino", ctypes.c_uint64),
+        ("d_off", ctypes.c_int64),
+        ("d_reclen", ctypes.c_uint16),
+        ("d_type", ctypes.c_uint8),
+        ("d_name", ctypes.c_char * 256),
+    )
+
+
+_P = ctypes.c_void_p
+_S = ctypes.c_char_p
+_INT = ctypes.c_int
+_SIZE = ctypes.c_size_t
+_SSIZE = ctypes.c_ssize_t
+_OFF = ctypes.c_int64
+_STAT_P = ctypes.POINTER(Stat)
+
+# name: (restype, argtypes). The glusterfs 10 prototypes.
+_PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
+    "glfs_new": (_P, (_S,)),
+    "glfs_set_volfile_server": (_INT, (_P, _S, _S, _INT)),
+    "glfs_set_logging": (_INT, (_P, _S, _INT)),
+    "glfs_init": (_INT, (_P,)),
+    "glfs_fini": (_INT, (_P,)),
+    # struct glfs_object *glfs_h_lookupat(fs, parent, path, struct stat *, int follow)
+    "glfs_h_lookupat": (_P, (_P, _P, _S, _STAT_P, _INT)),
+    "glfs_h_creat": (_P, (_P, _P, _S, _INT, ctypes.c_uint32, _STAT_P)),
+    "glfs_h_mkdir": (_P, (_P, _P, _S, ctypes.c_uint32, _STAT_P)),
+    "glfs_h_mknod": (_P, (_P, _P, _S, ctypes.c_uint32, ctypes.c_uint64, _STAT_P)),
+    "glfs_h_symlink": (_P, (_P, _P, _S, _S, _STAT_P)),
+    "glfs_h_unlink": (_INT, (_P, _P, _S)),
+    "glfs_h_close": (_INT, (_P,)),
+    "glfs_h_truncate": (_INT, (_P, _P, _OFF)),
+    "glfs_h_stat": (_INT, (_P, _P, _STAT_P)),
+    "glfs_h_statfs": (_INT, (_P, _P, ctypes.POINTER(StatVfs))),
+    "glfs_h_getxattrs": (_INT, (_P, _P, _S, _P, _SIZE)),
+    "glfs_h_setattrs": (_INT, (_P, _P, _STAT_P, _INT)),
+    "glfs_h_setxattrs": (_INT, (_P, _P, _S, _P, _SIZE, _INT)),
+    "glfs_h_removexattrs": (_INT, (_P, _P, _S)),
+    "glfs_h_readlink": (_INT, (_P, _P, _P, _SIZE)),
+    # int glfs_h_link(fs, struct glfs_object *linktgt, struct glfs_object *parent, name)
+    "glfs_h_link": (_INT, (_P, _P, _P, _S)),
+    "glfs_h_rename": (_INT, (_P, _P, _S, _P, _S)),
+    "glfs_h_extract_handle": (_SSIZE, (_P, _P, _INT)),
+    "glfs_h_open": (_P, (_P, _P, _INT)),
+    "glfs_h_opendir": (_P, (_P, _P)),
+    "glfs_object_copy": (_P, (_P,)),
+    "glfs_close": (_INT, (_P,)),
+    "glfs_fstat": (_INT, (_P, _STAT_P)),
+    "glfs_closedir": (_INT, (_P,)),
+    # ssize_t glfs_pread(fd, buf, count, offset, flags, struct glfs_stat *post)   (6.0)
+    "glfs_pread": (_SSIZE, (_P, _P, _SIZE, _OFF, _INT, _P)),
+    # ssize_t glfs_pwrite(fd, buf, count, offset, flags, *prestat, *poststat)     (6.0)
+    "glfs_pwrite": (_SSIZE, (_P, _P, _SIZE, _OFF, _INT, _P, _P)),
+    # int glfs_fsync(fd, *prestat, *poststat), glfs_fdatasync likewise           (6.0)
+    "glfs_fsync": (_INT, (_P, _P, _P)),
+    "glfs_fdatasync": (_INT, (_P, _P, _P)),
+    # int glfs_readdirplus_r(fd, struct stat *, struct dirent *, struct dirent **res)
+    "glfs_readdirplus_r": (_INT, (_P, _STAT_P, ctypes.POINTER(Dirent), ctypes.POINTER(_P))),
+    "glfs_seekdir": (None, (_P, ctypes.c_long)),
+}
+
+_lib_lock = threading.Lock()
+_lib: Any = None
+
+
+def load() -> Any:
+    """The loaded library with its prototypes set (once).
+
+    Raises:
+        OSError(ENOENT): libgfapi is not installed (Debian ``libgfapi0``).
+    """
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            try:
+                lib = ctypes.CDLL("libgfapi.so.0", use_errno=True)
+            except OSError as exc:
+                raise OSError(errno.ENOENT, f"libgfapi.so.0: {exc} (Debian libgfapi0)") from exc
+            for name, (restype, argtypes) in _PROTOTYPES.items():
+                func = getattr(lib, name)
+                func.restype = restype
+                func.argtypes = argtypes
+            _lib = lib
+        return _lib
+
+
+def _error(code: int | None = None) -> OSError:
+    if code is None:
+        code = ctypes.get_errno() or errno.EIO
+    return OSError(code, os.strerror(code))
+
+
+def _check(ret: int) -> int:
+    if ret < 0:
+        raise _error()
+    return ret
+
+
+def _ptr(value: int | None) -> int:
+    """A non-NULL pointer, or EBADF (never hand NULL to gfapi: it can mean "the root")."""
+    if not value:
+        raise _error(errno.EBADF)
+    return value
+
+
+def _new(ptr: int | None) -> int:
+    """The pointer a constructor returned, or the OSError of its errno."""
+    if not ptr:
+        raise _error()
+    return ptr
+
+
+def _name(name: bytes) -> bytes:
+    if b"\0" in name:
+        raise _error(errno.EINVAL)
+    return name
+
+
+def _size(n: int) -> int:
+    if not 0 <= n <= _INT64_MAX:
+        raise _error(errno.EINVAL)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# the volume
+
+
+def fs_new(volume: str) -> int:
+    """``glfs_new(volume)``."""
+    ctypes.set_errno(0)
+    return _new(load().glfs_new(_name(volume.encode())))
+
+
+def set_volfile_server(fs: int, host: str, port: int, transport: str = "tcp") -> None:
+    if not 0 < port < 65536:
+        raise _error(errno.EINVAL)
+    _check(
+        load().glfs_set_volfile_server(
+            _ptr(fs), _name(transport.encode()), _name(host.encode()), port
+        )
+    )
+
+
+def set_logging(fs: int, path: str | None, level: int) -> None:
+    """``glfs_set_logging``; ``path`` None: gfapi's default log file."""
+    raw = None if path is None else _name(os.fsencode(path))
+    _check(load().glfs_set_logging(_ptr(fs), raw, level))
+
+
+def init(fs: int) -> None:
+    _check(load().glfs_init(_ptr(fs)))
+
+
+def fini(fs: int) -> None:
+    """``glfs_fini``: ~10 s on glusterfs 10. The pointer is invalid afterwards."""
+    _check(load().glfs_fini(_ptr(fs)))
+
+
+# ---------------------------------------------------------------------------------------------
+# handles
+
+
+def h_lookupat(fs: int, parent: int, name: bytes, *, follow: bool) -> tuple[int, Stat]:
+    """``glfs_h_lookupat(fs, parent, name, &st, follow)``: (object, its stat)."""
+    st = Stat()
+    obj = load().glfs_h_lookupat(_ptr(fs), _ptr(parent), _name(name), ctypes.byref(st), follow)
+    return _new(obj), st
+
+
+def h_lookupat_root(fs: int) -> tuple[int, Stat]:
+    """The volume root object: ``glfs_h_lookupat(fs, NULL, "/", &st, 0)``, the one call made
+    with a NULL parent (which gfapi reads as "from the root")."""
+    st = Stat()
+    obj = load().glfs_h_lookupat(_ptr(fs), None, b"/", ctypes.byref(st), 0)
+    return _new(obj), st
+
+
+def h_creat(fs: int, parent: int, name: bytes, flags: int, mode: int) -> tuple[int, Stat]:
+    st = Stat()
+    obj = load().glfs_h_creat(
+        _ptr(fs), _ptr(parent), _name(name), flags, mode & 0o7777, ctypes.byref(st)
+    )
+    return _new(obj), st
+
+
+def h_mkdir(fs: int, parent: int, name: bytes, mode: int) -> tuple[int, Stat]:
+    st = Stat()
+    obj = load().glfs_h_mkdir(_ptr(fs), _ptr(parent), _name(name), mode & 0o7777, ctypes.byref(st))
+    return _new(obj), st
+
+
+def h_mknod(fs: int, parent: int, name: bytes, mode: int, dev: int) -> tuple[int, Stat]:
+    if not 0 <= mode <= _UINT32_MAX or not 0 <= dev < 1 << 64:
+        raise _error(errno.EINVAL)
+    st = Stat()
+    obj = load().glfs_h_mknod(_ptr(fs), _ptr(parent), _name(name), mode, dev, ctypes.byref(st))
+    return _new(obj), st
+
+
+def h_symlink(fs: int, parent: int, name: bytes, target: bytes) -> tuple[int, Stat]:
+    st = Stat()
+    obj = load().glfs_h_symlink(
+        _ptr(fs), _ptr(parent), _name(name), _name(target), ctypes.byref(st)
+    )
+    return _new(obj), st
+
+
+def h_unlink(fs: int, parent: int, name: bytes) -> None:
+    """``glfs_h_unlink``: removes a file *or an empty directory* named ``name``."""
+    _check(load().glfs_h_unlink(_ptr(fs), _ptr(parent), _name(name)))
+
+
+def h_close(obj: int) -> None:
+    _check(load().glfs_h_close(_ptr(obj)))
+
+
+def object_copy(obj: int) -> int:
+    """``glfs_object_copy``: a second object on the same inode (closed separately)."""
+    ctypes.set_errno(0)
+    return _new(load().glfs_object_copy(_ptr(obj)))
+
+
+def h_truncate(fs: int, obj: int, size: int) -> None:
+    _check(load().glfs_h_truncate(_ptr(fs), _ptr(obj), _size(size)))
+
+
+def h_stat(fs: int, obj: int) -> Stat:
+    st = Stat()
+    _check(load().glfs_h_stat(_ptr(fs), _ptr(obj), ctypes.byref(st)))
+    return st
+
+
+def h_statfs(fs: int, obj: int) -> StatVfs:
+    st = StatVfs()
+    _check(load().glfs_h_statfs(_ptr(fs), _ptr(obj), ctypes.byref(st)))
+    return st
+
+
+def h_setattrs(fs: int, obj: int, st: Stat, valid: int) -> None:
+    _check(load().glfs_h_setattrs(_ptr(fs), _ptr(obj), ctypes.byref(st), valid))
+
+
+def _getxattrs(fs: int, obj: int, name: bytes | None) -> bytes:
+    """Value of ``name`` (None: the list of names), growing the buffer on ERANGE."""
+    lib = load()
+    size = _XATTR_BUF
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        ret = lib.glfs_h_getxattrs(_ptr(fs), _ptr(obj), name, buf, size)
+        if ret >= 0:
+            return buf.raw[:ret]
+        err = ctypes.get_errno() or errno.EIO
+        if err != errno.ERANGE:
+            raise _error(err)
+        needed = lib.glfs_h_getxattrs(_ptr(fs), _ptr(obj), name, None, 0)
+        if needed < 0:
+            raise _error()
+        if size >= 1 << 24:
+            raise _error(errno.E2BIG)
+        size = max(needed, size * 2)
+
+
+def h_getxattr(fs: int, obj: int, name: bytes) -> bytes:
+    return _getxattrs(fs, obj, _name(name))
+
+
+def h_listxattr(fs: int, obj: int) -> list[bytes]:
+    return [n for n in _getxattrs(fs, obj, None).split(b"\0") if n]
+
+
+def h_setxattr(fs: int, obj: int, name: bytes, value: bytes, flags: int) -> None:
+    _check(load().glfs_h_setxattrs(_ptr(fs), _ptr(obj), _name(name), value, len(value), flags))
+
+
+def h_removexattr(fs: int, obj: int, name: bytes) -> None:
+    _check(load().glfs_h_removexattrs(_ptr(fs), _ptr(obj), _name(name)))
+
+
+def h_readlink(fs: int, obj: int) -> bytes:
+    size = _READLINK_BUF
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = _check(load().glfs_h_readlink(_ptr(fs), _ptr(obj), buf, size))
+        if n < size:
+            return buf.raw[:n]
+        if size >= 1 << 20:
+            raise _error(errno.ENAMETOOLONG)
+        size *= 4
+
+
+def h_link(fs: int, target: int, parent: int, name: bytes) -> None:
+    """``glfs_h_link(fs, target, parent, name)``: ``parent/name`` becomes ``target``."""
+    _check(load().glfs_h_link(_ptr(fs), _ptr(target), _ptr(parent), _name(name)))
+
+
+def h_rename(fs: int, old_dir: int, old: bytes, new_dir: int, new: bytes) -> None:
+    _check(load().glfs_h_rename(_ptr(fs), _ptr(old_dir), _name(old), _ptr(new_dir), _name(new)))
+
+
+def h_extract_handle(obj: int) -> bytes:
+    """The object's 16-byte gfid."""
+    buf = ctypes.create_string_buffer(HANDLE_LENGTH)
+    n = _check(load().glfs_h_extract_handle(_ptr(obj), buf, HANDLE_LENGTH))
+    if n != HANDLE_LENGTH:
+        raise _error(errno.EIO)
+    return buf.raw
+
+
+def h_open(fs: int, obj: int, flags: int) -> int:
+    """``glfs_h_open``: regular files only (gfapi answers EISDIR/EINVAL otherwise)."""
+    ctypes.set_errno(0)
+    return _new(load().glfs_h_open(_ptr(fs), _ptr(obj), flags))
+
+
+def h_opendir(fs: int, obj: int) -> int:
+    ctypes.set_errno(0)
+    return _new(load().glfs_h_opendir(_ptr(fs), _ptr(obj)))
+
+
+# ---------------------------------------------------------------------------------------------
+# open files
+
+
+def close(fd: int) -> None:
+    _check(load().glfs_close(_ptr(fd)))
+
+
+def fstat(fd: int) -> Stat:
+    st = Stat()
+    _check(load().glfs_fstat(_ptr(fd), ctypes.byref(st)))
+    return st
+
+
+def closedir(fd: int) -> None:
+    _check(load().glfs_closedir(_ptr(fd)))
+
+
+def _address(buf: memoryview, *, writable: bool) -> tuple[Any, int]:
+    """(a ctypes object whose address is the buffer's first byte, its length). Zero copy
+    for writable buffers and whole ``bytes``; a read-only slice is copied once."""
+    if not buf.c_contiguous:
+        raise _error(errno.EINVAL)
+    n = buf.nbytes
+    if n == 0:
+        return None, 0
+    if not buf.readonly:
+        return (ctypes.c_char * n).from_buffer(buf.cast("B")), n
+    if writable:
+        raise _error(errno.EFAULT)
+    obj = buf.obj
+    if isinstance(obj, bytes) and len(obj) == n:
+        return obj, n
+    return ctypes.create_string_buffer(buf.tobytes(), n), n
+
+
+def pread(fd: int, buf: memoryview, offset: int) -> int:
+    """``glfs_pread(fd, buf, len, offset, 0, NULL)`` into ``buf``; bytes read."""
+    target, n = _address(buf, writable=True)
+    if n == 0:
+        return 0
+    return _check(load().glfs_pread(_ptr(fd), target, n, _size(offset), 0, None))
+
+
+def pwrite(fd: int, data: memoryview, offset: int) -> int:
+    """``glfs_pwrite(fd, data, len, offset, 0, NULL, NULL)``; bytes written."""
+    source, n = _address(data, writable=False)
+    if n == 0:
+        return 0
+    return _check(load().glfs_pwrite(_ptr(fd), source, n, _size(offset), 0, None, None))
+
+
+def fsync(fd: int) -> None:
+    _check(load().glfs_fsync(_ptr(fd), None, None))
+
+
+def fdatasync(fd: int) -> None:
+    _check(load().glfs_fdatasync(_ptr(fd), None, None))
+
+
+def seekdir(fd: int, offset: int) -> None:
+    """``glfs_seekdir``: the next :func:`readdirplus` starts after the entry whose
+    ``d_off`` is ``offset`` (0: from the start)."""
+    if not -(1 << 63) <= offset <= _INT64_MAX:
+        raise _error(errno.EINVAL)
+    load().glfs_seekdir(_ptr(fd), offset)
+
+
+def readdirplus(fd: int, dirent: Dirent, st: Stat) -> bool:
+    """``glfs_readdirplus_r`` into ``dirent``/``st``; False at the end of the directory."""
+    result = _P()
+    ret = load().glfs_readdirplus_r(_ptr(fd), ctypes.byref(st), ctypes.byref(dirent),
+                                    ctypes.byref(result))  # fmt: skip
+    if ret != 0:
+        raise _error(ret if ret > 0 else None)
+    return bool(result.value)

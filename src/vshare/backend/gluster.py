@@ -1,0 +1,966 @@
+"""The GlusterFS backend: a volume reached through libgfapi's handle API, no FUSE mount.
+
+``gluster://HOST[:PORT]/VOLUME`` (port 24007 by default: glusterd, where the volume file
+comes from); ``gluster://HOST/VOLUME/DIR`` makes directory DIR of the volume the backend's
+root, resolved at start like a share path (no symlinks, no ``..``). Shares are directories
+below it, as with :mod:`vshare.backend.posix`, whose design this mirrors with
+``glfs_object`` handles in place of ``O_PATH`` fds.
+
+Security argument — why no request can leave its share
+======================================================
+
+This is the one place where it is stated; the code below enforces it.
+
+1. **A handle is an object (a gfid), never a path.** Every :class:`GlusterNode` holds one
+   ``glfs_object *``; gfapi names it by its gfid and never resolves a path for it again.
+   Nothing here turns a node into a path, and nothing compares path strings.
+2. **Nodes come only from nodes.** The ways to get one:
+
+   - :meth:`GlusterBackend.open_root` walks the share path *one component at a time* from
+     the volume root object, each step a ``lookup`` that must find a directory.
+   - :meth:`~GlusterBackend.lookup` resolves *one checked name* in a directory node:
+     ``glfs_h_lookupat(fs, parent, name, &stat, follow=0)``. With ``follow=0`` a symlink is
+     returned as itself; with one component that is neither ``.``/``..`` nor empty and holds
+     no ``/``, gfapi can only look up an entry of ``parent`` (its resolver treats a leading
+     ``/`` as the volume root, ``..`` as the parent and ``""`` as ``parent`` itself: all
+     refused before gfapi sees them). Passing a stat buffer forces a real LOOKUP of the
+     name on the brick, so the answer is never a stale cached dentry.
+   - ``create``/``mkdir``/``symlink``/``mknod`` use ``glfs_h_creat``/``_mkdir``/``_symlink``/
+     ``_mknod`` on the parent object, which return the new object itself (no second lookup).
+   - :meth:`~GlusterBackend.clone` copies the object (``glfs_object_copy``).
+
+   The gfid → object call (``glfs_h_create_from_handle``) is not bound at all: no gfid from
+   anywhere can become a node.
+3. **Names are checked again here** (``base.check_name``, plus ENAMETOOLONG past 255 bytes).
+   Every operation taking a name acts on one entry of a directory the caller holds.
+4. **The parent of every name operation must be a directory node** (ENOTDIR otherwise),
+   checked here by the type that came with the object's gfid. This matters more than on
+   POSIX: the brick resolves an entry under a parent gfid through its ``.glusterfs`` handle
+   path, and for a symlink's gfid that handle is the symlink itself, so a brick asked to
+   create ``name`` "under" a symlink could follow it on the server. We never ask.
+5. **Symlinks are data.** ``follow=0`` returns them as themselves; :meth:`~GlusterBackend.open`
+   refuses them (ELOOP); ``readlink`` returns the target string only; setattr on a symlink
+   uses the object (gfapi applies it to the link, not its target).
+6. **Extended attributes are limited to ``user.*`` (not ``user.glusterfs*``) and the POSIX
+   ACL names**, in both directions: GlusterFS answers *virtual* xattrs that reveal or change
+   things outside the object (``glusterfs.ancestry.path`` gives the path from the volume
+   root, ``trusted.glusterfs.pathinfo`` the brick path on the server,
+   ``glusterfs.gfid.newfile`` creates files by gfid, ``glusterfs.get_real_filename:``
+   looks names up). Anything else is EOPNOTSUPP, and ``listxattr`` shows only allowed names.
+7. **A pointer is never used after its close**, nor after ``glfs_fini``: each sits in a
+   :class:`_Ref` that counts the calls using it; ``close()`` marks it closed (later calls:
+   EBADF) and the real ``glfs_h_close``/``glfs_close`` waits for the last call. A backend's
+   ``close()`` closes every handle it gave out before its ``glfs`` may be finalised.
+8. **Nodes must come from this backend** (TypeError otherwise), so a gateway bug cannot
+   link or rename between volumes (or between two backends of one volume).
+
+Not covered, by design (another client of the volume does these, not a guest): a directory
+another client moves out of the share is still reachable through nodes that refer to it;
+a hard link another client made to a file outside is that file.
+
+Other rules
+===========
+
+- **One ``glfs`` per volume per process**, shared by every :class:`GlusterBackend` on it
+  (``glfs_init`` ~15 ms; ``glfs_fini`` ~10 s on glusterfs 10). The last backend's
+  ``close()`` finalises it, unless :func:`keep_connections` is on (test sessions, where a
+  backend is opened and closed per test): then idle connections stay for reuse and
+  :func:`shutdown` finalises them.
+- **qid paths** are the object's gfid folded to 64 bits the way GlusterFS makes ``st_ino``
+  (its last 8 bytes, big-endian; the root, gfid ``...01``, is 1): stable across gateways
+  and restarts, the same in ``getattr`` and in directory entries.
+- **Opening**: as POSIX: ``O_ACCMODE``, ``O_APPEND``, ``O_TRUNC``, ``O_DSYNC``, ``O_SYNC`` are
+  kept, the rest dropped; directories through ``glfs_h_opendir``. gfapi's write-behind and
+  open-behind translators do not check the access mode at each call (a write on a read-only
+  open is accepted and fails only at close), so the open file's access mode is checked here:
+  EBADF as the kernel answers.
+- **setattr** applies owner, then mode, then size (``glfs_h_truncate``), then times
+  (``glfs_h_setattrs``); :data:`~vshare.backend.base.TIME_NOW` is this host's clock.
+- **nlink of an unlinked open file**: GlusterFS reports 1 (the brick keeps the file under
+  ``.glusterfs/unlink`` until its last close); for files this backend unlinked while it had
+  them open, ``getattr`` reports 0 as POSIX does (while they stay open). ``getattr`` of such a
+  file, which gfapi no longer finds by gfid, falls back to ``glfs_fstat`` on an open file.
+- **unlink**: gfapi has one call for files and empty directories (``glfs_h_unlink``); the
+  type is checked by a lookup first (EISDIR/ENOTDIR as POSIX). Between that lookup and the
+  unlink another client could swap the entry for an empty directory or a file of the same
+  name: the wrong kind of entry may then go, but it is always that entry of that directory.
+- **readdir** cookies are gfapi's ``d_off`` (``glfs_seekdir``), as unsigned 64-bit numbers;
+  one listing at a time per open directory. ``fsync`` of a directory does nothing (the brick
+  has made directory changes by the time gfapi returns).
+- **statfs** is the volume's (``glfs_h_statfs``); ``fs_type`` is FUSE's magic number, what
+  the native GlusterFS client shows.
+- **close()** of an open file swallows the errors ``glfs_close`` reports (a deferred write
+  error from write-behind surfaces there; fsync first to see it).
+
+Errnos chosen here are those of :mod:`vshare.backend.posix`'s table, plus EOPNOTSUPP for an
+xattr name outside the allowed namespaces; everything else is gfapi's errno, passed through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import stat
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, ParamSpec, TypeVar
+from urllib.parse import urlsplit
+
+from vshare.backend import _gfapi
+from vshare.backend.base import (
+    TIME_NOW,
+    Attr,
+    Backend,
+    DirEntry,
+    Node,
+    OpenFile,
+    StatFs,
+    check_name,
+)
+
+__all__ = [
+    "GlusterBackend",
+    "GlusterNode",
+    "GlusterOpenFile",
+    "keep_connections",
+    "parse_uri",
+    "shutdown",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+DEFAULT_PORT: Final = 24007
+_IO_FLAGS_KEPT: Final = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_DSYNC | os.O_SYNC
+_U64: Final = (1 << 64) - 1
+_I64_MAX: Final = (1 << 63) - 1
+_NAME_MAX: Final = 255
+_XATTR_NAME_MAX: Final = 255
+_XATTR_SIZE_MAX: Final = 64 * 1024
+_NS: Final = 1_000_000_000
+_FUSE_SUPER_MAGIC: Final = 0x65735546
+_XATTR_ACL: Final = frozenset({"system.posix_acl_access", "system.posix_acl_default"})
+_READDIR_BATCH_MAX: Final = 1 << 20
+_CLOSE_WAIT: Final = 60.0
+_OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def _einval_on_value_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn ValueError/OverflowError (a lone surrogate, a number out of range) into EINVAL."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (ValueError, OverflowError, UnicodeError) as e:
+            raise _err(errno.EINVAL) from e
+
+    return wrapper
+
+
+def _name(name: str) -> bytes:
+    """One checked path component as bytes (EINVAL, or ENAMETOOLONG past 255 bytes)."""
+    check_name(name)
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > _NAME_MAX:
+        raise _err(errno.ENAMETOOLONG)
+    return raw
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _xattr_name(name: str) -> bytes:
+    """An allowed xattr name (module note, point 6) as bytes."""
+    if not name or "\0" in name:
+        raise _err(errno.EINVAL)
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > _XATTR_NAME_MAX:
+        raise _err(errno.ERANGE)
+    if not _xattr_allowed(name):
+        raise _err(errno.EOPNOTSUPP)
+    return raw
+
+
+def _xattr_allowed(name: str) -> bool:
+    if name in _XATTR_ACL:
+        return True
+    return name.startswith("user.") and not name.startswith("user.glusterfs")
+
+
+def qid_of_gfid(gfid: bytes) -> int:
+    """GlusterFS's ``gfid_to_ino``: the last 8 bytes of the gfid, big-endian."""
+    return int.from_bytes(gfid[8:16], "big")
+
+
+def parse_uri(uri: str) -> tuple[str, int, str, str]:
+    """``gluster://HOST[:PORT]/VOLUME[/DIR...]`` → (host, port, volume, dir).
+
+    ``dir`` ("" for the volume's root) is the directory of the GlusterFS volume that serves
+    as this backend's volume root: shares are paths below it.
+
+    Raises:
+        ValueError: not that shape (an empty, ``.`` or ``..`` component included).
+    """
+    shape = f"backend {uri!r}: expected gluster://HOST[:PORT]/VOLUME[/DIR]"
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"backend {uri!r}: bad port") from None
+    if parts.scheme != "gluster" or not parts.hostname or not parts.path.startswith("/"):
+        raise ValueError(shape)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(shape)
+    volume, _, subdir = parts.path[1:].rstrip("/").partition("/")
+    names = subdir.split("/") if subdir else []
+    if not volume or any(n in ("", ".", "..") for n in names):
+        raise ValueError(shape)
+    return parts.hostname, port, volume, subdir
+
+
+# ---------------------------------------------------------------------------------------------
+# One glfs per volume per process
+
+
+@dataclass(eq=False)
+class _Volume:
+    key: tuple[str, int, str]
+    fs: int
+    users: int = 0
+    alive: bool = True
+
+
+_volumes: dict[tuple[str, int, str], _Volume] = {}
+_volumes_lock = threading.Lock()
+_keep = False
+
+
+def keep_connections(keep: bool = True) -> None:
+    """Keep idle volume connections open for reuse instead of finalising them when their
+    last backend closes (``glfs_fini`` takes ~10 s). For test sessions; call
+    :func:`shutdown` at the end."""
+    global _keep
+    _keep = keep
+
+
+def shutdown() -> None:
+    """``glfs_fini`` every connection that no open backend uses. Idempotent."""
+    with _volumes_lock:
+        idle = [v for v in _volumes.values() if v.users == 0]
+        for vol in idle:
+            del _volumes[vol.key]
+            vol.alive = False
+    for vol in idle:
+        _gfapi.fini(vol.fs)
+
+
+def _acquire(host: str, port: int, volume: str, log_file: str | None, log_level: int) -> _Volume:
+    key = (host, port, volume)
+    with _volumes_lock:
+        vol = _volumes.get(key)
+        if vol is None:
+            fs = _gfapi.fs_new(volume)
+            try:
+                _gfapi.set_volfile_server(fs, host, port)
+                _gfapi.set_logging(fs, log_file, log_level)
+                _gfapi.init(fs)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    _gfapi.fini(fs)  # gfapi wants it after a failed init too
+                raise OSError(
+                    exc.errno, f"gluster://{host}:{port}/{volume}: {exc.strerror}"
+                ) from None
+            vol = _volumes[key] = _Volume(key, fs)
+        vol.users += 1
+        return vol
+
+
+def _release(vol: _Volume) -> None:
+    with _volumes_lock:
+        vol.users -= 1
+        if vol.users > 0 or _keep or not vol.alive:
+            return
+        del _volumes[vol.key]
+        vol.alive = False
+    _gfapi.fini(vol.fs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Handles
+
+
+class _Ref:
+    """A gfapi pointer that is not released while a call uses it: ``with ref as ptr: ...``.
+
+    As :class:`vshare.backend.posix._FdRef`: ``close()`` marks it closed at once (new uses:
+    EBADF) and releases the pointer when the last use ends.
+    """
+
+    __slots__ = ("__weakref__", "_closed", "_freed", "_lock", "_ptr", "_release", "_users")
+
+    def __init__(self, ptr: int, release: Callable[[int], None]) -> None:
+        self._ptr = ptr
+        self._release = release
+        self._users = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._freed = threading.Event()
+
+    def __enter__(self) -> int:
+        with self._lock:
+            if self._closed:
+                raise _err(errno.EBADF)
+            self._users += 1
+            return self._ptr
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._users -= 1
+            if not (self._closed and self._users == 0):
+                return
+        self._free()
+
+    def _free(self) -> None:
+        try:
+            self._release(self._ptr)
+        except OSError:
+            pass  # the pointer is gone either way (see the module note on close)
+        finally:
+            self._freed.set()
+
+    def wait_freed(self, timeout: float) -> bool:
+        """Whether the pointer was released within ``timeout`` seconds (after close())."""
+        return self._freed.wait(timeout)
+
+    def __del__(self) -> None:
+        # Dropped without close(): nobody can be using it. The backend closes every handle
+        # it still tracks before its glfs may be finalised, so the glfs is alive here.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._free()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._users:
+                return  # the last user releases it
+        self._free()
+
+
+class GlusterNode(Node):
+    """A ``glfs_object`` on one object of the volume."""
+
+    __slots__ = ("_file_type", "_owner", "_qid_path", "_ref")
+
+    def __init__(self, owner: GlusterBackend, obj: int, st: _gfapi.Stat) -> None:
+        self._owner = owner
+        self._ref = owner._track(obj, _gfapi.h_close)
+        self._file_type = stat.S_IFMT(st.st_mode)
+        try:
+            self._qid_path = qid_of_gfid(_gfapi.h_extract_handle(obj))
+        except BaseException:
+            self._ref.close()
+            raise
+
+    @property
+    def qid_path(self) -> int:
+        return self._qid_path
+
+    @property
+    def file_type(self) -> int:
+        return self._file_type
+
+    @property
+    def closed(self) -> bool:
+        return self._ref.closed
+
+    def close(self) -> None:
+        self._ref.close()
+
+    def __repr__(self) -> str:
+        return f"<GlusterNode qid={self._qid_path:#x} type={self._file_type:#o}>"
+
+
+class GlusterOpenFile(OpenFile):
+    """A ``glfs_fd`` on a regular file or a directory."""
+
+    __slots__ = (
+        "__weakref__", "_accmode", "_dir_lock", "_dirent", "_dirstat", "_is_dir", "_owner",
+        "_qid", "_ref",
+    )  # fmt: skip
+
+    def __init__(
+        self, owner: GlusterBackend, fd: int, qid: int, *, is_dir: bool, accmode: int
+    ) -> None:
+        self._owner = owner
+        self._ref = owner._track(fd, _gfapi.closedir if is_dir else _gfapi.close)
+        self._qid = qid
+        self._is_dir = is_dir
+        self._accmode = accmode
+        # readdir moves the fd's position: one listing at a time per open directory.
+        self._dir_lock = threading.Lock()
+        self._dirent = _gfapi.Dirent() if is_dir else None
+        self._dirstat = _gfapi.Stat() if is_dir else None
+
+    @property
+    def closed(self) -> bool:
+        return self._ref.closed
+
+    def close(self) -> None:
+        self._ref.close()
+
+    def __repr__(self) -> str:
+        return f"<GlusterOpenFile dir={self._is_dir} mode={self._accmode}>"
+
+
+def _ns(ts: _gfapi.Timespec) -> int:
+    return int(ts.tv_sec) * _NS + int(ts.tv_nsec)
+
+
+def _attr(st: _gfapi.Stat, qid: int) -> Attr:
+    return Attr(
+        qid_path=qid,
+        mode=st.st_mode,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        nlink=st.st_nlink,
+        rdev=st.st_rdev,
+        size=st.st_size,
+        blksize=st.st_blksize,
+        blocks=st.st_blocks,
+        atime_ns=_ns(st.st_atim),
+        mtime_ns=_ns(st.st_mtim),
+        ctime_ns=_ns(st.st_ctim),
+    )
+
+
+def _id(ident: int | None) -> int:
+    if ident is None:
+        return 0
+    if not 0 <= ident < 0xFFFFFFFF:
+        raise _err(errno.EINVAL)
+    return ident
+
+
+def _timespec(ns: int) -> _gfapi.Timespec:
+    if ns == TIME_NOW:
+        ns = time.time_ns()
+    sec, nsec = divmod(ns, _NS)
+    if not -(1 << 63) <= sec <= _I64_MAX:
+        raise _err(errno.EINVAL)
+    return _gfapi.Timespec(sec, nsec)
+
+
+class GlusterBackend(Backend):
+    """A GlusterFS volume (or one directory of it) through libgfapi.
+
+    Args:
+        uri: ``gluster://HOST[:PORT]/VOLUME[/DIR]`` (:func:`parse_uri`).
+        log_file: gfapi's log (None: its default under ``/var/log/glusterfs``).
+        log_level: gfapi's log level (0 none ... 9 trace; 7 is its INFO).
+
+    Raises:
+        ValueError: a malformed URI.
+        OSError: libgfapi is missing, or the volume cannot be reached (``glfs_init``).
+    """
+
+    cheap_metadata = False  # every metadata call may wait on the network
+
+    def __init__(self, uri: str, *, log_file: str | None = None, log_level: int = 4) -> None:
+        host, port, volume, subdir = parse_uri(uri)
+        self._uri = f"gluster://{host}:{port}/{volume}" + (f"/{subdir}" if subdir else "")
+        self._vol = _acquire(host, port, volume, log_file, log_level)
+        self._fs = self._vol.fs
+        self._handles: weakref.WeakSet[_Ref] = weakref.WeakSet()
+        self._files: weakref.WeakSet[GlusterOpenFile] = weakref.WeakSet()
+        # Regular files this backend unlinked while open: GlusterFS still counts one link
+        # (the brick keeps them under .glusterfs/unlink), POSIX says 0.
+        self._orphans: set[int] = set()
+        self._handles_lock = threading.Lock()
+        self._closed = False
+        try:
+            top = GlusterNode(self, *_gfapi.h_lookupat_root(self._fs))
+            self._root = top
+            self._root = self._walk(subdir)  # trusted configuration, resolved like a share
+            if self._root is not top:
+                top.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"GlusterBackend({self._uri!r})"
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _track(self, ptr: int, release: Callable[[int], None]) -> _Ref:
+        ref = _Ref(ptr, release)
+        with self._handles_lock:
+            if self._closed:
+                ref.close()
+                raise _err(errno.EBADF)
+            self._handles.add(ref)
+        return ref
+
+    def _node(self, node: Node) -> GlusterNode:
+        if not isinstance(node, GlusterNode) or node._owner is not self:
+            raise TypeError(f"{node!r} is not a handle of {self!r}")
+        return node
+
+    def _dir_node(self, node: Node) -> GlusterNode:
+        """A node that must be a directory: the parent of a name operation (note point 4)."""
+        n = self._node(node)
+        if n.file_type != stat.S_IFDIR:
+            raise _err(errno.ENOTDIR)
+        return n
+
+    def _file(self, file: OpenFile) -> GlusterOpenFile:
+        if not isinstance(file, GlusterOpenFile) or file._owner is not self:
+            raise TypeError(f"{file!r} is not an open file of {self!r}")
+        return file
+
+    def _adopt(self, made: tuple[int, _gfapi.Stat]) -> GlusterNode:
+        """A node owning the object ``made`` returned (released here if that fails)."""
+        return GlusterNode(self, *made)
+
+    def _lookup(self, parent: GlusterNode, raw: bytes) -> GlusterNode:
+        """The one place that resolves a name: one component of a directory, not followed."""
+        with parent._ref as pobj:
+            return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def open_root(self, path: str) -> Node:
+        return self._walk(path)
+
+    def _walk(self, path: str) -> GlusterNode:
+        names = [_name(part) for part in path.split("/")] if path else []
+        node = self._clone(self._root)
+        try:
+            for raw in names:
+                child = self._lookup(node, raw)
+                node.close()
+                node = child
+                if node.file_type != stat.S_IFDIR:
+                    raise _err(errno.ENOTDIR)
+        except BaseException:
+            node.close()
+            raise
+        return node
+
+    def _clone(self, n: GlusterNode) -> GlusterNode:
+        with n._ref as obj:
+            copy = _gfapi.object_copy(obj)
+        st = _gfapi.Stat()
+        st.st_mode = n.file_type
+        return GlusterNode(self, copy, st)
+
+    def clone(self, node: Node) -> Node:
+        return self._clone(self._node(node))
+
+    @_einval_on_value_error
+    def lookup(self, parent: Node, name: str) -> Node:
+        return self._lookup(self._dir_node(parent), _name(name))
+
+    def getattr(self, node: Node) -> Attr:
+        n = self._node(node)
+        try:
+            with n._ref as obj:
+                st = _gfapi.h_stat(self._fs, obj)
+        except OSError as e:
+            # Unlinked while open: the object is gone by gfid, an open file still sees it.
+            if e.errno not in (errno.ENOENT, errno.ESTALE):
+                raise
+            file = self._open_file_of(n.qid_path)
+            if file is None:
+                raise
+            with file._ref as fd:
+                st = _gfapi.fstat(fd)
+        attr = _attr(st, n.qid_path)
+        if n.qid_path in self._orphans:
+            if self._open_file_of(n.qid_path) is None:
+                with self._handles_lock:
+                    self._orphans.discard(n.qid_path)
+            return attr._replace(nlink=0)
+        return attr
+
+    def _open_file_of(self, qid: int) -> GlusterOpenFile | None:
+        """An open file of this backend on the object ``qid``, if there is one."""
+        for file in list(self._files):
+            if file._qid == qid and not file.closed:
+                return file
+        return None
+
+    @_einval_on_value_error
+    def setattr(
+        self,
+        node: Node,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
+        n = self._node(node)
+        ftype = n.file_type
+        if mode is not None:
+            if not 0 <= mode <= 0o7777:
+                raise _err(errno.EINVAL)
+            if ftype == stat.S_IFLNK:
+                raise _err(errno.EOPNOTSUPP)  # Linux has no symlink modes
+        if size is not None:
+            if not 0 <= size <= _I64_MAX:
+                raise _err(errno.EINVAL)
+            if ftype == stat.S_IFDIR:
+                raise _err(errno.EISDIR)
+            if ftype != stat.S_IFREG:
+                raise _err(errno.EINVAL)
+        owner = _gfapi.Stat()
+        owner_valid = 0
+        if uid is not None:
+            owner.st_uid = _id(uid)
+            owner_valid |= _gfapi.SET_ATTR_UID
+        if gid is not None:
+            owner.st_gid = _id(gid)
+            owner_valid |= _gfapi.SET_ATTR_GID
+        times = _gfapi.Stat()
+        times_valid = 0
+        if atime_ns is not None:
+            times.st_atim = _timespec(atime_ns)
+            times_valid |= _gfapi.SET_ATTR_ATIME
+        if mtime_ns is not None:
+            times.st_mtim = _timespec(mtime_ns)
+            times_valid |= _gfapi.SET_ATTR_MTIME
+        with n._ref as obj:
+            if owner_valid:
+                _gfapi.h_setattrs(self._fs, obj, owner, owner_valid)
+            if mode is not None:
+                perms = _gfapi.Stat()
+                perms.st_mode = ftype | mode
+                _gfapi.h_setattrs(self._fs, obj, perms, _gfapi.SET_ATTR_MODE)
+            if size is not None:
+                _gfapi.h_truncate(self._fs, obj, size)
+            if times_valid:
+                _gfapi.h_setattrs(self._fs, obj, times, times_valid)
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def open(self, node: Node, flags: int) -> OpenFile:
+        n = self._node(node)
+        ftype = n.file_type
+        if ftype == stat.S_IFLNK:
+            raise _err(errno.ELOOP)
+        if ftype not in (stat.S_IFREG, stat.S_IFDIR):
+            raise _err(errno.EPERM)
+        accmode = flags & os.O_ACCMODE
+        if accmode == os.O_ACCMODE:
+            raise _err(errno.EINVAL)
+        is_dir = ftype == stat.S_IFDIR
+        if flags & os.O_DIRECTORY and not is_dir:
+            raise _err(errno.ENOTDIR)
+        if is_dir:
+            if accmode != os.O_RDONLY or flags & os.O_TRUNC:
+                raise _err(errno.EISDIR)
+            fd = self._opendir(n)
+        else:
+            with n._ref as obj:
+                fd = _gfapi.h_open(self._fs, obj, flags & _IO_FLAGS_KEPT)
+        return self._wrap_fd(fd, n, is_dir=is_dir, accmode=accmode)
+
+    def _opendir(self, n: GlusterNode) -> int:
+        """``glfs_h_opendir``, retried on ENOENT for a moment: the brick reaches a directory by
+        gfid through a handle naming its parent and name, which another client's rename of
+        that directory leaves dangling for a few microseconds (the directory is there)."""
+        for delay in _OPENDIR_RETRY:
+            try:
+                with n._ref as obj:
+                    return _gfapi.h_opendir(self._fs, obj)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise
+                time.sleep(delay)
+        with n._ref as obj:
+            return _gfapi.h_opendir(self._fs, obj)
+
+    def _wrap_fd(
+        self, fd: int, node: GlusterNode, *, is_dir: bool, accmode: int
+    ) -> GlusterOpenFile:
+        file = GlusterOpenFile(self, fd, node.qid_path, is_dir=is_dir, accmode=accmode)
+        self._files.add(file)
+        return file
+
+    @_einval_on_value_error
+    def create(self, parent: Node, name: str, flags: int, mode: int) -> tuple[Node, OpenFile]:
+        p = self._dir_node(parent)
+        raw = _name(name)
+        accmode = flags & os.O_ACCMODE
+        if accmode == os.O_ACCMODE:
+            raise _err(errno.EINVAL)
+        oflags = flags & _IO_FLAGS_KEPT & ~os.O_TRUNC
+        with p._ref as pobj:
+            made = _gfapi.h_creat(
+                self._fs, pobj, raw, oflags | os.O_CREAT | os.O_EXCL, mode & 0o7777
+            )
+        node = self._adopt(made)
+        try:
+            with node._ref as obj:
+                fd = _gfapi.h_open(self._fs, obj, oflags)
+            return node, self._wrap_fd(fd, node, is_dir=False, accmode=accmode)
+        except BaseException:
+            node.close()
+            raise
+
+    def _io_check(self, file: OpenFile, offset: int, refused: int) -> GlusterOpenFile:
+        f = self._file(file)
+        if f._is_dir:
+            raise _err(errno.EISDIR)
+        if f._accmode == refused:
+            raise _err(errno.EBADF)
+        if not 0 <= offset <= _I64_MAX:
+            raise _err(errno.EINVAL)
+        return f
+
+    @_einval_on_value_error
+    def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
+        f = self._io_check(file, offset, os.O_WRONLY)
+        with f._ref as fd:
+            return _gfapi.pread(fd, buf, offset)
+
+    @_einval_on_value_error
+    def write(self, file: OpenFile, offset: int, data: memoryview) -> int:
+        f = self._io_check(file, offset, os.O_RDONLY)
+        if offset + data.nbytes > _I64_MAX:
+            raise _err(errno.EFBIG)
+        with f._ref as fd:
+            return _gfapi.pwrite(fd, data, offset)
+
+    @_einval_on_value_error
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+        f = self._file(file)
+        if not f._is_dir:
+            raise _err(errno.ENOTDIR)
+        if max_entries < 1 or not 0 <= cookie <= _U64:
+            raise _err(errno.EINVAL)
+        position = cookie - (1 << 64) if cookie > _I64_MAX else cookie
+        out: list[DirEntry] = []
+        dirent, st = f._dirent, f._dirstat
+        assert dirent is not None and st is not None
+        limit = min(max_entries, _READDIR_BATCH_MAX)
+        with f._ref as fd, f._dir_lock:
+            _gfapi.seekdir(fd, position)
+            while len(out) < limit and _gfapi.readdirplus(fd, dirent, st):
+                qid = st.st_ino or dirent.d_ino
+                ftype = (dirent.d_type << 12) or stat.S_IFMT(st.st_mode)
+                out.append(DirEntry(_decode(dirent.d_name), qid, ftype, dirent.d_off & _U64))
+        return out
+
+    @_einval_on_value_error
+    def fsync(self, file: OpenFile, *, datasync: bool) -> None:
+        f = self._file(file)
+        if f._is_dir:
+            with f._ref:
+                return  # see the module note
+        with f._ref as fd:
+            if datasync:
+                _gfapi.fdatasync(fd)
+            else:
+                _gfapi.fsync(fd)
+
+    # -- names ---------------------------------------------------------------------------------
+
+    @_einval_on_value_error
+    def mkdir(self, parent: Node, name: str, mode: int) -> Node:
+        p = self._dir_node(parent)
+        raw = _name(name)
+        with p._ref as pobj:
+            return self._adopt(_gfapi.h_mkdir(self._fs, pobj, raw, mode & 0o7777))
+
+    @_einval_on_value_error
+    def symlink(self, parent: Node, name: str, target: str) -> Node:
+        p = self._dir_node(parent)
+        raw = _name(name)
+        raw_target = target.encode("utf-8", "surrogateescape")
+        if not raw_target:
+            raise _err(errno.ENOENT)  # as symlink(2)
+        with p._ref as pobj:
+            return self._adopt(_gfapi.h_symlink(self._fs, pobj, raw, raw_target))
+
+    @_einval_on_value_error
+    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
+        p = self._dir_node(parent)
+        raw = _name(name)
+        kind = stat.S_IFMT(mode)
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            raise _err(errno.EPERM)  # never device nodes, whoever asks
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
+            raise _err(errno.EINVAL)
+        with p._ref as pobj:
+            return self._adopt(_gfapi.h_mknod(self._fs, pobj, raw, kind | (mode & 0o7777), 0))
+
+    def readlink(self, node: Node) -> str:
+        n = self._node(node)
+        if n.file_type != stat.S_IFLNK:
+            raise _err(errno.EINVAL)
+        with n._ref as obj:
+            return _decode(_gfapi.h_readlink(self._fs, obj))
+
+    @_einval_on_value_error
+    def link(self, parent: Node, name: str, target: Node) -> None:
+        p = self._dir_node(parent)
+        t = self._node(target)
+        raw = _name(name)
+        if t.file_type == stat.S_IFDIR:
+            raise _err(errno.EPERM)
+        with p._ref as pobj, t._ref as tobj:
+            _gfapi.h_link(self._fs, tobj, pobj, raw)
+
+    @_einval_on_value_error
+    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
+        op = self._dir_node(old_parent)
+        np_ = self._dir_node(new_parent)
+        old_raw = _name(old_name)
+        new_raw = _name(new_name)
+        try:
+            with op._ref as oobj, np_._ref as nobj:
+                _gfapi.h_rename(self._fs, oobj, old_raw, nobj, new_raw)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            # GlusterFS answers EEXIST where rename(2) says EISDIR (a non-directory over a
+            # directory) or ENOTDIR (a directory over a non-directory).
+            old_kind, new_kind = self._kind(op, old_raw), self._kind(np_, new_raw)
+            if new_kind == stat.S_IFDIR and old_kind not in (None, stat.S_IFDIR):
+                raise _err(errno.EISDIR) from None
+            if old_kind == stat.S_IFDIR and new_kind not in (None, stat.S_IFDIR):
+                raise _err(errno.ENOTDIR) from None
+            raise
+
+    def _kind(self, parent: GlusterNode, raw: bytes) -> int | None:
+        """The S_IFMT of ``parent/raw``, None if it cannot be looked up."""
+        try:
+            child = self._lookup(parent, raw)
+        except OSError:
+            return None
+        child.close()
+        return child.file_type
+
+    @_einval_on_value_error
+    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
+        p = self._dir_node(parent)
+        raw = _name(name)
+        # The type decides the errno (module note: unlink).
+        with p._ref as pobj:
+            obj, st = _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
+        try:
+            gfid = _gfapi.h_extract_handle(obj)
+        finally:
+            _gfapi.h_close(obj)
+        kind = stat.S_IFMT(st.st_mode)
+        if rmdir and kind != stat.S_IFDIR:
+            raise _err(errno.ENOTDIR)
+        if not rmdir and kind == stat.S_IFDIR:
+            raise _err(errno.EISDIR)
+        with p._ref as pobj:
+            _gfapi.h_unlink(self._fs, pobj, raw)
+        qid = qid_of_gfid(gfid)
+        if kind == stat.S_IFREG and st.st_nlink == 1 and self._open_file_of(qid) is not None:
+            with self._handles_lock:
+                self._orphans.add(qid)
+
+    def statfs(self, node: Node) -> StatFs:
+        n = self._node(node)
+        with n._ref as obj:
+            st = _gfapi.h_statfs(self._fs, obj)
+        return StatFs(
+            fs_type=_FUSE_SUPER_MAGIC,
+            bsize=st.f_frsize or st.f_bsize,  # the unit of the block counts
+            blocks=st.f_blocks,
+            bfree=st.f_bfree,
+            bavail=st.f_bavail,
+            files=st.f_files,
+            ffree=st.f_ffree,
+            fsid=st.f_fsid & _U64,
+            namelen=st.f_namemax,
+        )
+
+    # -- xattrs (only user.* and POSIX ACLs: module note, point 6) -------------------------------
+
+    @_einval_on_value_error
+    def getxattr(self, node: Node, name: str) -> bytes:
+        n = self._node(node)
+        raw = _xattr_name(name)
+        with n._ref as obj:
+            return _gfapi.h_getxattr(self._fs, obj, raw)
+
+    def listxattr(self, node: Node) -> list[str]:
+        n = self._node(node)
+        with n._ref as obj:
+            names = _gfapi.h_listxattr(self._fs, obj)
+        return [s for s in map(_decode, names) if _xattr_allowed(s)]
+
+    @_einval_on_value_error
+    def setxattr(self, node: Node, name: str, value: bytes, flags: int) -> None:
+        n = self._node(node)
+        raw = _xattr_name(name)
+        if flags not in (0, os.XATTR_CREATE, os.XATTR_REPLACE):
+            raise _err(errno.EINVAL)
+        if len(value) > _XATTR_SIZE_MAX:
+            raise _err(errno.E2BIG)
+        with n._ref as obj:
+            _gfapi.h_setxattr(self._fs, obj, raw, bytes(value), flags)
+
+    @_einval_on_value_error
+    def removexattr(self, node: Node, name: str) -> None:
+        n = self._node(node)
+        raw = _xattr_name(name)
+        with n._ref as obj:
+            _gfapi.h_removexattr(self._fs, obj, raw)
+
+    # -- volume --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every node and open file this backend gave out (later use: EBADF), then
+        release the volume's ``glfs`` (finalised when no other backend uses it, unless
+        :func:`keep_connections` is on). Idempotent."""
+        with self._handles_lock:
+            if self._closed:
+                return
+            self._closed = True
+            handles = list(self._handles)
+        for ref in handles:
+            ref.close()
+        # Calls still using a handle release it when they end; finalising the glfs under
+        # them would free memory they use, so wait for them (a stuck call leaks the glfs).
+        if all(ref.wait_freed(_CLOSE_WAIT) for ref in handles):
+            _release(self._vol)
