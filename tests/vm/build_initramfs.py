@@ -1,15 +1,22 @@
-"""Build the kernel-client guest: the Debian kernel as an ELF ``vmlinux`` and an initramfs.
+"""Build the test guests: the Debian kernel as an ELF ``vmlinux`` and an initramfs.
 
-The initramfs holds static busybox, the Debian kernel's virtio-net and 9P modules,
-``vmtool`` (``vmtool.c``, compiled here with ``gcc -static``) and ``init.sh`` as ``/init``.
-Nothing of vshare runs in the guest: it mounts through the kernel's own 9P client.
+The initramfs holds static busybox, some of the Debian kernel's modules, ``vmtool``
+(``vmtool.c``, compiled here with ``gcc -static``) and a shell script as ``/init``. Two
+flavours (:class:`Flavour`):
+
+- ``KERNEL_CLIENT``: ``init.sh``, virtio-net and 9P. Nothing of vshare runs in the guest:
+  it mounts a gateway on the host through the kernel's own 9P client.
+- ``VSOCK``: ``init_vsock.sh``, 9P over virtio (the host's root, shared read-only, where
+  the project's ``.venv`` runs), vsock with ``vsock_loopback`` (the guest reaches itself at
+  CID 1) and FUSE. Gateway and clients all run in the guest, over real AF_VSOCK.
 
 Both are cached under ``$VSHARE_VM_CACHE`` (default ``~/.cache/vshare-vm``):
 ``vmlinux-<kernel version>`` (extracted once from ``/boot/vmlinuz-*``: QEMU boots the ELF
 through its PVH entry, about twice as fast as the bzImage) and
-``initramfs-<kernel version>-<hash>.cpio``, where the hash covers this script, ``init.sh``,
-``vmtool.c``, busybox and the modules; a change to any of them builds a new one. The
-archive is not compressed: under TCG, decompressing it would cost more than reading it.
+``initramfs-<flavour>-<kernel version>-<hash>.cpio``, where the hash covers this script,
+the flavour's ``/init``, ``vmtool.c``, busybox and the modules; a change to any of them
+builds a new one. The archive is not compressed: under TCG, decompressing it would cost
+more than reading it.
 
 Needs the Debian packages ``linux-image-amd64 busybox-static gcc libc6-dev`` (``make test``
 installs them). Run by hand::
@@ -39,7 +46,26 @@ MODULES = (
     "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
     "failover", "net_failover", "virtio_net", "netfs", "fscache", "9pnet", "9pnet_fd", "9p",
 )  # fmt: skip
+#: The vsock guest: no network; 9pnet_virtio for the host's root, vsock_loopback, FUSE.
+VSOCK_MODULES = (
+    "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+    "netfs", "fscache", "9pnet", "9pnet_fd", "9pnet_virtio", "9p",
+    "vsock", "vmw_vsock_virtio_transport_common", "vsock_loopback", "fuse",
+)  # fmt: skip
 BUSYBOX = Path("/bin/busybox")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of guest: its ``/init`` (a file next to this one) and modules, in order."""
+
+    name: str
+    init: str
+    modules: tuple[str, ...]
+
+
+KERNEL_CLIENT = Flavour("kernel-client", "init.sh", MODULES)
+VSOCK = Flavour("vsock", "init_vsock.sh", VSOCK_MODULES)
 
 
 class BuildError(RuntimeError):
@@ -94,16 +120,16 @@ def extract_vmlinux(bzimage: Path, out: Path) -> None:
     raise BuildError(f"{bzimage}: no xz or gzip ELF payload (zstd/lz4 kernels: unsupported)")
 
 
-def module_files(version: str) -> dict[str, Path]:
+def module_files(version: str, wanted: tuple[str, ...] = MODULES) -> dict[str, Path]:
     """Each wanted module's file, by name (from modules.dep)."""
     moddir = Path("/lib/modules", version)
     found: dict[str, Path] = {}
     for line in (moddir / "modules.dep").read_text().splitlines():
         path = line.split(":", 1)[0]
         name = re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", path.rsplit("/", 1)[-1])
-        if name in MODULES:
+        if name in wanted:
             found[name] = moddir / path
-    missing = [m for m in MODULES if m not in found]
+    missing = [m for m in wanted if m not in found]
     if missing:
         raise BuildError(f"kernel {version}: modules not found: {', '.join(missing)}")
     return found
@@ -160,17 +186,17 @@ def compile_vmtool(out: Path) -> None:
         raise BuildError(f"gcc -static vmtool.c failed (libc6-dev?):\n{exc.stderr}") from None
 
 
-def inputs_hash(version: str, modules: dict[str, Path]) -> str:
+def inputs_hash(version: str, modules: dict[str, Path], flavour: Flavour = KERNEL_CLIENT) -> str:
     h = hashlib.sha256(version.encode())
-    for path in (Path(__file__).resolve(), HERE / "init.sh", HERE / "vmtool.c", BUSYBOX):
+    for path in (Path(__file__).resolve(), HERE / flavour.init, HERE / "vmtool.c", BUSYBOX):
         h.update(path.read_bytes())
-    for name in MODULES:
+    for name in flavour.modules:
         st = modules[name].stat()
         h.update(f"{name} {st.st_size} {st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def build(root: Path | None = None) -> GuestImage:
+def build(root: Path | None = None, flavour: Flavour = KERNEL_CLIENT) -> GuestImage:
     """The guest's kernel and initramfs, from the cache or built now.
 
     Raises:
@@ -181,9 +207,10 @@ def build(root: Path | None = None) -> GuestImage:
     version = kernel_version()
     if not BUSYBOX.exists():
         raise BuildError(f"{BUSYBOX} not found: install busybox-static")
-    modules = module_files(version)
+    modules = module_files(version, flavour.modules)
     vmlinux = root / f"vmlinux-{version}"
-    initramfs = root / f"initramfs-{version}-{inputs_hash(version, modules)}.cpio"
+    prefix = f"initramfs-{flavour.name}-{version}"
+    initramfs = root / f"{prefix}-{inputs_hash(version, modules, flavour)}.cpio"
     built = False
     if not vmlinux.exists():
         extract_vmlinux(Path("/boot", f"vmlinuz-{version}"), vmlinux)
@@ -194,16 +221,17 @@ def build(root: Path | None = None) -> GuestImage:
             archive.dir(d)
         archive.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
         archive.symlink("bin/sh", "busybox")
-        archive.file("init", (HERE / "init.sh").read_bytes(), 0o755)
+        archive.file("init", (HERE / flavour.init).read_bytes(), 0o755)
         with tempfile.TemporaryDirectory() as tmp:
             tool = Path(tmp, "vmtool")
             compile_vmtool(tool)
             archive.file("vmtool", tool.read_bytes(), 0o755)
-        for name in MODULES:
+        for name in flavour.modules:
             archive.file(f"lib/modules/{name}.ko", module_bytes(modules[name]))
-        archive.file("lib/modules/load.order", "".join(m + "\n" for m in MODULES).encode())
-        for old in root.glob(f"initramfs-{version}-*.cpio"):
-            old.unlink()  # earlier builds of this kernel: superseded
+        order = "".join(m + "\n" for m in flavour.modules)
+        archive.file("lib/modules/load.order", order.encode())
+        for old in root.glob(f"{prefix}-*.cpio"):
+            old.unlink()  # earlier builds of this flavour and kernel: superseded
         tmp_out = initramfs.with_name(f"{initramfs.name}.{os.getpid()}.tmp")
         tmp_out.write_bytes(archive.getvalue())
         tmp_out.replace(initramfs)
@@ -212,13 +240,15 @@ def build(root: Path | None = None) -> GuestImage:
 
 
 def main() -> int:
-    try:
-        image = build()
-    except BuildError as exc:
-        print(f"build_initramfs: {exc}", file=sys.stderr)
-        return 1
-    print(f"kernel {image.kernel_version}: {image.kernel}")
-    print(f"initramfs: {image.initramfs} ({'built' if image.built else 'cached'})")
+    for flavour in (KERNEL_CLIENT, VSOCK):
+        try:
+            image = build(flavour=flavour)
+        except BuildError as exc:
+            print(f"build_initramfs: {exc}", file=sys.stderr)
+            return 1
+        print(f"kernel {image.kernel_version}: {image.kernel}")
+        print(f"{flavour.name} initramfs: {image.initramfs} "
+              f"({'built' if image.built else 'cached'})")  # fmt: skip
     return 0
 
 

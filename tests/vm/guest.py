@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -60,9 +60,15 @@ class GuestRun:
 
 
 def qemu_command(
-    image: GuestImage, params: Mapping[str, object], memory_mib: int = 512
+    image: GuestImage,
+    params: Mapping[str, object],
+    memory_mib: int = 512,
+    *,
+    network: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The QEMU command line; ``params`` become ``vshare.KEY=VALUE`` kernel arguments."""
+    """The QEMU command line; ``params`` become ``vshare.KEY=VALUE`` kernel arguments;
+    ``network`` adds the user-mode NIC, ``extra`` is appended (devices)."""
     append = " ".join(
         ["console=ttyS0", "quiet", "loglevel=4", "panic=-1", "rdinit=/init"]
         + [f"vshare.{key}={value}" for key, value in params.items()]
@@ -72,7 +78,7 @@ def qemu_command(
         "-nodefaults", "-no-user-config", "-no-reboot",
         "-display", "none", "-monitor", "none", "-serial", "stdio",
         "-kernel", str(image.kernel), "-initrd", str(image.initramfs), "-append", append,
-        "-nic", "user,model=virtio-net-pci",
+        *(["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]), *extra,
     ]  # fmt: skip
 
 
@@ -85,13 +91,16 @@ async def boot(
     params: Mapping[str, object],
     on_line: Callable[[str], Awaitable[None]] | None = None,
     timeout: float = 240.0,
+    *,
+    memory_mib: int = 512,
+    network: bool = True,
+    extra: Sequence[str] = (),
 ) -> GuestRun:
     """Run the guest to its end (or ``timeout``: QEMU is killed, ``timed_out`` is set)."""
     run = GuestRun()
     start = time.monotonic()
-    process = await anyio.open_process(
-        qemu_command(image, params), stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    command = qemu_command(image, params, memory_mib, network=network, extra=extra)
+    process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         with anyio.move_on_after(timeout) as scope:
             assert process.stdout is not None
