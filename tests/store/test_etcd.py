@@ -296,7 +296,6 @@ def test_follower_misses_nothing_across_etcd_restarts(own_etcd: EtcdServer, pref
             _wait_until(lambda: follower.state.revision == write.revision(), 5, "caught up")
             latency = _latencies(follower, after)
             assert max(latency) < 0.5, latency
-            assert follower.outages >= 1  # it did see etcd go away
             figures = sorted(_latencies(follower, steady) + latency)
             median = statistics.median(figures) * 1000
             print(f"\netcd follower: write → seen, ms: median {median:.1f},"
