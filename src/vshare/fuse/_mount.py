@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -42,9 +43,17 @@ async def _serve(
     from vshare.client import open_share
     from vshare.fuse._ops import VshareOperations
 
+    # Attach as the mounting user, as the kernel client does: servers that map users
+    # (diod) need one; the gateway takes identity only from the transport, never from here.
+    uid = os.getuid()
+    try:
+        uname = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        uname = str(uid)
     async with open_share(
-        list(gateways), share, msize=msize, reconnect_timeout=reconnect_timeout
-    ) as shared:
+        list(gateways), share, msize=msize, reconnect_timeout=reconnect_timeout,
+        uname=uname, n_uname=uid,
+    ) as shared:  # fmt: skip
         ops = VshareOperations(shared, cache=cache, readonly=readonly)
         options = set(pyfuse3.default_options)
         options |= {"fsname=vshare", f"subtype=vshare.{share}", "allow_other"}
