@@ -25,11 +25,13 @@ class GfapiVolumeFixture:
         fs: the ``glfs`` of the volume (kept alive by the caller).
         root: the directory of the GlusterFS volume that is the backend's volume root
             (``""`` for the volume's own root); host paths are relative to it.
+        snapshot_skips: a name in ``root`` that :meth:`host_snapshot` leaves out.
     """
 
-    def __init__(self, fs: int, root: str) -> None:
+    def __init__(self, fs: int, root: str, *, snapshot_skips: str = "") -> None:
         self.fs = fs
         self.root = root.strip("/")
+        self.snapshot_skips = snapshot_skips
 
     # -- walking -------------------------------------------------------------------------------
 
@@ -179,6 +181,8 @@ class GfapiVolumeFixture:
         finally:
             _gfapi.closedir(fd)
         for name in sorted(names):
+            if not rel and name == os.fsencode(self.snapshot_skips):
+                continue
             child, _ = _gfapi.h_lookupat(self.fs, obj, name, follow=False)
             try:
                 self._snap(child, posixpath.join(rel, os.fsdecode(name)), out)

@@ -101,6 +101,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import stat
 import threading
@@ -133,6 +134,7 @@ __all__ = [
     "shutdown",
 ]
 
+log = logging.getLogger("vshare.backend.gluster")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -263,7 +265,14 @@ def shutdown() -> None:
             del _volumes[vol.key]
             vol.alive = False
     for vol in idle:
+        _fini(vol)
+
+
+def _fini(vol: _Volume) -> None:
+    try:
         _gfapi.fini(vol.fs)
+    except OSError as exc:  # e.g. objects leaked by a caller; the glfs is gone regardless
+        log.warning("glfs_fini of gluster://%s:%d/%s: %s", *vol.key, exc)
 
 
 def _acquire(host: str, port: int, volume: str, log_file: str | None, log_level: int) -> _Volume:
@@ -294,7 +303,7 @@ def _release(vol: _Volume) -> None:
             return
         del _volumes[vol.key]
         vol.alive = False
-    _gfapi.fini(vol.fs)
+    _fini(vol)
 
 
 # ---------------------------------------------------------------------------------------------
