@@ -304,3 +304,29 @@ def test_vshare_mount_and_umount_commands(gateway_proc: GatewayProc, tmp_path: P
         from .conftest import force_unmount
 
         force_unmount(mnt)
+
+
+def test_mount_reads_ahead_1mib_and_answers_capability_locally(
+    gateway_proc: GatewayProc, mount: MountFactory
+) -> None:
+    """Two data-path settings of the mount: read-ahead raised to a whole 1 MiB message,
+    and the kernel's security.capability query before each write answered without a round
+    trip (ENODATA), while other attributes still reach the share."""
+    from vshare.fuse._mount import READAHEAD_KIB
+
+    m = mount(gateway_proc.uri, "alpha", "auto").path
+    st = os.stat(m)
+    knob = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    deadline = time.monotonic() + 10
+    while knob.read_text().strip() != str(READAHEAD_KIB):
+        assert time.monotonic() < deadline, f"read-ahead stayed at {knob.read_text().strip()}"
+        time.sleep(0.05)
+    (m / "cap").write_bytes(b"x")
+    with pytest.raises(OSError) as info:
+        os.getxattr(m / "cap", "security.capability")
+    assert info.value.errno == errno.ENODATA
+    os.setxattr(m / "cap", "user.tag", b"v")
+    assert os.getxattr(m / "cap", "user.tag") == b"v"
+    assert "security.capability" not in os.listxattr(m / "cap")
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert "nosuid" in next(line.split()[5] for line in mounts if line.split()[4] == str(m))

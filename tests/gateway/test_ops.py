@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_version_negotiates_msize_down_and_refuses_other_versions(gw: Running) -> None:
     async with gw.client(msize=8 * 1024 * 1024) as c:
-        assert c.msize == gw.gateway.config.msize == 512 * 1024
+        assert c.msize == gw.gateway.config.msize == 1024 * 1024 + 24
         reply = await c.rpc(p.Tversion(8192, "9P2000.u"), tag=p.NOTAG)
         assert reply == p.Rversion(8192, "unknown")
         assert type(reply) is p.Rversion

@@ -41,7 +41,8 @@ MSIZE_MIN: Final = 4096
 #: Schemes the kernel client can use: a plain stream the kernel reads and writes.
 KERNEL_SCHEMES: Final = ("vsock", "tcp", "unix")
 
-FUSE_MSIZE_DEFAULT: Final = 512 * 1024 + 24
+#: 1 MiB of payload: the FUSE kernel module hands over writes of up to 1 MiB.
+FUSE_MSIZE_DEFAULT: Final = 1024 * 1024 + 24
 
 Dial = Callable[[str], socket.socket]
 Run = Callable[..., "subprocess.CompletedProcess[bytes]"]

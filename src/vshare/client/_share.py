@@ -110,9 +110,18 @@ from vshare.transport import TlsSettings, connect
 
 T = TypeVar("T")
 
+
+def io_limit(msize: int) -> int:
+    """The payload of one Tread/Twrite: what ``msize`` leaves after the I/O header, rounded
+    down to whole 4 KiB pages, so that a large transfer reaches the server as page-aligned
+    pieces (no read-modify-write of a partial page at every boundary)."""
+    room = msize - IOHDRSZ
+    return room - room % 4096 if room >= 8192 else room
+
+
 #: Linux's "no uid given" in Tattach.
 NONUNAME = 0xFFFFFFFF
-DEFAULT_MSIZE = 512 * 1024 + IOHDRSZ
+DEFAULT_MSIZE = 1024 * 1024 + IOHDRSZ
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
 #: Concurrent getattrs of one scandir.
@@ -265,7 +274,7 @@ class AsyncShare:
     @property
     def iounit(self) -> int:
         """The most payload one Tread/Twrite carries."""
-        return self.msize - IOHDRSZ
+        return io_limit(self.msize)
 
     async def _run_session(self, uri: str, on_ready: Callable[[_Session], None]) -> None:
         """Connect, negotiate, attach, call ``on_ready``, and return when the connection
@@ -911,8 +920,7 @@ class AsyncFile:
 
     def _bind(self, s: _Session, fid: int, iounit: int) -> None:
         self.fid, self.epoch = fid, s.epoch
-        self.iounit = iounit or s.client.msize - IOHDRSZ
-        self.iounit = min(self.iounit, s.client.msize - IOHDRSZ)
+        self.iounit = min(iounit or s.client.msize, io_limit(s.client.msize))
 
     async def _open_on(self, s: _Session, flags: int) -> None:
         fid = await self.share._walk(s, self.parts)

@@ -430,6 +430,11 @@ class VshareOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name == b"security.capability":
+            # The kernel asks before every write, to drop a file capability: a round trip
+            # per write. The mount is nosuid, so capabilities never apply through it, and
+            # the gateway's own write on the host drops them there.
+            raise pyfuse3.FUSEError(errno.ENODATA)
         return await self.share.getxattr(self._path(inode), os.fsdecode(name))
 
     @fuse_errors

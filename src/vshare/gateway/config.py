@@ -64,7 +64,8 @@ MiB: Final = 1024 * KiB
 GiB: Final = 1024 * MiB
 #: The largest msize the gateway will ever agree to: 1 MiB of payload + the I/O header.
 MSIZE_CEILING: Final = MiB + 24
-DEFAULT_MSIZE: Final = 512 * KiB
+#: Offered by default: a 1 MiB FUSE write or read crosses as one message.
+DEFAULT_MSIZE: Final = MSIZE_CEILING
 MIN_MSIZE: Final = 4 * KiB
 
 

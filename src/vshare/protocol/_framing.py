@@ -122,19 +122,28 @@ class FrameDecoder:
     def __init__(self, msize: int = MAX_MSIZE, accept: Side | None = None) -> None:
         self.msize = msize
         self.accept: Side | None = accept
-        self._buf = bytearray()
         self._chunks: list[memoryview] = []
+        self._head = bytearray()  # the first bytes of a size field split across chunks
+        self._frame: bytearray | None = None  # a frame being assembled, at its full size
+        self._filled = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buf) + sum(c.nbytes for c in self._chunks)
+        partial = self._filled if self._frame is not None else len(self._head)
+        return partial + sum(c.nbytes for c in self._chunks)
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer. ``data`` must not change afterwards."""
         if data:
             view = data if isinstance(data, memoryview) else memoryview(data)
             self._chunks.append(view.cast("B") if view.format != "B" else view)
+
+    def _consume(self, n: int) -> None:
+        if n == self._chunks[0].nbytes:
+            self._chunks.pop(0)
+        else:
+            self._chunks[0] = self._chunks[0][n:]
 
     def next_message(self) -> tuple[int, Message] | None:
         """The next whole message, or None if more bytes are needed.
@@ -143,39 +152,41 @@ class FrameDecoder:
             RemoteProtocolError: the stream is not valid 9P2000.L; the decoder is then
                 unusable (close the session).
         """
-        # Fast path: nothing partial is buffered and a chunk holds a whole frame; decode
-        # straight out of the caller's bytes, no copy.
-        if not self._buf and self._chunks:
+        if self._frame is None and not self._head and self._chunks:
+            # Fast path: a chunk holds a whole frame; decode straight out of the caller's
+            # bytes, no copy.
             chunk = self._chunks[0]
             if chunk.nbytes >= 4:
                 size = chunk[0] | chunk[1] << 8 | chunk[2] << 16 | chunk[3] << 24
                 _check_size(size, self.msize)
                 if chunk.nbytes >= size:
-                    if chunk.nbytes == size:
-                        self._chunks.pop(0)
-                    else:
-                        self._chunks[0] = chunk[size:]
+                    self._consume(size)
                     return decode_frame(chunk[:size], self.msize, self.accept)
-        # Slow path: gather chunks into the buffer until a whole frame is there.
-        while self._chunks:
-            self._buf += self._chunks.pop(0)
-            if len(self._buf) >= 4:
-                size = int.from_bytes(self._buf[:4], "little")
-                _check_size(size, self.msize)
-                if len(self._buf) >= size:
-                    break
-        if len(self._buf) < 4:
-            return None
-        size = int.from_bytes(self._buf[:4], "little")
-        _check_size(size, self.msize)
-        if len(self._buf) < size:
-            return None
-        frame = bytes(self._buf[:size])
-        rest = self._buf[size:]
-        self._buf = bytearray()
-        if rest:
-            self._chunks.insert(0, memoryview(bytes(rest)))
-        return decode_frame(frame, self.msize, self.accept)
+        # Slow path: a frame spread over chunks (a 1 MiB Twrite arrives in many) is copied
+        # once, into a buffer of its exact size allocated when its size field is known.
+        if self._frame is None:
+            while len(self._head) < 4:
+                if not self._chunks:
+                    return None
+                need = min(4 - len(self._head), self._chunks[0].nbytes)
+                self._head += self._chunks[0][:need]
+                self._consume(need)
+            size = int.from_bytes(self._head, "little")
+            _check_size(size, self.msize)
+            self._frame = bytearray(size)
+            self._frame[:4] = self._head
+            self._filled = 4
+            self._head = bytearray()
+        frame = self._frame
+        while self._filled < len(frame):
+            if not self._chunks:
+                return None
+            n = min(self._chunks[0].nbytes, len(frame) - self._filled)
+            frame[self._filled : self._filled + n] = self._chunks[0][:n]
+            self._filled += n
+            self._consume(n)
+        self._frame = None
+        return decode_frame(memoryview(frame), self.msize, self.accept)
 
     def __iter__(self) -> Iterator[tuple[int, Message]]:
         while (item := self.next_message()) is not None:

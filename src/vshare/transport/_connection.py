@@ -28,6 +28,24 @@ class Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: Socket buffers big enough for a whole 1 MiB message (the largest msize), so that one
+#: ``sendmsg`` hands it over and the peer takes it in one receive, decoded without being
+#: reassembled: the default (~208 KiB) splits every large read or write into several
+#: partial sends, wake-ups and receives. Best effort: the kernel caps it at wmem_max.
+SOCKET_BUFFER = 2 * 1024 * 1024
+
+
+def _widen_buffers(sock: socket.socket) -> None:
+    if sock.family not in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):
+        return  # vsock has its own buffer options, left at the transport's defaults
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
 class SocketConnection:
     """A non-blocking stream socket.
 
@@ -37,6 +55,7 @@ class SocketConnection:
 
     def __init__(self, sock: socket.socket, identity: PeerIdentity) -> None:
         sock.setblocking(False)
+        _widen_buffers(sock)
         self._sock = sock
         self.identity = identity
         self._closed = False
