@@ -78,6 +78,7 @@ class GuestImage:
     kernel: Path  # the ELF vmlinux
     initramfs: Path
     built: bool  # False: both came from the cache
+    flavour: str = "kernel-client"
 
 
 def cache_root() -> Path:
@@ -236,7 +237,7 @@ def build(root: Path | None = None, flavour: Flavour = KERNEL_CLIENT) -> GuestIm
         tmp_out.write_bytes(archive.getvalue())
         tmp_out.replace(initramfs)
         built = True
-    return GuestImage(version, vmlinux, initramfs, built)
+    return GuestImage(version, vmlinux, initramfs, built, flavour.name)
 
 
 def main() -> int:

@@ -1,8 +1,10 @@
-"""Boot the kernel-client guest under QEMU (TCG) and read its console as it runs.
+"""Boot a test guest under QEMU (TCG) and read its console as it runs.
 
 QEMU runs with ``-accel tcg`` (this host's /dev/kvm cannot boot a stock kernel; see
-ENVIRONMENT.md), one vCPU, user networking (the guest's 10.0.2.2 is the host's 127.0.0.1),
-the serial console on stdout, no reboot: ``/init`` ends with ``poweroff -f`` and QEMU exits.
+ENVIRONMENT.md), one vCPU, user networking unless ``network=False`` (the guest's 10.0.2.2
+is the host's 127.0.0.1), any ``extra`` devices (the vsock guest: the host's root through
+``-virtfs``), the serial console on stdout, no reboot: ``/init`` ends with ``poweroff -f``
+and QEMU exits.
 The caller gets each console line as it arrives (to act on ``WAIT`` lines), and the run's
 lines, parsed ``RESULT``/``TIME`` lines and exit status at the end.
 """
@@ -82,6 +84,11 @@ def qemu_command(
     ]  # fmt: skip
 
 
+#: Every boot of this test session, for the "QEMU guests" section of pytest's summary
+#: (``conftest.py``): which guest, and its times.
+BOOTS: list[tuple[str, GuestRun]] = []
+
+
 def have_qemu() -> bool:
     return shutil.which(QEMU) is not None
 
@@ -114,6 +121,7 @@ async def boot(
                 await process.wait()
         await process.aclose()
         run.seconds = time.monotonic() - start
+        BOOTS.append((image.flavour, run))
     return run
 
 
