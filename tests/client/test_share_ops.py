@@ -253,3 +253,28 @@ async def test_blocking_facade(start_gateway: object) -> None:
         data, names, size = await anyio.to_thread.run_sync(script)
         assert data == b"blocking" and names == ["b.txt", "dir"] and size == 3
         assert (gw.share_dir("alpha") / "dir" / "c.bin").read_bytes() == b"aZc"
+
+
+async def test_clunks_are_not_waited_for_but_fids_wait_for_their_reply(
+    share: AsyncShare, server: Server
+) -> None:
+    """A stat is walk + getattr; its Tclunk goes out without a wait. The fid number comes
+    back into use only after the server answered the clunk: many concurrent stats never
+    reuse a fid the server still holds (it would answer a walk to it with an error)."""
+    (server.root / "f").write_bytes(b"x")
+    session = share._session
+    assert session is not None
+    client = session.client
+
+    async def stats() -> None:
+        for _ in range(20):
+            assert (await share.stat("f")).st_size == 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(16):
+            tg.start_soon(stats)
+    with anyio.fail_after(5):  # every Rclunk arrives and frees its fid and tag
+        while client._unwaited_clunks:
+            await anyio.sleep(0.01)
+    # 320 stats, ≤ 16 in flight: fids were recycled, not minted one per stat.
+    assert client._next_fid < 64

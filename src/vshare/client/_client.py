@@ -71,6 +71,8 @@ class Client:
         self._dead: BaseException | None = None
         #: Tags of requests whose caller gave up (cancelled): reserved until their reply.
         self._abandoned: set[int] = set()
+        #: Tags of Tclunks sent without waiting → their fid, free again at the reply.
+        self._unwaited_clunks: dict[int, int] = {}
 
     @property
     def alive(self) -> bool:
@@ -88,6 +90,10 @@ class Client:
                 decoder.feed(data)
                 for tag, msg in decoder:
                     pending = self._pending.get(tag)
+                    if pending is None and tag in self._unwaited_clunks:
+                        self.release_fid(self._unwaited_clunks.pop(tag))
+                        self._free_tags.append(tag)
+                        continue
                     if pending is None and tag in self._abandoned:
                         self._abandoned.discard(tag)
                         self._free_tags.append(tag)
@@ -193,6 +199,24 @@ class Client:
             await self.rpc(Tclunk(fid))
         finally:
             self.release_fid(fid)
+
+    async def clunk_nowait(self, fid: int) -> None:
+        """Send Tclunk and return without waiting for Rclunk: a fid is gone after Tclunk
+        whatever the answer, so waiting would only add a round trip to the caller's
+        operation. The fid and the tag are reused only once the reply has come."""
+        if self._dead is not None:
+            self.release_fid(fid)  # the session, and every fid with it, is gone
+            return
+        if not self._free_tags:
+            await self.clunk(fid)
+            return
+        tag = self._free_tags.pop()
+        self._unwaited_clunks[tag] = fid
+        head, _ = encode_parts(tag, Tclunk(fid), self.msize)
+        try:
+            await self.send_frame((head,))
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from exc
 
 
 @asynccontextmanager

@@ -414,7 +414,7 @@ class AsyncShare:
     async def _clunk(self, s: _Session, fid: int) -> None:
         if s.client.alive:
             try:
-                await s.client.clunk(fid)
+                await s.client.clunk_nowait(fid)
             except OSError:
                 pass  # a fid is gone after Tclunk whatever the answer
 
@@ -1098,7 +1098,15 @@ class AsyncFile:
         self.closed = True
         s = self.share._session
         if s is not None and s.epoch == self.epoch:
-            await self.share._clunk(s, self.fid)
+            if self.locks and s.client.alive:
+                # Wait for it: the locks are released when the server has the Tclunk,
+                # and the caller may count on that (another opener taking them next).
+                try:
+                    await s.client.clunk(self.fid)
+                except OSError:
+                    pass
+            else:
+                await self.share._clunk(s, self.fid)
 
     async def __aenter__(self) -> AsyncFile:
         return self
