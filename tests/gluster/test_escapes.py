@@ -94,6 +94,25 @@ def test_virtual_xattrs_are_refused(env: Env) -> None:
     assert env.snapshot() == before
 
 
+def test_no_xattr_call_on_a_symlink(env: Env) -> None:
+    """ACL names on a symlink object: gfapi's ACL calls would resolve the link's target from
+    the volume root; the backend makes no xattr call on a symlink at all."""
+    b = env.backend
+    env.host.host_symlink("share/to-dir", env.host.host_absolute("outside-dir"))
+    link = b.lookup(env.share, "to-dir")
+    before = env.snapshot()
+    acl = b"\x02\x00\x00\x00\x01\x00\x07\x00\xff\xff\xff\xff"
+    for name in ("system.posix_acl_access", "system.posix_acl_default", "user.x"):
+        with raises_errno(errno.EPERM):
+            b.setxattr(link, name, acl, 0)
+        with raises_errno(errno.ENODATA):
+            b.getxattr(link, name)
+        with raises_errno(errno.EPERM):
+            b.removexattr(link, name)
+    assert b.listxattr(link) == []
+    assert env.snapshot() == before
+
+
 def test_gfapi_resolver_syntax_never_reaches_it(env: Env) -> None:
     """``/x`` would resolve from the volume root, ``..`` to the parent, ``""`` to the
     directory itself, ``a/b`` through ``a`` following symlinks: refused before gfapi."""

@@ -90,6 +90,8 @@ def test_no_gfid_to_object_call_is_bound() -> None:
     glfs_h_find_handle are not bound (security note, point 2)."""
     assert not any("create_from_handle" in n or "find_handle" in n for n in dir(_gfapi))
     assert not any("from_handle" in n for n in _gfapi._PROTOTYPES)
+    # glfs_h_acl_set/get on a symlink object resolve its target from the volume root
+    assert not any("acl" in n for n in _gfapi._PROTOTYPES)
 
 
 def test_qid_is_the_gfid_and_st_ino(top: tuple[int, int]) -> None:

@@ -13,6 +13,7 @@ import errno
 import os
 import posixpath
 import stat
+import time
 from collections.abc import Iterator
 
 from vshare.backend import _gfapi
@@ -32,6 +33,7 @@ class GfapiVolumeFixture:
         self.fs = fs
         self.root = root.strip("/")
         self.snapshot_skips = snapshot_skips
+        self.rename_retries = 0
 
     # -- walking -------------------------------------------------------------------------------
 
@@ -121,8 +123,27 @@ class GfapiVolumeFixture:
             _gfapi.h_link(self.fs, obj, p, name)
 
     def host_rename(self, old: str, new: str) -> None:
-        with self._parent(old) as (op, oname), self._parent(new) as (np_, nname):
-            _gfapi.h_rename(self.fs, op, oname, np_, nname)
+        # Sharing the backend's glfs, a rename racing the backend's lookups of the same names
+        # is sometimes refused with EEXIST by gfapi (glfs_h_rename compares the types of
+        # source and target as its inode table has them, which the concurrent lookups left
+        # stale). Fresh lookups of both names correct that; then the host asks again.
+        for attempt in range(20):
+            try:
+                with self._parent(old) as (op, oname), self._parent(new) as (np_, nname):
+                    _gfapi.h_rename(self.fs, op, oname, np_, nname)
+                return
+            except OSError as e:
+                if e.errno != errno.EEXIST or attempt == 19:
+                    raise
+                self.rename_retries += 1
+                self._refresh(old)
+                self._refresh(new)
+                time.sleep(0.001 * attempt)
+
+    def _refresh(self, relpath: str) -> None:
+        """Look ``relpath`` up on the brick: gfapi then drops a stale cached entry of it."""
+        with contextlib.suppress(OSError), self._object(relpath, follow=False):
+            pass
 
     def host_exists(self, relpath: str) -> bool:
         try:

@@ -47,6 +47,9 @@ This is the one place where it is stated; the code below enforces it.
    root, ``trusted.glusterfs.pathinfo`` the brick path on the server,
    ``glusterfs.gfid.newfile`` creates files by gfid, ``glusterfs.get_real_filename:``
    looks names up). Anything else is EOPNOTSUPP, and ``listxattr`` shows only allowed names.
+   No xattr call is made on a symlink object at all (Linux allows none of these names on a
+   symlink; gfapi's ACL calls on a symlink object resolve its target from the volume root):
+   get → ENODATA, set/remove → EPERM, list → nothing. The ACL calls are not bound.
 7. **A pointer is never used after its close**, nor after ``glfs_fini``: each sits in a
    :class:`_Ref` that counts the calls using it; ``close()`` marks it closed (later calls:
    EBADF) and the real ``glfs_h_close``/``glfs_close`` waits for the last call. A backend's
@@ -151,6 +154,7 @@ _XATTR_ACL: Final = frozenset({"system.posix_acl_access", "system.posix_acl_defa
 _READDIR_BATCH_MAX: Final = 1 << 20
 _CLOSE_WAIT: Final = 60.0
 _OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+_LOOKUP_RETRY: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 def _err(code: int) -> OSError:
@@ -560,9 +564,41 @@ class GlusterBackend(Backend):
         return GlusterNode(self, *made)
 
     def _lookup(self, parent: GlusterNode, raw: bytes) -> GlusterNode:
-        """The one place that resolves a name: one component of a directory, not followed."""
-        with parent._ref as pobj:
-            return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+        """The one place that resolves a name: one component of a directory, not followed.
+
+        ENOENT is asked again (module note: renamed directories): once at once, then while
+        the parent itself cannot be opened, for at most ~40 ms."""
+        try:
+            with parent._ref as pobj:
+                return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ESTALE):
+                raise
+            first = e
+        for delay in _LOOKUP_RETRY:
+            try:
+                with parent._ref as pobj:
+                    return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ESTALE):
+                    raise
+            if self._reachable(parent):
+                break
+            time.sleep(delay)
+        raise first
+
+    def _reachable(self, n: GlusterNode) -> bool:
+        """Whether the brick can open directory ``n`` by its gfid right now."""
+        try:
+            with n._ref as obj:
+                fd = _gfapi.h_opendir(self._fs, obj)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ESTALE):
+                return False
+            raise
+        with contextlib.suppress(OSError):
+            _gfapi.closedir(fd)
+        return True
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -929,11 +965,15 @@ class GlusterBackend(Backend):
     def getxattr(self, node: Node, name: str) -> bytes:
         n = self._node(node)
         raw = _xattr_name(name)
+        if n.file_type == stat.S_IFLNK:
+            raise _err(errno.ENODATA)  # point 6: no xattr call on a symlink object
         with n._ref as obj:
             return _gfapi.h_getxattr(self._fs, obj, raw)
 
     def listxattr(self, node: Node) -> list[str]:
         n = self._node(node)
+        if n.file_type == stat.S_IFLNK:
+            return []
         with n._ref as obj:
             names = _gfapi.h_listxattr(self._fs, obj)
         return [s for s in map(_decode, names) if _xattr_allowed(s)]
@@ -946,6 +986,8 @@ class GlusterBackend(Backend):
             raise _err(errno.EINVAL)
         if len(value) > _XATTR_SIZE_MAX:
             raise _err(errno.E2BIG)
+        if n.file_type == stat.S_IFLNK:
+            raise _err(errno.EPERM)  # as Linux answers for user.* on a symlink
         with n._ref as obj:
             _gfapi.h_setxattr(self._fs, obj, raw, bytes(value), flags)
 
@@ -953,6 +995,8 @@ class GlusterBackend(Backend):
     def removexattr(self, node: Node, name: str) -> None:
         n = self._node(node)
         raw = _xattr_name(name)
+        if n.file_type == stat.S_IFLNK:
+            raise _err(errno.EPERM)
         with n._ref as obj:
             _gfapi.h_removexattr(self._fs, obj, raw)
 

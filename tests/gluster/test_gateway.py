@@ -1,0 +1,185 @@
+"""End to end: a real gateway serves 9P sessions from a GlusterFS volume through gfapi, and the
+control service makes and removes shares on it."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.gateway.helpers import create, getattr_, listdir, read_all, read_file, walk
+from tests.gluster.conftest import Session
+from vshare import protocol as p
+from vshare.backend.gluster import GlusterBackend
+from vshare.client import Client, open_client
+from vshare.control import ADMIN, ControlService
+from vshare.gateway.config import GatewayConfig, Share
+from vshare.gateway.server import Gateway
+from vshare.policy import AccessRule
+from vshare.store import ShareStatus, SqliteStore
+
+GiB = 1 << 30
+SECRET = b"TOP SECRET: outside every share\n"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(os.path.realpath(tmp_path_factory.mktemp("gw")))
+
+
+@asynccontextmanager
+async def serving(uri: str, sock: Path, *shares: Share) -> AsyncIterator[tuple[Gateway, str]]:
+    backend = GlusterBackend(uri)
+    gateway = Gateway(GatewayConfig(shares=shares), backend)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(gateway.serve, [f"unix://{sock}"])
+            try:
+                yield gateway, f"unix://{sock}"
+            finally:
+                gateway.shutdown()
+    finally:
+        backend.close()
+
+
+@pytest.mark.anyio
+async def test_a_9p_session_over_gluster(gluster_session: Session, short_dir: Path) -> None:
+    rel = gluster_session.fresh_root("gw")
+    host = gluster_session.host(rel)
+    host.host_write("secret.txt", SECRET)
+    host.host_write("shares/alpha/hello.txt", b"hello from gluster\n")
+    host.host_symlink("shares/alpha/escape", "../../secret.txt")
+    host.host_symlink("shares/alpha/abs", host.host_absolute("secret.txt"))
+    me = str(os.getuid())
+    alpha = Share("alpha", "shares/alpha", id="a", access=(AccessRule("user", me),), size_gib=1)
+    sock = short_dir / "gw.sock"
+    async with serving(f"{gluster_session.uri}/{rel}", sock, alpha) as (gw, uri):
+        client: Client
+        async with open_client(uri) as client:
+            root, _ = await client.attach("alpha")
+            assert await read_file(client, root, "hello.txt") == b"hello from gluster\n"
+            # a write of 1 MiB and back, in msize-sized pieces
+            data = os.urandom(1 << 20)
+            fid = await create(client, root, "big")
+            step = client.msize - 64
+            for off in range(0, len(data), step):
+                reply = await client.call(p.Twrite(fid, off, data[off : off + step]), p.Rwrite)
+                assert reply.count == len(data[off : off + step])
+            await client.call(p.Tfsync(fid, 0), p.Rfsync)
+            assert await read_all(client, fid) == data
+            await client.clunk(fid)
+            assert host.host_read("shares/alpha/big") == data
+            names = {d.name for d in await listdir(client, root)}
+            assert {"hello.txt", "big", "escape", "abs", ".", ".."} <= names
+            # confinement through the gateway: .. stays at the root, symlinks are data
+            up = await walk(client, root, "..")
+            assert (await getattr_(client, up)).qid.path == (await getattr_(client, root)).qid.path
+            for link in ("escape", "abs"):
+                fid = await walk(client, root, link)
+                with pytest.raises(OSError) as info:
+                    await client.call(p.Tlopen(fid, p.DOTL_RDONLY), p.Rlopen)
+                assert info.value.errno == errno.ELOOP
+                # a walk through it stops at the symlink (a partial walk: one qid)
+                reply = await client.rpc(p.Twalk(root, client.new_fid(), (link, "anything")))
+                assert isinstance(reply, p.Rwalk) and len(reply.qids) == 1
+                assert reply.qids[0].type == p.QTSYMLINK
+                reply = await client.call(p.Treadlink(fid), p.Rreadlink)
+                assert "secret" in reply.target
+            # statfs: the share's size, and never more free space than the volume has
+            st = await client.call(p.Tstatfs(root), p.Rstatfs)
+            volume = gw.ctx.backend.statfs(gw.ctx.backend.open_root(""))
+            assert st.bsize == volume.bsize
+            assert st.blocks * st.bsize == GiB
+            used = gw.ctx.usage(gw.ctx.shares["a"]).used
+            assert used >= len(data)
+            assert st.bfree == st.bavail
+            assert st.bavail <= volume.bavail
+            assert st.bavail * st.bsize == GiB - -(-used // st.bsize) * st.bsize
+            # past the size: EDQUOT
+            fid = await create(client, root, "too-big")
+            with pytest.raises(OSError) as info:
+                await client.call(p.Twrite(fid, GiB, b"x"), p.Rwrite)
+            assert info.value.errno == errno.EDQUOT
+            await client.clunk(fid)
+    assert host.host_read("secret.txt") == SECRET
+
+
+@pytest.mark.anyio
+async def test_statfs_shows_the_volume_when_it_is_smaller(
+    gluster_session: Session, short_dir: Path
+) -> None:
+    """A share larger than the volume's free space reports the volume's free space."""
+    rel = gluster_session.fresh_root("gw")
+    gluster_session.host(rel).host_mkdir("shares/huge")
+    me = str(os.getuid())
+    huge = Share("huge", "shares/huge", id="h", access=(AccessRule("user", me),), size_gib=1 << 20)
+    async with (
+        serving(f"{gluster_session.uri}/{rel}", short_dir / "s.sock", huge) as (gw, uri),
+        open_client(uri) as client,
+    ):
+        root, _ = await client.attach("huge")
+        st = await client.call(p.Tstatfs(root), p.Rstatfs)
+        volume = gw.ctx.backend.statfs(gw.ctx.backend.open_root(""))
+        assert st.blocks * st.bsize == (1 << 20) * GiB  # the share's size (1 PiB)
+        assert volume.bavail < st.blocks  # this machine has less than that free
+        # the volume's real free space (it moves a little while other things write)
+        assert abs(st.bavail - volume.bavail) * st.bsize < 64 << 20
+        assert st.bfree == st.bavail
+
+
+@pytest.fixture
+def service(gluster_session: Session, tmp_path: Path) -> Iterator[tuple[ControlService, str]]:
+    rel = gluster_session.fresh_root("ctl")
+    uri = f"{gluster_session.uri}/{rel}"
+    store = SqliteStore(tmp_path / "state.db")
+    svc = ControlService(store, {"gv": uri})
+    try:
+        yield svc, rel
+    finally:
+        svc.close()  # closes the backend; the session keeps the glfs (keep_connections)
+        store.close()
+
+
+def test_share_create_and_delete_through_gfapi(
+    gluster_session: Session, service: tuple[ControlService, str]
+) -> None:
+    svc, rel = service
+    host = gluster_session.host(rel)
+    share = svc.create_share(ADMIN, "docs", 10, tenant="acme")
+    assert share.status is ShareStatus.AVAILABLE
+    assert share.backend == f"{gluster_session.uri}/{rel}"
+    assert share.path == f"shares/{share.id}"
+    assert svc.volume_of(share) == "gv"
+    assert host.host_exists(share.path)
+    # the brick holds it: gfapi made it, no mount involved
+    assert (gluster_session.volume.brick / rel / share.path).is_dir()
+    host.host_write(f"{share.path}/file", b"x" * 1000)
+    host.host_write("outside", b"keep")
+    host.host_symlink(f"{share.path}/escape", "../../outside")
+    assert svc.usage(share) == 1000  # apparent size over gfapi; the symlink not followed
+    svc.delete_share(ADMIN, "docs", force=True)
+    assert not host.host_exists(share.path)
+    assert host.host_read("outside") == b"keep"  # remove_tree stayed inside
+    empty = svc.create_share(ADMIN, "empty", 1, tenant="acme")
+    assert host.host_exists(empty.path)
+    svc.delete_share(ADMIN, "empty")
+    assert not host.host_exists(empty.path)
+
+
+def test_volumes_accept_gluster_uris() -> None:
+    from vshare.control import Volumes, parse_volume
+
+    assert parse_volume("gv=gluster://g1/vol") == ("gv", "gluster://g1/vol")
+    Volumes({"gv": "gluster://g1:24007/vol/dir"})
+    with pytest.raises(ValueError, match="gluster://HOST"):
+        Volumes({"gv": "gluster://g1"})
