@@ -37,10 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Session:
     """The session's volume and its one gfapi connection (for the host-side fixture)."""
 
-    def __init__(self, volume: gd.GlusterVolume) -> None:
+    def __init__(self, volume: gd.GlusterVolume, log_file: Path) -> None:
         self.volume = volume
         self.uri = volume.uri
-        self._keeper = gluster.GlusterBackend(volume.uri)  # holds the glfs for the host side
+        # Holds the glfs for the host side; the first backend sets gfapi's log file.
+        self._keeper = gluster.GlusterBackend(volume.uri, log_file=str(log_file))
         self.fs = self._keeper._fs
 
     def fresh_root(self, prefix: str = "t") -> str:
@@ -66,7 +67,7 @@ def gluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessio
     base = tmp_path_factory.mktemp("glusterd")
     gluster.keep_connections(True)
     with gd.gluster_volume(VOLUME, base) as volume:
-        session = Session(volume)
+        session = Session(volume, base / "gfapi.log")
         try:
             yield session
         finally:

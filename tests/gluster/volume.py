@@ -124,21 +124,25 @@ class GfapiVolumeFixture:
 
     def host_rename(self, old: str, new: str) -> None:
         # Sharing the backend's glfs, a rename racing the backend's lookups of the same names
-        # is sometimes refused with EEXIST by gfapi (glfs_h_rename compares the types of
-        # source and target as its inode table has them, which the concurrent lookups left
-        # stale). Fresh lookups of both names correct that; then the host asks again.
-        for attempt in range(20):
+        # is sometimes refused with EEXIST by gfapi: glfs_h_rename compares the types of
+        # source and target as its caches have them, and a lookup answered just before the
+        # previous rename can leave the old entry cached (md-cache: up to 1 s). The host
+        # asks again, with fresh lookups, until the cache has let it go (at most 3 s).
+        deadline = time.monotonic() + 3.0
+        delay = 0.001
+        while True:
             try:
                 with self._parent(old) as (op, oname), self._parent(new) as (np_, nname):
                     _gfapi.h_rename(self.fs, op, oname, np_, nname)
                 return
             except OSError as e:
-                if e.errno != errno.EEXIST or attempt == 19:
+                if e.errno != errno.EEXIST or time.monotonic() > deadline:
                     raise
                 self.rename_retries += 1
                 self._refresh(old)
                 self._refresh(new)
-                time.sleep(0.001 * attempt)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def _refresh(self, relpath: str) -> None:
         """Look ``relpath`` up on the brick: gfapi then drops a stale cached entry of it."""

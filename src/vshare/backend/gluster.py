@@ -23,8 +23,10 @@ This is the one place where it is stated; the code below enforces it.
      returned as itself; with one component that is neither ``.``/``..`` nor empty and holds
      no ``/``, gfapi can only look up an entry of ``parent`` (its resolver treats a leading
      ``/`` as the volume root, ``..`` as the parent and ``""`` as ``parent`` itself: all
-     refused before gfapi sees them). Passing a stat buffer forces a real LOOKUP of the
-     name on the brick, so the answer is never a stale cached dentry.
+     refused before gfapi sees them). The answer can come from gfapi's caches (md-cache,
+     1 s by default): the object that had that name a moment ago. Its type is the one of its
+     gfid (a gfid never changes type), so a stale answer is never "a directory" that is
+     really a symlink; see "Not covered" for objects another client moves out meanwhile.
    - ``create``/``mkdir``/``symlink``/``mknod`` use ``glfs_h_creat``/``_mkdir``/``_symlink``/
      ``_mknod`` on the parent object, which return the new object itself (no second lookup).
    - :meth:`~GlusterBackend.clone` copies the object (``glfs_object_copy``).
@@ -58,8 +60,9 @@ This is the one place where it is stated; the code below enforces it.
    link or rename between volumes (or between two backends of one volume).
 
 Not covered, by design (another client of the volume does these, not a guest): a directory
-another client moves out of the share is still reachable through nodes that refer to it;
-a hard link another client made to a file outside is that file.
+another client moves out of the share is still reachable through nodes that refer to it,
+and for up to gfapi's cache timeout through the name it had; a hard link another client made
+to a file outside is that file.
 
 Other rules
 ===========
@@ -83,6 +86,16 @@ Other rules
   ``.glusterfs/unlink`` until its last close); for files this backend unlinked while it had
   them open, ``getattr`` reports 0 as POSIX does (while they stay open). ``getattr`` of such a
   file, which gfapi no longer finds by gfid, falls back to ``glfs_fstat`` on an open file.
+- **Directories renamed by another client**: the brick reaches a directory by its gfid
+  through a handle that names its parent and its name, and a rename of that directory leaves
+  the handle dangling for a moment (microseconds, while the rename is done on the brick):
+  ``glfs_h_opendir`` and lookups in it then fail with ENOENT although it exists. ``opendir``
+  is retried for up to ~40 ms; a lookup that finds nothing is asked once more, and then
+  again while the directory itself cannot be opened (so a name that really is missing costs
+  two lookups and an opendir: ~3 round trips instead of 1). A guest can still see a rare
+  ENOENT, or a create fail, in a directory that another client renames at that instant;
+  GlusterFS itself may then leave a file without its gfid link on the brick (seen here:
+  unreadable by gfid).
 - **unlink**: gfapi has one call for files and empty directories (``glfs_h_unlink``); the
   type is checked by a lookup first (EISDIR/ENOTDIR as POSIX). Between that lookup and the
   unlink another client could swap the entry for an empty directory or a file of the same
@@ -566,8 +579,8 @@ class GlusterBackend(Backend):
     def _lookup(self, parent: GlusterNode, raw: bytes) -> GlusterNode:
         """The one place that resolves a name: one component of a directory, not followed.
 
-        ENOENT is asked again (module note: renamed directories): once at once, then while
-        the parent itself cannot be opened, for at most ~40 ms."""
+        ENOENT is asked again (module note: directories renamed by another client): once at
+        once, then while the parent itself cannot be opened, for at most ~40 ms."""
         try:
             with parent._ref as pobj:
                 return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))

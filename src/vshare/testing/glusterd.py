@@ -26,9 +26,12 @@ Example (what the benchmark harness needs)::
         backend = open_backend(vol.uri)            # gluster://127.0.1.1:24007/bench
         with fuse_mount(vol, "/tmp/mnt") as mnt:   # the native client, for comparison
             ...
+        backend.close()                            # glfs_fini (~10 s): before the volume goes
 
 Limits: root only (glusterd and FUSE need it). Gluster still writes to ``/var/run/gluster``
-and ``/var/log/glusterfs`` (brick pid files and logs, named after the volume), so two daemons
+and ``/var/log/glusterfs`` (brick pid files and logs, named after the volume and brick; the
+volume's are removed at teardown; gfapi clients log there too unless given a log file), so
+two daemons
 on one machine need different volume names, and different loopback addresses (chosen
 automatically: see :func:`glusterd`). A brick directory cannot be reused once a volume used it; each
 volume gets a fresh one under the daemon's working directory, removed with it.
@@ -68,6 +71,7 @@ DEFAULT_PORT: Final = 24007
 _GLUSTERD_VOL: Final = Path("/etc/glusterfs/glusterd.vol")
 _GLUSTERD_STATE: Final = Path("/var/lib/glusterd")
 _BRICK_RUN_DIR: Final = Path("/var/run/gluster/vols")
+_BRICK_LOG_DIR: Final = Path("/var/log/glusterfs/bricks")
 
 
 class GlusterError(RuntimeError):
@@ -211,6 +215,10 @@ class Glusterd:
                 _kill_pid(pid)
             with contextlib.suppress(GlusterError):
                 self.cli("volume", "delete", name, timeout=120)
+            # what glusterd leaves behind for this brick outside its working directory
+            shutil.rmtree(_BRICK_RUN_DIR / name, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(_BRICK_LOG_DIR / (str(brick).strip("/").replace("/", "-") + ".log"))
 
     def stop(self) -> None:
         """SIGTERM glusterd by PID, SIGKILL after 15 s. Idempotent."""
