@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from systems import SYSTEMS, Rig
+from systems import GLUSTER_SYSTEMS, SYSTEMS, Rig
 from workloads import METRICS, WORKLOADS, Params
 
 SHARED = "seq.dat"
@@ -42,7 +42,14 @@ TARGETS: list[tuple[str, str, str, float]] = [
     *((m, "vshare", "vshare-diod", 1.0) for m in ("seq-read-cold", "seq-read-warm")),
     *((m, "vshare", "vshare-diod", 0.7) for m in ("create", "stat", "readdir", "unlink")),
     ("seq-read-warm", "vshare", "local", 0.5),
-]
+    *((m, "vshare-gluster", "gluster-native", 0.8)
+      for m in ("seq-write", "seq-read-cold", "seq-read-warm")),
+]  # fmt: skip
+#: The ratio tables: (system, what it is compared with).
+PAIRS: list[tuple[str, str]] = [
+    ("vshare", "local"), ("vshare", "vshare-diod"), ("vshare", "sshfs"),
+    ("vshare-gluster", "gluster-native"), ("vshare-gluster", "vshare"),
+]  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -110,6 +117,23 @@ def make_shared_file(path: Path, size_mib: int) -> None:
         os.fsync(f.fileno())
 
 
+def start_gluster(rig: Rig, stack: contextlib.ExitStack, size_mib: int) -> None:
+    """A private glusterd and a single-brick volume on this disk (under the rig), with the
+    same data as the local export, written through a native mount."""
+    from vshare.testing.glusterd import available, fuse_mount, gluster_volume
+
+    missing = available()
+    if missing:
+        raise RuntimeError(f"GlusterFS systems: {missing}")
+    log("starting glusterd and a single-brick volume")
+    rig.gluster = stack.enter_context(gluster_volume("vshare-bench", rig.root))
+    staging = stack.enter_context(fuse_mount(rig.gluster, rig.scratch("gluster-staging") / "m"))
+    (staging / "export").mkdir()
+    log(f"preparing {size_mib} MiB of shared data on the volume")
+    make_shared_file(staging / "export" / SHARED, size_mib)
+    rig.gluster_staging = staging
+
+
 def summarize(results: dict[str, dict[str, list[float]]], systems: list[str]) -> dict[str, object]:
     table: dict[str, dict[str, dict[str, float]]] = {}
     for metric, per_system in results.items():
@@ -149,15 +173,13 @@ def markdown(summary: dict[str, object], systems: list[str]) -> str:
             else:
                 cells.append("—")
         lines.append(f"| {metric} | {METRICS[metric].unit} | " + " | ".join(cells) + " |")
-    others = [s for s in systems if s != "vshare"]
-    if "vshare" in systems and others:
-        lines += ["", "| workload | " + " | ".join(f"vshare ÷ {s}" for s in others) + " |",
-                  "|---|" + "---:|" * len(others)]  # fmt: skip
+    pairs = [(a, b) for a, b in PAIRS if a in systems and b in systems]
+    if pairs:
+        lines += ["", "| workload | " + " | ".join(f"{a} ÷ {b}" for a, b in pairs) + " |",
+                  "|---|" + "---:|" * len(pairs)]  # fmt: skip
         for metric, row in table.items():
-            if "vshare" not in row:
-                continue
-            cells = [f"{row['vshare']['median'] / row[s]['median']:.2f}×" if s in row else "—"
-                     for s in others]  # fmt: skip
+            cells = [f"{row[a]['median'] / row[b]['median']:.2f}×" if a in row and b in row
+                     else "—" for a, b in pairs]  # fmt: skip
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     targets: list[dict[str, object]] = summary["targets"]  # type: ignore[assignment]
     if targets:
@@ -253,6 +275,8 @@ def main() -> int:
                         tarball(rig) if "tree" in workloads else None)  # fmt: skip
         results: dict[str, dict[str, list[float]]] = {}
         with contextlib.ExitStack() as stack:
+            if any(s in GLUSTER_SYSTEMS for s in systems):
+                start_gluster(rig, stack, args.size_mib)
             roots = {}
             for name in systems:
                 log(f"starting {name}: {SYSTEMS[name][0]}")

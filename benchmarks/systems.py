@@ -21,14 +21,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vshare.testing.glusterd import GlusterVolume, fuse_mount
+
 VSHARE = str(Path(sys.executable).parent / "vshare")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rig:
-    """Where everything lives: ``volume/export`` is the directory every system serves."""
+    """Where everything lives: ``volume/export`` is the directory every system serves.
+
+    The GlusterFS pair serves ``export`` of a volume instead (same layout, same data):
+    ``gluster`` is that volume and ``gluster_staging`` a native mount of it that
+    ``compare.py`` prepares the data through, both set when a gluster system runs.
+    """
 
     root: Path
+    gluster: GlusterVolume | None = None
+    gluster_staging: Path | None = None
 
     @property
     def volume(self) -> Path:
@@ -111,14 +120,15 @@ def local(rig: Rig) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def vshare_gateway(rig: Rig, cache: str = "auto") -> Iterator[Path]:
-    """The vshare FUSE client → the vshare gateway over a Unix socket, POSIX backend."""
-    run = rig.scratch("vshare-gateway")
+def vshare_gateway(rig: Rig, cache: str = "auto", backend: str = "") -> Iterator[Path]:
+    """The vshare FUSE client → the vshare gateway over a Unix socket, POSIX backend
+    (or ``backend``)."""
+    run = rig.scratch("vshare-gateway" if not backend else "vshare-gateway-2")
     sock = run / "gw.sock"
     sock.unlink(missing_ok=True)
     config = run / "gateway.toml"
     config.write_text(
-        f'listen = ["unix://{sock}"]\nbackend = "posix:{rig.volume}"\n'
+        f'listen = ["unix://{sock}"]\nbackend = "{backend or f"posix:{rig.volume}"}"\n'
         f'[[share]]\nname = "bench"\npath = "export"\n'
         f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
     )
@@ -181,6 +191,23 @@ def sshfs(rig: Rig) -> Iterator[Path]:
             yield mnt
 
 
+@contextlib.contextmanager
+def vshare_gluster(rig: Rig) -> Iterator[Path]:
+    """The vshare FUSE client → the vshare gateway → GlusterFS through libgfapi (no FUSE
+    mount on the gateway's side)."""
+    assert rig.gluster is not None, "compare.py starts the volume first"
+    with vshare_gateway(rig, backend=rig.gluster.uri) as mnt:
+        yield mnt
+
+
+@contextlib.contextmanager
+def gluster_native(rig: Rig) -> Iterator[Path]:
+    """GlusterFS's own FUSE client (``mount -t glusterfs``), default volume options."""
+    assert rig.gluster is not None, "compare.py starts the volume first"
+    with fuse_mount(rig.gluster, rig.scratch("gluster-native") / "mnt") as mnt:
+        yield mnt / "export"
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -195,4 +222,9 @@ SYSTEMS: dict[str, tuple[str, Callable[[Rig], contextlib.AbstractContextManager[
     "vshare": ("vshare FUSE client → vshare gateway, Unix socket", vshare_gateway),
     "vshare-diod": ("vshare FUSE client → diod, loopback TCP", vshare_diod),
     "sshfs": ("sshfs → sshd, loopback", sshfs),
-}
+    "vshare-gluster": ("vshare FUSE client → vshare gateway → GlusterFS via libgfapi",
+                       vshare_gluster),
+    "gluster-native": ("GlusterFS native FUSE client (mount -t glusterfs)", gluster_native),
+}  # fmt: skip
+#: Systems that serve the GlusterFS volume rather than the local export.
+GLUSTER_SYSTEMS = ("vshare-gluster", "gluster-native")
