@@ -123,6 +123,8 @@ def test_json_logs_and_graceful_sigterm(
     lines = [json.loads(line) for line in proc.stderr.read().splitlines()]  # every line is JSON
     audits = [entry for entry in lines if entry.get("event") == "attach"]
     assert [(a["share"], a["decision"]) for a in audits] == [("docs", "allow"), ("nope", "deny")]
+    # The granted access level has its own name: "level" is the log line's own severity.
+    assert [(a["access"], a["level"]) for a in audits] == [("rw", "info"), (None, "info")]
     assert all(a["logger"] == "vshare.audit" and "identity" in a for a in audits)
     assert any(entry.get("event") == "session-close" for entry in lines)
     assert any("SIGTERM" in entry["msg"] for entry in lines)

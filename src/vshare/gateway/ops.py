@@ -292,7 +292,7 @@ class Operations:
         fields = {
             "event": "attach", "identity": str(self.identity),
             "instance": requester.instance_id, "tenant": requester.tenant, "share": aname,
-            "decision": decision, "level": level.value if level else None,
+            "decision": decision, "access": level.value if level else None,
             "uname": msg.uname, "session": self.session_id,
         }  # fmt: skip
         if share is None:
