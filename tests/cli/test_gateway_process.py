@@ -202,8 +202,10 @@ def test_gateway_serves_the_store(tmp_path: Path) -> None:
                                               status=ShareStatus.AVAILABLE))  # fmt: skip
         store.add_rule(make_rule(share.id, str(os.getuid()), access_type="user"))
     sock = tmp_path / "gw.sock"
+    port = free_port()
     proc = subprocess.Popen([VSHARE, "gateway", "run", "--listen", f"unix://{sock}",
-                             "--backend", f"posix:{vol}", "--store", f"sqlite://{db}"],
+                             "--backend", f"posix:{vol}", "--store", f"sqlite://{db}",
+                             "--metrics", f"127.0.0.1:{port}"],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 20
@@ -220,6 +222,11 @@ def test_gateway_serves_the_store(tmp_path: Path) -> None:
                 return bytes((await c.call(p.Tread(fid, 0, 100), p.Rread)).data)
 
         assert anyio.run(read) == b"from the store\n"
+        # The follower's own state is on the gateway's metrics endpoint.
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        assert "vshare_store_up 1.0" in text and "vshare_store_failed_closed 0.0" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

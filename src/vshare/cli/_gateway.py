@@ -50,7 +50,7 @@ async def run_gateway(
             raise ValueError(f"store {config.store}: {exc}") from None
         follower = StoreFollower(
             store, backend=config.backend, apply_shares=gw.set_shares, instances=gw.instances,
-            addresses=config.listen,
+            addresses=config.listen, registry=gw.ctx.metrics.registry,
         )  # fmt: skip
         try:  # serve nothing before the store's shares and rules are known
             await follower.load()
