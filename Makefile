@@ -54,9 +54,13 @@ typecheck: venv
 debs-bench:
 	./scripts/ensure-debs.sh $(BENCH_DEBS)
 
+## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
+## diod, sshfs and GlusterFS's own client (docs/benchmarks.md says how to read them)
 bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/gateway.py
+	$(BIN)/python benchmarks/compare.py --json docs/side-by-side.json \
+		--markdown docs/side-by-side.md --chart docs/side-by-side.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
