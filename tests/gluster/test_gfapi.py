@@ -170,10 +170,10 @@ def test_uris() -> None:
         open_backend("nfs://h/v")
 
 
-def test_unreachable_volume_is_an_oserror(gluster_session: Session) -> None:
+def test_unreachable_volume_is_an_oserror(gluster_session: Session, tmp_path: Path) -> None:
     host = gluster_session.volume.host
     with pytest.raises(OSError, match=f"gluster://{host}:24007/no-such-volume"):
-        GlusterBackend(f"gluster://{host}/no-such-volume").close()
+        GlusterBackend(f"gluster://{host}/no-such-volume", log_file=str(tmp_path / "log"))
 
 
 def test_backend_root_dir_must_be_a_directory(gluster_session: Session) -> None:

@@ -71,7 +71,8 @@ DEFAULT_PORT: Final = 24007
 _GLUSTERD_VOL: Final = Path("/etc/glusterfs/glusterd.vol")
 _GLUSTERD_STATE: Final = Path("/var/lib/glusterd")
 _BRICK_RUN_DIR: Final = Path("/var/run/gluster/vols")
-_BRICK_LOG_DIR: Final = Path("/var/log/glusterfs/bricks")
+_LOG_DIR: Final = Path("/var/log/glusterfs")
+_BRICK_LOG_DIR: Final = _LOG_DIR / "bricks"
 
 
 class GlusterError(RuntimeError):
@@ -411,8 +412,8 @@ def fuse_mount(
     volume: GlusterVolume, mountpoint: str | os.PathLike[str], *, options: str = ""
 ) -> Iterator[Path]:
     """Mount ``volume`` with the native client (``mount -t glusterfs``) at ``mountpoint``
-    (made if missing); unmount on exit, and kill that mount's client process by PID if it
-    is still there after the unmount.
+    (made if missing); unmount on exit, kill that mount's client process by PID if it is
+    still there after the unmount, and remove its log (``/var/log/glusterfs/<mount>.log``).
 
     Args:
         options: extra ``-o`` options for mount.glusterfs (comma-separated).
@@ -422,12 +423,7 @@ def fuse_mount(
     """
     point = Path(mountpoint).absolute()
     point.mkdir(parents=True, exist_ok=True)
-    opts = [
-        o
-        for o in (options, f"server-port={volume.port}" if volume.port != DEFAULT_PORT else "")
-        if o
-    ]
-    cmd = ["mount", "-t", "glusterfs", *(["-o", ",".join(opts)] if opts else [])]
+    cmd = ["mount", "-t", "glusterfs", *(["-o", options] if options else [])]
     cmd += [f"{volume.host}:/{volume.name}", str(point)]
     done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     if done.returncode != 0 or not os.path.ismount(point):
@@ -447,3 +443,5 @@ def fuse_mount(
             )
         for pid in pids:
             _kill_pid(pid)
+        with contextlib.suppress(OSError):  # the client's log, named after the mount point
+            os.unlink(_LOG_DIR / (str(point).strip("/").replace("/", "-") + ".log"))
