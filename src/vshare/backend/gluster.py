@@ -672,7 +672,9 @@ class GlusterBackend(Backend):
 
     def _open_file_of(self, qid: int) -> GlusterOpenFile | None:
         """An open file of this backend on the object ``qid``, if there is one."""
-        for file in list(self._files):
+        with self._handles_lock:
+            files = list(self._files)
+        for file in files:
             if file._qid == qid and not file.closed:
                 return file
         return None
@@ -775,7 +777,8 @@ class GlusterBackend(Backend):
         self, fd: int, node: GlusterNode, *, is_dir: bool, accmode: int
     ) -> GlusterOpenFile:
         file = GlusterOpenFile(self, fd, node.qid_path, is_dir=is_dir, accmode=accmode)
-        self._files.add(file)
+        with self._handles_lock:
+            self._files.add(file)
         return file
 
     @_einval_on_value_error
