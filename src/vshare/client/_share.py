@@ -24,6 +24,7 @@ Design:
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as stat_mod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -109,6 +110,7 @@ from vshare.protocol import (
 from vshare.transport import TlsSettings, connect
 
 T = TypeVar("T")
+log = logging.getLogger("vshare.client")
 
 
 def io_limit(msize: int) -> int:
@@ -300,6 +302,8 @@ class AsyncShare:
             self.reconnects += 1
             pause = anyio.current_time() - self._lost_since
             self.longest_pause = max(self.longest_pause, pause)
+            log.warning("share %r: re-attached at %s after %.3f s without a gateway",
+                        self.share, session.uri, pause)  # fmt: skip
         self._session = session
         self._ready.set()
 

@@ -15,6 +15,9 @@ gateway then marks them ``deleted``. Several gateways may race to move a rule: e
 update names the revision it saw, and losing the race (``Conflict``) is fine.
 
 A second task heartbeats every ``ttl / 3`` seconds so ``vshare gateway list`` shows it.
+The gateway's id in the registry is ``gateway_id``, else ``$VSHARE_GATEWAY_ID``, else the
+host name (one gateway per hypervisor; several gateways on one machine, as in tests, need
+distinct ids or they overwrite each other's entry).
 
 Losing the store (etcd unreachable, the database locked): the gateway keeps serving the
 shares and rules it last applied for ``grace`` seconds (default 60), then **fails closed**:
@@ -27,6 +30,7 @@ registry, shown as ``vshare_store_up`` (0/1), ``vshare_store_failed_closed`` (0/
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -106,7 +110,7 @@ class StoreFollower:
         self.backend = backend
         self.apply_shares = apply_shares
         self.instances = instances
-        self.gateway_id = gateway_id or socket.gethostname()
+        self.gateway_id = gateway_id or os.environ.get("VSHARE_GATEWAY_ID") or socket.gethostname()
         self.addresses = tuple(addresses)
         self.ttl = ttl
         self.grace = grace
