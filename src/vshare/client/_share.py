@@ -16,6 +16,10 @@ Design:
 - Open files (:class:`AsyncFile`) remember their path, their open flags and the locks
   they took; a file whose fid belongs to an older epoch is re-walked, re-opened (without
   O_CREAT/O_EXCL/O_TRUNC) and has its locks re-taken before the request is retried.
+  If a lock cannot be re-taken (another owner took it while we had no gateway), the
+  file's locks are forgotten and that request and every later one on the file fail with
+  EIO (``AsyncFile.lock_lost``): the application learns it lost the lock, never two
+  holders believing they have it.
   Reads and writes carry their offset, so a retry does exactly what the first try did.
 - Symlinks are data: the gateway never follows them, so :meth:`AsyncShare.stat` is
   ``lstat``, and a path through a symlink fails (ELOOP/ENOTDIR from the server).
@@ -915,6 +919,9 @@ class AsyncFile:
     closed: bool = False
     #: Lock requests granted, in order, replayed on a new session.
     locks: list[tuple[int, int, int]] = field(default_factory=list)
+    #: A lock could not be re-taken after a reconnect (another owner took it in the gap):
+    #: every later operation on this file fails with EIO; only close() works.
+    lock_lost: bool = False
     lock_owner: int = field(default_factory=os.getpid)
     client_id: str = "vshare"
 
@@ -939,6 +946,8 @@ class AsyncFile:
         """The fid on session ``s``: rebuilt from the path if it belongs to an older one."""
         if self.closed:
             raise OSError(errno.EBADF, "file is closed")
+        if self.lock_lost:
+            raise OSError(errno.EIO, "a lock on this file was lost across a reconnect", self.path)
         if self.epoch != s.epoch:
             await self._open_on(s, self.flags & ~(DOTL_CREATE | DOTL_EXCL | DOTL_TRUNC))
             for ltype, start, length in self.locks:
@@ -947,8 +956,36 @@ class AsyncFile:
                     Rlock,
                 )
                 if r.status != LOCK_SUCCESS:
-                    raise OSError(errno.ENOLCK, "a lock could not be re-taken after reconnect")
+                    await self._lose_locks(s)
+                    raise OSError(
+                        errno.EIO, "a lock on this file was lost across a reconnect", self.path
+                    )
         return self.fid
+
+    async def _lose_locks(self, s: _Session) -> None:
+        """Another owner took a lock of ours while we had no gateway: forget our locks,
+        drop the fid (and with it any lock re-taken before this one), and fail every later
+        operation with EIO — as NFS does — rather than let two owners both believe they
+        hold the lock."""
+        self.lock_lost = True
+        self.locks.clear()
+        await self._release(s)
+        self.epoch = -1
+
+    async def _release(self, s: _Session) -> None:
+        """Unlock the whole file, then clunk its fid, waiting for both answers. A gateway
+        keeps locks until they are unlocked or the session ends (a Tclunk does not drop
+        them), so this is what the Linux client does on close: F_UNLCK over the file."""
+        try:
+            await s.client.call(
+                Tlock(self.fid, LOCK_TYPE_UNLCK, 0, 0, 0, self.lock_owner, self.client_id), Rlock
+            )
+        except OSError:
+            pass
+        try:
+            await s.client.clunk(self.fid)
+        except OSError:
+            pass
 
     async def _io(self, fn: Callable[[_Session, int], Awaitable[T]]) -> T:
         async def op(s: _Session, _: bool) -> T:
@@ -1096,19 +1133,16 @@ class AsyncFile:
         return await self._io(one)
 
     async def close(self) -> None:
-        """Clunk the fid (which also drops its locks on the server). Idempotent."""
+        """Release the file's locks and clunk the fid. Idempotent."""
         if self.closed:
             return
         self.closed = True
         s = self.share._session
         if s is not None and s.epoch == self.epoch:
             if self.locks and s.client.alive:
-                # Wait for it: the locks are released when the server has the Tclunk,
-                # and the caller may count on that (another opener taking them next).
-                try:
-                    await s.client.clunk(self.fid)
-                except OSError:
-                    pass
+                # Wait for both: the caller may count on the locks being free once close
+                # returns (another opener taking them next).
+                await self._release(s)
             else:
                 await self.share._clunk(s, self.fid)
 
