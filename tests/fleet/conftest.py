@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -72,9 +73,22 @@ class GatewayProc:
             env={**os.environ, "VSHARE_GATEWAY_ID": self.name},
         )  # fmt: skip
         proc = self.proc
-        wait_for(lambda: self.metrics() is not None or proc.poll() is not None, 30, "start")
+        wait_for(lambda: self.listening() or proc.poll() is not None, 30, "start")
         if proc.poll() is not None:
             raise RuntimeError(f"gateway {self.name} exited: {self.log.read_text()[-2000:]}")
+
+    def listening(self) -> bool:
+        """Both the 9P listener and the metrics endpoint answer."""
+        if self.metrics() is None:
+            return False
+        if self.sock is not None:
+            return self.sock.exists()
+        host, _, port = self.listen[len("tcp://") :].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def metrics(self) -> dict[str, float] | None:
         """The gateway's Prometheus samples (unlabelled ones), or None if it does not
