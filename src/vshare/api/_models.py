@@ -172,6 +172,8 @@ class Gateway(BaseModel):
     healthy: bool
     last_seen: datetime
     ttl_seconds: float
+    sessions: int = Field(default=0, description="Sessions connected at the last heartbeat.")
+    requests_in_flight: int = Field(default=0, description="At the last heartbeat.")
 
 
 class GatewayList(BaseModel):
@@ -183,6 +185,7 @@ def gateway_out(status: GatewayStatus) -> Gateway:
     return Gateway(
         id=g.id, addresses=list(g.addresses), version=g.version, host=g.host,
         healthy=status.healthy, last_seen=status.last_seen, ttl_seconds=status.ttl_seconds,
+        sessions=g.sessions, requests_in_flight=g.requests_in_flight,
     )  # fmt: skip
 
 

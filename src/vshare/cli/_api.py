@@ -161,18 +161,25 @@ def token_revoke(name: str, store: str) -> None:
 
 
 @click.command("list")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the gateways whose heartbeat ran out (shown as gone).")  # fmt: skip
 @remote_options
-def gateway_list(endpoint: str | None, token: str | None, as_json: bool) -> None:
-    """List the gateways registered with the control plane, and their health (admin)."""
+def gateway_list(endpoint: str | None, token: str | None, as_json: bool, show_all: bool) -> None:
+    """List the live gateways registered with the control plane, with their load at their
+    last heartbeat (admin). A gateway whose heartbeat is older than its ttl (stopped,
+    killed, cut off) drops out of the list; --all shows it as gone until it is removed."""
     remote = Remote.resolve(endpoint, token, as_json)
     answer = remote.call("GET", "/v1/gateways")
+    if not show_all:
+        answer["gateways"] = [g for g in answer["gateways"] if g["healthy"]]
     if as_json:
         remote.print_json(answer)
         return
     table(
-        ("ID", "HEALTHY", "LAST_SEEN", "HOST", "VERSION", "ADDRESSES"),
+        ("ID", "HEALTHY", "SESSIONS", "IN_FLIGHT", "LAST_SEEN", "HOST", "VERSION", "ADDRESSES"),
         [
-            (g["id"], "yes" if g["healthy"] else "NO", g["last_seen"], g["host"] or "-",
+            (g["id"], "yes" if g["healthy"] else "gone", str(g.get("sessions", 0)),
+             str(g.get("requests_in_flight", 0)), g["last_seen"], g["host"] or "-",
              g["version"] or "-", " ".join(g["addresses"]) or "-")
             for g in answer["gateways"]
         ],

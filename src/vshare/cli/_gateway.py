@@ -51,6 +51,7 @@ async def run_gateway(
         follower = StoreFollower(
             store, backend=config.backend, apply_shares=gw.set_shares, instances=gw.instances,
             addresses=config.listen, registry=gw.ctx.metrics.registry,
+            load=lambda: (len(gw.sessions), sum(s.inflight for s in gw.sessions)),
         )  # fmt: skip
         try:  # serve nothing before the store's shares and rules are known
             await follower.load()

@@ -14,7 +14,8 @@ access; a gateway that has applied a queued rule marks it ``active``. Rules in
 gateway then marks them ``deleted``. Several gateways may race to move a rule: each
 update names the revision it saw, and losing the race (``Conflict``) is fine.
 
-A second task heartbeats every ``ttl / 3`` seconds so ``vshare gateway list`` shows it.
+A second task heartbeats every ``ttl / 3`` seconds so ``vshare gateway list`` shows it,
+with its load (``load()``: sessions, requests in flight) at that moment.
 The gateway's id in the registry is ``gateway_id``, else ``$VSHARE_GATEWAY_ID``, else the
 host name (one gateway per hypervisor; several gateways on one machine, as in tests, need
 distinct ids or they overwrite each other's entry).
@@ -105,6 +106,7 @@ class StoreFollower:
         ttl: float = 10.0,
         grace: float = 60.0,
         registry: CollectorRegistry | None = None,
+        load: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -114,6 +116,7 @@ class StoreFollower:
         self.addresses = tuple(addresses)
         self.ttl = ttl
         self.grace = grace
+        self.load_of = load
         self.revision = -1
         self.applied = anyio.Event()  # set after the first snapshot is applied
         self.failed_closed = False
@@ -237,6 +240,8 @@ class StoreFollower:
             host=socket.gethostname(),
         )  # fmt: skip
         while True:
+            if self.load_of is not None:
+                record = record.with_load(*self.load_of())
             try:
                 await anyio.to_thread.run_sync(self.store.heartbeat, record, self.ttl)
             except StoreError as exc:

@@ -239,7 +239,9 @@ class Store(abc.ABC):
     def heartbeat(self, gateway: GatewayRecord, ttl_seconds: float) -> GatewayStatus:
         """Register or renew a gateway: it counts as healthy for ``ttl_seconds`` from now.
         Registering, or changing what the gateway says about itself, is a write (a new
-        revision); a renewal with the same record is not.
+        revision); a renewal with the same registration is not, whatever its load
+        (``sessions``, ``requests_in_flight``), which is kept with the heartbeat and
+        reported by :meth:`list_gateways`.
 
         Raises:
             ValueError: ``ttl_seconds`` is not more than 0.
@@ -248,7 +250,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_gateways(self) -> list[GatewayStatus]:
         """Every registered gateway, healthy or not, ordered by id; health is computed at
-        the time of the call. A gateway stays listed until removed."""
+        the time of the call, and each record carries the load of its last heartbeat. A
+        gateway stays listed until removed (listings for people hide the unhealthy ones:
+        ``vshare gateway list`` without ``--all``)."""
 
     @abc.abstractmethod
     def remove_gateway(self, gateway_id: str) -> None:

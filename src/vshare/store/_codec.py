@@ -63,7 +63,11 @@ def _token_to(r: TokenRecord) -> dict[str, Any]:
 
 
 def _gateway_to(r: GatewayRecord) -> dict[str, Any]:
-    return {"id": r.id, "addresses": list(r.addresses), "version": r.version, "host": r.host}
+    out: dict[str, Any] = {"id": r.id, "addresses": list(r.addresses), "version": r.version,
+                           "host": r.host}  # fmt: skip
+    if r.sessions or r.requests_in_flight:
+        out["sessions"], out["requests_in_flight"] = r.sessions, r.requests_in_flight
+    return out
 
 
 def _parse_time(value: Any) -> datetime:
@@ -122,7 +126,9 @@ def _token_from(data: Mapping[str, Any]) -> TokenRecord:
 
 
 def _gateway_from(data: Mapping[str, Any]) -> GatewayRecord:
-    fields = _pick(data, ("id",), ("addresses", "version", "host"))
+    fields = _pick(
+        data, ("id",), ("addresses", "version", "host", "sessions", "requests_in_flight")
+    )
     if "addresses" in fields:
         if not isinstance(fields["addresses"], list):
             raise ValueError("addresses must be a list")

@@ -21,7 +21,7 @@ import hashlib
 import ipaddress
 import re
 import uuid as uuid_mod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, Literal, NamedTuple, TypeVar
 
@@ -328,7 +328,12 @@ class TokenRecord:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayRecord:
     """What a gateway says about itself when it heartbeats: its id (stable across
-    restarts, e.g. the host name), the URIs it listens on, its version and host.
+    restarts, e.g. the host name), the URIs it listens on, its version and host, and its
+    load at that moment: ``sessions`` connected and ``requests_in_flight``.
+
+    The load is not part of the registration: stores keep it with the heartbeat's time,
+    so a heartbeat whose load moved is still only a renewal (no new revision, nothing in
+    the change feed to wake the fleet's followers). :meth:`registration` is the rest.
 
     Raises:
         ValueError: a field is malformed.
@@ -338,6 +343,8 @@ class GatewayRecord:
     addresses: tuple[str, ...] = ()
     version: str = ""
     host: str = ""
+    sessions: int = 0
+    requests_in_flight: int = 0
 
     def __post_init__(self) -> None:
         gid = _key(self.id, "gateway id")
@@ -348,6 +355,15 @@ class GatewayRecord:
         _set(self, "addresses", tuple(self.addresses))
         _text(self.version, f"gateway {gid}: version", empty=True)
         _text(self.host, f"gateway {gid}: host", empty=True)
+        _int(self.sessions, f"gateway {gid}: sessions", 0)
+        _int(self.requests_in_flight, f"gateway {gid}: requests_in_flight", 0)
+
+    def registration(self) -> GatewayRecord:
+        """The record without its load: what changes only when the gateway does."""
+        return replace(self, sessions=0, requests_in_flight=0)
+
+    def with_load(self, sessions: int, requests_in_flight: int) -> GatewayRecord:
+        return replace(self, sessions=sessions, requests_in_flight=requests_in_flight)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

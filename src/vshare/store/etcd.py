@@ -649,7 +649,7 @@ class EtcdStore(Store):
     def heartbeat(self, gateway: GatewayRecord, ttl_seconds: float) -> GatewayStatus:
         if not ttl_seconds > 0 or not math.isfinite(ttl_seconds):
             raise ValueError("a gateway's ttl must be more than 0 seconds")
-        data = dumps(gateway)
+        data = dumps(gateway.registration())  # the load goes with the heartbeat, below
 
         def register(tx: _Tx) -> None:
             if tx.text(f"gw/{gateway.id}") != data:
@@ -661,7 +661,10 @@ class EtcdStore(Store):
         with self._errors():
             lease, replaced = self._lease(gateway.id, max(1, math.ceil(ttl_seconds)))
             now = time.time()
-            seen = json.dumps({"last_seen": now, "ttl": float(ttl_seconds)}).encode()
+            seen = json.dumps({
+                "last_seen": now, "ttl": float(ttl_seconds), "sessions": gateway.sessions,
+                "requests_in_flight": gateway.requests_in_flight,
+            }).encode()  # fmt: skip
             self._client.txn([], [
                 Op.put(self._prefix + f"seen/{gateway.id}".encode(), seen),
                 Op.put(self._prefix + f"alive/{gateway.id}".encode(), b"", lease=lease),
@@ -706,13 +709,14 @@ class EtcdStore(Store):
         now = time.time()
         statuses = []
         for kv, seen, alive in self._read(read):
-            last_seen, ttl = 0.0, 0.0
+            last_seen, ttl, load = 0.0, 0.0, (0, 0)
             if seen is not None:
                 info = json.loads(seen.value)
                 last_seen, ttl = float(info["last_seen"]), float(info["ttl"])
+                load = int(info.get("sessions", 0)), int(info.get("requests_in_flight", 0))
             statuses.append(
                 GatewayStatus(
-                    gateway=load_as(GatewayRecord, kv.value),
+                    gateway=load_as(GatewayRecord, kv.value).with_load(*load),
                     last_seen=datetime.fromtimestamp(last_seen, UTC),
                     ttl_seconds=ttl,
                     healthy=alive and seen is not None and now - last_seen < ttl,

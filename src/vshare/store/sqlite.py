@@ -727,12 +727,13 @@ class SqliteStore(Store):
     def heartbeat(self, gateway: GatewayRecord, ttl_seconds: float) -> GatewayStatus:
         if not ttl_seconds > 0 or not math.isfinite(ttl_seconds):
             raise ValueError("a gateway's ttl must be more than 0 seconds")
-        data = dumps(gateway)
+        data = dumps(gateway)  # with its load: the row is rewritten at every heartbeat
+        registration = dumps(gateway.registration())
         with self._write() as tx:
             now = time.time()
             row = tx.db.execute("SELECT data FROM gateways WHERE id = ?", (gateway.id,)).fetchone()
-            if row is None or row[0] != data:
-                tx.change("gateway", gateway.id, "put", data)
+            if row is None or dumps(load_as(GatewayRecord, row[0]).registration()) != registration:
+                tx.change("gateway", gateway.id, "put", registration)
             tx.db.execute(
                 "INSERT INTO gateways (id, data, last_seen, ttl) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET data = excluded.data,"

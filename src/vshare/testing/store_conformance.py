@@ -552,6 +552,36 @@ class StoreConformance:
         [listed] = store.list_gateways()
         assert listed.gateway == moved
 
+    def test_gateway_load_is_reported_and_is_not_a_change(self, store: Store) -> None:
+        gateway = GatewayRecord(id="hv-1", addresses=("vsock://any:564",))
+        store.heartbeat(gateway, 10)
+        registered = store.revision()
+        feed = store.changes_since(registered - 1)
+        for sessions, inflight in ((3, 1), (40, 7), (0, 0)):
+            loaded = gateway.with_load(sessions, inflight)
+            assert store.heartbeat(loaded, 10).gateway == loaded
+            [listed] = store.list_gateways()
+            assert (listed.gateway.sessions, listed.gateway.requests_in_flight) == (
+                sessions, inflight,
+            )  # fmt: skip
+            assert listed.gateway.registration() == gateway and listed.healthy
+        # Load moves at every heartbeat: never a revision, never a change for followers.
+        assert store.revision() == registered
+        assert store.changes_since(registered - 1) == feed
+        assert [c.record for c in feed if c.kind == "gateway"] == [gateway]
+        store.heartbeat(gateway.with_load(5, 0), 10)
+        moved = GatewayRecord(id="hv-1", addresses=("vsock://any:565",)).with_load(5, 0)
+        store.heartbeat(moved, 10)
+        assert store.revision() == registered + 1
+        [change] = store.changes_since(registered)
+        assert change.record == moved.registration()  # the feed carries no load
+        assert store.list_gateways()[0].gateway == moved
+        for bad in (-1, 1.5, True):
+            with pytest.raises(ValueError):
+                GatewayRecord(id="hv-2", sessions=bad)  # type: ignore[arg-type]
+            with pytest.raises(ValueError):
+                GatewayRecord(id="hv-2", requests_in_flight=bad)  # type: ignore[arg-type]
+
     def test_list_and_remove_gateways(self, store: Store) -> None:
         store.heartbeat(GatewayRecord(id="hv-b"), 10)
         store.heartbeat(GatewayRecord(id="hv-a", host="a.example"), 10)
