@@ -3,7 +3,9 @@ from it, live, and the gateway says it is alive.
 
 One task (:meth:`StoreFollower.run`) owns the loop: read a snapshot, apply it, then wait
 for the store's revision to move (``Store.wait_for_change`` in a worker thread, one second
-at a time so cancellation is prompt) and apply the new snapshot. Applying is
+at a time so cancellation is prompt) and apply the new snapshot — unless the changes since
+its revision are only gateway registrations or tokens, which no snapshot holds: then it
+moves its revision past them without reading the store. Applying is
 ``Gateway.set_shares`` (levels change at once, sessions that lost access are cut) and
 ``InstanceTable.sync("store", ...)``. A change reaches live sessions within the store's
 wake-up delay (≤ 0.5 s for SQLite) plus one snapshot read.
@@ -44,6 +46,7 @@ from vshare import __version__
 from vshare.gateway.config import Share
 from vshare.gateway.instances import InstanceTable
 from vshare.store import (
+    Compacted,
     Conflict,
     GatewayRecord,
     NotFound,
@@ -60,6 +63,8 @@ log = logging.getLogger("vshare.gateway")
 
 GRANTING: Final = frozenset({RuleState.QUEUED_TO_APPLY, RuleState.APPLYING, RuleState.ACTIVE})
 _WITHDRAWN: Final = frozenset({RuleState.QUEUED_TO_DENY, RuleState.DENYING})
+#: Change kinds a snapshot does not hold: a gateway registering or a token made.
+_NOT_SERVED: Final = frozenset({"gateway", "token"})
 #: Shares a guest may use; a share being created, deleted or in error is not served.
 SERVED: Final = frozenset({ShareStatus.AVAILABLE, ShareStatus.EXTENDING, ShareStatus.SHRINKING})
 
@@ -162,10 +167,32 @@ class StoreFollower:
             self._reached()
             if seen <= self.revision:
                 return
+            skipped = await anyio.to_thread.run_sync(self._past_registry_changes)
+            if skipped is not None:
+                self._set_revision(skipped)
+                return
         snapshot = await anyio.to_thread.run_sync(self.store.snapshot)
         self._reached()
         self.apply(snapshot)
         await anyio.to_thread.run_sync(self._settle_rules, snapshot)
+
+    def _past_registry_changes(self) -> int | None:
+        """The revision to move to without a snapshot when every change since ours is one a
+        snapshot does not hold (gateways registering, tokens); else None. In a fleet every
+        registration is a store write that wakes every follower: without this, each one
+        would make every gateway read the whole store."""
+        try:
+            changes = self.store.changes_since(self.revision)
+        except Compacted:
+            return None
+        if not changes or any(c.kind not in _NOT_SERVED for c in changes):
+            return None
+        return changes[-1].revision
+
+    def _set_revision(self, revision: int) -> None:
+        self.revision = revision
+        if self._revision is not None:
+            self._revision.set(revision)
 
     @property
     def last_contact(self) -> float:
@@ -215,9 +242,7 @@ class StoreFollower:
             log.warning("gateway: serving again from store revision %d", snapshot.revision)
             if self._closed is not None:
                 self._closed.set(0)
-        self.revision = snapshot.revision
-        if self._revision is not None:
-            self._revision.set(snapshot.revision)
+        self._set_revision(snapshot.revision)
         self.applied.set()
 
     def _settle_rules(self, snapshot: Snapshot) -> None:
