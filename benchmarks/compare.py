@@ -166,13 +166,18 @@ def markdown(summary: dict[str, object], systems: list[str]) -> str:
              "|---|---|" + "---:|" * len(systems)]  # fmt: skip
     for metric, row in table.items():
         cells = []
+        unit = METRICS[metric].unit
         for s in systems:
-            if s in row:
-                r = row[s]
-                cells.append(f"{fmt(r['median'])} ({fmt(r['min'])}–{fmt(r['max'])})")
-            else:
+            if s not in row:
                 cells.append("—")
-        lines.append(f"| {metric} | {METRICS[metric].unit} | " + " | ".join(cells) + " |")
+                continue
+            r = row[s]
+            if unit == "1/s":  # a whole-tree step: shown as its time, lower is better
+                cells.append(f"{fmt(1 / r['median'])} ({fmt(1 / r['max'])}–{fmt(1 / r['min'])})")
+            else:
+                cells.append(f"{fmt(r['median'])} ({fmt(r['min'])}–{fmt(r['max'])})")
+        shown = "seconds" if unit == "1/s" else unit
+        lines.append(f"| {metric} | {shown} | " + " | ".join(cells) + " |")
     pairs = [(a, b) for a, b in PAIRS if a in systems and b in systems]
     if pairs:
         lines += ["", "| workload | " + " | ".join(f"{a} ÷ {b}" for a, b in pairs) + " |",
@@ -227,6 +232,23 @@ def chart(summary: dict[str, object], systems: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def report_saved(args: argparse.Namespace) -> int:
+    try:
+        saved = json.loads(args.from_json.read_text())
+        systems, raw = list(saved["systems"]), saved["raw"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"compare.py: {args.from_json}: not a saved run ({exc})", file=sys.stderr)
+        return 2
+    summary = summarize(raw, systems)
+    text = markdown(summary, systems)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.chart:
+        chart(summary, systems, args.chart)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -244,7 +266,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--chart", type=Path, help="write a PNG chart here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
+    ap.add_argument("--from-json", type=Path, metavar="FILE",
+                    help="measure nothing: report the --json of an earlier run")  # fmt: skip
     args = ap.parse_args()
+    if args.from_json:
+        return report_saved(args)
     if os.geteuid() != 0:
         print("compare.py: needs root (FUSE mounts, drop_caches)", file=sys.stderr)
         return 2
