@@ -3,12 +3,14 @@ from it, live, and the gateway says it is alive.
 
 One task (:meth:`StoreFollower.run`) owns the loop: read a snapshot, apply it, then wait
 for the store's revision to move (``Store.wait_for_change`` in a worker thread, one second
-at a time so cancellation is prompt) and apply the new snapshot — unless the changes since
-its revision are only gateway registrations or tokens, which no snapshot holds: then it
-moves its revision past them without reading the store. Applying is
+at a time so cancellation is prompt), read only the changes since (``changes_since``) and
+apply the view with them applied (``apply_changes``); changes that are only gateway
+registrations or tokens, which no snapshot holds, just move the revision. A full snapshot
+is read again only when the feed was compacted past the follower's revision, or after
+failing closed. Applying is
 ``Gateway.set_shares`` (levels change at once, sessions that lost access are cut) and
 ``InstanceTable.sync("store", ...)``. A change reaches live sessions within the store's
-wake-up delay (≤ 0.5 s for SQLite) plus one snapshot read.
+wake-up delay (≤ 0.5 s for SQLite) plus one read of the feed.
 
 Rule states (Manila's): rules in ``queued_to_apply``, ``applying`` or ``active`` grant
 access; a gateway that has applied a queued rule marks it ``active``. Rules in
@@ -57,6 +59,7 @@ from vshare.store import (
     Snapshot,
     Store,
     StoreError,
+    apply_changes,
 )
 
 log = logging.getLogger("vshare.gateway")
@@ -123,6 +126,7 @@ class StoreFollower:
         self.grace = grace
         self.load_of = load
         self.revision = -1
+        self._view: Snapshot | None = None  # what was last applied, kept up by the feed
         self.applied = anyio.Event()  # set after the first snapshot is applied
         self.failed_closed = False
         self._contact = time.monotonic()  # the last time the store answered
@@ -167,27 +171,40 @@ class StoreFollower:
             self._reached()
             if seen <= self.revision:
                 return
-            skipped = await anyio.to_thread.run_sync(self._past_registry_changes)
-            if skipped is not None:
-                self._set_revision(skipped)
+            caught = await anyio.to_thread.run_sync(self._catch_up)
+            if isinstance(caught, int):
+                if self._view is not None:
+                    self._view = self._view._replace(revision=caught)
+                self._set_revision(caught)
+                return
+            if caught is not None:
+                self.apply(caught)
+                await anyio.to_thread.run_sync(self._settle_rules, caught)
                 return
         snapshot = await anyio.to_thread.run_sync(self.store.snapshot)
         self._reached()
         self.apply(snapshot)
         await anyio.to_thread.run_sync(self._settle_rules, snapshot)
 
-    def _past_registry_changes(self) -> int | None:
-        """The revision to move to without a snapshot when every change since ours is one a
-        snapshot does not hold (gateways registering, tokens); else None. In a fleet every
-        registration is a store write that wakes every follower: without this, each one
-        would make every gateway read the whole store."""
+    def _catch_up(self) -> Snapshot | int | None:
+        """Read only the changes since our revision (in a worker thread). Returns the view
+        with them applied; or, when they are all changes no snapshot holds (gateways
+        registering, tokens), just the revision to move to; or None when the feed cannot
+        say (compacted past us, or empty though the revision moved): read a full snapshot.
+        In a fleet a full read per change costs the store (gateways * records); the feed
+        costs (gateways * the change) (docs/scale.md)."""
+        view = self._view
+        if view is None or view.revision != self.revision:
+            return None
         try:
             changes = self.store.changes_since(self.revision)
         except Compacted:
             return None
-        if not changes or any(c.kind not in _NOT_SERVED for c in changes):
+        if not changes:
             return None
-        return changes[-1].revision
+        if all(c.kind in _NOT_SERVED for c in changes):
+            return changes[-1].revision
+        return apply_changes(view, changes)
 
     def _set_revision(self, revision: int) -> None:
         self.revision = revision
@@ -225,6 +242,7 @@ class StoreFollower:
             self.failed_closed = True
             self.apply_shares([])
             self.revision = -1  # the next answer reloads a full snapshot
+            self._view = None
             if self._closed is not None:
                 self._closed.set(1)
 
@@ -243,6 +261,7 @@ class StoreFollower:
             if self._closed is not None:
                 self._closed.set(0)
         self._set_revision(snapshot.revision)
+        self._view = snapshot
         self.applied.set()
 
     def _settle_rules(self, snapshot: Snapshot) -> None:

@@ -31,6 +31,7 @@ from vshare.store._records import (
     ShareStatus,
     Snapshot,
     TokenRecord,
+    apply_changes,
     hash_token,
 )
 from vshare.store.etcd import EtcdStore
@@ -59,6 +60,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenRecord",
+    "apply_changes",
     "dumps",
     "hash_token",
     "load_as",

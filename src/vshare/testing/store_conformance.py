@@ -40,7 +40,6 @@ import pytest
 
 from vshare.policy import Instance, InstanceRegistry, Level
 from vshare.store import (
-    Change,
     Compacted,
     Conflict,
     GatewayRecord,
@@ -50,10 +49,10 @@ from vshare.store import (
     RuleState,
     ShareRecord,
     ShareStatus,
-    Snapshot,
     Store,
     StoreUnavailable,
     TokenRecord,
+    apply_changes,
     hash_token,
 )
 from vshare.transport import PeerIdentity
@@ -88,39 +87,6 @@ def make_instance(
     if cid is not None:
         identities.setdefault("cids", frozenset({cid}))
     return InstanceRecord(instance=Instance(uuid=uuid, tenant=tenant, name=uuid, **identities))
-
-
-def apply_changes(snapshot: Snapshot, changes: list[Change]) -> Snapshot:
-    """What a follower does: the state of ``snapshot`` with ``changes`` applied on top
-    (shares, rules and instances; tokens and gateways are not part of a snapshot), in the
-    order ``Store.snapshot`` returns them."""
-    shares = {s.id: s for s in snapshot.shares}
-    rules = {r.id: r for r in snapshot.rules}
-    instances = {i.uuid: i for i in snapshot.instances}
-    revision = snapshot.revision
-    for change in changes:
-        assert change.revision >= revision, "changes out of order"
-        revision = change.revision
-        record = change.record
-        assert (record is None) == (change.op == "delete"), change
-        if change.kind == "share":
-            shares.pop(change.key, None)
-            if isinstance(record, ShareRecord):
-                shares[change.key] = record
-        elif change.kind == "rule":
-            rules.pop(change.key, None)
-            if isinstance(record, RuleRecord):
-                rules[change.key] = record
-        elif change.kind == "instance":
-            instances.pop(change.key, None)
-            if isinstance(record, InstanceRecord):
-                instances[change.key] = record
-    return Snapshot(
-        revision=revision,
-        shares=tuple(sorted(shares.values(), key=lambda s: s.name)),
-        rules=tuple(sorted(rules.values(), key=lambda r: (r.share_id, r.created_at, r.id))),
-        instances=tuple(sorted(instances.values(), key=lambda i: i.uuid)),
-    )
 
 
 def _vsock(cid: int) -> PeerIdentity:
