@@ -2,16 +2,17 @@
 
     .venv/bin/python benchmarks/fleet_scale.py [--gateways 200] [--changes 20]
         [--interval 0.5] [--shares 100] [--rules 2] [--instances 500]
-        [--mode snapshot|feed] [--no-heartbeat] [--idle 10] [--json FILE]
+        [--mode feed|snapshot] [--no-heartbeat] [--procs 2] [--idle 10] [--json FILE]
 
 Starts its own etcd (``vshare.testing.etcd.EtcdServer``, one member on loopback) unless
 ``--etcd HOST:PORT`` names one, fills it through one control-plane ``EtcdStore`` (shares,
 rules, instances), then starts ``--gateways`` simulated gateways, each a thread with its
 own ``EtcdStore`` (its own HTTP client and its own watch stream, as a gateway process has)
 doing what ``StoreFollower`` does: ``wait_for_change(revision, 1 s)`` in a loop and, when
-the revision moved, read a full ``snapshot()`` (``--mode snapshot``, what the follower does
-today) or only ``changes_since(revision)`` (``--mode feed``, the incremental alternative);
-and, unless ``--no-heartbeat``, a heartbeat every ttl/3 = 3.3 s as a real gateway.
+the revision moved, read ``changes_since(revision)`` and, with ``--mode feed`` (what the
+follower does since commit 28bb39b), nothing more, or with ``--mode snapshot`` (what it did
+before) a full ``snapshot()`` unless the changes were only gateway registrations; and,
+unless ``--no-heartbeat``, a heartbeat every ttl/3 = 3.3 s as a real gateway.
 
 Measured: for each of ``--changes`` rule writes (one every ``--interval`` s), the delay
 until each simulated gateway holds a view at or past that write's revision: p50/p99/max
@@ -194,7 +195,7 @@ def main() -> int:
     ap.add_argument("--shares", type=int, default=100)
     ap.add_argument("--rules", type=int, default=2, help="rules per share")
     ap.add_argument("--instances", type=int, default=500)
-    ap.add_argument("--mode", choices=("snapshot", "feed"), default="snapshot")
+    ap.add_argument("--mode", choices=("snapshot", "feed"), default="feed")
     ap.add_argument("--no-heartbeat", action="store_true")
     ap.add_argument("--procs", type=int, default=2,
                     help="processes the simulated gateways are spread over (GIL)")  # fmt: skip
