@@ -233,7 +233,8 @@ class EtcdStore(Store):
         self._leases: dict[str, tuple[int, int]] = {}  # gateway id → (lease, wanted ttl)
         self._leases_lock = threading.Lock()
         #: How often the watch has been re-established, and how often from scratch
-        #: because etcd had compacted the revision it would have resumed from.
+        #: because etcd had compacted the revision it would have resumed from (counted
+        #: once the fresh read is published, so a reader of the count sees its result).
         self.watch_reconnects = 0
         self.watch_resyncs = 0
         try:
@@ -840,6 +841,7 @@ class EtcdStore(Store):
     def _watch_loop(self) -> None:
         key = self._prefix + _REV.encode()
         resume = 0  # the etcd revision to resume from; 0: read meta/rev first
+        resyncing = False  # counted once the fresh read is published, not before
         pause = 0.1
         while not self._stop.is_set():
             self._watch_open.wait()
@@ -850,6 +852,9 @@ class EtcdStore(Store):
                     at, kvs = self._client.range(key)
                     self._publish(int(kvs[0].value) if kvs else 0)
                     resume = at + 1
+                    if resyncing:
+                        self.watch_resyncs += 1
+                        resyncing = False
                 stream = self._client.watch(key, resume)
                 with self._cond:
                     self._stream = stream
@@ -865,7 +870,7 @@ class EtcdStore(Store):
                         # etcd no longer has the revision we resume from: read afresh.
                         log.info("store %s: watch resumes after compaction at %d (resync)",
                                  self.label, message.compact_revision)  # fmt: skip
-                        self.watch_resyncs += 1
+                        resyncing = True
                         resume = 0
                         break
                     if message.canceled:
