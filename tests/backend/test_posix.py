@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from vshare.backend import _linux
+from vshare.backend._handle import UseCounted
 from vshare.backend.base import Node
-from vshare.backend.posix import PosixBackend, PosixNode, _FdRef, _QidMap
+from vshare.backend.posix import PosixBackend, PosixNode, _QidMap
 from vshare.testing.backend_conformance import (
     BackendConformance,
     BackendFactory,
@@ -199,7 +200,7 @@ def test_use_after_close_is_ebadf(backend: PosixBackend, share: Node) -> None:
 
 def test_fd_closed_only_after_last_use() -> None:
     fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
-    ref = _FdRef(fd)
+    ref = UseCounted(fd, os.close)
     with ref as used:
         ref.close()
         os.fstat(used)  # still open: a call is using it

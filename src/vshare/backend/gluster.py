@@ -125,11 +125,11 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from vshare.backend import _gfapi
+from vshare.backend._handle import UseCounted
 from vshare.backend.base import (
     TIME_NOW,
     Attr,
@@ -327,45 +327,20 @@ def _release(vol: _Volume) -> None:
 # Handles
 
 
-class _Ref:
-    """A gfapi pointer that is not released while a call uses it: ``with ref as ptr: ...``.
+class _Ref(UseCounted):
+    """A gfapi pointer that is not released while a call uses it (see :class:`UseCounted`);
+    a release error is dropped (the pointer is gone either way: the module note on close),
+    and :meth:`wait_freed` tells when the release happened."""
 
-    As :class:`vshare.backend.posix._FdRef`: ``close()`` marks it closed at once (new uses:
-    EBADF) and releases the pointer when the last use ends.
-    """
-
-    __slots__ = ("__weakref__", "_closed", "_freed", "_lock", "_ptr", "_release", "_users")
+    __slots__ = ("_freed",)
 
     def __init__(self, ptr: int, release: Callable[[int], None]) -> None:
-        self._ptr = ptr
-        self._release = release
-        self._users = 0
-        self._closed = False
-        self._lock = threading.Lock()
+        super().__init__(ptr, release)
         self._freed = threading.Event()
-
-    def __enter__(self) -> int:
-        with self._lock:
-            if self._closed:
-                raise _err(errno.EBADF)
-            self._users += 1
-            return self._ptr
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._lock:
-            self._users -= 1
-            if not (self._closed and self._users == 0):
-                return
-        self._free()
 
     def _free(self) -> None:
         try:
-            self._release(self._ptr)
+            self._release(self._handle)
         except OSError:
             pass  # the pointer is gone either way (see the module note on close)
         finally:
@@ -374,26 +349,6 @@ class _Ref:
     def wait_freed(self, timeout: float) -> bool:
         """Whether the pointer was released within ``timeout`` seconds (after close())."""
         return self._freed.wait(timeout)
-
-    def __del__(self) -> None:
-        # Dropped without close(): nobody can be using it. The backend closes every handle
-        # it still tracks before its glfs may be finalised, so the glfs is alive here.
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            self._free()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._users:
-                return  # the last user releases it
-        self._free()
 
 
 class GlusterNode(Node):

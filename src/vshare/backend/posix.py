@@ -37,10 +37,11 @@ This is the one place where it is stated; the code below enforces it.
    regular files and directories (virtiofsd's ``is_safe_inode``); FIFOs, sockets and device
    nodes found on the volume are refused with EPERM (a FIFO would block a worker thread).
    Owner and times use ``fchownat``/``utimensat`` with ``AT_EMPTY_PATH|AT_SYMLINK_NOFOLLOW``.
-6. **An fd number is never used after its close.** Each fd sits in an :class:`_FdRef` that
-   counts the calls using it; ``close()`` marks it closed (later calls fail with EBADF) and the
-   real ``close(2)`` waits until the last such call is done. Without this, a use-after-close
-   bug above us could reach ``/proc/self/fd/N`` with N reused by a node of another share.
+6. **An fd number is never used after its close.** Each fd sits in a ``UseCounted``
+   (``_handle.py``) that counts the calls using it; ``close()`` marks it closed (later calls
+   fail with EBADF) and the real ``close(2)`` waits until the last such call is done.
+   Without this, a use-after-close bug above us could reach ``/proc/self/fd/N`` with N
+   reused by a node of another share.
 7. **Nodes must come from this backend**: a node of another ``PosixBackend`` (another
    volume) is refused with TypeError, so a gateway bug cannot link or rename across volumes.
 
@@ -114,10 +115,10 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Final, ParamSpec, TypeVar
 
 from vshare.backend import _linux
+from vshare.backend._handle import UseCounted
 from vshare.backend.base import (
     TIME_NOW,
     Attr,
@@ -236,64 +237,6 @@ class _QidMap:
             return candidate
 
 
-class _FdRef:
-    """An fd that is not closed while a call uses it: ``with ref as fd: ...``.
-
-    ``close()`` marks it closed at once (new uses fail with EBADF) and closes the fd when the
-    last use ends. Safe to share between threads; the ``with`` block keeps no state in the
-    object except the use count.
-    """
-
-    __slots__ = ("_closed", "_fd", "_lock", "_users")
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._users = 0
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> int:
-        with self._lock:
-            if self._closed:
-                raise _err(errno.EBADF)
-            self._users += 1
-            return self._fd
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._lock:
-            self._users -= 1
-            if not (self._closed and self._users == 0):
-                return
-        os.close(self._fd)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._users:
-                return  # the last user closes it
-        os.close(self._fd)
-
-    def __del__(self) -> None:
-        # A handle dropped without close(): nobody can be using it, so release the fd.
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-
-
 class PosixNode(Node):
     """An ``O_PATH | O_NOFOLLOW`` fd on one object of the volume."""
 
@@ -301,7 +244,7 @@ class PosixNode(Node):
 
     def __init__(self, owner: PosixBackend, fd: int, st: _linux.Stat) -> None:
         self._owner = owner
-        self._ref = _FdRef(fd)
+        self._ref = UseCounted(fd, os.close)
         self._file_type = stat.S_IFMT(st.mode)
         self._dev = st.dev
         self._qid_path = owner._qids.qid(st.dev, st.ino)
@@ -334,7 +277,7 @@ class PosixOpenFile(OpenFile):
         self, owner: PosixBackend, fd: int, *, is_dir: bool, dev: int, append: bool
     ) -> None:
         self._owner = owner
-        self._ref = _FdRef(fd)
+        self._ref = UseCounted(fd, os.close)
         self._is_dir = is_dir
         self._dev = dev
         self._append = append
@@ -390,7 +333,7 @@ class PosixBackend(Backend):
         self.cheap_metadata = _linux.fstatfs(fd).fs_type in _LOCAL_FILESYSTEMS
         self._nowait = hasattr(os, "RWF_NOWAIT")
         self._openat2 = probe_ok if use_openat2 is None else use_openat2
-        self._root = _FdRef(fd)
+        self._root = UseCounted(fd, os.close)
         self._qids = _QidMap(st.dev)
 
     @staticmethod
