@@ -9,20 +9,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import VSHARE, free_port
+from tests.processes import VSHARE, free_port, kill, stop, wait_for
 from vshare.store import RuleRecord, ShareRecord, ShareStatus
 from vshare.store.etcd import EtcdStore
 from vshare.testing.etcd import EtcdServer, etcd_binary
@@ -31,16 +29,6 @@ from vshare.testing.store_conformance import make_rule, make_share
 pytestmark = pytest.mark.etcd
 if etcd_binary() is None:
     pytest.skip("needs etcd (Debian etcd-server)", allow_module_level=True)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``cond`` every 10 ms until it holds; the seconds it took."""
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 @dataclass
@@ -108,19 +96,11 @@ class GatewayProc:
 
     def kill(self) -> None:
         """SIGKILL by PID: nothing is flushed, closed or deregistered."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        kill(self.proc)
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.proc = None
 
 

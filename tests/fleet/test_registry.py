@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.processes import VSHARE, free_port
+from tests.processes import VSHARE, free_port, stop
 from vshare.client import open_share
 
 from .conftest import Fleet, wait_for
@@ -97,9 +97,4 @@ def test_gateway_list_shows_load_and_drops_a_killed_gateway(fleet: Fleet) -> Non
         print(f"\nregistry: a SIGKILLed gateway left the list after {after:.1f} s (ttl {TTL:g} s)")
         assert after <= TTL + 1.5, after
     finally:
-        api.terminate()
-        try:
-            api.wait(20)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait()
+        stop(api, grace=20)

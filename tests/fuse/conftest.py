@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.processes import kill, stop, wait_for
 from vshare.fuse import is_mounted
 
 VENV_BIN = Path(sys.executable).parent
@@ -26,14 +25,6 @@ try:
     import pyfuse3  # noqa: F401
 except ImportError:
     pytest.skip("pyfuse3 is missing: pip install vshare[fuse]", allow_module_level=True)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
 
 
 @dataclass
@@ -65,19 +56,11 @@ class GatewayProc:
             raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        kill(self.proc)
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.proc = None
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import wait_for
 from vshare.store import (
     Compacted,
     Conflict,
@@ -83,16 +84,6 @@ def own_etcd() -> Iterator[EtcdServer]:
     """A member of the test's own, for tests that restart or compact etcd."""
     with EtcdServer() as server:
         yield server
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 # --- URIs and opening --------------------------------------------------------------------------
@@ -254,7 +245,7 @@ def test_follower_misses_nothing_across_etcd_restarts(own_etcd: EtcdServer, pref
                 made = write.create_share(make_share(f"a{i}"))
                 steady.append((made.revision, time.monotonic()))
                 time.sleep(0.05)
-            _wait_until(lambda: follower.state.revision == write.revision(), 5, "caught up")
+            wait_for(lambda: follower.state.revision == write.revision(), 5, "caught up")
             latency = _latencies(follower, steady)
             assert max(latency) < 0.5, latency
 
@@ -272,28 +263,28 @@ def test_follower_misses_nothing_across_etcd_restarts(own_etcd: EtcdServer, pref
             thread = threading.Thread(target=writer)
             thread.start()
             try:
-                _wait_until(lambda: len(written) >= 10, 10, "writes before the restart")
+                wait_for(lambda: len(written) >= 10, 10, "writes before the restart")
                 own_etcd.restart()  # SIGTERM, mid-stream
-                _wait_until(lambda: len(written) >= 25, 20, "writes after the restart")
+                wait_for(lambda: len(written) >= 25, 20, "writes after the restart")
                 own_etcd.restart(signal.SIGKILL)
-                _wait_until(lambda: len(written) >= 40, 20, "writes after the kill")
+                wait_for(lambda: len(written) >= 40, 20, "writes after the kill")
             finally:
                 stop.set()
                 thread.join(30)
-            _wait_until(lambda: follower.state.revision == write.revision(), 10, "caught up")
+            wait_for(lambda: follower.state.revision == write.revision(), 10, "caught up")
             assert follower.state == write.snapshot()
             assert {f"b{i:03d}" for i in range(len(written))} <= {
                 s.name for s in follower.state.shares
             }
             assert follow.watch_reconnects >= 2
-            _wait_until(lambda: follow.watching, 10, "the watch is back")
+            wait_for(lambda: follow.watching, 10, "the watch is back")
 
             after: list[tuple[int, float]] = []
             for i in range(10):
                 made = write.create_share(make_share(f"c{i}"))
                 after.append((made.revision, time.monotonic()))
                 time.sleep(0.05)
-            _wait_until(lambda: follower.state.revision == write.revision(), 5, "caught up")
+            wait_for(lambda: follower.state.revision == write.revision(), 5, "caught up")
             latency = _latencies(follower, after)
             assert max(latency) < 0.5, latency
             figures = sorted(_latencies(follower, steady) + latency)
@@ -312,9 +303,9 @@ def test_watch_resyncs_when_etcd_compacted_its_revision(own_etcd: EtcdServer, pr
     try:
         base = write.create_share(make_share("base"))
         follow.wait_for_change(base.revision, 0)  # starts the watch
-        _wait_until(lambda: follow.watching, 5, "watching")
+        wait_for(lambda: follow.watching, 5, "watching")
         follow.pause_watch()
-        _wait_until(lambda: not follow.watching, 5, "the watch dropped")
+        wait_for(lambda: not follow.watching, 5, "the watch dropped")
         for i in range(5):
             write.create_share(make_share(f"s{i}"))
         write.compact(write.revision())  # the store's feed, too
@@ -323,15 +314,15 @@ def test_watch_resyncs_when_etcd_compacted_its_revision(own_etcd: EtcdServer, pr
         assert follow.seen_revision == base.revision  # nothing told it yet
         follow.resume_watch()
         # etcd accepts the watch, then cancels it: the start revision was compacted.
-        _wait_until(lambda: follow.watch_resyncs == 1, 5, "a resync")
-        _wait_until(lambda: follow.watching, 5, "watching again")
+        wait_for(lambda: follow.watch_resyncs == 1, 5, "a resync")
+        wait_for(lambda: follow.watching, 5, "watching again")
         assert follow.seen_revision == write.revision()  # the resync read it
         with pytest.raises(Compacted):
             follow.changes_since(base.revision)
         assert follow.snapshot() == write.snapshot()
         # And the new watch delivers: seen without this store asking etcd anything.
         made = write.create_share(make_share("after"))
-        took = _wait_until(lambda: follow.seen_revision == made.revision, 2, "watch event")
+        took = wait_for(lambda: follow.seen_revision == made.revision, 2, "watch event")
         assert took < 0.5
     finally:
         raw.close()
@@ -468,8 +459,8 @@ def test_gateway_killed_with_sigkill_loses_its_lease(
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
         killed = time.monotonic()
-        unhealthy = _wait_until(lambda: not store.list_gateways()[0].healthy, 5, "unhealthy")
-        expired = _wait_until(lambda: not raw.range(alive)[1], 5, "the lease expired")
+        unhealthy = wait_for(lambda: not store.list_gateways()[0].healthy, 5, "unhealthy")
+        expired = wait_for(lambda: not raw.range(alive)[1], 5, "the lease expired")
         expired += unhealthy
         assert unhealthy < 1.0 + 0.5, unhealthy  # within its ttl (from its last heartbeat)
         assert expired < 1.0 + 1.5, expired  # etcd checks lease expiry twice a second
