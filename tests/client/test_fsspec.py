@@ -45,6 +45,10 @@ async def test_ls_cat_open_put_get_rm(start_gateway: object, tmp_path: Path) -> 
                     f.write(b"written")
                 assert (back / "new" / "w.txt").read_bytes() == b"written"
                 assert fs.isdir("new") and fs.exists("d/up.bin")
+                # The birth time, from statx on the gateway's ext4: the file is new.
+                born = fs.created("new/w.txt").timestamp()
+                assert abs(born - (back / "new" / "w.txt").stat().st_mtime) < 5
+                assert fs.created("new/w.txt") <= fs.modified("new/w.txt")
                 fs.mv("new/w.txt", "d/w.txt")
                 fs.rm("d/up.bin")
                 assert sorted(fs.ls("d", detail=False)) == ["d/a.csv", "d/w.txt"]

@@ -50,6 +50,7 @@ from vshare.protocol import (
     DOTL_RDONLY,
     DOTL_TRUNC,
     GETATTR_ALL,
+    GETATTR_BTIME,
     IOHDRSZ,
     LOCK_BLOCKED,
     LOCK_FLAGS_BLOCK,
@@ -153,6 +154,8 @@ class StatResult:
     st_rdev: int
     qid: Qid
     st_dev: int = 0
+    #: The birth time, when the server reports one (GETATTR_BTIME); None otherwise.
+    st_birthtime_ns: int | None = None
 
     @property
     def st_atime(self) -> float:
@@ -174,6 +177,8 @@ class StatResult:
             st_mtime_ns=r.mtime_sec * 10**9 + r.mtime_nsec,
             st_ctime_ns=r.ctime_sec * 10**9 + r.ctime_nsec, st_blksize=r.blksize,
             st_blocks=r.blocks, st_rdev=r.rdev, qid=r.qid,
+            st_birthtime_ns=(r.btime_sec * 10**9 + r.btime_nsec
+                             if r.valid & GETATTR_BTIME else None),
         )  # fmt: skip
 
 

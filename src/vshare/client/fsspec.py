@@ -107,7 +107,12 @@ class VshareFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is u
         self.share.rename(self._strip_protocol(path1), self._strip_protocol(path2))
 
     def created(self, path: str) -> Any:
-        raise NotImplementedError("9P2000.L's btime is not exposed by the client")
+        import datetime
+
+        st = self.share.stat(self._strip_protocol(path))
+        if st.st_birthtime_ns is None:
+            raise NotImplementedError(f"{path}: the server does not report a birth time")
+        return datetime.datetime.fromtimestamp(st.st_birthtime_ns / 1e9, tz=datetime.UTC)
 
     def modified(self, path: str) -> Any:
         import datetime
