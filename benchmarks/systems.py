@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vshare.fuse import is_mounted
 from vshare.testing.glusterd import GlusterVolume, fuse_mount
 
 VSHARE = str(Path(sys.executable).parent / "vshare")
@@ -67,12 +68,6 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def is_mountpoint(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
-
-
 @contextlib.contextmanager
 def process(argv: list[str], log: Path, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` for the duration of the block; SIGTERM (then SIGKILL) by PID after."""
@@ -96,7 +91,7 @@ def fuse_mounted(mountpoint: Path, argv: list[str], log: Path) -> Iterator[Path]
     mountpoint.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         done = subprocess.run(argv, stdout=out, stderr=out, check=False, timeout=120)
-    if done.returncode != 0 or not is_mountpoint(mountpoint):
+    if done.returncode != 0 or not is_mounted(str(mountpoint)):
         said = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{Path(argv[0]).name} mount failed (exit {done.returncode}): "
                            + " / ".join(said))  # fmt: skip
@@ -104,7 +99,7 @@ def fuse_mounted(mountpoint: Path, argv: list[str], log: Path) -> Iterator[Path]
         yield mountpoint
     finally:
         for _ in range(50):
-            if not is_mountpoint(mountpoint):
+            if not is_mounted(str(mountpoint)):
                 break
             subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, check=False)
             time.sleep(0.1)

@@ -9,20 +9,14 @@ import sys
 
 import click
 
+from vshare._mounts import find_mount
+
 
 def mounted_type(mountpoint: str) -> str | None:
     """The file system type mounted at ``mountpoint`` (``fuse.vshare.SHARE``, ``9p``, ...),
     the topmost when several are stacked; None when nothing is mounted there."""
-    target = os.path.realpath(mountpoint)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            # mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE SOURCE ...
-            fields = line.split()
-            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
-                rest = fields[fields.index("-") + 1 :]
-                found = rest[0] if rest else "?"
-    return found
+    mount = find_mount(os.path.realpath(mountpoint))
+    return None if mount is None else mount.fstype
 
 
 def unmount_any(mountpoint: str, *, lazy: bool = False) -> None:

@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from vshare._mounts import find_mount
+
 log = logging.getLogger("vshare.fuse")
 
 #: How long a background mount may take before mount_main gives up on it.
@@ -24,13 +26,7 @@ MOUNT_WAIT = 60.0
 
 
 def is_mounted(mountpoint: str) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
-                return True
-    return False
+    return find_mount(os.path.realpath(mountpoint)) is not None
 
 
 async def _serve(
@@ -87,11 +83,10 @@ async def _widen_readahead(target: str) -> None:
     this process."""
     import trio
 
-    with open("/proc/self/mountinfo") as f:
-        devices = [line.split()[2] for line in f if line.split()[4] == target]
-    if not devices:
+    mount = find_mount(target)
+    if mount is None:
         return
-    knob = f"/sys/class/bdi/{devices[-1]}/read_ahead_kb"
+    knob = f"/sys/class/bdi/{mount.device}/read_ahead_kb"
     wanted = f"{READAHEAD_KIB}"
     for _ in range(50):
         await trio.sleep(0.1)
