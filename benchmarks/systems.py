@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from vshare.fuse import is_mounted
 from vshare.testing.glusterd import GlusterVolume, fuse_mount
+from vshare.testing.processes import free_port, stop, wait_for
 
 VSHARE = str(Path(sys.executable).parent / "vshare")
 
@@ -54,20 +54,6 @@ class Rig:
         return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not ready after {timeout:g} s")
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def process(argv: list[str], log: Path, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` for the duration of the block; SIGTERM (then SIGKILL) by PID after."""
@@ -76,13 +62,7 @@ def process(argv: list[str], log: Path, **kwargs: object) -> Iterator[subprocess
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, grace=15)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,8 @@ from types import TracebackType
 from typing import IO, Self
 
 import httpx
+
+from vshare.testing.processes import free_port
 
 __all__ = ["EtcdServer", "etcd_binary", "free_port"]
 
@@ -44,13 +45,6 @@ def etcd_binary() -> str | None:
     return shutil.which("etcd") or (
         "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EtcdServer:
