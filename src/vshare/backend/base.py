@@ -20,10 +20,18 @@ import errno
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 #: For :meth:`Backend.setattr`: set this time to the current time of the server.
 TIME_NOW: Final = -1
+
+#: What a share's requests may be answered from without asking the storage (per share):
+#: ``none`` asks it every time (strict coherence across hosts), ``meta`` caches attributes
+#: and name lookups, ``all`` also file data. Caches are invalidated when the storage says an
+#: object changed; a backend without such a cache (POSIX: the host's page and dentry caches
+#: already do it, coherently) treats every mode as ``none``.
+CacheMode = Literal["none", "meta", "all"]
+CACHE_MODES: Final[tuple[CacheMode, ...]] = ("none", "meta", "all")
 
 
 def check_name(name: str) -> None:
@@ -137,10 +145,13 @@ class Backend(abc.ABC):
     cheap_metadata: bool = False
 
     @abc.abstractmethod
-    def open_root(self, path: str) -> Node:
+    def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
         """The directory at ``path`` (relative to the volume root, ``/``-separated, no
         ``..``), resolved without following any symlink and without leaving the volume.
-        ENOENT if it does not exist, ENOTDIR if it is not a directory."""
+        ENOENT if it does not exist, ENOTDIR if it is not a directory.
+
+        ``cache`` applies to every request made through this node and the nodes and open
+        files that come from it (lookups, creates, clones): see :data:`CacheMode`."""
 
     @abc.abstractmethod
     def clone(self, node: Node) -> Node:

@@ -134,6 +134,7 @@ from vshare.backend.base import (
     TIME_NOW,
     Attr,
     Backend,
+    CacheMode,
     DirEntry,
     Node,
     OpenFile,
@@ -571,7 +572,7 @@ class GlusterBackend(Backend):
     # -- nodes ---------------------------------------------------------------------------------
 
     @_einval_on_value_error
-    def open_root(self, path: str) -> Node:
+    def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
         return self._walk(path)
 
     def _walk(self, path: str) -> GlusterNode:

@@ -123,6 +123,7 @@ from vshare.backend.base import (
     TIME_NOW,
     Attr,
     Backend,
+    CacheMode,
     DirEntry,
     Node,
     OpenFile,
@@ -390,7 +391,8 @@ class PosixBackend(Backend):
     # -- nodes ---------------------------------------------------------------------------------
 
     @_einval_on_value_error
-    def open_root(self, path: str) -> Node:
+    def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
+        # ``cache`` is ignored: the host's page and dentry caches serve repeats, coherently.
         parts = path.split("/") if path else []
         names = [_name(part) for part in parts]  # "/x", "x//y", "x/" → an empty part: EINVAL
         with self._root as rootfd:
