@@ -7,11 +7,20 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from vshare.backend.base import Backend
 
+#: The default bound of a gateway's cache of one volume (attributes, names, data).
+DEFAULT_CACHE_BYTES: Final = 64 * 1024 * 1024
 
-def open_backend(uri: str) -> Backend:
+
+def open_backend(uri: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Backend:
     """Open the volume a backend URI names.
+
+    ``cache_bytes`` bounds what the backend keeps in memory for shares opened with a
+    cache mode other than ``none`` (see :data:`~vshare.backend.base.CacheMode`); backends
+    without their own cache ignore it.
 
     Raises:
         ValueError: an unknown scheme or a malformed URI (a one-line message).
@@ -29,8 +38,8 @@ def open_backend(uri: str) -> Backend:
     if scheme == "gluster":
         from vshare.backend.gluster import GlusterBackend
 
-        return GlusterBackend(uri)
+        return GlusterBackend(uri, cache_bytes=cache_bytes)
     raise ValueError(f"backend {uri!r}: unknown scheme {scheme!r} (known: posix, gluster)")
 
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["DEFAULT_CACHE_BYTES", "Backend", "open_backend"]

@@ -471,7 +471,14 @@ class GlusterBackend(Backend):
 
     cheap_metadata = False  # every metadata call may wait on the network
 
-    def __init__(self, uri: str, *, log_file: str | None = None, log_level: int = 4) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        log_file: str | None = None,
+        log_level: int = 4,
+        cache_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         host, port, volume, subdir = parse_uri(uri)
         self._uri = f"gluster://{host}:{port}/{volume}" + (f"/{subdir}" if subdir else "")
         self._vol = _acquire(host, port, volume, log_file, log_level)
