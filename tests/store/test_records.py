@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vshare.backend.base import CACHE_MODES
 from vshare.policy import Instance, Level, Requester, decide
 from vshare.store import (
     KINDS,
+    SHARE_CACHE_MODES,
     GatewayRecord,
     InstanceRecord,
     RuleRecord,
@@ -62,6 +64,7 @@ def _one_line_value_error(fn: Any, *args: Any, **kwargs: Any) -> str:
 def test_share_defaults() -> None:
     s = share()
     assert (s.id, s.status, s.uid, s.gid, s.revision) == ("", ShareStatus.CREATING, 0, 0, 0)
+    assert s.cache == "meta"
     assert s.created_at.tzinfo is UTC
     assert abs(datetime.now(UTC) - s.created_at) < timedelta(minutes=1)
 
@@ -98,6 +101,10 @@ def test_share_defaults() -> None:
         ({"gid": 2**32}, "gid"),
         ({"created_at": datetime(2024, 1, 1)}, "timezone"),  # naive: refused
         ({"revision": -1}, "revision"),
+        ({"cache": "most"}, "cache 'most' is not one of none, meta, all"),
+        ({"cache": ""}, "cache"),
+        ({"cache": None}, "cache"),
+        ({"cache": ["meta"]}, "cache"),
     ],
 )
 def test_share_validation(fields: dict[str, Any], mentions: str) -> None:
@@ -116,6 +123,12 @@ def test_share_time_is_kept_in_utc() -> None:
     s = share(created_at=datetime(2024, 6, 1, 14, 0, tzinfo=cest))
     assert s.created_at == datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
     assert s.created_at.tzinfo is UTC
+
+
+def test_share_cache_modes_are_the_backends() -> None:
+    # The store may not import the backend (layering), so it spells the modes itself.
+    assert SHARE_CACHE_MODES == CACHE_MODES
+    assert [share(cache=mode).cache for mode in SHARE_CACHE_MODES] == ["none", "meta", "all"]
 
 
 def test_enums_have_manilas_values() -> None:
@@ -210,7 +223,7 @@ def test_gateway_record() -> None:
 # --- JSON ------------------------------------------------------------------------------------
 
 SAMPLES: dict[str, Any] = {
-    "share": share(id="s1", created_at=WHEN, revision=4, status="available", uid=1000),
+    "share": share(id="s1", created_at=WHEN, revision=4, status="available", uid=1000, cache="all"),
     "rule": rule(id="r1", created_at=WHEN, revision=5, level="ro", state="active"),
     "instance": InstanceRecord(
         instance=Instance(
@@ -244,7 +257,7 @@ def test_json_format_is_stable() -> None:
     assert json.loads(dumps(SAMPLES["share"])) == {
         "id": "s1", "name": "alpha", "tenant": "acme", "backend": "posix:/srv/vol",
         "path": "shares/alpha", "size_gib": 10, "status": "available", "uid": 1000, "gid": 0,
-        "created_at": "2024-03-01T12:30:00.250000+00:00", "revision": 4,
+        "cache": "all", "created_at": "2024-03-01T12:30:00.250000+00:00", "revision": 4,
     }  # fmt: skip
     assert json.loads(dumps(SAMPLES["instance"])) == {
         "uuid": "vm-1", "tenant": "acme", "name": "web-1", "cids": [3, 9],
@@ -260,7 +273,7 @@ def test_json_decoding_tolerates_new_fields_and_defaults_old_ones() -> None:
     minimal = {"name": "a", "tenant": "t", "backend": "b", "path": "p", "size_gib": 1}
     decoded = record_from_dict("share", minimal)
     assert isinstance(decoded, ShareRecord)
-    assert (decoded.status, decoded.revision) == (ShareStatus.CREATING, 0)
+    assert (decoded.status, decoded.revision, decoded.cache) == (ShareStatus.CREATING, 0, "meta")
 
 
 @pytest.mark.parametrize(

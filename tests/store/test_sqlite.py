@@ -134,6 +134,21 @@ def test_reopen_keeps_data_and_revision(db_path: Path) -> None:
         assert store.create_share(make_share("beta")).revision == revision + 1
 
 
+def test_a_share_written_before_cache_existed_reads_as_meta(db_path: Path) -> None:
+    """Records are JSON next to the columns lookups need (module note), so a field added
+    with a default needs no migration: an old row, without "cache", opens as "meta"."""
+    with SqliteStore(db_path) as store:
+        share = store.create_share(make_share(cache="all"))
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE shares SET data = json_remove(data, '$.cache')")
+    db.close()
+    with SqliteStore(db_path) as store:
+        old = store.get_share(share.id)
+        assert old.cache == "meta"
+        assert store.update_share(share.id, cache="none").cache == "none"
+
+
 def test_newer_schema_is_refused_and_left_alone(db_path: Path) -> None:
     with SqliteStore(db_path) as store:
         store.create_share(make_share())

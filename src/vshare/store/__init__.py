@@ -17,7 +17,9 @@ from vshare.store._base import Store
 from vshare.store._codec import dumps, load_as, loads, record_from_dict, record_to_dict
 from vshare.store._errors import Compacted, Conflict, NotFound, StoreError, StoreUnavailable
 from vshare.store._records import (
+    DEFAULT_SHARE_CACHE,
     KINDS,
+    SHARE_CACHE_MODES,
     Change,
     GatewayRecord,
     GatewayStatus,
@@ -27,6 +29,7 @@ from vshare.store._records import (
     Record,
     RuleRecord,
     RuleState,
+    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
@@ -38,7 +41,9 @@ from vshare.store.etcd import EtcdStore
 from vshare.store.sqlite import SqliteStore
 
 __all__ = [
+    "DEFAULT_SHARE_CACHE",
     "KINDS",
+    "SHARE_CACHE_MODES",
     "Change",
     "Compacted",
     "Conflict",
@@ -52,6 +57,7 @@ __all__ = [
     "Record",
     "RuleRecord",
     "RuleState",
+    "ShareCache",
     "ShareRecord",
     "ShareStatus",
     "Snapshot",

@@ -43,6 +43,7 @@ from vshare.store._records import (
     InstanceRecord,
     RuleRecord,
     RuleState,
+    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
@@ -94,6 +95,7 @@ class Store(abc.ABC):
         status: ShareStatus | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        cache: ShareCache | None = None,
     ) -> ShareRecord:
         """Change the given fields (None: keep); returns the share as stored. The id,
         tenant, backend, path and creation time never change.

@@ -37,7 +37,7 @@ def _share_to(r: ShareRecord) -> dict[str, Any]:
     return {
         "id": r.id, "name": r.name, "tenant": r.tenant, "backend": r.backend, "path": r.path,
         "size_gib": r.size_gib, "status": r.status.value, "uid": r.uid, "gid": r.gid,
-        "created_at": _time(r.created_at), "revision": r.revision,
+        "cache": r.cache, "created_at": _time(r.created_at), "revision": r.revision,
     }  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def _share_from(data: Mapping[str, Any]) -> ShareRecord:
     fields = _pick(
         data,
         ("name", "tenant", "backend", "path", "size_gib"),
-        ("id", "status", "uid", "gid", "created_at", "revision"),
+        ("id", "status", "uid", "gid", "cache", "created_at", "revision"),
     )
     if "created_at" in fields:
         fields["created_at"] = _parse_time(fields["created_at"])

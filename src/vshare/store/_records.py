@@ -24,7 +24,7 @@ import uuid as uuid_mod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Final, Literal, NamedTuple, TypeVar, get_args
 
 from vshare.policy import ACCESS_TYPES, AccessRule, Instance, Level, normalize_fingerprint
 
@@ -37,6 +37,16 @@ MAX_SIZE_GIB: Final = 2**40
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _E = TypeVar("_E", bound=enum.StrEnum)
+
+#: What a share's requests may be answered from without asking the storage: ``none`` (every
+#: request asks it: strict coherence across hosts), ``meta`` (attributes and name lookups are
+#: cached), ``all`` (file data too). The gateways pass it to ``Backend.open_root``; these are
+#: the values of ``vshare.backend.base.CacheMode``, which the store may not import (layering;
+#: a test pins the two equal).
+ShareCache = Literal["none", "meta", "all"]
+SHARE_CACHE_MODES: Final[tuple[ShareCache, ...]] = get_args(ShareCache)
+#: The cache mode of a share that does not say (a record written before the field existed).
+DEFAULT_SHARE_CACHE: Final[ShareCache] = "meta"
 
 Kind = Literal["share", "rule", "instance", "gateway", "token"]
 Op = Literal["put", "delete"]
@@ -160,6 +170,8 @@ class ShareRecord:
     ``posix:/srv/vol`` or ``gluster://host/vol``); ``path`` is the share's directory in it,
     relative and canonical (``shares/a``: no leading or trailing ``/``, no empty, ``.`` or
     ``..`` components). ``uid``/``gid`` are what guests see as owner in squash mode.
+    ``cache`` is the share's cache mode (:data:`ShareCache`); a gateway applies it to each
+    new attachment, so a change reaches new mounts, not existing ones.
 
     Raises:
         ValueError: a field is malformed (the message names it).
@@ -174,6 +186,7 @@ class ShareRecord:
     status: ShareStatus = ShareStatus.CREATING
     uid: int = 0
     gid: int = 0
+    cache: ShareCache = DEFAULT_SHARE_CACHE
     created_at: datetime = field(default_factory=utcnow)
     revision: int = 0
 
@@ -196,6 +209,10 @@ class ShareRecord:
         _set(self, "status", _enum(ShareStatus, self.status, f"share {name!r}: status"))
         _int(self.uid, f"share {name!r}: uid", 0, 0xFFFFFFFE)
         _int(self.gid, f"share {name!r}: gid", 0, 0xFFFFFFFE)
+        if not isinstance(self.cache, str) or self.cache not in SHARE_CACHE_MODES:
+            raise ValueError(
+                f"share {name!r}: cache {self.cache!r} is not one of {', '.join(SHARE_CACHE_MODES)}"
+            )
         _set(self, "created_at", _time(self.created_at, f"share {name!r}: created_at"))
         _int(self.revision, f"share {name!r}: revision", 0)
 

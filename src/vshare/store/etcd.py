@@ -84,6 +84,7 @@ from vshare.store._records import (
     Kind,
     RuleRecord,
     RuleState,
+    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
@@ -405,8 +406,10 @@ class EtcdStore(Store):
         status: ShareStatus | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        cache: ShareCache | None = None,
     ) -> ShareRecord:
-        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid}
+        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid,
+                 "cache": cache}  # fmt: skip
         changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
 
         def build(tx: _Tx) -> ShareRecord:

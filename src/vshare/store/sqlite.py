@@ -59,6 +59,7 @@ from vshare.store._records import (
     Op,
     RuleRecord,
     RuleState,
+    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
@@ -493,8 +494,10 @@ class SqliteStore(Store):
         status: ShareStatus | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        cache: ShareCache | None = None,
     ) -> ShareRecord:
-        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid}
+        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid,
+                 "cache": cache}  # fmt: skip
         changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         with self._write() as tx:
             old = self._share(tx.db, share_id)

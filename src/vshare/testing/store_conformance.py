@@ -195,6 +195,21 @@ class StoreConformance:
         assert store.find_share("alpha") is None
         assert store.find_share("renamed") == new
 
+    def test_share_cache_round_trips_and_updates(self, store: Store) -> None:
+        assert store.create_share(make_share("plain")).cache == "meta"  # the default
+        made = store.create_share(make_share(cache="all"))
+        assert store.get_share(made.id).cache == "all"
+        assert store.find_share("alpha") == made
+        new = store.update_share(made.id, expect_revision=made.revision, cache="none")
+        assert (new.cache, new.revision) == ("none", made.revision + 1)
+        assert store.get_share(made.id) == new
+        assert store.changes_since(made.revision)[-1].record == new
+        assert store.update_share(made.id, cache="none") == new  # the same value: no write
+        with pytest.raises(ValueError, match="cache"):
+            store.update_share(made.id, cache="most")  # type: ignore[arg-type]
+        assert store.get_share(made.id) == new
+        assert store.revision() == new.revision
+
     def test_update_share_accepts_status_string(self, store: Store) -> None:
         made = store.create_share(make_share())
         new = store.update_share(made.id, status="extending")  # type: ignore[arg-type]
