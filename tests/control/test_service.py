@@ -277,6 +277,38 @@ def test_extend(service: ControlService, store: SqliteStore) -> None:
     assert statuses == [(ShareStatus.EXTENDING, 1), (ShareStatus.AVAILABLE, 5)]
 
 
+def test_cache_mode_is_set_at_create_and_changed_in_one_revision(
+    service: ControlService, store: SqliteStore
+) -> None:
+    assert service.create_share(ACME, "plain", 1).cache == "meta"  # the default
+    share = service.create_share(ACME, "docs", 1, cache="none")
+    assert store.get_share(share.id).cache == "none"
+    changed = service.set_share_cache(ACME, "docs", "all")
+    assert (changed.cache, changed.status, changed.revision) == (
+        "all", ShareStatus.AVAILABLE, share.revision + 1,
+    )  # fmt: skip
+    assert store.changes_since(share.revision)[-1].record == changed
+    assert service.set_share_cache(ACME, share.id, "all") == changed  # no-op: no revision
+    assert store.revision() == changed.revision
+    with pytest.raises(ValueError, match="cache 'most' is not one of none, meta, all"):
+        service.set_share_cache(ACME, "docs", "most")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cache"):
+        service.create_share(ACME, "other", 1, cache="fast")  # type: ignore[arg-type]
+    assert service.get_share(ADMIN, "docs") == changed
+
+
+def test_cache_mode_of_a_busy_share_is_not_changed(
+    service: ControlService, store: SqliteStore
+) -> None:
+    share = service.create_share(ACME, "docs", 1)
+    busy = store.update_share(share.id, status=ShareStatus.EXTENDING)
+    with pytest.raises(Conflict, match="docs is extending"):
+        service.set_share_cache(ACME, "docs", "none")
+    assert store.get_share(share.id) == busy
+    store.update_share(share.id, status=ShareStatus.ERROR)
+    assert service.set_share_cache(ACME, "docs", "none").cache == "none"
+
+
 def test_shrink_is_refused_below_what_the_share_holds(
     service: ControlService, volume: Path
 ) -> None:
@@ -416,6 +448,7 @@ def test_a_tenant_sees_and_manages_only_its_own_shares(
             lambda k: service.delete_share(ACME, k, force=True),
             lambda k: service.extend_share(ACME, k, 5),
             lambda k: service.shrink_share(ACME, k, 1),
+            lambda k: service.set_share_cache(ACME, k, "none"),
             lambda k: service.allow(ACME, k, "ip", "192.168.0.0/16"),
             lambda k: service.deny(ACME, k, rule.id),
             lambda k: service.list_rules(ACME, k),
@@ -429,6 +462,7 @@ def test_a_tenant_sees_and_manages_only_its_own_shares(
     # ... and nothing of theirs changed.
     after = service.get_share(ADMIN, "theirs")
     assert after.size_gib == 2 and after.status is ShareStatus.AVAILABLE
+    assert after.cache == "meta"
     assert [r.id for r in service.list_rules(GLOBEX, "theirs")] == [rule.id]
     assert share_dir(volume, theirs.id).is_dir()
     # The admin manages everyone's.

@@ -14,6 +14,9 @@ Strategy and invariants:
   not be made); available → extending/shrinking → available; → deleting → (gone). A share
   in a transitional status that persists (a crash mid-request) can still be deleted with
   ``force``.
+- **Cache mode** (``store.ShareCache``: none, meta, all) is a setting of the record, changed
+  in one revision and refused while the share is in a transitional status (so it cannot
+  make an extend or shrink lose its race). Gateways apply it to new attachments only.
 - **Rules, as Manila's state machine** (``store.RuleState``): a new rule is
   ``queued_to_apply``; gateways that follow the store take it through ``applying`` to
   ``active``. Deny moves an applied rule to ``queued_to_deny``, and gateways take it
@@ -54,12 +57,14 @@ from vshare.control._errors import Forbidden, VolumeUnavailable
 from vshare.control._volumes import Volumes
 from vshare.policy import ACCESS_TYPES, Instance, Level
 from vshare.store import (
+    DEFAULT_SHARE_CACHE,
     Conflict,
     GatewayStatus,
     InstanceRecord,
     NotFound,
     RuleRecord,
     RuleState,
+    ShareCache,
     ShareRecord,
     ShareStatus,
     Store,
@@ -204,15 +209,18 @@ class ControlService:
         *,
         tenant: str | None = None,
         volume: str | None = None,
+        cache: ShareCache = DEFAULT_SHARE_CACHE,
     ) -> ShareRecord:
         """Create a share: its record (status creating), then its directory
         ``shares/<id>`` in the volume, then status available.
 
         A tenant creates shares for itself (``tenant`` None or its own); the admin names
-        the tenant. ``volume`` None means the default volume.
+        the tenant. ``volume`` None means the default volume. ``cache`` is the share's
+        cache mode (see :meth:`set_share_cache`).
 
         Raises:
-            ValueError: a malformed name or size, a missing tenant, an unknown volume.
+            ValueError: a malformed name, size or cache mode, a missing tenant, an unknown
+                volume.
             Forbidden: a tenant creating for another tenant.
             Conflict: the name is taken, or the directory already exists (nothing is
                 reused: the record is removed again).
@@ -233,6 +241,7 @@ class ControlService:
         record = ShareRecord(
             id=share_id, name=name, tenant=owner, backend=self.volumes[volume],
             path=f"{SHARES_DIR}/{share_id}", size_gib=size_gib, status=ShareStatus.CREATING,
+            cache=cache,
         )  # fmt: skip
         try:
             share = self.store.create_share(record)
@@ -377,6 +386,27 @@ class ControlService:
                 )
 
         return self._resize(share, ShareStatus.SHRINKING, size_gib, check=fits)
+
+    def set_share_cache(self, caller: Caller, name_or_id: str, cache: ShareCache) -> ShareRecord:
+        """Set the share's cache mode: ``none`` (every request asks the storage: strict
+        coherence across hosts), ``meta`` (attributes and name lookups cached), ``all``
+        (file data too). Gateways apply it to new attachments; mounts made before keep
+        the mode they attached with. Setting the mode it has changes nothing.
+
+        Raises:
+            NotFound: no such share for this caller.
+            ValueError: not none, meta or all.
+            Conflict: the share is in a transitional status, or changed meanwhile.
+        """
+        share = self.get_share(caller, name_or_id)
+        dataclasses.replace(share, cache=cache)  # validate as the record would
+        if share.cache == cache:
+            return share
+        if share.status in _BUSY:
+            raise Conflict(f"share {share.name} is {share.status.value}; wait until that is done")
+        updated = self._update(share, cache=cache)
+        log.info("share %s: cache %s -> %s (by %s)", share.name, share.cache, cache, caller)
+        return updated
 
     def usage(self, share: ShareRecord) -> int:
         """The bytes the share's regular files hold (blocking; walks the whole share).
@@ -697,13 +727,19 @@ class ControlService:
             log.warning("share %s: could not set status %s: %s", share.name, status.value, exc)
 
     def _update(
-        self, share: ShareRecord, *, status: ShareStatus, size_gib: int | None = None
+        self,
+        share: ShareRecord,
+        *,
+        status: ShareStatus | None = None,
+        size_gib: int | None = None,
+        cache: ShareCache | None = None,
     ) -> ShareRecord:
         """``update_share`` guarded by the revision we read (a lost race is a Conflict)."""
         try:
             return self.store.update_share(
-                share.id, expect_revision=share.revision, status=status, size_gib=size_gib
-            )
+                share.id, expect_revision=share.revision, status=status, size_gib=size_gib,
+                cache=cache,
+            )  # fmt: skip
         except NotFound:
             raise NotFound(f"no share {share.name!r}") from None
         except Conflict:
