@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api.server import ApiServer, start_api, vshare
-from vshare.store import GatewayRecord, RuleState, SqliteStore, hash_token
+from vshare.store import GatewayRecord, RuleState, ShareStatus, SqliteStore, hash_token
 
 VM = "6f1c4c2e-8a59-4b7e-9d2b-1f0e2d3c4b5a"
 
@@ -78,6 +78,43 @@ def test_the_share_lifecycle(api: ApiServer, admin: httpx.Client) -> None:
     assert deleted.status_code == 204 and deleted.content == b""
     assert not directory.exists()
     assert error_of(admin.get("/v1/shares/life"), 404) == "no share 'life'"
+
+
+def test_the_cache_mode_of_a_share(api: ApiServer, admin: httpx.Client) -> None:
+    made = admin.post("/v1/shares", json={"name": "cached", "size_gib": 1, "tenant": "acme"})
+    assert made.status_code == 201 and made.json()["cache"] == "meta"  # the default
+    strict = {"name": "strict", "size_gib": 1, "tenant": "acme", "cache": "none"}
+    assert admin.post("/v1/shares", json=strict).json()["cache"] == "none"
+
+    changed = admin.put("/v1/shares/cached", json={"cache": "all"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {**made.json(), "cache": "all"}
+    assert admin.get("/v1/shares/cached").json()["cache"] == "all"
+    assert {s["name"]: s["cache"] for s in admin.get("/v1/shares").json()["shares"]}[
+        "strict"
+    ] == "none"
+    with store_of(api) as store:
+        share = store.get_share(made.json()["id"])
+        assert share.cache == "all" and share.revision == store.revision()  # the last write
+
+    for body, expected in [
+        ({"cache": "most"}, "cache: Input should be 'none', 'meta' or 'all'"),
+        ({"cache": None}, "cache: Input should be 'none', 'meta' or 'all'"),
+        ({}, "cache: Field required"),
+        ({"cache": "all", "size_gib": 5}, "size_gib: Extra inputs"),
+    ]:
+        response = admin.put("/v1/shares/cached", json=body)
+        assert expected in error_of(response, 400), body
+        assert response.json()["error"]["code"] == "bad_request"
+    bad_create = {"name": "x", "size_gib": 1, "tenant": "acme", "cache": "fast"}
+    assert "cache: Input should be" in error_of(admin.post("/v1/shares", json=bad_create), 400)
+    missing = admin.put("/v1/shares/absent", json={"cache": "none"})
+    assert error_of(missing, 404) == "no share 'absent'"
+    with store_of(api) as store:
+        store.update_share(made.json()["id"], status=ShareStatus.SHRINKING)
+    busy = admin.put("/v1/shares/cached", json={"cache": "none"})
+    assert error_of(busy, 409) == "share cached is shrinking; wait until that is done"
+    assert admin.get("/v1/shares/cached").json()["cache"] == "all"
 
 
 def test_access_rules(api: ApiServer, admin: httpx.Client) -> None:
@@ -232,6 +269,7 @@ def test_tenant_tokens_see_and_manage_only_their_own(api: ApiServer, admin: http
         assert error_of(red.get(f"/v1/shares/{key}"), 404) == f"no share {key!r}"
         error_of(red.delete(f"/v1/shares/{key}", params={"force": "true"}), 404)
         error_of(red.post(f"/v1/shares/{key}/extend", json={"size_gib": 9}), 404)
+        error_of(red.put(f"/v1/shares/{key}", json={"cache": "none"}), 404)
         error_of(red.get(f"/v1/shares/{key}/access"), 404)
         error_of(red.delete(f"/v1/shares/{key}/access/{rule['id']}"), 404)
         error_of(
@@ -239,7 +277,7 @@ def test_tenant_tokens_see_and_manage_only_their_own(api: ApiServer, admin: http
             404,
         )
     after = blue.get("/v1/shares/blue-data").json()
-    assert after["size_gib"] == 1 and after["status"] == "available"
+    assert after["size_gib"] == 1 and after["status"] == "available" and after["cache"] == "meta"
     assert [r["id"] for r in blue.get("/v1/shares/blue-data/access").json()["access"]] == [
         rule["id"]
     ]
@@ -290,7 +328,7 @@ def test_the_openapi_document(api: ApiServer) -> None:
     paths = doc["paths"]
     for path, methods in {
         "/v1/shares": {"get", "post"},
-        "/v1/shares/{share}": {"get", "delete"},
+        "/v1/shares/{share}": {"get", "put", "delete"},
         "/v1/shares/{share}/extend": {"post"},
         "/v1/shares/{share}/shrink": {"post"},
         "/v1/shares/{share}/access": {"get", "post"},

@@ -36,6 +36,7 @@ OPERATIONS = [
     "GET /v1/shares",
     "POST /v1/shares",
     "GET /v1/shares/{share}",
+    "PUT /v1/shares/{share}",
     "DELETE /v1/shares/{share}",
     "POST /v1/shares/{share}/extend",
     "POST /v1/shares/{share}/shrink",

@@ -8,18 +8,31 @@ silently ignored wish. Responses never carry a token's hash or a volume's backen
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vshare.control import SHARE_NAME
-from vshare.store import GatewayStatus, InstanceRecord, RuleRecord, ShareRecord, TokenRecord
+from vshare.store import (
+    DEFAULT_SHARE_CACHE,
+    GatewayStatus,
+    InstanceRecord,
+    RuleRecord,
+    ShareCache,
+    ShareRecord,
+    TokenRecord,
+)
 
 #: The largest share size a request may ask for (the store's limit: 1 ZiB).
 MAX_SIZE_GIB = 2**40
 
 AccessType = Literal["instance", "ip", "cert", "user"]
 AccessLevel = Literal["ro", "rw"]
+_CACHE_HELP: Final = (
+    "none: every request asks the storage (strict coherence across hosts); meta: attributes"
+    " and name lookups are cached (changes seen within about a second); all: file data too."
+    " A change applies to new mounts; existing ones keep their mode."
+)
 
 
 class _Request(BaseModel):
@@ -53,10 +66,15 @@ class ShareCreate(_Request):
         default=None, description="Whose share (the admin must say; a tenant gets its own)."
     )
     volume: str | None = Field(default=None, description="Volume name (default: the first).")
+    cache: ShareCache = Field(default=DEFAULT_SHARE_CACHE, description=_CACHE_HELP)
 
 
 class ShareResize(_Request):
     size_gib: int = Field(ge=1, le=MAX_SIZE_GIB, description="The new size, in GiB.")
+
+
+class ShareUpdate(_Request):
+    cache: ShareCache = Field(description=_CACHE_HELP)
 
 
 class Share(BaseModel):
@@ -67,6 +85,7 @@ class Share(BaseModel):
     path: str = Field(description="The share's directory in its volume.")
     size_gib: int
     status: str = Field(description="creating, available, extending, shrinking, deleting, error")
+    cache: ShareCache = Field(description=_CACHE_HELP)
     created_at: datetime
 
 
@@ -77,7 +96,8 @@ class ShareList(BaseModel):
 def share_out(share: ShareRecord, volume: str | None) -> Share:
     return Share(
         id=share.id, name=share.name, tenant=share.tenant, volume=volume, path=share.path,
-        size_gib=share.size_gib, status=share.status.value, created_at=share.created_at,
+        size_gib=share.size_gib, status=share.status.value, cache=share.cache,
+        created_at=share.created_at,
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from vshare.api._models import (
     ShareCreate,
     ShareList,
     ShareResize,
+    ShareUpdate,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -76,8 +77,9 @@ def list_shares(service: ServiceDep, caller: CallerDep, tenant: TenantQuery = No
 def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> Share:
     """Create a share and its directory on the volume; 409 if the name is taken."""
     share = service.create_share(
-        caller, body.name, body.size_gib, tenant=body.tenant, volume=body.volume
-    )
+        caller, body.name, body.size_gib, tenant=body.tenant, volume=body.volume,
+        cache=body.cache,
+    )  # fmt: skip
     return _share(service, share)
 
 
@@ -85,6 +87,13 @@ def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> S
 def get_share(service: ServiceDep, caller: CallerDep, share: str) -> Share:
     """One share, by name or id."""
     return _share(service, service.get_share(caller, share))
+
+
+@router.put("/shares/{share}", operation_id="update_share", tags=["shares"])
+def update_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareUpdate) -> Share:
+    """Change the share's settings: its cache mode (new mounts get it; existing ones keep
+    theirs); 409 while the share is being created, resized or deleted."""
+    return _share(service, service.set_share_cache(caller, share, body.cache))
 
 
 @router.delete(
