@@ -96,7 +96,7 @@ def test_share_commands(api: ApiServer, admin_env: dict[str, str | None]) -> Non
     rows = {r["NAME"]: r for r in table(ok(["share", "list"], admin_env))}
     assert rows["docs"] == {
         "NAME": "docs", "ID": share["id"], "TENANT": "acme", "SIZE_GIB": "2",
-        "STATUS": "available", "VOLUME": "default",
+        "STATUS": "available", "CACHE": "meta", "VOLUME": "default",
     }  # fmt: skip
     listed = json.loads(ok(["share", "list", "--json", "--tenant", "acme"], admin_env))
     assert {s["name"] for s in listed["shares"]} >= {"docs", "notes"}
@@ -120,6 +120,38 @@ def test_share_commands(api: ApiServer, admin_env: dict[str, str | None]) -> Non
     assert refused(["share", "show", "docs"], admin_env) == "no share 'docs'"
     usage = run(["share", "extend", "notes", "0"], admin_env)  # click's own check: exit 2
     assert usage.exit_code == 2 and "0 is not in the range x>=1" in usage.stderr
+
+
+def test_share_cache_commands(admin_env: dict[str, str | None]) -> None:
+    made = ok(["share", "create", "strict", "--size", "1", "--tenant", "acme", "--cache", "none",
+               "--json"], admin_env)  # fmt: skip
+    assert json.loads(made)["cache"] == "none"
+    rows = {r["NAME"]: r for r in table(ok(["share", "list"], admin_env))}
+    assert rows["strict"]["CACHE"] == "none"
+
+    line = ok(["share", "update", "strict", "--cache", "all"], admin_env)
+    assert line == "share strict: 1 GiB, tenant acme, volume default, cache all, available\n"
+    shown = dict(
+        line.split(":", 1) for line in ok(["share", "show", "strict"], admin_env).splitlines()
+    )
+    assert shown["cache"].strip() == "all"
+    changed = json.loads(ok(["share", "update", "strict", "--cache", "meta", "--json"], admin_env))
+    assert changed["cache"] == "meta" and changed["name"] == "strict"
+
+    for args in (["share", "update", "strict", "--cache", "most"],
+                 ["share", "create", "x", "--size", "1", "--cache", "fast"]):  # fmt: skip
+        usage = run(args, admin_env)  # click's own check: exit 2, before any request
+        assert usage.exit_code == 2 and "is not one of 'none', 'meta', 'all'" in usage.stderr
+    usage = run(["share", "update", "strict"], admin_env)
+    assert usage.exit_code == 2 and "Missing option '--cache'" in usage.stderr
+    assert refused(["share", "update", "absent", "--cache", "none"], admin_env) == (
+        "no share 'absent'"
+    )
+    for command in ("create", "update"):
+        text = ok(["share", command, "--help"], admin_env)
+        for mode in ("none  every request asks the storage", "meta  attributes and name",
+                     "all   file data"):  # fmt: skip
+            assert mode in text, (command, text)
 
 
 def test_access_commands(admin_env: dict[str, str | None]) -> None:

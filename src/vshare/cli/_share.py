@@ -7,6 +7,15 @@ from typing import Any
 import click
 
 from vshare.cli._remote import Remote, fields, remote_options, segment, table
+from vshare.store import DEFAULT_SHARE_CACHE, SHARE_CACHE_MODES
+
+#: What each cache mode means: the epilog of the commands that set one.
+_CACHE_MODES_HELP = """\b
+Cache modes (--cache):
+  none  every request asks the storage: strict coherence across hosts
+  meta  attributes and name lookups are cached; other hosts' changes show within ~1 s
+  all   file data is cached too (for data that other hosts rarely change)
+A mode applies to new mounts; mounts made before keep the mode they attached with."""
 
 
 @click.group()
@@ -15,28 +24,35 @@ def share() -> None:
 
 
 def _summary(s: dict[str, Any]) -> str:
-    return f"{s['size_gib']} GiB, tenant {s['tenant']}, volume {s['volume'] or '-'}, {s['status']}"
+    return (
+        f"{s['size_gib']} GiB, tenant {s['tenant']}, volume {s['volume'] or '-'},"
+        f" cache {s['cache']}, {s['status']}"
+    )
 
 
-@share.command("create")
+@share.command("create", epilog=_CACHE_MODES_HELP)
 @click.argument("name")
 @click.option("--size", "size_gib", type=click.IntRange(min=1), required=True,
               help="Size (quota) in GiB.")  # fmt: skip
 @click.option("--tenant", help="Whose share (the admin must say; a tenant gets its own).")
 @click.option("--volume", help="Volume name (default: the API's first volume).")
+@click.option("--cache", type=click.Choice(SHARE_CACHE_MODES), default=DEFAULT_SHARE_CACHE,
+              show_default=True, help="Cache mode (see below).")  # fmt: skip
 @remote_options
 def share_create(
     name: str,
     size_gib: int,
     tenant: str | None,
     volume: str | None,
+    cache: str,
     endpoint: str | None,
     token: str | None,
     as_json: bool,
 ) -> None:
     """Create share NAME and its directory on the volume."""
     remote = Remote.resolve(endpoint, token, as_json)
-    body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume}
+    body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume,
+            "cache": cache}  # fmt: skip
     s = remote.call("POST", "/v1/shares", body={k: v for k, v in body.items() if v is not None})
     if as_json:
         remote.print_json(s)
@@ -55,12 +71,13 @@ def share_list(tenant: str | None, endpoint: str | None, token: str | None, as_j
         remote.print_json(answer)
         return
     table(
-        ("NAME", "ID", "TENANT", "SIZE_GIB", "STATUS", "VOLUME"),
+        ("NAME", "ID", "TENANT", "SIZE_GIB", "STATUS", "CACHE", "VOLUME"),
         [
-            (s["name"], s["id"], s["tenant"], s["size_gib"], s["status"], s["volume"] or "-")
+            (s["name"], s["id"], s["tenant"], s["size_gib"], s["status"], s["cache"],
+             s["volume"] or "-")
             for s in answer["shares"]
         ],
-    )
+    )  # fmt: skip
 
 
 @share.command("show")
@@ -76,7 +93,7 @@ def share_show(share_name: str, endpoint: str | None, token: str | None, as_json
     fields(
         [
             ("name", s["name"]), ("id", s["id"]), ("tenant", s["tenant"]),
-            ("size_gib", s["size_gib"]), ("status", s["status"]),
+            ("size_gib", s["size_gib"]), ("status", s["status"]), ("cache", s["cache"]),
             ("volume", s["volume"] or "-"), ("path", s["path"]), ("created_at", s["created_at"]),
         ]
     )  # fmt: skip
@@ -99,14 +116,32 @@ def share_delete(
         click.echo(f"deleted share {share_name}")
 
 
-def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None:
-    s = remote.call(
-        "POST", f"/v1/shares/{segment(share_name)}/{action}", body={"size_gib": size_gib}
-    )
+def _print_share(s: dict[str, Any], remote: Remote) -> None:
     if remote.as_json:
         remote.print_json(s)
     else:
         click.echo(f"share {s['name']}: {_summary(s)}")
+
+
+def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None:
+    s = remote.call(
+        "POST", f"/v1/shares/{segment(share_name)}/{action}", body={"size_gib": size_gib}
+    )
+    _print_share(s, remote)
+
+
+@share.command("update", epilog=_CACHE_MODES_HELP)
+@click.argument("share_name", metavar="SHARE")
+@click.option("--cache", type=click.Choice(SHARE_CACHE_MODES), required=True,
+              help="The new cache mode (see below).")  # fmt: skip
+@remote_options
+def share_update(
+    share_name: str, cache: str, endpoint: str | None, token: str | None, as_json: bool
+) -> None:
+    """Change the cache mode of SHARE (by name or id)."""
+    remote = Remote.resolve(endpoint, token, as_json)
+    s = remote.call("PUT", f"/v1/shares/{segment(share_name)}", body={"cache": cache})
+    _print_share(s, remote)
 
 
 @share.command("extend")
