@@ -66,7 +66,7 @@ def gluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessio
         pytest.skip(why)
     base = tmp_path_factory.mktemp("glusterd")
     gluster.keep_connections(True)
-    with gd.gluster_volume(VOLUME, base) as volume:
+    with gd.gluster_volume(VOLUME, base, options=gluster.CACHE_VOLUME_OPTIONS) as volume:
         session = Session(volume, base / "gfapi.log")
         try:
             yield session

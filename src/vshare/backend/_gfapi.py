@@ -29,6 +29,7 @@ import threading
 from typing import Any, Final
 
 __all__ = [
+    "EVENT_INODE_INVALIDATE",
     "HANDLE_LENGTH",
     "SET_ATTR_ATIME",
     "SET_ATTR_GID",
@@ -36,14 +37,18 @@ __all__ = [
     "SET_ATTR_MTIME",
     "SET_ATTR_SIZE",
     "SET_ATTR_UID",
+    "UPCALL_CBK",
+    "UPCALL_INODE_INVALIDATE",
     "Dirent",
     "Stat",
     "StatVfs",
     "Timespec",
+    "calls",
     "close",
     "closedir",
     "fdatasync",
     "fini",
+    "free",
     "fs_new",
     "fstat",
     "fsync",
@@ -78,6 +83,10 @@ __all__ = [
     "seekdir",
     "set_logging",
     "set_volfile_server",
+    "set_xlator_option",
+    "upcall_inode_handles",
+    "upcall_register",
+    "upcall_unregister",
 ]
 
 #: ``glfs_h_setattrs`` valid bits (glfs-handles.h).
@@ -233,10 +242,37 @@ _PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     # int glfs_readdirplus_r(fd, struct stat *, struct dirent *, struct dirent **res)
     "glfs_readdirplus_r": (_INT, (_P, _STAT_P, ctypes.POINTER(Dirent), ctypes.POINTER(_P))),
     "glfs_seekdir": (None, (_P, ctypes.c_long)),
+    "glfs_set_xlator_option": (_INT, (_P, _S, _S, _S)),
+    # int glfs_upcall_register(fs, uint32_t event_list, glfs_upcall_cbk cbk, void *data)
+    "glfs_upcall_register": (_INT, (_P, ctypes.c_uint32, _P, _P)),
+    "glfs_upcall_unregister": (_INT, (_P, ctypes.c_uint32)),
+    "glfs_upcall_get_reason": (_INT, (_P,)),
+    "glfs_upcall_get_event": (_P, (_P,)),
+    "glfs_upcall_inode_get_object": (_P, (_P,)),
+    "glfs_upcall_inode_get_pobject": (_P, (_P,)),
+    "glfs_upcall_inode_get_oldpobject": (_P, (_P,)),
+    "glfs_upcall_inode_get_flags": (ctypes.c_uint64, (_P,)),
+    "glfs_free": (None, (_P,)),
 }
 
 _lib_lock = threading.Lock()
 _lib: Any = None
+
+_calls_lock = threading.Lock()
+_calls: dict[str, int] = {}
+
+
+def calls() -> dict[str, int]:
+    """How many times each call that reaches the storage (a fop: lookup, stat, read, ...)
+    was made by this process, by name; calls answered in memory (``glfs_object_copy``,
+    ``glfs_h_extract_handle``, ...) are not counted."""
+    with _calls_lock:
+        return dict(_calls)
+
+
+def _count(name: str) -> None:
+    with _calls_lock:
+        _calls[name] = _calls.get(name, 0) + 1
 
 
 def load() -> Any:
@@ -339,6 +375,7 @@ def fini(fs: int) -> None:
 
 def h_lookupat(fs: int, parent: int, name: bytes, *, follow: bool) -> tuple[int, Stat]:
     """``glfs_h_lookupat(fs, parent, name, &st, follow)``: (object, its stat)."""
+    _count("lookup")
     st = Stat()
     obj = load().glfs_h_lookupat(_ptr(fs), _ptr(parent), _name(name), ctypes.byref(st), follow)
     return _new(obj), st
@@ -353,6 +390,7 @@ def h_lookupat_root(fs: int) -> tuple[int, Stat]:
 
 
 def h_creat(fs: int, parent: int, name: bytes, flags: int, mode: int) -> tuple[int, Stat]:
+    _count("create")
     st = Stat()
     obj = load().glfs_h_creat(
         _ptr(fs), _ptr(parent), _name(name), flags, mode & 0o7777, ctypes.byref(st)
@@ -361,12 +399,14 @@ def h_creat(fs: int, parent: int, name: bytes, flags: int, mode: int) -> tuple[i
 
 
 def h_mkdir(fs: int, parent: int, name: bytes, mode: int) -> tuple[int, Stat]:
+    _count("mkdir")
     st = Stat()
     obj = load().glfs_h_mkdir(_ptr(fs), _ptr(parent), _name(name), mode & 0o7777, ctypes.byref(st))
     return _new(obj), st
 
 
 def h_mknod(fs: int, parent: int, name: bytes, mode: int, dev: int) -> tuple[int, Stat]:
+    _count("mknod")
     if not 0 <= mode <= _UINT32_MAX or not 0 <= dev < 1 << 64:
         raise _error(errno.EINVAL)
     st = Stat()
@@ -375,6 +415,7 @@ def h_mknod(fs: int, parent: int, name: bytes, mode: int, dev: int) -> tuple[int
 
 
 def h_symlink(fs: int, parent: int, name: bytes, target: bytes) -> tuple[int, Stat]:
+    _count("symlink")
     st = Stat()
     obj = load().glfs_h_symlink(
         _ptr(fs), _ptr(parent), _name(name), _name(target), ctypes.byref(st)
@@ -384,6 +425,7 @@ def h_symlink(fs: int, parent: int, name: bytes, target: bytes) -> tuple[int, St
 
 def h_unlink(fs: int, parent: int, name: bytes) -> None:
     """``glfs_h_unlink``: removes a file *or an empty directory* named ``name``."""
+    _count("unlink")
     _check(load().glfs_h_unlink(_ptr(fs), _ptr(parent), _name(name)))
 
 
@@ -398,27 +440,32 @@ def object_copy(obj: int) -> int:
 
 
 def h_truncate(fs: int, obj: int, size: int) -> None:
+    _count("truncate")
     _check(load().glfs_h_truncate(_ptr(fs), _ptr(obj), _size(size)))
 
 
 def h_stat(fs: int, obj: int) -> Stat:
+    _count("stat")
     st = Stat()
     _check(load().glfs_h_stat(_ptr(fs), _ptr(obj), ctypes.byref(st)))
     return st
 
 
 def h_statfs(fs: int, obj: int) -> StatVfs:
+    _count("statfs")
     st = StatVfs()
     _check(load().glfs_h_statfs(_ptr(fs), _ptr(obj), ctypes.byref(st)))
     return st
 
 
 def h_setattrs(fs: int, obj: int, st: Stat, valid: int) -> None:
+    _count("setattr")
     _check(load().glfs_h_setattrs(_ptr(fs), _ptr(obj), ctypes.byref(st), valid))
 
 
 def _getxattrs(fs: int, obj: int, name: bytes | None) -> bytes:
     """Value of ``name`` (None: the list of names), growing the buffer on ERANGE."""
+    _count("getxattr")
     lib = load()
     size = _XATTR_BUF
     while True:
@@ -446,14 +493,17 @@ def h_listxattr(fs: int, obj: int) -> list[bytes]:
 
 
 def h_setxattr(fs: int, obj: int, name: bytes, value: bytes, flags: int) -> None:
+    _count("setxattr")
     _check(load().glfs_h_setxattrs(_ptr(fs), _ptr(obj), _name(name), value, len(value), flags))
 
 
 def h_removexattr(fs: int, obj: int, name: bytes) -> None:
+    _count("removexattr")
     _check(load().glfs_h_removexattrs(_ptr(fs), _ptr(obj), _name(name)))
 
 
 def h_readlink(fs: int, obj: int) -> bytes:
+    _count("readlink")
     size = _READLINK_BUF
     while True:
         buf = ctypes.create_string_buffer(size)
@@ -467,10 +517,12 @@ def h_readlink(fs: int, obj: int) -> bytes:
 
 def h_link(fs: int, target: int, parent: int, name: bytes) -> None:
     """``glfs_h_link(fs, target, parent, name)``: ``parent/name`` becomes ``target``."""
+    _count("link")
     _check(load().glfs_h_link(_ptr(fs), _ptr(target), _ptr(parent), _name(name)))
 
 
 def h_rename(fs: int, old_dir: int, old: bytes, new_dir: int, new: bytes) -> None:
+    _count("rename")
     _check(load().glfs_h_rename(_ptr(fs), _ptr(old_dir), _name(old), _ptr(new_dir), _name(new)))
 
 
@@ -485,11 +537,13 @@ def h_extract_handle(obj: int) -> bytes:
 
 def h_open(fs: int, obj: int, flags: int) -> int:
     """``glfs_h_open``: regular files only (gfapi answers EISDIR/EINVAL otherwise)."""
+    _count("open")
     ctypes.set_errno(0)
     return _new(load().glfs_h_open(_ptr(fs), _ptr(obj), flags))
 
 
 def h_opendir(fs: int, obj: int) -> int:
+    _count("opendir")
     ctypes.set_errno(0)
     return _new(load().glfs_h_opendir(_ptr(fs), _ptr(obj)))
 
@@ -499,10 +553,12 @@ def h_opendir(fs: int, obj: int) -> int:
 
 
 def close(fd: int) -> None:
+    _count("flush")
     _check(load().glfs_close(_ptr(fd)))
 
 
 def fstat(fd: int) -> Stat:
+    _count("fstat")
     st = Stat()
     _check(load().glfs_fstat(_ptr(fd), ctypes.byref(st)))
     return st
@@ -532,6 +588,7 @@ def _address(buf: memoryview, *, writable: bool) -> tuple[Any, int]:
 
 def pread(fd: int, buf: memoryview, offset: int) -> int:
     """``glfs_pread(fd, buf, len, offset, 0, NULL)`` into ``buf``; bytes read."""
+    _count("read")
     target, n = _address(buf, writable=True)
     if n == 0:
         return 0
@@ -540,6 +597,7 @@ def pread(fd: int, buf: memoryview, offset: int) -> int:
 
 def pwrite(fd: int, data: memoryview, offset: int) -> int:
     """``glfs_pwrite(fd, data, len, offset, 0, NULL, NULL)``; bytes written."""
+    _count("write")
     source, n = _address(data, writable=False)
     if n == 0:
         return 0
@@ -547,10 +605,12 @@ def pwrite(fd: int, data: memoryview, offset: int) -> int:
 
 
 def fsync(fd: int) -> None:
+    _count("fsync")
     _check(load().glfs_fsync(_ptr(fd), None, None))
 
 
 def fdatasync(fd: int) -> None:
+    _count("fdatasync")
     _check(load().glfs_fdatasync(_ptr(fd), None, None))
 
 
@@ -563,10 +623,76 @@ def seekdir(fd: int, offset: int) -> None:
 
 
 def readdirplus(fd: int, dirent: Dirent, st: Stat) -> bool:
-    """``glfs_readdirplus_r`` into ``dirent``/``st``; False at the end of the directory."""
+    """``glfs_readdirplus_r`` into ``dirent``/``st``; False at the end of the directory.
+    (Not counted in :func:`calls`: gfapi answers most entries from the batch its last
+    READDIRP brought; ``opendir`` is counted.)"""
     result = _P()
     ret = load().glfs_readdirplus_r(_ptr(fd), ctypes.byref(st), ctypes.byref(dirent),
                                     ctypes.byref(result))  # fmt: skip
     if ret != 0:
         raise _error(ret if ret > 0 else None)
     return bool(result.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# client-side translators and upcalls
+
+
+def set_xlator_option(fs: int, xlator: str, key: str, value: str) -> None:
+    """``glfs_set_xlator_option``: an option of the client graph's translators whose name
+    matches the pattern ``xlator`` (``*-md-cache``); before :func:`init` only."""
+    _check(
+        load().glfs_set_xlator_option(
+            _ptr(fs), _name(xlator.encode()), _name(key.encode()), _name(value.encode())
+        )
+    )
+
+
+#: ``glfs_upcall_register`` event: an object changed (``GLFS_EVENT_INODE_INVALIDATE``).
+EVENT_INODE_INVALIDATE: Final = 0x1
+#: ``glfs_upcall_get_reason``: the event is a ``struct glfs_upcall_inode``.
+UPCALL_INODE_INVALIDATE: Final = 1
+
+#: ``void (*glfs_upcall_cbk)(struct glfs_upcall *up_arg, void *data)``
+UPCALL_CBK: Final = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def upcall_register(fs: int, events: int, cbk: Any) -> None:
+    """Have gfapi call ``cbk`` (an :data:`UPCALL_CBK`, which the caller keeps alive until
+    :func:`upcall_unregister`) on its own threads for each upcall in ``events``. The
+    callback owns its argument: it must :func:`free` it."""
+    ret = load().glfs_upcall_register(_ptr(fs), events, ctypes.cast(cbk, ctypes.c_void_p), None)
+    if ret <= 0:
+        raise _error()
+
+
+def upcall_unregister(fs: int, events: int) -> None:
+    _check(load().glfs_upcall_unregister(_ptr(fs), events))
+
+
+def upcall_inode_handles(up: int) -> tuple[int, list[bytes]]:
+    """(reason, the gfids of the objects an inode-invalidation upcall names: the object, its
+    parent and, for a rename, its old parent). No gfids for other reasons. Does not free
+    ``up``."""
+    lib = load()
+    reason = int(lib.glfs_upcall_get_reason(_ptr(up)))
+    if reason != UPCALL_INODE_INVALIDATE:
+        return reason, []
+    event = lib.glfs_upcall_get_event(up)
+    if not event:
+        return reason, []
+    gfids = []
+    for get in (
+        lib.glfs_upcall_inode_get_object,
+        lib.glfs_upcall_inode_get_pobject,
+        lib.glfs_upcall_inode_get_oldpobject,
+    ):
+        obj = get(event)
+        if obj:
+            gfids.append(h_extract_handle(obj))
+    return reason, gfids
+
+
+def free(ptr: int) -> None:
+    """``glfs_free``: release memory gfapi handed over (an upcall, with its objects)."""
+    load().glfs_free(_ptr(ptr))

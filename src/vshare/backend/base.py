@@ -19,7 +19,7 @@ import abc
 import errno
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
 #: For :meth:`Backend.setattr`: set this time to the current time of the server.
@@ -89,6 +89,23 @@ class StatFs:
     ffree: int
     fsid: int
     namelen: int
+
+
+@dataclass
+class CacheStats:
+    """What a backend's cache did since it was made (a snapshot): lookups by kind of entry
+    (``attr``, ``name``, ``data``) that hit or missed, invalidations by source (``upcall``:
+    the storage said another client changed an object; ``local``: this process changed
+    it), entries evicted for room or expired, and the bytes charged against the bound."""
+
+    hits: dict[str, int] = field(default_factory=lambda: {"attr": 0, "name": 0, "data": 0})
+    misses: dict[str, int] = field(default_factory=lambda: {"attr": 0, "name": 0, "data": 0})
+    invalidations: dict[str, int] = field(default_factory=dict)  # by source
+    evictions: int = 0
+    expirations: int = 0
+    bytes: int = 0
+    limit: int = 0
+    entries: int = 0
 
 
 class Node(abc.ABC):
@@ -254,6 +271,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fsync(self, file: OpenFile, *, datasync: bool) -> None: ...
+
+    def cache_stats(self) -> CacheStats | None:
+        """The backend's own cache counters; None if it keeps no cache (this default)."""
+        return None
+
+    def backend_calls(self) -> dict[str, int]:
+        """Calls made to the storage by this process, by operation, when the backend counts
+        them (GlusterFS fops); empty otherwise (this default)."""
+        return {}
 
     @abc.abstractmethod
     def close(self) -> None:

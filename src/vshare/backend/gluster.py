@@ -129,8 +129,10 @@ from typing import Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from vshare.backend import _gfapi
+from vshare.backend._cache import BLOCK, CacheStats, VolumeCache
 from vshare.backend._handle import UseCounted
 from vshare.backend.base import (
+    CACHE_MODES,
     TIME_NOW,
     Attr,
     Backend,
@@ -143,6 +145,7 @@ from vshare.backend.base import (
 )
 
 __all__ = [
+    "CACHE_VOLUME_OPTIONS",
     "GlusterBackend",
     "GlusterNode",
     "GlusterOpenFile",
@@ -169,6 +172,21 @@ _READDIR_BATCH_MAX: Final = 1 << 20
 _CLOSE_WAIT: Final = 60.0
 _OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 _LOOKUP_RETRY: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+#: How long a cache entry lives at most with upcalls (below GlusterFS's default 60 s
+#: ``features.cache-invalidation-timeout``, after which the brick stops telling us) and
+#: without them.
+_CACHE_TTL: Final = 50.0
+_CACHE_TTL_BLIND: Final = 1.0
+#: What a volume needs for shares in cache mode ``meta`` or ``all`` to see other clients'
+#: changes within about a second (``gluster volume set VOLUME KEY VALUE``): the bricks send
+#: upcalls, and remember a client that touched an object for longer than our entries live.
+CACHE_VOLUME_OPTIONS: Final = {
+    "features.cache-invalidation": "on",
+    "features.cache-invalidation-timeout": "600",
+}
+#: Options of gfapi's own client-side translators (``glfs_set_xlator_option``), each with
+#: its reason in docs/cache.md.
+XLATOR_OPTIONS: Final[tuple[tuple[str, str, str], ...]] = ()
 
 
 def _err(code: int) -> OSError:
@@ -258,8 +276,10 @@ def parse_uri(uri: str) -> tuple[str, int, str, str]:
 class _Volume:
     key: tuple[str, int, str]
     fs: int
+    cache: VolumeCache
     users: int = 0
     alive: bool = True
+    upcall_cbk: object = None  # the ctypes callback gfapi holds: kept alive while registered
 
 
 _volumes: dict[tuple[str, int, str], _Volume] = {}
@@ -287,13 +307,19 @@ def shutdown() -> None:
 
 
 def _fini(vol: _Volume) -> None:
+    if vol.upcall_cbk is not None:
+        with contextlib.suppress(OSError):
+            _gfapi.upcall_unregister(vol.fs, _gfapi.EVENT_INODE_INVALIDATE)
+    vol.cache.clear()  # closes the objects the name cache holds, before the glfs goes
     try:
         _gfapi.fini(vol.fs)
     except OSError as exc:  # e.g. objects leaked by a caller; the glfs is gone regardless
         log.warning("glfs_fini of gluster://%s:%d/%s: %s", *vol.key, exc)
 
 
-def _acquire(host: str, port: int, volume: str, log_file: str | None, log_level: int) -> _Volume:
+def _acquire(
+    host: str, port: int, volume: str, log_file: str | None, log_level: int, cache_bytes: int
+) -> _Volume:
     key = (host, port, volume)
     with _volumes_lock:
         vol = _volumes.get(key)
@@ -302,6 +328,8 @@ def _acquire(host: str, port: int, volume: str, log_file: str | None, log_level:
             try:
                 _gfapi.set_volfile_server(fs, host, port)
                 _gfapi.set_logging(fs, log_file, log_level)
+                for xlator, option, value in XLATOR_OPTIONS:
+                    _gfapi.set_xlator_option(fs, xlator, option, value)
                 _gfapi.init(fs)
             except OSError as exc:
                 with contextlib.suppress(OSError):
@@ -309,9 +337,45 @@ def _acquire(host: str, port: int, volume: str, log_file: str | None, log_level:
                 raise OSError(
                     exc.errno, f"gluster://{host}:{port}/{volume}: {exc.strerror}"
                 ) from None
-            vol = _volumes[key] = _Volume(key, fs)
+            vol = _volumes[key] = _Volume(key, fs, VolumeCache(cache_bytes, _CACHE_TTL))
+            _listen(vol)
         vol.users += 1
         return vol
+
+
+def _listen(vol: _Volume) -> None:
+    """Register for gfapi's upcalls: each names objects another client changed, whose cache
+    entries go (the brick sends them when the volume has ``features.cache-invalidation
+    on``, to clients that touched the object within ``features.cache-invalidation-timeout``,
+    60 s by default: :data:`_CACHE_TTL` stays below it). Without upcalls, entries live
+    :data:`_CACHE_TTL_BLIND` only."""
+    cache = vol.cache
+
+    def on_upcall(up: int | None, _data: int | None) -> None:
+        # On a gfapi thread. Nothing may escape: ctypes would only print it.
+        if not up:
+            return
+        try:
+            _, gfids = _gfapi.upcall_inode_handles(up)
+            for gfid in gfids:
+                cache.invalidate(qid_of_gfid(gfid), "upcall")
+        except Exception:
+            log.exception("upcall of gluster://%s:%d/%s", *vol.key)
+        finally:
+            with contextlib.suppress(OSError):
+                _gfapi.free(up)
+
+    cbk = _gfapi.UPCALL_CBK(on_upcall)
+    try:
+        _gfapi.upcall_register(vol.fs, _gfapi.EVENT_INODE_INVALIDATE, cbk)
+    except OSError as exc:
+        log.warning(
+            "gluster://%s:%d/%s: no upcalls (%s): cached entries live %.0f s",
+            *vol.key, exc.strerror, _CACHE_TTL_BLIND,
+        )  # fmt: skip
+        cache.ttl = _CACHE_TTL_BLIND
+        return
+    vol.upcall_cbk = cbk
 
 
 def _release(vol: _Volume) -> None:
@@ -355,10 +419,13 @@ class _Ref(UseCounted):
 class GlusterNode(Node):
     """A ``glfs_object`` on one object of the volume."""
 
-    __slots__ = ("_file_type", "_owner", "_qid_path", "_ref")
+    __slots__ = ("_cache", "_file_type", "_owner", "_qid_path", "_ref")
 
-    def __init__(self, owner: GlusterBackend, obj: int, st: _gfapi.Stat) -> None:
+    def __init__(
+        self, owner: GlusterBackend, obj: int, st: _gfapi.Stat, cache: CacheMode = "none"
+    ) -> None:
         self._owner = owner
+        self._cache = cache
         self._ref = owner._track(obj, _gfapi.h_close)
         self._file_type = stat.S_IFMT(st.st_mode)
         try:
@@ -390,14 +457,22 @@ class GlusterOpenFile(OpenFile):
     """A ``glfs_fd`` on a regular file or a directory."""
 
     __slots__ = (
-        "__weakref__", "_accmode", "_dir_lock", "_dirent", "_dirstat", "_is_dir", "_owner",
-        "_qid", "_ref",
+        "__weakref__", "_accmode", "_cache_data", "_dir_lock", "_dirent", "_dirstat", "_is_dir",
+        "_owner", "_qid", "_ref",
     )  # fmt: skip
 
     def __init__(
-        self, owner: GlusterBackend, fd: int, qid: int, *, is_dir: bool, accmode: int
+        self,
+        owner: GlusterBackend,
+        fd: int,
+        qid: int,
+        *,
+        is_dir: bool,
+        accmode: int,
+        cache_data: bool = False,
     ) -> None:
         self._owner = owner
+        self._cache_data = cache_data  # reads may be answered from the volume's data cache
         self._ref = owner._track(fd, _gfapi.closedir if is_dir else _gfapi.close)
         self._qid = qid
         self._is_dir = is_dir
@@ -481,8 +556,9 @@ class GlusterBackend(Backend):
     ) -> None:
         host, port, volume, subdir = parse_uri(uri)
         self._uri = f"gluster://{host}:{port}/{volume}" + (f"/{subdir}" if subdir else "")
-        self._vol = _acquire(host, port, volume, log_file, log_level)
+        self._vol = _acquire(host, port, volume, log_file, log_level, cache_bytes)
         self._fs = self._vol.fs
+        self._cache = self._vol.cache
         self._handles: weakref.WeakSet[_Ref] = weakref.WeakSet()
         self._files: weakref.WeakSet[GlusterOpenFile] = weakref.WeakSet()
         # Regular files this backend unlinked while open: GlusterFS still counts one link
@@ -535,18 +611,66 @@ class GlusterBackend(Backend):
             raise TypeError(f"{file!r} is not an open file of {self!r}")
         return file
 
-    def _adopt(self, made: tuple[int, _gfapi.Stat]) -> GlusterNode:
+    def _adopt(self, made: tuple[int, _gfapi.Stat], cache: CacheMode = "none") -> GlusterNode:
         """A node owning the object ``made`` returned (released here if that fails)."""
-        return GlusterNode(self, *made)
+        return GlusterNode(self, made[0], made[1], cache)
+
+    def _changed(self, qid: int, *, name: bytes | None = None) -> None:
+        """This process changed object ``qid`` (or, with ``name``, that entry of directory
+        ``qid``): drop what the cache knows of it. Made whatever the node's cache mode: a
+        share's mode can change while it is attached, and GlusterFS sends no upcall to the
+        client that made a change."""
+        self._cache.invalidate(qid, "local", names=False)
+        if name is not None:
+            self._cache.forget_name(qid, name)
+
+    def _cached_child_qid(self, parent: GlusterNode, raw: bytes) -> int | None:
+        """The qid the cache has for ``parent/raw`` (no gfapi call), if any."""
+        cached = self._cache.name(parent.qid_path, raw)
+        return None if cached is None else int(cached[2])
 
     def _lookup(self, parent: GlusterNode, raw: bytes) -> GlusterNode:
         """The one place that resolves a name: one component of a directory, not followed.
+
+        With a cache mode, from the volume's cache when it knows the name: a copy of the
+        object a lookup of this same name in this same directory found (module note, point
+        2), which stays there until that directory or that object changes. A lookup that
+        reaches gfapi fills the cache with the name and the child's attributes."""
+        mode = parent._cache
+        if mode == "none":
+            return self._adopt(self._lookup_object(parent, raw))
+        cached = self._cache.name(parent.qid_path, raw)
+        if cached is not None:
+            ref, ftype, _ = cached
+            try:
+                with ref as obj:
+                    copy = _gfapi.object_copy(obj)
+            except OSError:
+                pass  # evicted meanwhile: ask gfapi
+            else:
+                st = _gfapi.Stat()
+                st.st_mode = ftype
+                return GlusterNode(self, copy, st, mode)
+        token = self._cache.token()
+        obj, st = self._lookup_object(parent, raw)
+        node = self._adopt((obj, st), mode)
+        qid = node.qid_path
+        self._cache.put_attr(token, _attr(st, qid))
+        with contextlib.suppress(OSError), node._ref as held:
+            keep = _Ref(_gfapi.object_copy(held), _gfapi.h_close)
+            self._cache.put_name(
+                token, parent.qid_path, raw, qid, (keep, node.file_type, qid), keep.close
+            )
+        return node
+
+    def _lookup_object(self, parent: GlusterNode, raw: bytes) -> tuple[int, _gfapi.Stat]:
+        """``glfs_h_lookupat`` of one name, not followed: (object, stat).
 
         ENOENT is asked again (module note: directories renamed by another client): once at
         once, then while the parent itself cannot be opened, for at most ~40 ms."""
         try:
             with parent._ref as pobj:
-                return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+                return _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.ESTALE):
                 raise
@@ -554,7 +678,7 @@ class GlusterBackend(Backend):
         for delay in _LOOKUP_RETRY:
             try:
                 with parent._ref as pobj:
-                    return self._adopt(_gfapi.h_lookupat(self._fs, pobj, raw, follow=False))
+                    return _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.ESTALE):
                     raise
@@ -580,11 +704,13 @@ class GlusterBackend(Backend):
 
     @_einval_on_value_error
     def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
-        return self._walk(path)
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
+        return self._walk(path, cache)
 
-    def _walk(self, path: str) -> GlusterNode:
+    def _walk(self, path: str, cache: CacheMode = "none") -> GlusterNode:
         names = [_name(part) for part in path.split("/")] if path else []
-        node = self._clone(self._root)
+        node = self._clone(self._root, cache)
         try:
             for raw in names:
                 child = self._lookup(node, raw)
@@ -597,12 +723,13 @@ class GlusterBackend(Backend):
             raise
         return node
 
-    def _clone(self, n: GlusterNode) -> GlusterNode:
+    def _clone(self, n: GlusterNode, cache: CacheMode | None = None) -> GlusterNode:
+        """A copy of ``n``, in its cache mode unless ``cache`` says another."""
         with n._ref as obj:
             copy = _gfapi.object_copy(obj)
         st = _gfapi.Stat()
         st.st_mode = n.file_type
-        return GlusterNode(self, copy, st)
+        return GlusterNode(self, copy, st, n._cache if cache is None else cache)
 
     def clone(self, node: Node) -> Node:
         return self._clone(self._node(node))
@@ -613,6 +740,23 @@ class GlusterBackend(Backend):
 
     def getattr(self, node: Node) -> Attr:
         n = self._node(node)
+        cached = n._cache != "none"
+        attr = self._cache.attr(n.qid_path) if cached else None
+        if attr is None:
+            token = self._cache.token()
+            attr, fresh = self._fetch_attr(n)
+            if cached and fresh:
+                self._cache.put_attr(token, attr)
+        if n.qid_path in self._orphans:
+            if self._open_file_of(n.qid_path) is None:
+                with self._handles_lock:
+                    self._orphans.discard(n.qid_path)
+            return attr._replace(nlink=0)
+        return attr
+
+    def _fetch_attr(self, n: GlusterNode) -> tuple[Attr, bool]:
+        """(the attributes from gfapi, whether they are the object's: not those of an open
+        file of it after it was unlinked, which the cache must not keep)."""
         try:
             with n._ref as obj:
                 st = _gfapi.h_stat(self._fs, obj)
@@ -624,14 +768,8 @@ class GlusterBackend(Backend):
             if file is None:
                 raise
             with file._ref as fd:
-                st = _gfapi.fstat(fd)
-        attr = _attr(st, n.qid_path)
-        if n.qid_path in self._orphans:
-            if self._open_file_of(n.qid_path) is None:
-                with self._handles_lock:
-                    self._orphans.discard(n.qid_path)
-            return attr._replace(nlink=0)
-        return attr
+                return _attr(_gfapi.fstat(fd), n.qid_path), False
+        return _attr(st, n.qid_path), True
 
     def _open_file_of(self, qid: int) -> GlusterOpenFile | None:
         """An open file of this backend on the object ``qid``, if there is one."""
@@ -687,14 +825,19 @@ class GlusterBackend(Backend):
         with n._ref as obj:
             if owner_valid:
                 _gfapi.h_setattrs(self._fs, obj, owner, owner_valid)
+                self._changed(n.qid_path)
             if mode is not None:
                 perms = _gfapi.Stat()
                 perms.st_mode = ftype | mode
                 _gfapi.h_setattrs(self._fs, obj, perms, _gfapi.SET_ATTR_MODE)
-            if size is not None:
-                _gfapi.h_truncate(self._fs, obj, size)
-            if times_valid:
-                _gfapi.h_setattrs(self._fs, obj, times, times_valid)
+                self._changed(n.qid_path)
+            try:
+                if size is not None:
+                    _gfapi.h_truncate(self._fs, obj, size)
+                if times_valid:
+                    _gfapi.h_setattrs(self._fs, obj, times, times_valid)
+            finally:
+                self._changed(n.qid_path)
 
     # -- I/O -----------------------------------------------------------------------------------
 
@@ -719,6 +862,8 @@ class GlusterBackend(Backend):
         else:
             with n._ref as obj:
                 fd = _gfapi.h_open(self._fs, obj, flags & _IO_FLAGS_KEPT)
+            if flags & os.O_TRUNC:
+                self._changed(n.qid_path)
         return self._wrap_fd(fd, n, is_dir=is_dir, accmode=accmode)
 
     def _opendir(self, n: GlusterNode) -> int:
@@ -739,7 +884,10 @@ class GlusterBackend(Backend):
     def _wrap_fd(
         self, fd: int, node: GlusterNode, *, is_dir: bool, accmode: int
     ) -> GlusterOpenFile:
-        file = GlusterOpenFile(self, fd, node.qid_path, is_dir=is_dir, accmode=accmode)
+        file = GlusterOpenFile(
+            self, fd, node.qid_path, is_dir=is_dir, accmode=accmode,
+            cache_data=node._cache == "all" and not is_dir,
+        )  # fmt: skip
         with self._handles_lock:
             self._files.add(file)
         return file
@@ -752,11 +900,14 @@ class GlusterBackend(Backend):
         if accmode == os.O_ACCMODE:
             raise _err(errno.EINVAL)
         oflags = flags & _IO_FLAGS_KEPT & ~os.O_TRUNC
-        with p._ref as pobj:
-            made = _gfapi.h_creat(
-                self._fs, pobj, raw, oflags | os.O_CREAT | os.O_EXCL, mode & 0o7777
-            )
-        node = self._adopt(made)
+        try:
+            with p._ref as pobj:
+                made = _gfapi.h_creat(
+                    self._fs, pobj, raw, oflags | os.O_CREAT | os.O_EXCL, mode & 0o7777
+                )
+        finally:
+            self._changed(p.qid_path, name=raw)
+        node = self._adopt(made, p._cache)
         try:
             with node._ref as obj:
                 fd = _gfapi.h_open(self._fs, obj, oflags)
@@ -778,16 +929,71 @@ class GlusterBackend(Backend):
     @_einval_on_value_error
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         f = self._io_check(file, offset, os.O_WRONLY)
+        if not f._cache_data:
+            with f._ref as fd:
+                return _gfapi.pread(fd, buf, offset)
+        done, complete = self._from_cache(f._qid, offset, buf)
+        if complete:
+            return done
+        return done + self._read_through(f, offset + done, buf[done:])
+
+    def read_nowait(self, file: OpenFile, offset: int, buf: memoryview) -> int | None:
+        """From the data cache only (shares in cache mode ``all``); None on any miss."""
+        try:
+            f = self._io_check(file, offset, os.O_WRONLY)
+        except OSError:
+            return None  # read() will say why
+        if not f._cache_data:
+            return None
+        done, complete = self._from_cache(f._qid, offset, buf)
+        return done if complete else None
+
+    def _from_cache(self, qid: int, offset: int, buf: memoryview) -> tuple[int, bool]:
+        """Copy what the cache holds of ``qid`` from ``offset`` on into ``buf``: (bytes
+        copied, whether that answers the read: ``buf`` full or the end of file reached)."""
+        want = buf.nbytes
+        done = 0
+        while done < want:
+            pos = offset + done
+            index, skip = divmod(pos, BLOCK)
+            block = self._cache.block(qid, index)
+            if block is None:
+                return done, False
+            n = max(0, min(len(block) - skip, want - done))
+            buf[done : done + n] = block[skip : skip + n]
+            done += n
+            if len(block) < BLOCK and skip + n >= len(block):
+                return done, True  # a short block ends the file
+        return done, True
+
+    def _read_through(self, f: GlusterOpenFile, offset: int, buf: memoryview) -> int:
+        """Read the whole blocks under ``buf`` with one ``glfs_pread``, cache them, copy."""
+        start = offset - offset % BLOCK
+        end = -(-(offset + buf.nbytes) // BLOCK) * BLOCK
+        span = bytearray(end - start)
+        token = self._cache.token()
         with f._ref as fd:
-            return _gfapi.pread(fd, buf, offset)
+            got = _gfapi.pread(fd, memoryview(span), start)
+        view = memoryview(span)
+        for at in range(start, start + got + 1, BLOCK):
+            chunk = bytes(view[at - start : min(at - start + BLOCK, got)])
+            if at >= start + got and got == len(span):
+                break  # every block full: the end of file is not known
+            self._cache.put_block(token, f._qid, at // BLOCK, chunk)
+        n = max(0, min(got - (offset - start), buf.nbytes))
+        buf[:n] = view[offset - start : offset - start + n]
+        return n
 
     @_einval_on_value_error
     def write(self, file: OpenFile, offset: int, data: memoryview) -> int:
         f = self._io_check(file, offset, os.O_RDONLY)
         if offset + data.nbytes > _I64_MAX:
             raise _err(errno.EFBIG)
-        with f._ref as fd:
-            return _gfapi.pwrite(fd, data, offset)
+        try:
+            with f._ref as fd:
+                return _gfapi.pwrite(fd, data, offset)
+        finally:
+            self._changed(f._qid)
 
     @_einval_on_value_error
     def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
@@ -827,8 +1033,11 @@ class GlusterBackend(Backend):
     def mkdir(self, parent: Node, name: str, mode: int) -> Node:
         p = self._dir_node(parent)
         raw = _name(name)
-        with p._ref as pobj:
-            return self._adopt(_gfapi.h_mkdir(self._fs, pobj, raw, mode & 0o7777))
+        try:
+            with p._ref as pobj:
+                return self._adopt(_gfapi.h_mkdir(self._fs, pobj, raw, mode & 0o7777), p._cache)
+        finally:
+            self._changed(p.qid_path, name=raw)
 
     @_einval_on_value_error
     def symlink(self, parent: Node, name: str, target: str) -> Node:
@@ -837,8 +1046,11 @@ class GlusterBackend(Backend):
         raw_target = target.encode("utf-8", "surrogateescape")
         if not raw_target:
             raise _err(errno.ENOENT)  # as symlink(2)
-        with p._ref as pobj:
-            return self._adopt(_gfapi.h_symlink(self._fs, pobj, raw, raw_target))
+        try:
+            with p._ref as pobj:
+                return self._adopt(_gfapi.h_symlink(self._fs, pobj, raw, raw_target), p._cache)
+        finally:
+            self._changed(p.qid_path, name=raw)
 
     @_einval_on_value_error
     def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
@@ -849,8 +1061,12 @@ class GlusterBackend(Backend):
             raise _err(errno.EPERM)  # never device nodes, whoever asks
         if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
             raise _err(errno.EINVAL)
-        with p._ref as pobj:
-            return self._adopt(_gfapi.h_mknod(self._fs, pobj, raw, kind | (mode & 0o7777), 0))
+        try:
+            with p._ref as pobj:
+                made = _gfapi.h_mknod(self._fs, pobj, raw, kind | (mode & 0o7777), 0)
+        finally:
+            self._changed(p.qid_path, name=raw)
+        return self._adopt(made, p._cache)
 
     def readlink(self, node: Node) -> str:
         n = self._node(node)
@@ -866,8 +1082,12 @@ class GlusterBackend(Backend):
         raw = _name(name)
         if t.file_type == stat.S_IFDIR:
             raise _err(errno.EPERM)
-        with p._ref as pobj, t._ref as tobj:
-            _gfapi.h_link(self._fs, tobj, pobj, raw)
+        try:
+            with p._ref as pobj, t._ref as tobj:
+                _gfapi.h_link(self._fs, tobj, pobj, raw)
+        finally:
+            self._changed(p.qid_path, name=raw)
+            self._changed(t.qid_path)
 
     @_einval_on_value_error
     def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
@@ -875,6 +1095,9 @@ class GlusterBackend(Backend):
         np_ = self._dir_node(new_parent)
         old_raw = _name(old_name)
         new_raw = _name(new_name)
+        # The moved object's ctime and a replaced one's nlink change too: drop them if the
+        # cache knows who they are (it cannot have their attributes from this name else).
+        moved = [self._cached_child_qid(op, old_raw), self._cached_child_qid(np_, new_raw)]
         try:
             with op._ref as oobj, np_._ref as nobj:
                 _gfapi.h_rename(self._fs, oobj, old_raw, nobj, new_raw)
@@ -889,6 +1112,12 @@ class GlusterBackend(Backend):
             if old_kind == stat.S_IFDIR and new_kind not in (None, stat.S_IFDIR):
                 raise _err(errno.ENOTDIR) from None
             raise
+        finally:
+            self._changed(op.qid_path, name=old_raw)
+            self._changed(np_.qid_path, name=new_raw)
+            for qid in moved:
+                if qid is not None:
+                    self._changed(qid)
 
     def _kind(self, parent: GlusterNode, raw: bytes) -> int | None:
         """The S_IFMT of ``parent/raw``, None if it cannot be looked up."""
@@ -915,9 +1144,13 @@ class GlusterBackend(Backend):
             raise _err(errno.ENOTDIR)
         if not rmdir and kind == stat.S_IFDIR:
             raise _err(errno.EISDIR)
-        with p._ref as pobj:
-            _gfapi.h_unlink(self._fs, pobj, raw)
         qid = qid_of_gfid(gfid)
+        try:
+            with p._ref as pobj:
+                _gfapi.h_unlink(self._fs, pobj, raw)
+        finally:
+            self._changed(p.qid_path, name=raw)
+            self._cache.invalidate(qid, "local")
         if kind == stat.S_IFREG and st.st_nlink == 1 and self._open_file_of(qid) is not None:
             with self._handles_lock:
                 self._orphans.add(qid)
@@ -967,8 +1200,11 @@ class GlusterBackend(Backend):
             raise _err(errno.E2BIG)
         if n.file_type == stat.S_IFLNK:
             raise _err(errno.EPERM)  # as Linux answers for user.* on a symlink
-        with n._ref as obj:
-            _gfapi.h_setxattr(self._fs, obj, raw, bytes(value), flags)
+        try:
+            with n._ref as obj:
+                _gfapi.h_setxattr(self._fs, obj, raw, bytes(value), flags)
+        finally:
+            self._changed(n.qid_path)
 
     @_einval_on_value_error
     def removexattr(self, node: Node, name: str) -> None:
@@ -976,10 +1212,21 @@ class GlusterBackend(Backend):
         raw = _xattr_name(name)
         if n.file_type == stat.S_IFLNK:
             raise _err(errno.EPERM)
-        with n._ref as obj:
-            _gfapi.h_removexattr(self._fs, obj, raw)
+        try:
+            with n._ref as obj:
+                _gfapi.h_removexattr(self._fs, obj, raw)
+        finally:
+            self._changed(n.qid_path)
 
     # -- volume --------------------------------------------------------------------------------
+
+    def cache_stats(self) -> CacheStats:
+        """The volume's cache counters (shared by every backend of the volume here)."""
+        return self._cache.stats()
+
+    def backend_calls(self) -> dict[str, int]:
+        """Calls this process made that reached GlusterFS, by fop (``_gfapi.calls``)."""
+        return _gfapi.calls()
 
     def close(self) -> None:
         """Close every node and open file this backend gave out (later use: EBADF), then
