@@ -3,6 +3,7 @@ JSON logs, SIGTERM, and one-line errors for configuration mistakes."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,7 +18,10 @@ import pytest
 
 from tests.processes import VSHARE, free_port
 from vshare import protocol as p
+from vshare.backend import Backend
+from vshare.cli import _gateway as gateway_cli
 from vshare.client import open_client
+from vshare.gateway.config import GatewayConfig
 
 
 @pytest.fixture
@@ -138,6 +142,8 @@ def test_json_logs_and_graceful_sigterm(
          "unknown setting(s): bogus"),
         ('listen = ["ftp://host"]\nbackend = "posix:/tmp"\n', "scheme must be one of"),
         ('listen = ["unix:///tmp/x.sock"]\nbackend = "posix:/tmp"\nmsize = 12\n', "msize must"),
+        ('listen = ["unix:///tmp/x.sock"]\nbackend = "posix:/tmp"\ncache_memory_mib = 0\n',
+         "cache_memory_mib must be a whole number ≥ 1 (MiB), not 0"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_one_line(tmp_path: Path, config: str, expected: str) -> None:
@@ -149,6 +155,20 @@ def test_config_mistakes_are_one_line(tmp_path: Path, config: str, expected: str
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_the_backend_is_opened_with_cache_memory_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[tuple[str, int]] = []
+
+    def open_backend(uri: str, *, cache_bytes: int) -> Backend:
+        opened.append((uri, cache_bytes))
+        raise OSError(errno.ENOENT, "no volume")
+
+    monkeypatch.setattr(gateway_cli, "open_backend", open_backend)
+    with pytest.raises(OSError, match="no volume"):
+        await gateway_cli.run_gateway(GatewayConfig(backend="posix:/vol", cache_memory_mib=8))
+    assert opened == [("posix:/vol", 8 * 2**20)]
 
 
 def test_missing_backend_directory_is_one_line(tmp_path: Path) -> None:

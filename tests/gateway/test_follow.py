@@ -14,6 +14,8 @@ import anyio
 import pytest
 
 from vshare import protocol as p
+from vshare.backend.base import CacheMode
+from vshare.backend.base import Node as BackendNode
 from vshare.backend.posix import PosixBackend
 from vshare.client import Client, open_client
 from vshare.gateway.config import GatewayConfig
@@ -23,7 +25,7 @@ from vshare.policy import Level
 from vshare.store import RuleState, ShareStatus, SqliteStore, Store
 from vshare.testing.store_conformance import make_instance, make_rule, make_share
 
-from .helpers import create
+from .helpers import create, walk
 
 pytestmark = pytest.mark.anyio
 ME = str(os.getuid())
@@ -186,6 +188,30 @@ async def test_instances_and_quota_come_from_the_store(node: Node) -> None:
         assert st.blocks * st.bsize == 1 << 30
     async with node.client() as c:  # a Unix peer is no instance: refused
         assert not await attach_ok(c, "small")
+
+
+async def test_the_cache_mode_of_a_share_applies_to_each_new_attach(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = node.gateway.ctx.backend
+    opened: list[tuple[str, str]] = []
+    real_open_root = backend.open_root
+
+    def open_root(path: str, *, cache: CacheMode = "none") -> BackendNode:
+        opened.append((path, cache))
+        return real_open_root(path, cache=cache)
+
+    monkeypatch.setattr(backend, "open_root", open_root)
+    share_id = node.share("tuned", cache="none")
+    node.allow_me(share_id)
+    await node.synced()
+    async with node.client() as c:
+        first, _ = await c.attach("tuned")
+        node.store.update_share(share_id, cache="all")
+        await node.synced()
+        await c.attach("tuned")  # a new attachment: the new mode
+        await walk(c, first)  # the one made before goes on, with the mode it attached with
+    assert opened == [("shares/tuned", "none"), ("shares/tuned", "all")]
 
 
 async def test_heartbeat_shows_the_gateway(node: Node) -> None:

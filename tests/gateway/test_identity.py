@@ -22,6 +22,7 @@ import pytest
 from tests.transport.certs import Certs, Leaf
 from tests.transport.fakevsock import FakeVsockNet
 from vshare import protocol as p
+from vshare.backend import DEFAULT_CACHE_BYTES
 from vshare.client import Client, open_client
 from vshare.gateway.config import ConfigError, Share, load_config
 from vshare.gateway.context import requester_of
@@ -471,6 +472,16 @@ cert = "{fp.upper()}"
         ('tls_client_ca = "/ca.pem"\n', "no tls_cert"),
         ("hvsock_port = -1\n", "hvsock_port"),
         ('listen = ["hvsock:///run/vm.sock?cid=3"]\n', "only hvsock option"),
+        (
+            '[[share]]\nname = "s"\npath = "s"\ncache = "fast"\n',
+            "share 's': cache must be one of none, meta, all, not 'fast'",
+        ),
+        ('[[share]]\nname = "s"\npath = "s"\ncache = 1\n', "cache must be one of"),
+        ("cache_memory_mib = 0\n", "cache_memory_mib must be a whole number ≥ 1 (MiB), not 0"),
+        ("cache_memory_mib = -5\n", "cache_memory_mib must be a whole number"),
+        ("cache_memory_mib = 1.5\n", "cache_memory_mib must be a whole number"),
+        ('cache_memory_mib = "64"\n', "cache_memory_mib must be a whole number"),
+        ("cache_memory_mib = true\n", "cache_memory_mib must be a whole number"),
     ],
 )
 def test_config_mistakes_are_one_line(tmp_path: Path, text: str, phrase: str) -> None:
@@ -478,6 +489,33 @@ def test_config_mistakes_are_one_line(tmp_path: Path, text: str, phrase: str) ->
         load_config(write(tmp_path, text))
     assert phrase in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_cache_settings_load(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+cache_memory_mib = 256
+
+[[share]]
+name = "strict"
+path = "shares/strict"
+cache = "none"
+
+[[share]]
+name = "plain"
+path = "shares/plain"
+""",
+        )
+    )
+    assert (config.cache_memory_mib, config.cache_bytes) == (256, 256 * 2**20)
+    assert [(s.name, s.cache) for s in config.shares] == [("strict", "none"), ("plain", "meta")]
+    default = load_config(None)
+    assert (default.cache_memory_mib, default.cache_bytes) == (64, DEFAULT_CACHE_BYTES)
+    assert Share(name="x", path="x").cache == "meta"
+    with pytest.raises(ConfigError, match="cache must be one of"):
+        Share(name="x", path="x", cache="most")  # type: ignore[arg-type]
 
 
 def test_flags_complete_the_file(tmp_path: Path, certs: Certs) -> None:

@@ -37,7 +37,7 @@ async def run_gateway(
     a worker thread) when a signal arrives, while the gateway still serves: ``vshare up``
     unmounts its FUSE client there, which needs the gateway to answer."""
     try:
-        backend = open_backend(config.backend)
+        backend = open_backend(config.backend, cache_bytes=config.cache_bytes)
     except OSError as exc:
         raise OSError(exc.errno, f"backend {config.backend}: {exc.strerror}") from None
     gw = Gateway(config, backend)

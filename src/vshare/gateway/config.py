@@ -17,6 +17,7 @@ Example ``gateway.toml``::
     hvsock_port = 564               # the guest port of hybrid-vsock (Firecracker) instances
     libvirt = "qemu:///system"      # also take instances (CID, Nova project) from libvirt
     libvirt_poll = 2.0              # seconds between libvirt refreshes
+    cache_memory_mib = 64           # memory for the shares' caches (GlusterFS; see cache)
 
     [[instance]]                    # a QEMU/KVM guest, known by its vsock CID
     uuid = "5f0c6c1e-9f55-4a63-9d62-0c1b6f8d2a10"
@@ -40,6 +41,9 @@ Example ``gateway.toml``::
     path = "shares/demo"            # a subdirectory of the backend volume
     uid = 1000                      # what guests see as owner in squash mode
     gid = 1000
+    cache = "meta"                  # none: every request asks the storage (strict across
+                                    # hosts); meta: attributes and names cached (≤ ~1 s
+                                    # stale); all: file data too. POSIX volumes ignore it.
     access = [
       { type = "ip", to = "127.0.0.1/8", level = "rw" },
       { type = "user", to = "0", level = "ro" },
@@ -56,7 +60,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from vshare.backend import DEFAULT_CACHE_BYTES
+from vshare.backend.base import CACHE_MODES, CacheMode
 from vshare.policy import AccessRule, Instance, Level, check_unique
+from vshare.store import DEFAULT_SHARE_CACHE
 from vshare.transport import DEFAULT_PORT, TlsSettings, parse_uri
 
 KiB: Final = 1024
@@ -87,6 +94,9 @@ class Share:
     #: The quota: the share's size in GiB (None: no limit, statfs shows the volume's).
     size_gib: int | None = None
     tenant: str = ""
+    #: What its requests may be answered from without asking the storage (see
+    #: ``vshare.backend.base.CacheMode``); applied when a session attaches.
+    cache: CacheMode = DEFAULT_SHARE_CACHE
 
     @property
     def key(self) -> str:
@@ -102,6 +112,11 @@ class Share:
             raise ConfigError(f"share name {self.name!r}: must be non-empty, no '/' or ';'")
         if self.size_gib is not None and (type(self.size_gib) is not int or self.size_gib < 1):
             raise ConfigError(f"share {self.name!r}: size_gib must be a whole number ≥ 1")
+        if not isinstance(self.cache, str) or self.cache not in CACHE_MODES:
+            raise ConfigError(
+                f"share {self.name!r}: cache must be one of {', '.join(CACHE_MODES)},"
+                f" not {self.cache!r}"
+            )
         parts = [p for p in self.path.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts) or "\0" in self.path:
             raise ConfigError(
@@ -139,6 +154,9 @@ class GatewayConfig:
     instances: tuple[Instance, ...] = field(default_factory=tuple)
     libvirt: str | None = None  # a libvirt URI to take instances from (qemu:///system)
     libvirt_poll: float = 2.0  # seconds between libvirt refreshes
+    #: The bound of the backend's cache of the volume, for shares whose cache mode is not
+    #: ``none`` (backends without their own cache, such as POSIX, ignore it).
+    cache_memory_mib: int = DEFAULT_CACHE_BYTES // MiB
 
     def __post_init__(self) -> None:
         for uri in self.listen:
@@ -164,6 +182,10 @@ class GatewayConfig:
             raise ConfigError("hvsock_port must be a vsock port number (0 to 4294967295)")
         if self.libvirt_poll <= 0:
             raise ConfigError("libvirt_poll must be more than 0 seconds")
+        if type(self.cache_memory_mib) is not int or self.cache_memory_mib < 1:
+            raise ConfigError(
+                f"cache_memory_mib must be a whole number ≥ 1 (MiB), not {self.cache_memory_mib!r}"
+            )
         try:
             check_unique(self.instances)
         except ValueError as exc:
@@ -191,6 +213,11 @@ class GatewayConfig:
             if value < 1:
                 raise ConfigError(f"{what} must be at least 1")
 
+    @property
+    def cache_bytes(self) -> int:
+        """``cache_memory_mib`` in bytes: what ``open_backend`` takes."""
+        return self.cache_memory_mib * MiB
+
     def tls_settings(self) -> TlsSettings | None:
         """The server TLS settings (None when no certificate is configured)."""
         if not self.tls_cert:
@@ -215,7 +242,7 @@ def _rule(raw: Mapping[str, Any], share: str) -> AccessRule:
 
 
 _SHARE_KEYS: Final = {"name", "path", "id", "access", "uid", "gid", "readonly", "size_gib",
-                      "tenant"}  # fmt: skip
+                      "tenant", "cache"}  # fmt: skip
 
 
 def _share(raw: Mapping[str, Any]) -> Share:
@@ -237,6 +264,7 @@ def _share(raw: Mapping[str, Any]) -> Share:
         readonly=bool(raw.get("readonly", False)),
         size_gib=size,
         tenant=str(raw.get("tenant", "")),
+        cache=raw.get("cache", DEFAULT_SHARE_CACHE),
     )
 
 
@@ -244,7 +272,7 @@ _KEYS: Final = {
     "listen", "backend", "metrics", "msize", "ownership", "xattr_namespaces", "max_sessions",
     "max_fids", "max_inflight", "idle_timeout", "share_threads", "shutdown_grace",
     "inline_metadata", "store", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
-    "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll",
+    "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll", "cache_memory_mib",
 }  # fmt: skip
 _INSTANCE_KEYS: Final = ("uuid", "tenant", "name", "cid", "socket", "ip", "cert")
 

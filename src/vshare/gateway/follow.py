@@ -96,6 +96,7 @@ def _share(record: ShareRecord, rules: Iterable[RuleRecord]) -> Share:
         gid=record.gid,
         size_gib=record.size_gib,
         tenant=record.tenant,
+        cache=record.cache,
     )
 
 

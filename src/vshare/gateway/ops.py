@@ -307,7 +307,7 @@ class Operations:
         usage = self.ctx.usage(share)
 
         def open_root() -> Node:
-            root = self.backend.open_root(share.path)
+            root = self.backend.open_root(share.path, cache=share.cache)
             if share.size_gib is not None and usage.stale():
                 try:
                     usage.scan(self.backend, root)  # the quota needs the usage: see quota.py
