@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vshare.fuse import is_mounted
 from vshare.testing.glusterd import GlusterVolume, fuse_mount
@@ -95,23 +96,54 @@ def local(rig: Rig) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def vshare_gateway(rig: Rig, cache: str = "auto", backend: str = "") -> Iterator[Path]:
-    """The vshare FUSE client → the vshare gateway over a Unix socket, POSIX backend
-    (or ``backend``)."""
-    run = rig.scratch("vshare-gateway" if not backend else "vshare-gateway-2")
+def gateway(
+    rig: Rig,
+    run_name: str,
+    backend: str = "",
+    *,
+    share_cache: str | None = None,
+    cache_memory_mib: int | None = None,
+    metrics_port: int | None = None,
+    more_shares: Mapping[str, str | None] | None = None,
+) -> Iterator[Path]:
+    """A vshare gateway serving the share ``bench`` (``export`` of the volume) on a Unix
+    socket, whose path it yields; POSIX backend on the rig's volume unless ``backend``.
+
+    ``share_cache`` (none|meta|all) and ``cache_memory_mib`` are written to its config
+    only when given (older gateways refuse keys they do not know); ``metrics_port`` serves
+    its Prometheus metrics on 127.0.0.1; ``more_shares`` (name → cache mode or None) are
+    more shares of the same directory."""
+    run = rig.scratch(run_name)
     sock = run / "gw.sock"
     sock.unlink(missing_ok=True)
     config = run / "gateway.toml"
+    shares = "".join(
+        f'[[share]]\nname = "{name}"\npath = "export"\n'
+        + (f'cache = "{mode}"\n' if mode is not None else "")
+        + f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+        for name, mode in {"bench": share_cache, **(more_shares or {})}.items()
+    )
     config.write_text(
         f'listen = ["unix://{sock}"]\nbackend = "{backend or f"posix:{rig.volume}"}"\n'
-        f'[[share]]\nname = "bench"\npath = "export"\n'
-        f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+        + (f'metrics = "127.0.0.1:{metrics_port}"\n' if metrics_port is not None else "")
+        + (f"cache_memory_mib = {cache_memory_mib}\n" if cache_memory_mib is not None else "")
+        + shares
     )
     argv = [VSHARE, "gateway", "run", "--config", str(config)]
     with process(argv, run / "gateway.log") as gw:
         wait_for(lambda: sock.exists() or gw.poll() is not None, 30, "vshare gateway")
         if gw.poll() is not None:
             raise RuntimeError(f"the gateway exited; see {run / 'gateway.log'}")
+        yield sock
+
+
+@contextlib.contextmanager
+def vshare_gateway(rig: Rig, cache: str = "auto", backend: str = "", **gw: Any) -> Iterator[Path]:
+    """The vshare FUSE client (its ``--cache`` mode: ``cache``) → the vshare gateway over a
+    Unix socket, POSIX backend (or ``backend``); ``gw``: more arguments of :func:`gateway`."""
+    name = "vshare-gateway" if not backend else "vshare-gateway-2"
+    with gateway(rig, name, backend, **gw) as sock:
+        run = sock.parent
         mount = [VSHARE, "mount", f"unix://{sock}", "bench", str(run / "mnt"), "--cache", cache]
         with fuse_mounted(run / "mnt", mount, run / "mount.log") as mnt:
             yield mnt
@@ -167,11 +199,11 @@ def sshfs(rig: Rig) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def vshare_gluster(rig: Rig) -> Iterator[Path]:
+def vshare_gluster(rig: Rig, cache: str = "auto", **gw: Any) -> Iterator[Path]:
     """The vshare FUSE client → the vshare gateway → GlusterFS through libgfapi (no FUSE
-    mount on the gateway's side)."""
+    mount on the gateway's side). Arguments as for :func:`vshare_gateway`."""
     assert rig.gluster is not None, "compare.py starts the volume first"
-    with vshare_gateway(rig, backend=rig.gluster.uri) as mnt:
+    with vshare_gateway(rig, cache, backend=rig.gluster.uri, **gw) as mnt:
         yield mnt
 
 
