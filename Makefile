@@ -55,12 +55,14 @@ debs-bench:
 	./scripts/ensure-debs.sh $(BENCH_DEBS)
 
 ## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
-## diod, sshfs and GlusterFS's own client (docs/benchmarks.md says how to read them)
+## diod, sshfs and GlusterFS's own client, then the gateway's GlusterFS cache per share
+## cache mode (docs/benchmarks.md says how to read them)
 bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/compare.py --json docs/side-by-side.json \
 		--markdown docs/side-by-side.md --chart docs/side-by-side.png
+	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
