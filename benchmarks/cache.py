@@ -78,6 +78,7 @@ from vshare.testing.processes import free_port, wait_for
 from workloads import drop_caches
 
 MODES = ("none", "meta", "all")
+PARTS = ("workloads", "staleness")
 VOLUME = "vshare-cache-bench"
 #: What the volume needs: upcalls for the gateway's cache, fop counts on the brick (the
 #: two ``diagnostics`` options are what ``gluster volume profile VOL start`` sets).
@@ -532,6 +533,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Run: {report['date']}, {report['seconds'] / 60:.1f} min, "
         f"`{report['command']}` (vshare {report['commit']})",
         f"- Machine: {report['machine']}; {report['glusterfs']}",
+        "- Volume: one brick on this machine's disk, a private glusterd; options "
+        + ", ".join(f"`{k} {v}`" for k, v in report["volume_options"].items()),
         f"- Data: {p['tree_files']:,} empty files in {p['tree_dirs']} directories; "
         f"{p['small_files']:,} files of 1–16 KiB read {p['passes']}×; files of "
         f"{p['fit_mib']} and {p['big_mib']} MiB read twice in 1 MiB reads; "
@@ -632,10 +635,10 @@ def commit() -> str:
 
 
 @contextlib.contextmanager
-def volume(rig: Rig) -> Iterator[GlusterVolume]:
+def volume(rig: Rig, options: dict[str, str]) -> Iterator[GlusterVolume]:
     with (
         start_glusterd(rig.root) as daemon,
-        daemon.volume(VOLUME, options=VOLUME_OPTIONS) as vol,
+        daemon.volume(VOLUME, options=options) as vol,
     ):
         rig.gluster = vol
         yield vol
@@ -646,23 +649,33 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="100 + 20 files, 32 MiB, 10 samples: a smoke run")  # fmt: skip
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of none,meta,all")
-    ap.add_argument("--no-staleness", action="store_true", help="skip the staleness runs")
+    ap.add_argument("--parts", default="workloads,staleness",
+                    help="comma-separated, of workloads,staleness")  # fmt: skip
     ap.add_argument("--stale-samples", type=int, help="changes per kind (default 100)")
     ap.add_argument("--stale-cap", type=float, help="seconds to wait for one (default 5)")
+    ap.add_argument("--volume-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more `gluster volume set` option (repeatable)")  # fmt: skip
     ap.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                     help="where glusterd and the brick live")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--markdown", type=Path, help="write the report here")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    if any(m not in MODES for m in modes):
-        print(f"cache.py: --modes takes none, meta and all, not {args.modes!r}", file=sys.stderr)
+    parts = [x for x in args.parts.split(",") if x]
+    if any(m not in MODES for m in modes) or any(x not in PARTS for x in parts):
+        print(f"cache.py: --modes takes {', '.join(MODES)}; --parts {', '.join(PARTS)}",
+              file=sys.stderr)  # fmt: skip
         return 2
     p = QUICK if args.quick else Params()
     if args.stale_samples:
         p = Params(**{**asdict(p), "stale_samples": args.stale_samples})
     if args.stale_cap:
         p = Params(**{**asdict(p), "stale_cap": args.stale_cap})
+    extra = dict(o.split("=", 1) for o in args.volume_option if "=" in o)
+    if len(extra) != len(args.volume_option):
+        print("cache.py: --volume-option takes KEY=VALUE", file=sys.stderr)
+        return 2
+    options = {**VOLUME_OPTIONS, **extra}
     why = available()
     if why is not None:
         print(f"cache.py: glusterd is unavailable: {why}", file=sys.stderr)
@@ -678,18 +691,19 @@ def main() -> int:
             log("WARNING: this gateway does not take the share key `cache`: every mode runs "
                 "as its default")  # fmt: skip
         log("starting glusterd and a single-brick volume")
-        with volume(rig) as vol:
-            log(f"writing the data: {p.tree_files:,} + {p.small_files:,} files, "
-                f"{p.fit_mib} + {p.big_mib} MiB")  # fmt: skip
-            t = time.perf_counter()
+        with volume(rig, options) as vol:
             with fuse_mount(vol, rig.scratch("staging") / "mnt") as staging:
                 (staging / "export").mkdir()
-                data = make_data(staging / "export", p)
-            log(f"data written in {time.perf_counter() - t:.0f} s")
-            for mode in modes:
+                if "workloads" in parts:
+                    log(f"writing the data: {p.tree_files:,} + {p.small_files:,} files, "
+                        f"{p.fit_mib} + {p.big_mib} MiB")  # fmt: skip
+                    t = time.perf_counter()
+                    data = make_data(staging / "export", p)
+                    log(f"data written in {time.perf_counter() - t:.0f} s")
+            for mode in modes if "workloads" in parts else ():
                 log(f"cache = {mode}: workloads")
                 results[mode] = run_mode(rig, vol, data, p, mode if supported else None)
-            if not args.no_staleness:
+            if "staleness" in parts:
                 stale = staleness(rig, vol, p, modes, supported)
             log("stopping glusterd")
     report: dict[str, Any] = {
@@ -701,7 +715,7 @@ def main() -> int:
         "glusterfs": glusterfs_version(),
         "cache_supported": supported,
         "params": {**asdict(p), "fit_mib": p.fit_mib},
-        "volume_options": VOLUME_OPTIONS,
+        "volume_options": options,
         "modes": {m: {k: asdict(s) for k, s in steps.items()} for m, steps in results.items()},
         "staleness": {m: {k: {**asdict(s), "summary": s.summary()} for k, s in kinds.items()}
                       for m, kinds in stale.items()},
