@@ -71,6 +71,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from compare import machine
 from systems import Rig, gateway, vshare_gluster
+from vshare.backend.gluster import CACHE_VOLUME_OPTIONS
 from vshare.client import AsyncShare, open_share
 from vshare.testing.glusterd import GlusterError, GlusterVolume, available, fuse_mount
 from vshare.testing.glusterd import glusterd as start_glusterd
@@ -80,11 +81,10 @@ from workloads import drop_caches
 MODES = ("none", "meta", "all")
 PARTS = ("workloads", "staleness")
 VOLUME = "vshare-cache-bench"
-#: What the volume needs: upcalls for the gateway's cache, fop counts on the brick (the
-#: two ``diagnostics`` options are what ``gluster volume profile VOL start`` sets).
+#: What the volume needs: what the backend documents for its cache (upcalls), and fop counts
+#: on the brick (the ``diagnostics`` options are what ``gluster volume profile VOL start`` sets).
 VOLUME_OPTIONS = {
-    "features.cache-invalidation": "on",
-    "features.cache-invalidation-timeout": "600",
+    **CACHE_VOLUME_OPTIONS,
     "diagnostics.count-fop-hits": "on",
     "diagnostics.latency-measurement": "on",
 }
@@ -525,7 +525,7 @@ def markdown(report: dict[str, Any]) -> str:
     modes: dict[str, dict[str, dict[str, Any]]] = report["modes"]
     p = report["params"]
     lines = [
-        "# Gateway cache on GlusterFS (`benchmarks/cache.py`)",
+        "## Benchmark: what the cache saves, how stale it gets (`benchmarks/cache.py`)",
         "",
         "Written by the benchmark; what it does and how to read it: the module docstring of",
         "`benchmarks/cache.py` and `docs/benchmarks.md`.",
@@ -547,7 +547,7 @@ def markdown(report: dict[str, Any]) -> str:
                      "the gateway's default.**")  # fmt: skip
     names = list(modes)
     base = modes.get("none")
-    lines += ["", "## Workloads", "",
+    lines += ["", "### Workloads", "",
               "Speed-up and saving are against `none`. Guest ops: 9P requests the gateway "
               "answered; backend calls: gfapi calls it made; brick fops: fops GlusterFS's "
               "`volume profile` counted on the brick.", "",
@@ -582,7 +582,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     stale: dict[str, dict[str, dict[str, Any]]] = report["staleness"]
     if stale:
-        lines += ["", "## Staleness", "",
+        lines += ["", "### Staleness", "",
                   f"Writer on gateway A, reader on gateway B, {p['stale_samples']} changes of "
                   f"each kind; time from the writer's call returning to the reader's first "
                   f"poll that returns the new state. A change not seen within "
@@ -608,6 +608,22 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 # --- main --------------------------------------------------------------------------------
+
+
+#: ``--markdown`` replaces what is between these lines when the file has them (so that the
+#: file may hold more than this report), else writes the whole file.
+BEGIN = "<!-- begin: written by benchmarks/cache.py -->"
+END = "<!-- end: written by benchmarks/cache.py -->"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    block = f"# The gateway's cache of GlusterFS volumes\n\n{BEGIN}\n{text}{END}\n"
+    with contextlib.suppress(FileNotFoundError):
+        old = path.read_text()
+        start, stop = old.find(BEGIN), old.find(END)
+        if 0 <= start < stop:
+            block = f"{old[:start]}{BEGIN}\n{text}{END}{old[stop + len(END) :]}"
+    path.write_text(block)
 
 
 def cache_supported(tmp: Path) -> bool:
@@ -725,7 +741,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
-        args.markdown.write_text(text)
+        write_markdown(args.markdown, text)
     return 0
 
 
