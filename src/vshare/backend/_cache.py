@@ -42,10 +42,11 @@ __all__ = ["BLOCK", "CacheStats", "VolumeCache"]
 #: Data is cached in blocks of this size, aligned to it.
 BLOCK: Final = 128 * 1024
 #: Bytes charged per entry on top of its value: the OrderedDict node and slot, the key tuple,
-#: the entry object and the index sets (measured with tracemalloc: see the tests).
-_OVERHEAD: Final = 360
-#: An Attr: a 15-field tuple of ints (measured: ~ 700 bytes with its int objects).
-_ATTR_SIZE: Final = 800
+#: the entry object and the per-object index set (~700 measured with tracemalloc: the tests
+#: check the charge covers what is allocated).
+_OVERHEAD: Final = 760
+#: An Attr: a 15-field tuple and its int objects (~420 measured).
+_ATTR_SIZE: Final = 450
 #: What a name's payload holds outside Python: gfapi's object and the inode it keeps
 #: referenced (inode, its dentry and per-translator contexts): an estimate.
 _HANDLE_SIZE: Final = 1024
@@ -198,7 +199,7 @@ class VolumeCache:
         """Whether no object in ``qids`` was invalidated after ``token`` was taken."""
         if token < self._forgotten:
             return False  # too old to tell: refuse rather than risk a stale value
-        return all(self._recent.get(qid, -1) < token for qid in qids)
+        return all(self._recent.get(qid, -1) <= token for qid in qids)
 
     # -- invalidating --------------------------------------------------------------------------
 

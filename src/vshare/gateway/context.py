@@ -58,6 +58,7 @@ class GatewayContext:
     def __post_init__(self) -> None:
         self.read_buffers = BufferPool(self.config.msize - IOHDRSZ, keep=32)
         self.shares = {s.key: s for s in self.config.shares}
+        self.metrics.watch_backend(self.backend)
 
     def set_shares(self, shares: Iterable[Share]) -> None:
         """Serve these shares from now on (attaches see them at once; the gateway applies

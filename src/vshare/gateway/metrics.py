@@ -7,7 +7,14 @@ import itertools
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from vshare.backend.base import Backend
 
 _LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0
@@ -57,12 +64,65 @@ class _RequestStats:
         yield latency
 
 
+class _BackendStats:
+    """What the backend counts itself, read when Prometheus scrapes: calls that reached the
+    storage (so that backend calls per guest request is ``vshare_backend_calls_total`` over
+    ``vshare_requests_total``) and its cache's hits, misses, invalidations and size."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        calls = self._backend.backend_calls()
+        if calls:
+            family = CounterMetricFamily(
+                "vshare_backend_calls",
+                "Calls made to the storage (GlusterFS fops), by call",
+                labels=["call"],
+            )
+            for name, count in sorted(calls.items()):
+                family.add_metric([name], count)
+            yield family
+        stats = self._backend.cache_stats()
+        if stats is None:
+            return
+        lookups = CounterMetricFamily(
+            "vshare_cache_lookups",
+            "Cache lookups, by kind of entry (attr, name, data) and result (hit, miss)",
+            labels=["kind", "result"],
+        )
+        for result, counts in (("hit", stats.hits), ("miss", stats.misses)):
+            for kind, count in sorted(counts.items()):
+                lookups.add_metric([kind, result], count)
+        yield lookups
+        invalidations = CounterMetricFamily(
+            "vshare_cache_invalidations",
+            "Objects dropped from the cache because they changed, by source"
+            " (upcall: another client, told by the storage; local: this gateway)",
+            labels=["source"],
+        )
+        for source, count in sorted(stats.invalidations.items()):
+            invalidations.add_metric([source], count)
+        yield invalidations
+        yield CounterMetricFamily(
+            "vshare_cache_evictions", "Entries dropped to stay in the bound", value=stats.evictions
+        )
+        yield GaugeMetricFamily(
+            "vshare_cache_bytes", "Bytes the cache's entries are charged", value=stats.bytes
+        )
+        yield GaugeMetricFamily(
+            "vshare_cache_limit_bytes", "The bound on vshare_cache_bytes", value=stats.limit
+        )
+        yield GaugeMetricFamily("vshare_cache_entries", "Entries cached", value=stats.entries)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._requests = _RequestStats()
         r.register(self._requests)
+        self._backend_stats: _BackendStats | None = None
         self.bytes_read = Counter("vshare_read_bytes", "Bytes returned by Tread", registry=r)
         self.bytes_written = Counter("vshare_written_bytes", "Bytes taken by Twrite", registry=r)
         self.sessions = Gauge("vshare_sessions", "Sessions connected", registry=r)
@@ -76,6 +136,12 @@ class Metrics:
         self.attaches = Counter(
             "vshare_attach", "Attach decisions", ["decision"], registry=r
         )  # fmt: skip
+
+    def watch_backend(self, backend: Backend) -> None:
+        """Export what ``backend`` counts itself (calls to the storage, its cache). Once."""
+        if self._backend_stats is None:
+            self._backend_stats = _BackendStats(backend)
+            self.registry.register(self._backend_stats)
 
     def observe(self, op: str, result: str, seconds: float) -> None:
         """One answered request (on the event loop)."""

@@ -1,0 +1,253 @@
+"""The gateway's cache of a GlusterFS volume (cache modes meta and all), against a real volume.
+
+"Another client" is GlusterFS's own FUSE client on the same volume (a separate process and
+connection), so its changes reach this process only as upcalls from the brick. Each test
+works in a fresh directory of the session's volume; the cache is the volume's, shared by every
+backend of it in this process, so the tests look at differences of its counters.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gluster.conftest import Session
+from vshare.backend import _gfapi
+from vshare.backend.base import CacheMode, Node
+from vshare.backend.gluster import GlusterBackend
+from vshare.testing import glusterd as gd
+
+#: The goal for another client's change to be seen here.
+BOUND = 1.0
+
+
+@pytest.fixture(scope="module")
+def other(gluster_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The volume mounted by GlusterFS's native client: another client."""
+    with gd.fuse_mount(gluster_session.volume, tmp_path_factory.mktemp("native") / "m") as m:
+        yield m
+
+
+@pytest.fixture
+def backend(gluster_session: Session) -> Iterator[GlusterBackend]:
+    b = GlusterBackend(gluster_session.uri)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def area(gluster_session: Session, other: Path) -> tuple[str, Path]:
+    """A fresh directory: (its path in the volume, its path through the other client)."""
+    rel = gluster_session.fresh_root("cache")
+    return rel, other / rel
+
+
+def _calls_during(fn: Callable[[], object]) -> dict[str, int]:
+    before = _gfapi.calls()
+    fn()
+    after = _gfapi.calls()
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def _stat_path(b: GlusterBackend, root: Node, name: str) -> int:
+    node = b.lookup(root, name)
+    try:
+        return b.getattr(node).size
+    finally:
+        node.close()
+
+
+def _read_all(b: GlusterBackend, root: Node, name: str) -> bytes:
+    node = b.lookup(root, name)
+    try:
+        f = b.open(node, os.O_RDONLY)
+        try:
+            buf = bytearray(1 << 20)
+            n = b.read(f, 0, memoryview(buf))
+            return bytes(buf[:n])
+        finally:
+            f.close()
+    finally:
+        node.close()
+
+
+def _until(predicate: Callable[[], bool], limit: float = 10.0) -> float:
+    """Seconds until ``predicate()`` held (fails after ``limit``)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > limit:
+            pytest.fail(f"not seen after {limit} s")
+        time.sleep(0.001)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_repeats_are_answered_without_gfapi(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    rel, there = area
+    (there / "f").write_bytes(b"x" * 100)
+    root = backend.open_root(rel, cache=mode)
+    try:
+        assert _stat_path(backend, root, "f") == 100  # fills the cache
+        before = backend.cache_stats()
+        assert before is not None
+        calls = _calls_during(lambda: [_stat_path(backend, root, "f") for _ in range(50)])
+        assert "lookup" not in calls and "stat" not in calls, calls
+        after = backend.cache_stats()
+        assert after is not None
+        assert after.hits["name"] - before.hits["name"] == 50
+        assert after.hits["attr"] - before.hits["attr"] == 50
+    finally:
+        root.close()
+
+
+def test_none_asks_gfapi_every_time(backend: GlusterBackend, area: tuple[str, Path]) -> None:
+    rel, there = area
+    (there / "f").write_bytes(b"x")
+    root = backend.open_root(rel, cache="none")
+    try:
+        _stat_path(backend, root, "f")
+        calls = _calls_during(lambda: [_stat_path(backend, root, "f") for _ in range(20)])
+        assert calls.get("lookup") == 20 and calls.get("stat") == 20, calls
+    finally:
+        root.close()
+
+
+@pytest.mark.parametrize("mode", ["none", "meta", "all"])
+def test_another_clients_change_is_seen_within_the_bound(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """Size, removal and replacement by another client: seen within a second, with the
+    cache on (through upcalls) and off (gfapi's own md-cache is kept from answering)."""
+    rel, there = area
+    (there / "f").write_bytes(b"a" * 10)
+    (there / "gone").write_bytes(b"g")
+    root = backend.open_root(rel, cache=mode)
+    try:
+        _stat_path(backend, root, "f")
+        _stat_path(backend, root, "gone")
+        before = backend.cache_stats()
+        assert before is not None
+        (there / "f").write_bytes(b"b" * 20)
+        lag = [_until(lambda: _stat_path(backend, root, "f") == 20)]
+        (there / "gone").unlink()
+
+        def gone() -> bool:
+            try:
+                _stat_path(backend, root, "gone")
+            except FileNotFoundError:
+                return True
+            return False
+
+        lag.append(_until(gone))
+        (there / "new").write_bytes(b"n" * 7)
+        os.replace(there / "new", there / "f")
+        lag.append(_until(lambda: _stat_path(backend, root, "f") == 7))
+        assert max(lag) <= BOUND, lag
+        after = backend.cache_stats()
+        assert after is not None
+        if mode != "none":
+            assert after.invalidations.get("upcall", 0) > before.invalidations.get("upcall", 0)
+    finally:
+        root.close()
+
+
+def test_all_caches_data_and_sees_another_clients_write(
+    backend: GlusterBackend, area: tuple[str, Path]
+) -> None:
+    rel, there = area
+    (there / "f").write_bytes(b"1" * 300_000)  # three blocks, the last one short
+    root = backend.open_root(rel, cache="all")
+    try:
+        assert _read_all(backend, root, "f") == b"1" * 300_000
+        calls = _calls_during(lambda: _read_all(backend, root, "f"))
+        assert "read" not in calls, calls
+        with open(there / "f", "r+b") as fh:
+            fh.seek(200_000)
+            fh.write(b"2" * 10)
+        want = b"1" * 200_000 + b"2" * 10 + b"1" * 99_990
+        assert _until(lambda: _read_all(backend, root, "f") == want) <= BOUND
+    finally:
+        root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_this_gateways_own_changes_are_seen_at_once(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """GlusterFS sends no upcall to the client that made a change: the backend drops what
+    it changed itself, so nothing here waits."""
+    rel, _ = area
+    root = backend.open_root(rel, cache=mode)
+    try:
+        node, f = backend.create(root, "f", os.O_RDWR, 0o644)
+        backend.write(f, 0, memoryview(b"abc"))
+        assert backend.getattr(node).size == 3
+        assert _read_all(backend, root, "f") == b"abc"
+        backend.write(f, 1, memoryview(b"ZZ"))
+        assert _read_all(backend, root, "f") == b"aZZ"
+        assert _stat_path(backend, root, "f") == 3
+        backend.setattr(node, size=1, mode=0o600)
+        attr = backend.getattr(node)
+        assert (attr.size, attr.mode & 0o777) == (1, 0o600)
+        assert _read_all(backend, root, "f") == b"a"
+        f.close()
+        backend.rename(root, "f", root, "g")
+        with pytest.raises(FileNotFoundError):
+            backend.lookup(root, "f")
+        assert _stat_path(backend, root, "g") == 1
+        other_node, other_f = backend.create(root, "h", os.O_RDWR, 0o644)
+        backend.write(other_f, 0, memoryview(b"hhhh"))
+        other_f.close()
+        backend.rename(root, "h", root, "g")  # replaces g
+        assert _read_all(backend, root, "g") == b"hhhh"
+        with pytest.raises(OSError) as gone:  # the replaced file: not its cached attributes
+            backend.getattr(node)
+        assert gone.value.errno in (errno.ENOENT, errno.ESTALE)
+        backend.unlink(root, "g", rmdir=False)
+        with pytest.raises(OSError) as e:
+            backend.lookup(root, "g")
+        assert e.value.errno == errno.ENOENT
+        d = backend.mkdir(root, "d", 0o755)
+        assert backend.lookup(root, "d").is_dir
+        backend.unlink(root, "d", rmdir=True)
+        with pytest.raises(FileNotFoundError):
+            backend.lookup(root, "d")
+        for n in (node, other_node, d):
+            n.close()
+    finally:
+        root.close()
+
+
+def test_a_mode_change_is_coherent_with_old_attachments(
+    backend: GlusterBackend, area: tuple[str, Path]
+) -> None:
+    """A share attached as none and again as meta: changes made through the none attachment
+    are seen at once by the meta one (local changes invalidate whatever the node's mode)."""
+    rel, there = area
+    (there / "f").write_bytes(b"x")
+    strict = backend.open_root(rel, cache="none")
+    cached = backend.open_root(rel, cache="meta")
+    try:
+        assert _stat_path(backend, cached, "f") == 1
+        node = backend.lookup(strict, "f")
+        backend.setattr(node, size=5)
+        node.close()
+        assert _stat_path(backend, cached, "f") == 5
+    finally:
+        strict.close()
+        cached.close()
+
+
+def test_open_root_refuses_an_unknown_mode(backend: GlusterBackend) -> None:
+    with pytest.raises(OSError) as e:
+        backend.open_root("", cache="most")  # type: ignore[arg-type]
+    assert e.value.errno == errno.EINVAL
