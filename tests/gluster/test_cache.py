@@ -251,3 +251,24 @@ def test_open_root_refuses_an_unknown_mode(backend: GlusterBackend) -> None:
     with pytest.raises(OSError) as e:
         backend.open_root("", cache="most")  # type: ignore[arg-type]
     assert e.value.errno == errno.EINVAL
+
+
+def test_all_defers_read_only_opens(backend: GlusterBackend, area: tuple[str, Path]) -> None:
+    """A read-only open in mode all makes no OPEN (nor FLUSH at close) when the data cache
+    answers every read; the file stays readable after its unlink, as POSIX says."""
+    rel, there = area
+    (there / "f").write_bytes(b"q" * 5000)
+    root = backend.open_root(rel, cache="all")
+    try:
+        assert _read_all(backend, root, "f") == b"q" * 5000
+        calls = _calls_during(lambda: [_read_all(backend, root, "f") for _ in range(10)])
+        assert not {"open", "flush", "read", "lookup", "stat"} & set(calls), calls
+        node = backend.lookup(root, "f")
+        f = backend.open(node, os.O_RDONLY)
+        backend.unlink(root, "f", rmdir=False)
+        buf = bytearray(10)
+        assert backend.read(f, 4990, memoryview(buf)) == 10 and bytes(buf) == b"q" * 10
+        f.close()
+        node.close()
+    finally:
+        root.close()

@@ -466,26 +466,36 @@ class GlusterNode(Node):
 
 
 class GlusterOpenFile(OpenFile):
-    """A ``glfs_fd`` on a regular file or a directory."""
+    """A ``glfs_fd`` on a regular file or a directory.
+
+    A *deferred* open (``fd`` None, ``deferred`` = (a node of the file, the open flags)) makes
+    the ``glfs_fd`` at its first use: a read-only open of a share in cache mode ``all``, whose
+    reads the data cache may answer entirely, costs no OPEN and FLUSH at the brick then."""
 
     __slots__ = (
-        "__weakref__", "_accmode", "_cache_data", "_dir_lock", "_dirent", "_dirstat", "_is_dir",
-        "_owner", "_qid", "_ref",
+        "__weakref__", "_accmode", "_cache_data", "_closed", "_deferred", "_dir_lock",
+        "_dirent", "_dirstat", "_fd", "_is_dir", "_open_lock", "_owner", "_qid",
     )  # fmt: skip
 
     def __init__(
         self,
         owner: GlusterBackend,
-        fd: int,
+        fd: int | None,
         qid: int,
         *,
         is_dir: bool,
         accmode: int,
         cache_data: bool = False,
+        deferred: tuple[GlusterNode, int] | None = None,
     ) -> None:
         self._owner = owner
         self._cache_data = cache_data  # reads may be answered from the volume's data cache
-        self._ref = owner._track(fd, _gfapi.closedir if is_dir else _gfapi.close)
+        self._closed = False
+        self._deferred = deferred
+        self._open_lock = threading.Lock()
+        self._fd: _Ref | None = None
+        if fd is not None:
+            self._fd = owner._track(fd, _gfapi.closedir if is_dir else _gfapi.close)
         self._qid = qid
         self._is_dir = is_dir
         self._accmode = accmode
@@ -495,11 +505,37 @@ class GlusterOpenFile(OpenFile):
         self._dirstat = _gfapi.Stat() if is_dir else None
 
     @property
+    def _ref(self) -> _Ref:
+        """The ``glfs_fd``, opened now if the open was deferred (its errors are the open's:
+        another client may have removed the file meanwhile)."""
+        ref = self._fd
+        if ref is not None:
+            return ref
+        with self._open_lock:
+            if self._fd is None:
+                if self._closed or self._deferred is None:
+                    raise _err(errno.EBADF)
+                node, flags = self._deferred
+                with node._ref as obj:
+                    fd = _gfapi.h_open(self._owner._fs, obj, flags)
+                self._fd = self._owner._track(fd, _gfapi.close)
+                self._deferred = None
+                node.close()
+            return self._fd
+
+    @property
     def closed(self) -> bool:
-        return self._ref.closed
+        return self._closed
 
     def close(self) -> None:
-        self._ref.close()
+        with self._open_lock:
+            self._closed = True
+            ref, deferred = self._fd, self._deferred
+            self._deferred = None
+        if ref is not None:
+            ref.close()
+        if deferred is not None:
+            deferred[0].close()
 
     def __repr__(self) -> str:
         return f"<GlusterOpenFile dir={self._is_dir} mode={self._accmode}>"
@@ -783,6 +819,15 @@ class GlusterBackend(Backend):
                 return _attr(_gfapi.fstat(fd), n.qid_path), False
         return _attr(st, n.qid_path), True
 
+    def _open_deferred(self, qid: int) -> None:
+        """Make the ``glfs_fd`` of every deferred open of ``qid`` now (before the file can
+        go: a gfid no longer opens once its last name is gone)."""
+        with self._handles_lock:
+            files = [f for f in self._files if f._qid == qid and f._fd is None]
+        for file in files:
+            with contextlib.suppress(OSError):
+                _ = file._ref
+
     def _open_file_of(self, qid: int) -> GlusterOpenFile | None:
         """An open file of this backend on the object ``qid``, if there is one."""
         with self._handles_lock:
@@ -871,6 +916,8 @@ class GlusterBackend(Backend):
             if accmode != os.O_RDONLY or flags & os.O_TRUNC:
                 raise _err(errno.EISDIR)
             fd = self._opendir(n)
+        elif n._cache == "all" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
+            return self._wrap_deferred(n, flags & _IO_FLAGS_KEPT)
         else:
             with n._ref as obj:
                 fd = _gfapi.h_open(self._fs, obj, flags & _IO_FLAGS_KEPT)
@@ -892,6 +939,16 @@ class GlusterBackend(Backend):
                 time.sleep(delay)
         with n._ref as obj:
             return _gfapi.h_opendir(self._fs, obj)
+
+    def _wrap_deferred(self, n: GlusterNode, flags: int) -> GlusterOpenFile:
+        node = self._clone(n)
+        file = GlusterOpenFile(
+            self, None, n.qid_path, is_dir=False, accmode=os.O_RDONLY, cache_data=True,
+            deferred=(node, flags),
+        )  # fmt: skip
+        with self._handles_lock:
+            self._files.add(file)
+        return file
 
     def _wrap_fd(
         self, fd: int, node: GlusterNode, *, is_dir: bool, accmode: int
@@ -1157,6 +1214,7 @@ class GlusterBackend(Backend):
         if not rmdir and kind == stat.S_IFDIR:
             raise _err(errno.EISDIR)
         qid = qid_of_gfid(gfid)
+        self._open_deferred(qid)  # an open file stays readable after its unlink, as POSIX
         try:
             with p._ref as pobj:
                 _gfapi.h_unlink(self._fs, pobj, raw)
