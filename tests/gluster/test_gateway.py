@@ -183,3 +183,44 @@ def test_volumes_accept_gluster_uris() -> None:
     Volumes({"gv": "gluster://g1:24007/vol/dir"})
     with pytest.raises(ValueError, match="gluster://HOST"):
         Volumes({"gv": "gluster://g1"})
+
+
+def _sample(gw: Gateway, name: str, **labels: str) -> float:
+    value = gw.ctx.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["none", "meta"])
+async def test_cache_mode_and_its_metrics(
+    gluster_session: Session, short_dir: Path, mode: str
+) -> None:
+    """Through the gateway: a share's cache mode decides whether repeated walks and getattrs
+    reach GlusterFS, and /metrics says so (backend calls, cache hits)."""
+    rel = gluster_session.fresh_root("gwc")
+    gluster_session.host(rel).host_write("shares/c/f", b"12345")
+    me = str(os.getuid())
+    share = Share("c", "shares/c", id="c", access=(AccessRule("user", me),), cache=mode)  # type: ignore[arg-type]
+    sock = short_dir / "c.sock"
+    async with (
+        serving(f"{gluster_session.uri}/{rel}", sock, share) as (gw, uri),
+        open_client(uri) as client,
+    ):
+        root, _ = await client.attach("c")
+        for _ in range(2):  # the first round fills the cache
+            fid = await walk(client, root, "f")
+            assert (await getattr_(client, fid)).size == 5
+            await client.clunk(fid)
+        lookups = _sample(gw, "vshare_backend_calls_total", call="lookup")
+        hits = _sample(gw, "vshare_cache_lookups_total", kind="attr", result="hit")
+        for _ in range(20):
+            fid = await walk(client, root, "f")
+            assert (await getattr_(client, fid)).size == 5
+            await client.clunk(fid)
+        new_lookups = _sample(gw, "vshare_backend_calls_total", call="lookup") - lookups
+        new_hits = _sample(gw, "vshare_cache_lookups_total", kind="attr", result="hit") - hits
+    if mode == "none":
+        assert new_lookups >= 20 and new_hits == 0
+    else:
+        assert new_lookups == 0 and new_hits >= 20
+    assert _sample(gw, "vshare_cache_limit_bytes") > 0
