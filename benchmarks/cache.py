@@ -24,8 +24,9 @@ The host's page cache is dropped before each workload's first pass (the brick's 
 then cold, as a storage server would be after a while), not between repeated passes. For
 each step: wall time, guest operations (the gateway's ``vshare_requests_total``), gfapi calls
 (``vshare_backend_calls_total``), cache hits and misses (``vshare_cache_lookups_total``),
-and the brick's fops (``gluster volume profile VOL info incremental``, read before and after
-the step). Gateway metrics that do not exist are read as zero.
+the brick's fops and the upcalls it sent (``gluster volume profile VOL info incremental``,
+read before and after the step). Gateway metrics that do not exist are read as zero (backend
+calls: shown as unknown).
 
 **Staleness.** Two gateway processes on the same volume (A and B), each serving a share
 per cache mode (``stale-MODE``: the same directory, a subdirectory per mode), reached with the
@@ -53,13 +54,13 @@ import functools
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -173,17 +174,26 @@ def gateway_counts(port: int) -> dict[str, float]:
     return out
 
 
-def brick_fops(vol: GlusterVolume) -> dict[str, int]:
-    """Fops that reached the brick(s) since the last call, by fop (``gluster volume profile
-    VOL info incremental``: each call starts a new interval)."""
-    xml = vol.daemon.cli("volume", "profile", vol.name, "info", "incremental", "--xml")
+def brick_profile(vol: GlusterVolume) -> tuple[dict[str, int], dict[str, int]]:
+    """What the brick(s) counted since the last call (``gluster volume profile VOL info
+    incremental``: each call starts a new interval): fops received, by fop, and upcalls
+    sent, by kind (``UPCALL``: all; ``CI_IATT``: attributes changed; ``CI_FORGET``: the brick
+    dropped the inode from its table...).
+
+    Parsed from the text output, rows of ``%-latency avg min max calls NAME``: the XML
+    output of GlusterFS 10 names the upcall rows with fop names (``gf_fop_list[i]`` where
+    ``gf_upcall_list[i]`` is meant: UPCALL shows as STAT, CI_FORGET as RMDIR), so there they
+    cannot be told from fops."""
+    text = vol.daemon.cli("volume", "profile", vol.name, "info", "incremental")
     fops: dict[str, int] = {}
-    for brick in ET.fromstring(xml).iter("brick"):
-        for stats in brick.iter("intervalStats"):
-            for fop in stats.iter("fop"):
-                name, hits = fop.findtext("name") or "?", fop.findtext("hits") or "0"
-                fops[name] = fops.get(name, 0) + int(hits)
-    return fops
+    upcalls: dict[str, int] = {}
+    for line in text.splitlines():
+        row = line.split()
+        if len(row) == 9 and row[7].isdigit() and re.fullmatch(r"[A-Z_]+", row[8]):
+            name = row[8]
+            into = upcalls if name == "UPCALL" or name.startswith("CI_") else fops
+            into[name] = into.get(name, 0) + int(row[7])
+    return fops, upcalls
 
 
 @dataclass
@@ -193,8 +203,9 @@ class Step:
     seconds: float
     guest_ops: float
     backend_calls: float | None  # None: the gateway does not count them
-    brick_fops: int
+    brick_fops: int  # fops the brick received
     brick_by_fop: dict[str, int]
+    brick_upcalls: dict[str, int]  # notifications the brick sent (UPCALL: all of them)
     gateway: dict[str, float]  # deltas of gateway_counts (cache_bytes: its value after)
     passes: list[float] = field(default_factory=list)  # seconds of each pass
     mib_s: float | None = None
@@ -203,20 +214,20 @@ class Step:
 def measure(vol: GlusterVolume, port: int, fn: Callable[[], list[float]]) -> Step:
     """Run ``fn`` (which returns the seconds of each of its passes) between two readings of
     the gateway's counters and the brick's."""
-    brick_fops(vol)  # start a new interval
+    brick_profile(vol)  # start a new interval
     before = gateway_counts(port)
     t = time.perf_counter()
     passes = fn()
     seconds = time.perf_counter() - t
     time.sleep(0.3)  # FUSE releases (9P clunks) that are still on their way
     after = gateway_counts(port)
-    fops = brick_fops(vol)
+    fops, upcalls = brick_profile(vol)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after.keys() | before.keys()}
     delta = {k: v for k, v in delta.items() if v}
     delta["cache_bytes"] = after.get("cache_bytes", 0.0)  # a gauge: its value after the step
     calls = delta.get("backend_calls", 0.0) if "backend_calls" in after else None
     return Step(seconds, delta.get("requests", 0.0), calls,
-                sum(fops.values()), fops, delta, passes)  # fmt: skip
+                sum(fops.values()), fops, upcalls, delta, passes)  # fmt: skip
 
 
 # --- the data and the workloads ----------------------------------------------------------
@@ -307,7 +318,7 @@ def run_mode(rig: Rig, vol: GlusterVolume, data: Data, p: Params, mode: str | No
             rate = f", {s.mib_s:,.0f} MiB/s" if s.mib_s else ""
             log(f"  {mode or '-':<4} {name:<12} {s.seconds:8.2f} s{rate}; guest ops "
                 f"{s.guest_ops:,.0f}, backend calls {opt(s.backend_calls)}, brick fops "
-                f"{s.brick_fops:,}")  # fmt: skip
+                f"{s.brick_fops:,}, upcalls {s.brick_upcalls.get('UPCALL', 0):,}")  # fmt: skip
 
         tree = mnt / data.tree
         drop_caches()
@@ -550,10 +561,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "### Workloads", "",
               "Speed-up and saving are against `none`. Guest ops: 9P requests the gateway "
               "answered; backend calls: gfapi calls it made; brick fops: fops GlusterFS's "
-              "`volume profile` counted on the brick.", "",
+              "`volume profile` counted on the brick; upcalls: the invalidations the brick "
+              "sent to its clients (the same profile).", "",
               "| step | mode | time | speed-up | guest ops | backend calls | brick fops | "
-              "saving | cache hits / lookups |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+              "saving | upcalls | cache hits / lookups |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for step in STEPS:
         for mode in names:
             s = modes[mode].get(step)
@@ -571,14 +583,18 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {step} | {mode} | {took} | {speed} | {num(s['guest_ops'])} | "
                 f"{opt(s['backend_calls'])} | {num(s['brick_fops'])} | "
-                f"{saving(b['brick_fops'], s['brick_fops']) if b else '—'} | {cache} |"
+                f"{saving(b['brick_fops'], s['brick_fops']) if b else '—'} | "
+                f"{num(s['brick_upcalls'].get('UPCALL', 0))} | {cache} |"
             )
-    lines += ["", "Brick fops by type (the most frequent four):", "",
+    lines += ["", "Brick fops by type (the most frequent four), then upcalls by kind:", "",
               "| step | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]  # fmt: skip
     for step in STEPS:
-        cells = [top_fops(modes[m][step]["brick_by_fop"]) if step in modes[m] else "—"
-                 for m in names]  # fmt: skip
+        cells = [
+            top_fops(modes[m][step]["brick_by_fop"]) + "; " + top_fops(
+                {k: v for k, v in modes[m][step]["brick_upcalls"].items() if k != "UPCALL"}, 3)
+            if step in modes[m] else "—" for m in names
+        ]  # fmt: skip
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     stale: dict[str, dict[str, dict[str, Any]]] = report["staleness"]
     if stale:
