@@ -1,7 +1,9 @@
 """The gateway's cache of a GlusterFS volume: what it saves, and how stale it lets a reader be.
 
     .venv/bin/python benchmarks/cache.py [--quick] [--modes none,meta,all]
+        [--parts workloads,staleness] [--volume-option KEY=VALUE ...]
         [--json FILE] [--markdown FILE]
+    .venv/bin/python benchmarks/cache.py --from-json FILE [--markdown FILE]   # re-render
 
 One private glusterd and a single-brick volume (``vshare.testing.glusterd``) with
 ``features.cache-invalidation`` on (the upcalls a gateway's cache is invalidated by) and
@@ -70,7 +72,7 @@ from typing import Any
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from compare import machine
+from compare import fmt, machine
 from systems import Rig, gateway, vshare_gluster
 from vshare.backend.gluster import CACHE_VOLUME_OPTIONS
 from vshare.client import AsyncShare, open_share
@@ -508,11 +510,7 @@ def staleness(
 
 
 def ms(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds * 1000:.2f} ms"
+    return f"{fmt(seconds)} s" if seconds >= 1 else f"{fmt(seconds * 1000)} ms"
 
 
 def num(v: float) -> str:
@@ -691,7 +689,19 @@ def main() -> int:
                     help="where glusterd and the brick live")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--markdown", type=Path, help="write the report here")
+    ap.add_argument("--from-json", type=Path, metavar="FILE",
+                    help="measure nothing: report the --json of an earlier run")  # fmt: skip
     args = ap.parse_args()
+    if args.from_json:
+        try:
+            text = markdown(json.loads(args.from_json.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"cache.py: {args.from_json}: not a saved run ({exc!r})", file=sys.stderr)
+            return 2
+        print(text)
+        if args.markdown:
+            write_markdown(args.markdown, text)
+        return 0
     modes = [m for m in args.modes.split(",") if m]
     parts = [x for x in args.parts.split(",") if x]
     if any(m not in MODES for m in modes) or any(x not in PARTS for x in parts):
