@@ -354,6 +354,7 @@ class Staleness:
     unseen: int  # samples not seen within the cap
     poll_seconds: float  # median time of one reader poll (the resolution)
     invalidations: float  # on the reader's gateway
+    errors: list[str] = field(default_factory=list)  # changes or polls that failed
 
     def summary(self) -> dict[str, float]:
         s = sorted(self.samples)
@@ -365,9 +366,11 @@ class Staleness:
 
 async def stale_kind(
     a: AsyncShare, b: AsyncShare, where: str, kind: str, p: Params
-) -> tuple[list[float], int, list[float]]:
+) -> tuple[list[float], int, list[float], list[str]]:
     """``p.stale_samples`` changes of ``kind`` through ``a`` in directory ``where``, each
-    timed until ``b`` sees it."""
+    timed until ``b`` sees it: (seconds of each, how many were not seen within the cap,
+    seconds of each poll, what failed). A change whose call fails is not a sample; nor is
+    one after which a poll failed (other than ENOENT); after ten failures the kind stops."""
     path = f"{where}/{kind}.dat"
     await a.makedirs(where, exist_ok=True)
     await a.write_bytes(path, b"0" * 4096)
@@ -377,6 +380,7 @@ async def stale_kind(
     seen = anyio.Event()
     seen_at = 0.0
     poll_times: list[float] = []
+    errors: list[str] = []
     done = False
 
     async def reader() -> None:
@@ -387,6 +391,9 @@ async def stale_kind(
             try:
                 value = await fn()
             except FileNotFoundError:
+                value = None
+            except OSError as exc:
+                errors.append(f"poll: {exc}")
                 value = None
             now = time.perf_counter()
             poll_times.append(now - t)
@@ -407,10 +414,24 @@ async def stale_kind(
                 await anyio.sleep(0.0005)
             seen = anyio.Event()
             want = _expected(kind, i)
-            await _change(a, kind, where, path, i)
+            failed = len(errors)
+            try:
+                await _change(a, kind, where, path, i)
+            except OSError as exc:
+                errors.append(f"change {i}: {exc}")
             written = time.perf_counter()
+            if len(errors) > failed:
+                log(f"    {kind} {i}: {errors[-1]}")
+                if len(errors) >= 10:
+                    break
+                continue
             with anyio.move_on_after(p.stale_cap):
                 await seen.wait()
+            if len(errors) > failed:
+                log(f"    {kind} {i}: {errors[-1]}")
+                if len(errors) >= 10:
+                    break
+                continue
             if seen.is_set():
                 samples.append(max(0.0, seen_at - written))
             else:
@@ -419,7 +440,7 @@ async def stale_kind(
                 if unseen >= 5 and unseen == i:  # never seen: the rest would be the same
                     break
         done = True
-    return samples, unseen, poll_times
+    return samples, unseen, poll_times, errors
 
 
 def _probe(
@@ -470,13 +491,19 @@ async def _change(a: AsyncShare, kind: str, where: str, path: str, i: int) -> No
 
 
 def staleness(
-    rig: Rig, vol: GlusterVolume, p: Params, modes: list[str], supported: bool
-) -> dict[str, dict[str, Staleness]]:
+    rig: Rig,
+    vol: GlusterVolume,
+    p: Params,
+    modes: list[str],
+    kinds: list[str],
+    supported: bool,
+    out: dict[str, dict[str, Staleness]],
+) -> None:
     """Two gateways (writer A, reader B) serving a share per cache mode (``stale-MODE``,
-    each in its own directory); every kind of change in every mode, one mode at a time."""
+    each in its own directory); every kind of change in every mode, one mode at a time,
+    into ``out`` as they come (what was measured stays there if a later one fails)."""
     port_b = free_port()
     shares: dict[str, str | None] = {f"stale-{m}": m if supported else None for m in modes}
-    out: dict[str, dict[str, Staleness]] = {}
     with (
         gateway(rig, "stale-a", vol.uri, cache_memory_mib=p.cache_mib, more_shares=shares) as a,
         gateway(rig, "stale-b", vol.uri, cache_memory_mib=p.cache_mib, more_shares=shares,
@@ -489,21 +516,23 @@ def staleness(
                 open_share(f"unix://{a}", f"stale-{mode}") as wa,
                 open_share(f"unix://{b}", f"stale-{mode}") as rb,
             ):
-                for kind in KINDS:
+                for kind in kinds:
                     before = gateway_counts(port_b)["invalidations"]
-                    samples, unseen, polls = await stale_kind(wa, rb, f"stale-{mode}", kind, p)
+                    samples, unseen, polls, errors = await stale_kind(
+                        wa, rb, f"stale-{mode}", kind, p
+                    )
                     inval = gateway_counts(port_b)["invalidations"] - before
-                    st = Staleness(samples, unseen, statistics.median(polls), inval)
+                    st = Staleness(samples, unseen, statistics.median(polls), inval, errors)
                     out.setdefault(mode, {})[kind] = st
                     s = st.summary()
-                    log(f"  {mode:<4} {kind:<7} n={s['n']:.0f} p50 {ms(s['p50'])} "
-                        f"p99 {ms(s['p99'])} max {ms(s['max'])}, unseen {unseen}, poll "
-                        f"{ms(st.poll_seconds)}, invalidations {inval:,.0f}")  # fmt: skip
+                    log(f"  {mode:<4} {kind:<7} n={s.get('n', 0):.0f} p50 {ms(s.get('p50', 0))} "
+                        f"p99 {ms(s.get('p99', 0))} max {ms(s.get('max', 0))}, unseen {unseen}, "
+                        f"errors {len(errors)}, poll {ms(st.poll_seconds)}, invalidations "
+                        f"{inval:,.0f}")  # fmt: skip
 
         for mode in modes:
             log(f"cache = {mode}: staleness, {p.stale_samples} changes of each kind")
             anyio.run(run, mode)
-    return out
 
 
 # --- report ------------------------------------------------------------------------------
@@ -601,17 +630,23 @@ def markdown(report: dict[str, Any]) -> str:
                   f"each kind; time from the writer's call returning to the reader's first "
                   f"poll that returns the new state. A change not seen within "
                   f"{p['stale_cap']:g} s counts as {p['stale_cap']:g} s. Goal: ≤ 1 s.", "",
-                  "| mode | change | samples | p50 | p99 | max | not seen | poll time | "
-                  "invalidations on B |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "| mode | change | samples | p50 | p99 | max | not seen | failed | "
+                  "poll time | invalidations on B |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        failures = []
         for mode, kinds in stale.items():
             for kind, st in kinds.items():
-                s = st["summary"]
+                s = st["summary"] or {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
+                errors = st.get("errors", [])
+                failures += [f"{mode} {kind}: {e}" for e in errors]
                 lines.append(
                     f"| {mode} | {kind} | {s['n']:.0f} | {ms(s['p50'])} | {ms(s['p99'])} | "
-                    f"{ms(s['max'])} | {st['unseen']} | {ms(st['poll_seconds'])} | "
-                    f"{num(st['invalidations'])} |"
+                    f"{ms(s['max'])} | {st['unseen']} | {len(errors)} | "
+                    f"{ms(st['poll_seconds'])} | {num(st['invalidations'])} |"
                 )
+        if failures:
+            more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
+            lines += ["", "Failed (not samples): " + "; ".join(failures[:10]) + more]
         lines += ["", "Changes, each fsynced by the writer before its time is taken: `attr`, "
                   "one byte appended (the reader stats the file); `rewrite`, the file "
                   "truncated and written again (the reader stats it); `entry`, a new file "
@@ -681,6 +716,8 @@ def main() -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of none,meta,all")
     ap.add_argument("--parts", default="workloads,staleness",
                     help="comma-separated, of workloads,staleness")  # fmt: skip
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"staleness: comma-separated, of {','.join(KINDS)}")  # fmt: skip
     ap.add_argument("--stale-samples", type=int, help="changes per kind (default 100)")
     ap.add_argument("--stale-cap", type=float, help="seconds to wait for one (default 5)")
     ap.add_argument("--volume-option", action="append", default=[], metavar="KEY=VALUE",
@@ -704,9 +741,10 @@ def main() -> int:
         return 0
     modes = [m for m in args.modes.split(",") if m]
     parts = [x for x in args.parts.split(",") if x]
-    if any(m not in MODES for m in modes) or any(x not in PARTS for x in parts):
-        print(f"cache.py: --modes takes {', '.join(MODES)}; --parts {', '.join(PARTS)}",
-              file=sys.stderr)  # fmt: skip
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not (set(modes) <= set(MODES) and set(parts) <= set(PARTS) and set(kinds) <= set(KINDS)):
+        print(f"cache.py: --modes takes {', '.join(MODES)}; --parts {', '.join(PARTS)}; "
+              f"--kinds {', '.join(KINDS)}", file=sys.stderr)  # fmt: skip
         return 2
     p = QUICK if args.quick else Params()
     if args.stale_samples:
@@ -746,7 +784,10 @@ def main() -> int:
                 log(f"cache = {mode}: workloads")
                 results[mode] = run_mode(rig, vol, data, p, mode if supported else None)
             if "staleness" in parts:
-                stale = staleness(rig, vol, p, modes, supported)
+                try:
+                    staleness(rig, vol, p, modes, kinds, supported, stale)
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    log(f"staleness stopped: {exc!r}; reporting what was measured")
             log("stopping glusterd")
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
