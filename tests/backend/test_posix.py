@@ -409,16 +409,36 @@ def test_statfs_matches_statvfs(backend: PosixBackend, share: Node, volume: Path
     assert st.files == vfs.f_files
 
 
-def test_umask_applies_to_creation(backend: PosixBackend, share: Node) -> None:
-    old = os.umask(0o027)
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o777, 0])
+def test_modes_are_verbatim_whatever_the_umask(
+    backend: PosixBackend, share: Node, volume: Path, umask: int
+) -> None:
+    old = os.umask(umask)
     try:
         node, file = backend.create(share, "f", os.O_RDWR, 0o666)
         d = backend.mkdir(share, "d", 0o777)
+        fifo = backend.mknod(share, "p", stat.S_IFIFO | 0o662, 0)
+        private = backend.mkdir(share, "private", 0o700)
     finally:
         os.umask(old)
     file.close()
-    assert stat.S_IMODE(backend.getattr(node).mode) == 0o640
-    assert stat.S_IMODE(backend.getattr(d).mode) == 0o750
+    assert stat.S_IMODE(backend.getattr(node).mode) == 0o666
+    assert stat.S_IMODE(backend.getattr(d).mode) == 0o777
+    assert stat.S_IMODE(backend.getattr(fifo).mode) == 0o662
+    assert stat.S_IMODE(backend.getattr(private).mode) == 0o700
+    assert stat.S_IMODE(os.lstat(volume / SHARE / "f").st_mode) == 0o666
+
+
+def test_directory_keeps_the_set_gid_bit_it_inherits(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    os.chmod(volume / SHARE, 0o2775)
+    old = os.umask(0o022)
+    try:
+        d = backend.mkdir(share, "d", 0o777)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(backend.getattr(d).mode) == 0o2777
 
 
 def test_create_node_is_the_created_inode(backend: PosixBackend, share: Node, volume: Path) -> None:

@@ -80,6 +80,10 @@ Other rules
   open-behind translators do not check the access mode at each call (a write on a read-only
   open is accepted and fails only at close), so the open file's access mode is checked here:
   EBADF as the kernel answers.
+- **Modes** of ``create``/``mkdir``/``mknod`` arrive verbatim: gfapi applies no umask (this
+  gfapi exports no ``glfs_umask``; ``glfs_h_creat``/``h_mkdir``/``h_mknod`` pass the mode to
+  the bricks as given, checked on GlusterFS 10.3 with the process umask at 022 and 077), so
+  the gateway's umask never reaches the volume and nothing needs undoing, unlike POSIX.
 - **setattr** applies owner, then mode, then size (``glfs_h_truncate``), then times
   (``glfs_h_setattrs``); :data:`~vshare.backend.base.TIME_NOW` is this host's clock.
 - **nlink of an unlinked open file**: GlusterFS reports 1 (the brick keeps the file under

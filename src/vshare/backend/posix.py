@@ -70,8 +70,16 @@ Other rules
   fail with EPERM where the guest expects success; ``O_CREAT``/``O_EXCL``/``O_NOFOLLOW``/
   ``O_PATH``/``O_TMPFILE``/``O_NONBLOCK``...), ``O_CLOEXEC`` is always added, and
   ``O_DIRECTORY`` on a non-directory fails with ENOTDIR. An access mode of 3 is EINVAL.
-- **Modes** are applied under the process umask; the gateway sets ``os.umask(0)`` at start if
-  it wants guests' modes verbatim. ``setattr`` applies owner, then mode (so a chown cannot clear
+- **Modes** of ``create``/``mkdir``/``mknod`` arrive verbatim, whatever the process umask:
+  a guest's kernel has already applied the guest's umask, and the gateway's (inherited from
+  whoever started it, and process-wide: it cannot be changed per call without racing other
+  threads) must not be applied again. The new object is stat-ed anyway to make its node;
+  when the kernel left out bits that were asked for (the umask; a default ACL of the parent,
+  which then gets the group bits as its mask), one ``chmod`` through ``/proc/self/fd/N`` puts
+  them back. Bits the kernel added are kept (a directory inherits its parent's set-gid bit).
+  Comparing with what was made, rather than with a umask read at start, is exact even when
+  the umask changes later, and costs nothing when nothing was left out (umask 0).
+  ``setattr`` applies owner, then mode (so a chown cannot clear
   requested set-id bits), then size, then times; it is not atomic: when a step fails, the
   earlier ones stay done. Set-id bits are applied as asked (squashing is gateway policy).
 - **fds**: one per live node, one per open file, one for the volume root. A node dropped
@@ -375,10 +383,20 @@ class PosixBackend(Backend):
             return _linux.openat2(dirfd, name, _PATH_FLAGS | extra, _RESOLVE)
         return os.open(name, _PATH_FLAGS | extra, dir_fd=dirfd)
 
-    def _adopt(self, fd: int) -> PosixNode:
-        """A node owning ``fd`` (closed here if that fails)."""
+    def _adopt(self, fd: int, mode: int | None = None) -> PosixNode:
+        """A node owning ``fd`` (closed here if that fails). With ``mode`` (type and permission
+        bits), ``fd`` is an object just created with it: the permission bits the kernel left
+        out are put back (see Modes) if the object is still of that type (something else
+        renamed onto the name before the lookup keeps its mode)."""
         try:
-            return PosixNode(self, fd, _linux.stat_fd(fd))
+            st = _linux.stat_fd(fd)
+            if (
+                mode is not None
+                and mode & 0o7777 & ~st.mode
+                and stat.S_IFMT(st.mode) == stat.S_IFMT(mode)
+            ):
+                os.chmod(_proc(fd), stat.S_IMODE(st.mode) | (mode & 0o7777))
+            return PosixNode(self, fd, st)
         except BaseException:
             os.close(fd)
             raise
@@ -513,7 +531,8 @@ class PosixBackend(Backend):
         with p._ref as pfd:
             iofd = os.open(raw, oflags, mode & 0o7777, dir_fd=pfd)
         try:
-            node = self._adopt(os.open(_proc(iofd), os.O_PATH | os.O_CLOEXEC))
+            pathfd = os.open(_proc(iofd), os.O_PATH | os.O_CLOEXEC)
+            node = self._adopt(pathfd, stat.S_IFREG | (mode & 0o7777))
         except BaseException:
             os.close(iofd)
             raise
@@ -609,7 +628,7 @@ class PosixBackend(Backend):
         with p._ref as pfd:
             os.mkdir(raw, mode & 0o7777, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw, os.O_DIRECTORY)
-        return self._adopt(fd)
+        return self._adopt(fd, stat.S_IFDIR | (mode & 0o7777))
 
     @_einval_on_value_error
     def symlink(self, parent: Node, name: str, target: str) -> Node:
@@ -633,7 +652,7 @@ class PosixBackend(Backend):
         with p._ref as pfd:
             os.mknod(raw, kind | (mode & 0o7777), 0, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw)
-        return self._adopt(fd)
+        return self._adopt(fd, kind | (mode & 0o7777))
 
     def readlink(self, node: Node) -> str:
         n = self._node(node)
