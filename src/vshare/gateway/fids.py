@@ -43,6 +43,11 @@ class Attachment:
     root: Node
     limiter: anyio.CapacityLimiter
     usage: ShareUsage
+    #: Tattach's ``n_uname`` (None when the guest sent none, 0xFFFFFFFF): in ``passthrough``
+    #: ownership, the owner of everything created through this attachment's fids, as the
+    #: Linux client's ``access=user`` expects (one attach per guest user). Never an input to
+    #: access decisions.
+    uid: int | None = None
     refs: int = 0  # fids that use it
 
     @property

@@ -122,6 +122,8 @@ _METADATA: Final = frozenset({
     Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
 })  # fmt: skip
 
+#: ``n_uname`` and gid meaning "none given" ((uid_t)-1).
+NO_ID: Final = 0xFFFFFFFF
 MAX_OFFSET: Final = (1 << 63) - 1
 XATTR_SIZE_MAX: Final = 64 * 1024  # Linux's limit for one value
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -317,7 +319,8 @@ class Operations:
             return root
 
         root = await anyio.to_thread.run_sync(open_root, limiter=limiter)
-        att = Attachment(share, level, root, limiter, usage)
+        uid = None if msg.n_uname == NO_ID else msg.n_uname
+        att = Attachment(share, level, root, limiter, usage, uid)
         self._attachments.add(att)
         self._add_fid(msg.fid, Fid(att, await self._run(att, self.backend.clone, root), ()))
         return Rattach(node_qid(root))
@@ -559,8 +562,12 @@ class Operations:
 
         def create() -> Node:
             node, file = self.backend.create(fid.node, msg.name, flags, mode)
-            if not self.squash:
-                self.backend.setattr(node, gid=msg.gid)
+            try:
+                self._own(fid.att, node, msg.gid, mode)
+            except BaseException:
+                file.close()
+                node.close()
+                raise
             old = fid.node
             fid.node, fid.file, fid.flags = node, file, flags
             fid.path = (*fid.path, msg.name)
@@ -686,24 +693,49 @@ class Operations:
         fid, parent = self._dir_to_change(msg.dfid, msg.name)
         mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
         args = (parent, msg.name, mode)
-        return Rmkdir(await self._run(fid.att, self._made, msg.gid, self.backend.mkdir, *args))
+        made = self._made(fid.att, msg.gid, mode, self.backend.mkdir, *args)
+        return Rmkdir(await self._run(fid.att, made))
 
-    def _made(self, gid: int, fn: Callable[..., Node], *args: Any) -> Qid:
-        """Create something, give it the guest's gid (passthrough), return its qid."""
-        node = fn(*args)
-        try:
-            if not self.squash and not node.is_symlink:
-                self.backend.setattr(node, gid=gid)
-            return node_qid(node)
-        finally:
-            node.close()
+    def _own(self, att: Attachment, node: Node, gid: int, mode: int) -> None:
+        """In ``passthrough`` ownership, give a new object its owners in one call: the
+        attachment's uid (Tattach's n_uname) and the request's gid, each when given. A chown
+        clears set-id bits: they are applied again after it (``setattr`` does owner, then
+        mode). In ``squash`` ownership, what guests create belongs to the gateway's user."""
+        if self.squash:
+            return
+        owners: dict[str, int] = {}
+        if att.uid is not None:
+            owners["uid"] = att.uid
+        if gid != NO_ID:
+            owners["gid"] = gid
+        if not owners:
+            return
+        if mode & 0o6000 and not node.is_symlink:
+            owners["mode"] = mode & 0o7777
+        self.backend.setattr(node, **owners)
+
+    def _made(
+        self, att: Attachment, gid: int, mode: int, fn: Callable[..., Node], *args: Any
+    ) -> Callable[[], Qid]:
+        """Create something with ``fn(*args)``, give it its owners (:meth:`_own`), return its
+        qid (runs in a worker thread or, answered on the loop, right there)."""
+
+        def made() -> Qid:
+            node = fn(*args)
+            try:
+                self._own(att, node, gid, mode)
+                return node_qid(node)
+            finally:
+                node.close()
+
+        return made
 
     async def symlink(self, msg: Tsymlink) -> Message:
         fid, parent = self._dir_to_change(msg.fid, msg.name)
         if not msg.symtgt or "\0" in msg.symtgt:
             raise _err(errno.EINVAL)
-        args = (parent, msg.name, msg.symtgt)
-        return Rsymlink(await self._run(fid.att, self._made, msg.gid, self.backend.symlink, *args))
+        made = self._made(fid.att, msg.gid, 0, self.backend.symlink, parent, msg.name, msg.symtgt)
+        return Rsymlink(await self._run(fid.att, made))
 
     async def mknod(self, msg: Tmknod) -> Message:
         fid, parent = self._dir_to_change(msg.dfid, msg.name)
@@ -711,8 +743,9 @@ class Operations:
         if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
             raise _err(errno.EPERM)  # no device nodes, ever; files and dirs have their own ops
         perms = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
-        args = (parent, msg.name, kind | perms, 0)
-        return Rmknod(await self._run(fid.att, self._made, msg.gid, self.backend.mknod, *args))
+        made = self._made(fid.att, msg.gid, perms, self.backend.mknod, parent, msg.name,
+                          kind | perms, 0)  # fmt: skip
+        return Rmknod(await self._run(fid.att, made))
 
     async def readlink(self, msg: Treadlink) -> Message:
         fid = self._fid(msg.fid)
