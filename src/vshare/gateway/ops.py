@@ -38,6 +38,7 @@ from vshare.protocol import (
     LOCK_SUCCESS,
     LOCK_TYPE_UNLCK,
     LOCK_TYPE_WRLCK,
+    MESSAGE_TYPES,
     NOFID,
     SETATTR_ATIME,
     SETATTR_ATIME_SET,
@@ -121,6 +122,32 @@ _METADATA: Final = frozenset({
     Tgetattr, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
     Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
 })  # fmt: skip
+
+#: Of each request, the fields that name a fid creates or changes (beyond using it): a fid
+#: it makes (attach, walk, xattrwalk), opens (lopen, lcreate, xattrcreate), moves (walk in
+#: place, rename: its remembered path) or ends (clunk, remove). The session orders requests
+#: on one fid by this table and :data:`FID_FIELDS` (see session.py).
+FID_CHANGES: Final[dict[type, tuple[str, ...]]] = {
+    Tattach: ("fid",), Twalk: ("newfid",), Txattrwalk: ("newfid",), Tlopen: ("fid",),
+    Tlcreate: ("fid",), Txattrcreate: ("fid",), Tclunk: ("fid",), Tremove: ("fid",),
+    Trename: ("fid",),
+}  # fmt: skip
+#: Of each request, every field that names a fid (an attach's ``afid`` names none: it must
+#: be NOFID).
+FID_FIELDS: Final[dict[type, tuple[str, ...]]] = {
+    t: tuple(f for f in t._fields if f.endswith("fid") and f != "afid")
+    for t in MESSAGE_TYPES.values()
+    if t.__name__.startswith("T")
+}
+
+
+def fids_of(msg: Message) -> tuple[frozenset[int], frozenset[int]]:
+    """The fid numbers ``msg`` only uses, and those it creates or changes (disjoint)."""
+    t = type(msg)
+    changed = frozenset(getattr(msg, f) for f in FID_CHANGES.get(t, ()))
+    used = frozenset(getattr(msg, f) for f in FID_FIELDS.get(t, ())) - changed
+    return used, changed
+
 
 #: ``n_uname`` and gid meaning "none given" ((uid_t)-1).
 NO_ID: Final = 0xFFFFFFFF
@@ -217,6 +244,11 @@ class Operations:
             raise _err(errno.EMFILE)
 
     def _add_fid(self, number: int, fid: Fid) -> None:
+        """Enter ``fid`` under ``number``, which must be free. The session runs requests
+        naming one fid in order, so the handler's check at its start still holds here; a
+        number in use is refused rather than leak the fid it holds (the caller closes)."""
+        if number in self.fids:
+            raise _err(errno.EBADF)
         fid.att.refs += 1
         self.fids[number] = fid
         self.ctx.metrics.fids.inc()
@@ -251,6 +283,16 @@ class Operations:
             check_name(name)
         self._writable(fid)
         return fid, parent
+
+    async def _close_shielded(self, att: Attachment, *nodes: Node) -> None:
+        """Close nodes no fid holds any more, even if the request is being cancelled."""
+
+        def close() -> None:
+            for node in nodes:
+                node.close()
+
+        with anyio.CancelScope(shield=True):
+            await self._run(att, close)
 
     def _check_xattr_name(self, name: str) -> None:
         if not name.startswith(tuple(self.ctx.config.xattr_namespaces)):
@@ -308,21 +350,27 @@ class Operations:
         limiter = self.ctx.limiter(share)
         usage = self.ctx.usage(share)
 
-        def open_root() -> Node:
+        def open_root() -> tuple[Node, Node]:
             root = self.backend.open_root(share.path, cache=share.cache)
-            if share.size_gib is not None and usage.stale():
-                try:
+            try:
+                if share.size_gib is not None and usage.stale():
                     usage.scan(self.backend, root)  # the quota needs the usage: see quota.py
-                except BaseException:
-                    root.close()
-                    raise
-            return root
+                return root, self.backend.clone(root)
+            except BaseException:
+                root.close()
+                raise
 
-        root = await anyio.to_thread.run_sync(open_root, limiter=limiter)
+        # One trip to a worker thread, whose result comes back even if the request is
+        # cancelled meanwhile; from here on no await until the fid holds both nodes.
+        root, node = await anyio.to_thread.run_sync(open_root, limiter=limiter)
         uid = None if msg.n_uname == NO_ID else msg.n_uname
         att = Attachment(share, level, root, limiter, usage, uid)
+        try:
+            self._add_fid(msg.fid, Fid(att, node, ()))
+        except OSError:
+            await self._close_shielded(att, node, root)
+            raise
         self._attachments.add(att)
-        self._add_fid(msg.fid, Fid(att, await self._run(att, self.backend.clone, root), ()))
         return Rattach(node_qid(root))
 
     def reevaluate(self) -> str | None:
@@ -359,9 +407,13 @@ class Operations:
         if msg.newfid == msg.fid:
             old = fid.node
             fid.node, fid.path = node, path
-            await self._run(fid.att, old.close)
+            await self._close_shielded(fid.att, old)
         else:
-            self._add_fid(msg.newfid, Fid(fid.att, node, path))
+            try:
+                self._add_fid(msg.newfid, Fid(fid.att, node, path))
+            except OSError:
+                await self._close_shielded(fid.att, node)
+                raise
         return Rwalk(tuple(qids))
 
     def _walk(
@@ -412,7 +464,8 @@ class Operations:
                 if fid.att.refs == 0:
                     fid.att.root.close()
 
-        await self._run(fid.att, finish)
+        with anyio.CancelScope(shield=True):  # the fid is gone: its handles go too
+            await self._run(fid.att, finish)
         return Rclunk()
 
     def _apply_xattr(self, fid: Fid, pending: XattrWrite) -> None:
@@ -820,9 +873,13 @@ class Operations:
         if msg.newfid == msg.fid:
             old = fid.node
             fid.node, fid.xattr_data = node, value
-            await self._run(fid.att, old.close)
+            await self._close_shielded(fid.att, old)
         else:
-            self._add_fid(msg.newfid, Fid(fid.att, node, fid.path, xattr_data=value))
+            try:
+                self._add_fid(msg.newfid, Fid(fid.att, node, fid.path, xattr_data=value))
+            except OSError:
+                await self._close_shielded(fid.att, node)
+                raise
         return Rxattrwalk(len(value))
 
     async def xattrcreate(self, msg: Txattrcreate) -> Message:

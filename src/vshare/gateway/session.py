@@ -14,6 +14,17 @@ Structure: the session owns one task group; the reader loop feeds a
   sent (the operation took effect; the client must learn its result). A Tflush for a
   request answered on the loop finds nothing in flight and is answered at once, after it.
 
+Requests on one fid keep their order. Answered on the loop they are in order already; a
+request that runs as a task and creates or changes fid F (``FID_CHANGES``: attach, walk to a
+new fid or in place, lopen, lcreate, clunk...) makes every later request naming F wait until
+it has finished, and a later request that changes F also waits for the earlier ones still
+using F. So a client may pipeline ``Twalk(newfid=F)`` and ``Tgetattr(F)`` without waiting
+for Rwalk, a second creation onto F answers EBADF as it would one round trip later (three
+pipelined Tattach on one fid: one attachment, two EBADF), and no handler ever finds its fid
+replaced or closed under it. ``_order`` holds, per fid number, the requests in flight as
+tasks that change it (the latest) and that use it; it is empty when nothing runs as a task,
+and a request is checked against it only then.
+
 What closes a session: EOF, a malformed frame (``RemoteProtocolError``), a duplicate tag,
 the idle timeout, or gateway shutdown. Nothing a peer sends can raise out of :meth:`run`.
 """
@@ -24,15 +35,16 @@ import errno
 import itertools
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
 from vshare.gateway.context import GatewayContext, audit_log
-from vshare.gateway.ops import Operations, WouldBlock
+from vshare.gateway.ops import Operations, WouldBlock, fids_of
 from vshare.protocol import (
     MAX_MSIZE,
     MESSAGE_TYPES,
@@ -69,6 +81,16 @@ _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
 class _Request:
     scope: anyio.CancelScope
     done: anyio.Event
+    fids: frozenset[int] = frozenset()  # where it is entered in Session._order
+
+
+@dataclass(eq=False, slots=True)
+class _FidOrder:
+    """The requests in flight as tasks on one fid number: the latest that creates or
+    changes it, and those started after that one which only use it."""
+
+    changer: _Request | None = None
+    users: set[_Request] = field(default_factory=set)
 
 
 class Session:
@@ -79,6 +101,7 @@ class Session:
         self.ops = Operations(ctx, conn.identity, self.id)
         self.negotiated = False
         self._inflight: dict[int, _Request] = {}
+        self._order: dict[int, _FidOrder] = {}  # see the module's docstring
         self._send_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
         self._closed = False
         self.requests = 0  # answered, for logs
@@ -161,19 +184,21 @@ class Session:
                         raise RemoteProtocolError(f"tag {tag} is already in use")
                     elif isinstance(msg, Tflush):
                         if msg.oldtag in self._inflight:
-                            self._start(tg, tag, msg, self._flush(tag, msg))
+                            self._start(tg, tag, self._flush, tag, msg)
                         else:  # answered already (or never asked): nothing to wait for
                             await self._add_to_batch(batch, tag, Rflush())
                     elif self.revoked is not None:
                         await self._add_to_batch(batch, tag, await self._refuse(msg))
-                    elif (not self.negotiated or ops.runs_inline(msg)) and (
-                        reply := await self._answer(msg, inline=True)
-                    ) is not None:
+                    elif (
+                        (not self.negotiated or ops.runs_inline(msg))
+                        and not (self._order and self._waits(msg))
+                        and (reply := await self._answer(msg, inline=True)) is not None
+                    ):
                         await self._add_to_batch(batch, tag, reply)
                     elif len(self._inflight) >= config.max_inflight:
-                        self._start(tg, tag, msg, self._reply(tag, Rlerror(errno.EAGAIN)))
+                        self._start(tg, tag, self._reply, tag, Rlerror(errno.EAGAIN))
                     else:
-                        self._start(tg, tag, msg, self._serve(tag, msg))
+                        self._serve_in_order(tg, tag, msg)
             except RemoteProtocolError as exc:
                 self.ctx.metrics.protocol_errors.inc()
                 log.warning("session %d: protocol error from %s: %s", self.id,
@@ -193,17 +218,70 @@ class Session:
             await self.ops.close_all()
         return Rclunk() if isinstance(msg, Tclunk) else Rlerror(errno.EACCES)
 
-    def _start(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message, coro: object) -> None:
-        request = _Request(anyio.CancelScope(), anyio.Event())
+    def _waits(self, msg: Message) -> bool:
+        """Whether ``msg`` must wait for a request in flight (see the module docstring)."""
+        used, changed = fids_of(msg)
+        order = self._order
+        for number in used:
+            entry = order.get(number)
+            if entry is not None and entry.changer is not None:
+                return True
+        return any(number in order for number in changed)
+
+    def _serve_in_order(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message) -> None:
+        """Answer ``msg`` in a task, after the requests in flight it must follow, and enter
+        it in ``_order`` for the requests after it."""
+        used, changed = fids_of(msg)
+        request = _Request(anyio.CancelScope(), anyio.Event(), used | changed)
+        after: list[_Request] = []
+        order = self._order
+        for number in used:
+            entry = order.get(number)
+            if entry is None:
+                entry = order[number] = _FidOrder()
+            elif entry.changer is not None:
+                after.append(entry.changer)
+            entry.users.add(request)
+        for number in changed:
+            entry = order.get(number)
+            if entry is None:
+                entry = order[number] = _FidOrder()
+            else:
+                if entry.changer is not None:
+                    after.append(entry.changer)
+                after.extend(entry.users)
+                entry.users.clear()
+            entry.changer = request
+        self._start(tg, tag, self._serve, tag, msg, after, request=request)
+
+    def _start(
+        self,
+        tg: anyio.abc.TaskGroup,
+        tag: int,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        request: _Request | None = None,
+    ) -> None:
+        if request is None:
+            request = _Request(anyio.CancelScope(), anyio.Event())
         self._inflight[tag] = request
 
         async def runner() -> None:
             try:
                 with request.scope:
-                    await coro  # type: ignore[misc]
+                    await fn(*args)
             finally:
                 if self._inflight.get(tag) is request:
                     del self._inflight[tag]
+                for number in request.fids:
+                    entry = self._order.get(number)
+                    if entry is None:
+                        continue
+                    if entry.changer is request:
+                        entry.changer = None
+                    entry.users.discard(request)
+                    if entry.changer is None and not entry.users:
+                        del self._order[number]
                 request.done.set()
 
         tg.start_soon(runner)
@@ -254,7 +332,9 @@ class Session:
         self.ctx.metrics.observe(name, result, time.perf_counter() - start)
         return reply
 
-    async def _serve(self, tag: int, msg: Message) -> None:
+    async def _serve(self, tag: int, msg: Message, after: Sequence[_Request] = ()) -> None:
+        for earlier in after:  # the requests on its fids it must follow
+            await earlier.done.wait()
         reply = await self._answer(msg, inline=False)
         assert reply is not None  # only answers on the loop may be put off
         # The operation has happened: its reply goes out even if a Tflush arrives now.
