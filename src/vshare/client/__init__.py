@@ -14,11 +14,13 @@ from vshare.client._share import (
     AsyncFile,
     AsyncShare,
     DirEntry,
+    Session,
     StatResult,
     mode_to_flags,
     open_share,
     setattr_msg,
     utime_msg,
+    xattr_write,
 )
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ConnectionLost",
     "DirEntry",
     "File",
+    "Session",
     "Share",
     "StatResult",
     "components",
@@ -36,4 +39,5 @@ __all__ = [
     "open_share",
     "setattr_msg",
     "utime_msg",
+    "xattr_write",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -159,6 +159,51 @@ class Client:
             raise OSError(reply.ecode, os.strerror(reply.ecode))
         assert reply is not None
         return reply
+
+    async def pipeline(self, msgs: Sequence[Message]) -> list[Message | OSError]:
+        """Send ``msgs`` back to back in one send, then wait for every reply: a request
+        that depends on an earlier one (a Tgetattr of the fid a Twalk makes) costs no
+        round trip of its own, because the gateway answers a session's requests on one
+        fid in the order they were sent. Each result is the reply, or the ``OSError`` of
+        its Rlerror; a lost connection raises :class:`ConnectionLost`."""
+        if self._dead is not None:
+            raise ConnectionLost(str(self._dead))
+        if len(self._free_tags) < len(msgs):
+            raise OSError(errno.EAGAIN, "no free tag")
+        tags = [self._free_tags.pop() for _ in msgs]
+        pendings = [_Pending() for _ in msgs]
+        parts: list[bytes | bytearray | memoryview] = []
+        for tag, pending, msg in zip(tags, pendings, msgs, strict=True):
+            self._pending[tag] = pending
+            head, payload = encode_parts(tag, msg, self.msize)
+            parts.append(head)
+            if payload is not None:
+                parts.append(payload)
+        try:
+            try:
+                await self.send_frame(tuple(parts))
+            except OSError as exc:
+                raise ConnectionLost(str(exc)) from exc
+            for pending in pendings:
+                await pending.event.wait()
+        finally:
+            for tag, pending in zip(tags, pendings, strict=True):
+                del self._pending[tag]
+                if pending.reply is None and self._dead is None:
+                    self._abandoned.add(tag)
+                else:
+                    self._free_tags.append(tag)
+        out: list[Message | OSError] = []
+        for pending in pendings:
+            reply = pending.reply
+            if isinstance(reply, BaseException):
+                raise ConnectionLost(str(reply))
+            assert reply is not None
+            if isinstance(reply, Rlerror):
+                out.append(OSError(reply.ecode, os.strerror(reply.ecode)))
+            else:
+                out.append(reply)
+        return out
 
     async def call(self, msg: Message, expect: type[M]) -> M:
         """:meth:`rpc`, checking the reply's type."""

@@ -204,7 +204,7 @@ class DirEntry:
 
 
 @dataclass(slots=True)
-class _Session:
+class Session:
     client: Client
     root: int
     epoch: int
@@ -261,7 +261,7 @@ class AsyncShare:
         self._uname = uname
         self._n_uname = n_uname
         self._tls = tls
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._ready = anyio.Event()
         self._lost_since = 0.0
         self._last_error: BaseException | None = None
@@ -287,7 +287,7 @@ class AsyncShare:
         """The most payload one Tread/Twrite carries."""
         return io_limit(self.msize)
 
-    async def _run_session(self, uri: str, on_ready: Callable[[_Session], None]) -> None:
+    async def _run_session(self, uri: str, on_ready: Callable[[Session], None]) -> None:
         """Connect, negotiate, attach, call ``on_ready``, and return when the connection
         dies. Raises what connecting or attaching raised."""
         conn = await connect(uri, tls=self._tls)
@@ -299,14 +299,14 @@ class AsyncShare:
                 root = client.new_fid()
                 await client.rpc(Tattach(root, NOFID, self._uname, self.share, self._n_uname))
                 self._epoch += 1
-                on_ready(_Session(client, root, self._epoch, uri))
+                on_ready(Session(client, root, self._epoch, uri))
         except BaseExceptionGroup as group:
             raise _single(group) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()
 
-    def _on_ready(self, session: _Session) -> None:
+    def _on_ready(self, session: Session) -> None:
         if self._session is None and self._epoch > 1:
             self.reconnects += 1
             pause = anyio.current_time() - self._lost_since
@@ -316,7 +316,7 @@ class AsyncShare:
         self._session = session
         self._ready.set()
 
-    def _mark_lost(self, session: _Session | None) -> None:
+    def _mark_lost(self, session: Session | None) -> None:
         if session is not None and self._session is session:
             self._session = None
             self._lost_since = anyio.current_time()
@@ -332,7 +332,7 @@ class AsyncShare:
             uri = self.uris[self._uri_index]
             was_ready = False
 
-            def ready(session: _Session) -> None:
+            def ready(session: Session) -> None:
                 nonlocal was_ready, started
                 was_ready = True
                 self._on_ready(session)
@@ -361,7 +361,7 @@ class AsyncShare:
             await anyio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
-    async def _current(self) -> _Session:
+    async def _current(self) -> Session:
         while True:
             if self._closed:
                 raise OSError(errno.EBADF, "the share is closed")
@@ -380,7 +380,7 @@ class AsyncShare:
             with anyio.move_on_after(remaining):
                 await self._ready.wait()
 
-    async def _retry(self, op: Callable[[_Session, bool], Awaitable[T]]) -> T:
+    async def _retry(self, op: Callable[[Session, bool], Awaitable[T]]) -> T:
         """Run ``op(session, retried)`` until it finishes on a live connection."""
         retried = False
         while True:
@@ -394,9 +394,57 @@ class AsyncShare:
     async def aclose(self) -> None:
         self._closed = True
 
+    # --- fids, for clients that keep their own (the FUSE client) -------------------------
+
+    @property
+    def session(self) -> Session | None:
+        """The live session, if there is one now."""
+        s = self._session
+        return s if s is not None and s.client.alive else None
+
+    async def on_session(self, op: Callable[[Session, bool], Awaitable[T]]) -> T:
+        """Run ``op(session, retried)`` on a live session, again on the next one when the
+        connection dies under it (``retried`` is then True). Fids belong to one session:
+        a caller that keeps fids across calls ties each to ``session.epoch``."""
+        return await self._retry(op)
+
+    async def walk_from_root(self, s: Session, parts: Sequence[str]) -> int:
+        """A new fid on session ``s`` for ``parts`` below the share root."""
+        if not parts:
+            fid = s.client.new_fid()
+            try:
+                await s.client.call(Twalk(s.root, fid, ()), Rwalk)
+            except OSError:
+                s.client.release_fid(fid)
+                raise
+            return fid
+        return await self._walk(s, parts)
+
+    async def forget_fid(self, s: Session, fid: int) -> None:
+        """Clunk ``fid`` without waiting for the answer (nothing to learn from it)."""
+        await self._clunk(s, fid)
+
+    @property
+    def no_at(self) -> bool:
+        """The server has no Tunlinkat/Trenameat (diod 1.0): use Tremove/Trename."""
+        return self._no_at
+
+    @no_at.setter
+    def no_at(self, value: bool) -> None:
+        self._no_at = value
+
+    async def remove_legacy(self, s: Session, dfid: int, name: str) -> None:
+        await self._remove_legacy(s, dfid, name)
+
+    async def rename_legacy(self, s: Session, sfid: int, sname: str, dfid: int, dname: str) -> None:
+        await self._rename_legacy(s, sfid, sname, dfid, dname)
+
+    async def xattr_read(self, s: Session, fid: int, name: str) -> bytes:
+        return await self._xattr_read(s, fid, name)
+
     # --- walking ------------------------------------------------------------------------
 
-    async def _walk(self, s: _Session, parts: Sequence[str]) -> int:
+    async def _walk(self, s: Session, parts: Sequence[str]) -> int:
         """A new fid for ``parts`` (from the root), in batches of ≤ 16 names."""
         client = s.client
         fid = client.new_fid()
@@ -424,17 +472,17 @@ class AsyncShare:
             raise
         return fid
 
-    async def _clunk(self, s: _Session, fid: int) -> None:
+    async def _clunk(self, s: Session, fid: int) -> None:
         if s.client.alive:
             try:
                 await s.client.clunk_nowait(fid)
             except OSError:
                 pass  # a fid is gone after Tclunk whatever the answer
 
-    async def _with_fid(self, path: str, fn: Callable[[_Session, int, bool], Awaitable[T]]) -> T:
+    async def _with_fid(self, path: str, fn: Callable[[Session, int, bool], Awaitable[T]]) -> T:
         parts = components(path)
 
-        async def op(s: _Session, retried: bool) -> T:
+        async def op(s: Session, retried: bool) -> T:
             fid = await self._walk(s, parts)
             try:
                 return await fn(s, fid, retried)
@@ -448,7 +496,7 @@ class AsyncShare:
     async def stat(self, path: str = "/") -> StatResult:
         """``lstat(path)``: symlinks are never followed."""
 
-        async def fn(s: _Session, fid: int, _: bool) -> StatResult:
+        async def fn(s: Session, fid: int, _: bool) -> StatResult:
             r = await s.client.call(Tgetattr(fid, GETATTR_ALL), Rgetattr)
             return StatResult.from_rgetattr(r)
 
@@ -470,7 +518,7 @@ class AsyncShare:
             return False
 
     async def _setattr(self, path: str, msg: Tsetattr) -> None:
-        async def fn(s: _Session, fid: int, _: bool) -> None:
+        async def fn(s: Session, fid: int, _: bool) -> None:
             await s.client.rpc(msg._replace(fid=fid))
 
         await self._with_fid(path, fn)
@@ -497,7 +545,7 @@ class AsyncShare:
         await self._setattr(path, utime_msg(times, ns))
 
     async def statfs(self, path: str = "/") -> os.statvfs_result:
-        async def fn(s: _Session, fid: int, _: bool) -> os.statvfs_result:
+        async def fn(s: Session, fid: int, _: bool) -> os.statvfs_result:
             r = await s.client.call(Tstatfs(fid), Rstatfs)
             return os.statvfs_result(
                 (r.bsize, r.bsize, r.blocks, r.bfree, r.bavail, r.files, r.ffree, r.ffree,
@@ -508,7 +556,7 @@ class AsyncShare:
 
     # --- directories --------------------------------------------------------------------
 
-    async def _readdir(self, s: _Session, fid: int) -> list[Dirent]:
+    async def _readdir(self, s: Session, fid: int) -> list[Dirent]:
         await s.client.call(Tlopen(fid, DOTL_RDONLY | DOTL_DIRECTORY), Rlopen)
         out: list[Dirent] = []
         offset = 0
@@ -524,7 +572,7 @@ class AsyncShare:
     async def listdir(self, path: str = "/") -> list[str]:
         """Names in the directory, without ``.`` and ``..``, in the server's order."""
 
-        async def fn(s: _Session, fid: int, _: bool) -> list[str]:
+        async def fn(s: Session, fid: int, _: bool) -> list[str]:
             return [e.name for e in await self._readdir(s, fid)]
 
         return await self._with_fid(path, fn)
@@ -535,7 +583,7 @@ class AsyncShare:
         parts = components(path)
         base = "/" + "/".join(parts)
 
-        async def fn(s: _Session, fid: int, _: bool) -> list[DirEntry]:
+        async def fn(s: Session, fid: int, _: bool) -> list[DirEntry]:
             entries = await self._readdir(s, fid)
             stats: list[StatResult | None] = [None] * len(entries)
             if attrs and entries:
@@ -561,7 +609,7 @@ class AsyncShare:
 
         return await self._with_fid(path, fn)
 
-    async def _stat_in(self, s: _Session, parts: list[str]) -> StatResult:
+    async def _stat_in(self, s: Session, parts: list[str]) -> StatResult:
         fid = await self._walk(s, parts)
         try:
             r = await s.client.call(Tgetattr(fid, GETATTR_ALL), Rgetattr)
@@ -570,11 +618,11 @@ class AsyncShare:
         return StatResult.from_rgetattr(r)
 
     async def _in_parent(
-        self, path: str, fn: Callable[[_Session, int, str, bool], Awaitable[T]]
+        self, path: str, fn: Callable[[Session, int, str, bool], Awaitable[T]]
     ) -> T:
         parent, name = split_parent(path)
 
-        async def op(s: _Session, retried: bool) -> T:
+        async def op(s: Session, retried: bool) -> T:
             dfid = await self._walk(s, parent)
             try:
                 return await fn(s, dfid, name, retried)
@@ -584,7 +632,7 @@ class AsyncShare:
         return await self._retry(op)
 
     async def mkdir(self, path: str, mode: int = 0o777) -> StatResult:
-        async def fn(s: _Session, dfid: int, name: str, retried: bool) -> StatResult:
+        async def fn(s: Session, dfid: int, name: str, retried: bool) -> StatResult:
             try:
                 await s.client.call(Tmkdir(dfid, name, mode, os.getgid()), Rmkdir)
             except FileExistsError:
@@ -609,7 +657,7 @@ class AsyncShare:
                     raise
 
     async def _unlinkat(self, path: str, flags: int) -> None:
-        async def fn(s: _Session, dfid: int, name: str, retried: bool) -> None:
+        async def fn(s: Session, dfid: int, name: str, retried: bool) -> None:
             try:
                 if self._no_at:
                     await self._remove_legacy(s, dfid, name)
@@ -627,7 +675,7 @@ class AsyncShare:
 
         await self._in_parent(path, fn)
 
-    async def _remove_legacy(self, s: _Session, dfid: int, name: str) -> None:
+    async def _remove_legacy(self, s: Session, dfid: int, name: str) -> None:
         """Tremove of a walked fid: for servers without Tunlinkat. Tremove clunks the fid
         whatever the answer."""
         fid = s.client.new_fid()
@@ -642,7 +690,7 @@ class AsyncShare:
             s.client.release_fid(fid)
 
     async def _rename_legacy(
-        self, s: _Session, sfid: int, sname: str, dfid: int, dname: str
+        self, s: Session, sfid: int, sname: str, dfid: int, dname: str
     ) -> None:
         fid = s.client.new_fid()
         try:
@@ -668,7 +716,7 @@ class AsyncShare:
         sparent, sname = split_parent(src)
         dparent, dname = split_parent(dst)
 
-        async def op(s: _Session, retried: bool) -> None:
+        async def op(s: Session, retried: bool) -> None:
             sfid = await self._walk(s, sparent)
             try:
                 dfid = await self._walk(s, dparent)
@@ -697,7 +745,7 @@ class AsyncShare:
     async def symlink(self, target: str, path: str) -> None:
         """Make ``path`` a symlink holding ``target`` (``os.symlink``'s order)."""
 
-        async def fn(s: _Session, dfid: int, name: str, retried: bool) -> None:
+        async def fn(s: Session, dfid: int, name: str, retried: bool) -> None:
             try:
                 await s.client.call(Tsymlink(dfid, name, target, os.getgid()), Rsymlink)
             except FileExistsError:
@@ -707,7 +755,7 @@ class AsyncShare:
         await self._in_parent(path, fn)
 
     async def readlink(self, path: str) -> str:
-        async def fn(s: _Session, fid: int, _: bool) -> str:
+        async def fn(s: Session, fid: int, _: bool) -> str:
             return (await s.client.call(Treadlink(fid), Rreadlink)).target
 
         return await self._with_fid(path, fn)
@@ -716,7 +764,7 @@ class AsyncShare:
         """A hard link ``dst`` to the existing file ``src``."""
         src_parts = components(src)
 
-        async def fn(s: _Session, dfid: int, name: str, retried: bool) -> None:
+        async def fn(s: Session, dfid: int, name: str, retried: bool) -> None:
             fid = await self._walk(s, src_parts)
             try:
                 await s.client.rpc(Tlink(dfid, fid, name))
@@ -731,7 +779,7 @@ class AsyncShare:
     async def mknod(self, path: str, mode: int = 0o600 | stat_mod.S_IFIFO, device: int = 0) -> None:
         """A FIFO, socket or (where the share allows) device node."""
 
-        async def fn(s: _Session, dfid: int, name: str, retried: bool) -> None:
+        async def fn(s: Session, dfid: int, name: str, retried: bool) -> None:
             msg = Tmknod(dfid, name, mode, os.major(device), os.minor(device), os.getgid())
             try:
                 await s.client.call(msg, Rmknod)
@@ -743,7 +791,7 @@ class AsyncShare:
 
     # --- extended attributes ------------------------------------------------------------
 
-    async def _xattr_read(self, s: _Session, fid: int, name: str) -> bytes:
+    async def _xattr_read(self, s: Session, fid: int, name: str) -> bytes:
         xfid = s.client.new_fid()
         try:
             r = await s.client.call(Txattrwalk(fid, xfid, name), Rxattrwalk)
@@ -763,13 +811,13 @@ class AsyncShare:
             await self._clunk(s, xfid)
 
     async def getxattr(self, path: str, name: str) -> bytes:
-        async def fn(s: _Session, fid: int, _: bool) -> bytes:
+        async def fn(s: Session, fid: int, _: bool) -> bytes:
             return await self._xattr_read(s, fid, name)
 
         return await self._with_fid(path, fn)
 
     async def listxattr(self, path: str) -> list[str]:
-        async def fn(s: _Session, fid: int, _: bool) -> list[str]:
+        async def fn(s: Session, fid: int, _: bool) -> list[str]:
             raw = await self._xattr_read(s, fid, "")
             return [n.decode() for n in raw.split(b"\0") if n]
 
@@ -779,8 +827,8 @@ class AsyncShare:
         """``flags``: 0, ``os.XATTR_CREATE`` or ``os.XATTR_REPLACE``. The value is
         committed by the Tclunk that ends the Txattrcreate fid, so its error is ours."""
 
-        async def fn(s: _Session, fid: int, _: bool) -> None:
-            await _xattr_write(s, fid, name, value, flags)
+        async def fn(s: Session, fid: int, _: bool) -> None:
+            await xattr_write(s, fid, name, value, flags)
 
         await self._with_fid(path, fn)
 
@@ -805,7 +853,7 @@ class AsyncShare:
         dotl = os_to_dotl_flags(flags)
         f = AsyncFile(self, parts, dotl)
 
-        async def op(s: _Session, retried: bool) -> AsyncFile:
+        async def op(s: Session, retried: bool) -> AsyncFile:
             if not dotl & DOTL_CREATE:
                 await f._open_on(s, dotl)
                 return f
@@ -850,7 +898,7 @@ class AsyncShare:
             await f.close()
 
 
-async def _xattr_write(s: _Session, fid: int, name: str, value: bytes, flags: int) -> None:
+async def xattr_write(s: Session, fid: int, name: str, value: bytes, flags: int) -> None:
     client = s.client
     xfid = client.new_fid()
     try:
@@ -934,11 +982,11 @@ class AsyncFile:
     def path(self) -> str:
         return "/" + "/".join(self.parts)
 
-    def _bind(self, s: _Session, fid: int, iounit: int) -> None:
+    def _bind(self, s: Session, fid: int, iounit: int) -> None:
         self.fid, self.epoch = fid, s.epoch
         self.iounit = min(iounit or s.client.msize, io_limit(s.client.msize))
 
-    async def _open_on(self, s: _Session, flags: int) -> None:
+    async def _open_on(self, s: Session, flags: int) -> None:
         fid = await self.share._walk(s, self.parts)
         try:
             r = await s.client.call(Tlopen(fid, flags), Rlopen)
@@ -947,7 +995,7 @@ class AsyncFile:
             raise
         self._bind(s, fid, r.iounit)
 
-    async def _fid(self, s: _Session) -> int:
+    async def _fid(self, s: Session) -> int:
         """The fid on session ``s``: rebuilt from the path if it belongs to an older one."""
         if self.closed:
             raise OSError(errno.EBADF, "file is closed")
@@ -967,7 +1015,7 @@ class AsyncFile:
                     )
         return self.fid
 
-    async def _lose_locks(self, s: _Session) -> None:
+    async def _lose_locks(self, s: Session) -> None:
         """Another owner took a lock of ours while we had no gateway: forget our locks,
         drop the fid (and with it any lock re-taken before this one), and fail every later
         operation with EIO — as NFS does — rather than let two owners both believe they
@@ -977,7 +1025,7 @@ class AsyncFile:
         await self._release(s)
         self.epoch = -1
 
-    async def _release(self, s: _Session) -> None:
+    async def _release(self, s: Session) -> None:
         """Unlock the whole file, then clunk its fid, waiting for both answers. A gateway
         keeps locks until they are unlocked or the session ends (a Tclunk does not drop
         them), so this is what the Linux client does on close: F_UNLCK over the file."""
@@ -992,21 +1040,21 @@ class AsyncFile:
         except OSError:
             pass
 
-    async def _io(self, fn: Callable[[_Session, int], Awaitable[T]]) -> T:
-        async def op(s: _Session, _: bool) -> T:
+    async def _io(self, fn: Callable[[Session, int], Awaitable[T]]) -> T:
+        async def op(s: Session, _: bool) -> T:
             return await fn(s, await self._fid(s))
 
         return await self.share._retry(op)
 
     async def _read_at(self, offset: int, count: int) -> bytes:
-        async def one(s: _Session, fid: int) -> bytes:
+        async def one(s: Session, fid: int) -> bytes:
             r = await s.client.call(Tread(fid, offset, min(count, self.iounit)), Rread)
             return bytes(r.data)
 
         return await self._io(one)
 
     async def _write_at(self, offset: int, chunk: memoryview) -> int:
-        async def one(s: _Session, fid: int) -> int:
+        async def one(s: Session, fid: int) -> int:
             r = await s.client.call(Twrite(fid, offset, chunk[: self.iounit]), Rwrite)
             return int(r.count)
 
@@ -1074,14 +1122,14 @@ class AsyncFile:
         return self.pos
 
     async def stat(self) -> StatResult:
-        async def one(s: _Session, fid: int) -> StatResult:
+        async def one(s: Session, fid: int) -> StatResult:
             r = await s.client.call(Tgetattr(fid, GETATTR_ALL), Rgetattr)
             return StatResult.from_rgetattr(r)
 
         return await self._io(one)
 
     async def setattr(self, msg: Tsetattr) -> None:
-        async def one(s: _Session, fid: int) -> None:
+        async def one(s: Session, fid: int) -> None:
             await s.client.rpc(msg._replace(fid=fid))
 
         await self._io(one)
@@ -1090,7 +1138,7 @@ class AsyncFile:
         await self.setattr(_setattr_msg(SETATTR_SIZE, size=self.pos if length is None else length))
 
     async def fsync(self, datasync: bool = False) -> None:
-        async def one(s: _Session, fid: int) -> None:
+        async def one(s: Session, fid: int) -> None:
             await s.client.rpc(Tfsync(fid, int(datasync)))
 
         await self._io(one)
@@ -1108,7 +1156,7 @@ class AsyncFile:
         delay = 0.005
         while True:
 
-            async def one(s: _Session, fid: int) -> int:
+            async def one(s: Session, fid: int) -> int:
                 flags = LOCK_FLAGS_BLOCK if blocking else 0
                 msg = Tlock(fid, ltype, flags, start, length, proc, self.client_id)
                 return int((await s.client.call(msg, Rlock)).status)
@@ -1131,7 +1179,7 @@ class AsyncFile:
         """The first lock that would conflict with ``kind`` on the range, or a reply whose
         ``type`` is UNLCK when none would."""
 
-        async def one(s: _Session, fid: int) -> Rgetlock:
+        async def one(s: Session, fid: int) -> Rgetlock:
             msg = Tgetlock(fid, _LOCK_TYPES[kind], start, length, self.lock_owner, self.client_id)
             return await s.client.call(msg, Rgetlock)
 

@@ -1,0 +1,175 @@
+"""Attributes the FUSE client answers without asking: after its own changes.
+
+Each reply to the kernel carries attributes. Asking the gateway for them after every
+change would double the requests of a ``tar x`` (create, futimens, fchown, fchmod), so
+after a change whose effect is known the client computes them from what it knew before
+and what it changed, as the kernel's own v9fs does with its cached inode (cache=loose).
+Where the effect is not known for sure (a set-id bit, ownership the gateway may squash,
+a file that may have existed before) it asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat as stat_mod
+import time
+from typing import Any
+
+import pyfuse3
+
+from vshare.client import StatResult
+from vshare.protocol import (
+    SETATTR_ATIME,
+    SETATTR_ATIME_SET,
+    SETATTR_CTIME,
+    SETATTR_GID,
+    SETATTR_MODE,
+    SETATTR_MTIME,
+    SETATTR_MTIME_SET,
+    SETATTR_SIZE,
+    SETATTR_UID,
+    Qid,
+    Tsetattr,
+)
+
+_SETID = stat_mod.S_ISUID | stat_mod.S_ISGID
+
+
+def entry(inode: int, st: StatResult, timeout: float) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = inode
+    e.generation = 0
+    e.entry_timeout = timeout
+    e.attr_timeout = timeout
+    e.st_mode = st.st_mode
+    e.st_nlink = st.st_nlink
+    e.st_uid = st.st_uid
+    e.st_gid = st.st_gid
+    e.st_rdev = st.st_rdev
+    e.st_size = st.st_size
+    e.st_blksize = st.st_blksize or 4096
+    e.st_blocks = st.st_blocks
+    e.st_atime_ns = st.st_atime_ns
+    e.st_mtime_ns = st.st_mtime_ns
+    e.st_ctime_ns = st.st_ctime_ns
+    return e
+
+
+def negative_entry(timeout: float) -> pyfuse3.EntryAttributes:
+    """ "No such name", for the kernel to remember ``timeout`` seconds (st_ino 0)."""
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = 0
+    e.entry_timeout = timeout
+    return e
+
+
+def setattr_from_fields(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Tsetattr:
+    """The Tsetattr (fid 0, to be replaced) of a FUSE setattr."""
+    valid = 0
+    if fields.update_mode:
+        valid |= SETATTR_MODE
+    if fields.update_uid:
+        valid |= SETATTR_UID
+    if fields.update_gid:
+        valid |= SETATTR_GID
+    if fields.update_size:
+        valid |= SETATTR_SIZE
+    if fields.update_atime:
+        valid |= SETATTR_ATIME | SETATTR_ATIME_SET
+    if fields.update_mtime:
+        valid |= SETATTR_MTIME | SETATTR_MTIME_SET
+    if fields.update_ctime:
+        valid |= SETATTR_CTIME
+    return Tsetattr(
+        0, valid, stat_mod.S_IMODE(attr.st_mode), attr.st_uid, attr.st_gid, attr.st_size,
+        *divmod(attr.st_atime_ns, 10**9), *divmod(attr.st_mtime_ns, 10**9),
+    )  # fmt: skip
+
+
+def merge(first: Tsetattr | None, then: Tsetattr) -> Tsetattr:
+    """One Tsetattr doing what ``first`` and then ``then`` do."""
+    if first is None:
+        return then
+    v = then.valid
+    return Tsetattr(
+        then.fid, first.valid | v,
+        then.mode if v & SETATTR_MODE else first.mode,
+        then.uid if v & SETATTR_UID else first.uid,
+        then.gid if v & SETATTR_GID else first.gid,
+        then.size if v & SETATTR_SIZE else first.size,
+        then.atime_sec if v & SETATTR_ATIME else first.atime_sec,
+        then.atime_nsec if v & SETATTR_ATIME else first.atime_nsec,
+        then.mtime_sec if v & SETATTR_MTIME else first.mtime_sec,
+        then.mtime_nsec if v & SETATTR_MTIME else first.mtime_nsec,
+    )  # fmt: skip
+
+
+def is_known_effect(msg: Tsetattr, owners_honoured: bool | None) -> bool:
+    """Whether the attributes after ``msg`` can be computed here: not for set-id bits
+    (the gateway may refuse them) nor for an ownership change before we know whether
+    the gateway keeps ownership (passthrough) or squashes it."""
+    if msg.valid & SETATTR_MODE and msg.mode & _SETID:
+        return False
+    return not (msg.valid & (SETATTR_UID | SETATTR_GID) and owners_honoured is None)
+
+
+def after_setattr(st: StatResult, msg: Tsetattr, owners_honoured: bool) -> StatResult:
+    """``st`` as ``msg`` leaves it (ctime, and unset times, at this host's now)."""
+    now = time.time_ns()
+    v = msg.valid
+    changes: dict[str, Any] = {"st_ctime_ns": now}
+    if v & SETATTR_MODE:
+        changes["st_mode"] = stat_mod.S_IFMT(st.st_mode) | (msg.mode & 0o7777)
+    if owners_honoured and v & SETATTR_UID:
+        changes["st_uid"] = msg.uid
+    if owners_honoured and v & SETATTR_GID:
+        changes["st_gid"] = msg.gid
+    if v & SETATTR_SIZE:
+        changes["st_size"] = msg.size
+        if msg.size == 0:
+            changes["st_blocks"] = 0
+    if v & SETATTR_ATIME:
+        set_ = v & SETATTR_ATIME_SET
+        changes["st_atime_ns"] = msg.atime_sec * 10**9 + msg.atime_nsec if set_ else now
+    if v & SETATTR_MTIME:
+        set_ = v & SETATTR_MTIME_SET
+        changes["st_mtime_ns"] = msg.mtime_sec * 10**9 + msg.mtime_nsec if set_ else now
+    return dataclasses.replace(st, **changes)
+
+
+def dir_changed(st: StatResult, links: int) -> StatResult:
+    """A directory after a name was added or removed in it (``links``: +1 or -1 for a
+    subdirectory, whose ``..`` links to it)."""
+    now = time.time_ns()
+    nlink = max(st.st_nlink + links, 1)
+    return dataclasses.replace(st, st_mtime_ns=now, st_ctime_ns=now, st_nlink=nlink)
+
+
+def after_write(st: StatResult, end: int) -> StatResult:
+    """A file after a write of ours that ended at ``end``."""
+    now = time.time_ns()
+    size = max(st.st_size, end)
+    return dataclasses.replace(st, st_size=size, st_mtime_ns=now, st_ctime_ns=now)
+
+
+def new_file(qid: Qid, mode: int, uid: int, gid: int, blksize: int) -> StatResult:
+    """A regular file this client just made with O_EXCL: empty, one link, now."""
+    now = time.time_ns()
+    return StatResult(
+        st_mode=stat_mod.S_IFREG | (mode & 0o7777), st_ino=qid.path, st_nlink=1, st_uid=uid,
+        st_gid=gid, st_size=0, st_atime_ns=now, st_mtime_ns=now, st_ctime_ns=now,
+        st_blksize=blksize, st_blocks=0, st_rdev=0, qid=qid,
+    )  # fmt: skip
+
+
+def predictable_owner(parent: StatResult | None, uid: int, gid: int, mode: int) -> bool:
+    """Whether a new file's attributes can be told without asking: made by the owner of
+    a directory that is not set-gid, with no set-id bits. Then squash (every file shows
+    the share's owner, which is the directory's) and passthrough (the caller's uid and
+    gid) both give the caller's uid and gid."""
+    return (
+        parent is not None
+        and (parent.st_uid, parent.st_gid) == (uid, gid)
+        and not parent.st_mode & stat_mod.S_ISGID
+        and not mode & _SETID
+    )

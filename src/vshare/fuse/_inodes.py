@@ -1,0 +1,194 @@
+"""The FUSE client's inodes and open files, each holding a 9P fid as the kernel's v9fs does.
+
+An :class:`Inode` is one file the kernel knows (by qid.path, so hard links share one). It
+holds a *walked* fid (unopened) on the current session: every operation on it is one
+request on that fid, never a walk from the share root. ``parts`` is the path it was last
+seen at; it is used only to rebuild the fid on a new session (after a reconnect or a
+failover) or after the fid was given back to bound the fids we hold (:class:`InodeTable`
+keeps at most ``max_fids`` walked fids, least recently used first out).
+
+An :class:`OpenFile` holds its own *opened* fid, so reads, writes, fstat and fsetattr work
+on a file whose name is gone (unlinked or renamed while open), as on a local disk.
+
+Why fids are pinned: a fid number is reused once its Tclunk is answered, so a fid given
+back while a request that names it is being built could make that request act on another
+file. An operation pins (``busy``) the inodes whose fids it uses; only unpinned fids are
+given back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import pyfuse3
+
+from vshare.client import StatResult
+from vshare.protocol import Tsetattr
+
+
+@dataclass(eq=False, slots=True)
+class Inode:
+    number: int
+    parts: list[str]
+    qid_path: int
+    #: Entries handed to the kernel (lookup, create, readdirplus...), less its forgets.
+    lookups: int = 0
+    fid: int = -1
+    epoch: int = -1
+    #: Operations using ``fid`` right now: it is not given back meanwhile.
+    busy: int = 0
+    #: The attributes last seen or set: synthesised replies start from them.
+    attrs: StatResult | None = None
+    #: When ``attrs`` last came from the gateway (changes of ours since are applied).
+    attrs_at: float = float("-inf")
+    #: (mtime_ns, size) at the last open: ``auto`` keeps the page cache while unchanged.
+    seen: tuple[int, int] | None = None
+    #: A directory whose every name we know (we made it, or listed it whole), until
+    #: ``complete_until``: a lookup of any other name is answered ENOENT with no request.
+    children: set[str] | None = None
+    complete_until: float = 0.0
+    #: Open files of this inode (their fids still reach it once its names are gone).
+    opens: set[OpenFile] = field(default_factory=set)
+    #: Paths it was seen at (hard links: several), so that an unlink of one of them
+    #: finds the inode whose link count it changes.
+    names: set[tuple[str, ...]] = field(default_factory=set)
+
+    def knows_absent(self, name: str, now: float) -> bool:
+        return self.children is not None and now < self.complete_until and name not in self.children
+
+    def name_added(self, name: str) -> None:
+        if self.children is not None:
+            self.children.add(name)
+
+    def name_removed(self, name: str) -> None:
+        if self.children is not None:
+            self.children.discard(name)
+
+
+@dataclass(eq=False, slots=True)
+class OpenFile:
+    node: Inode
+    flags: int  # the P9_DOTL flags to re-open with on a new session
+    fid: int = -1
+    epoch: int = -1
+    iounit: int = 0
+    #: Attribute changes made through this file and not yet sent (cache modes that allow
+    #: it): merged into one Tsetattr, sent before anything else on the file and at flush.
+    pending: Tsetattr | None = None
+
+
+@dataclass(eq=False, slots=True)
+class OpenDir:
+    node: Inode
+    fid: int = -1
+    epoch: int = -1
+    #: The listing with attributes, made at the first readdir so that offsets stay stable
+    #: while the kernel pages through it: (name, inode, attributes).
+    entries: list[tuple[str, Inode, StatResult]] | None = None
+
+
+class InodeTable:
+    """Inodes by FUSE number and by qid.path, and the walked fids held, in LRU order."""
+
+    def __init__(self, max_fids: int) -> None:
+        self.max_fids = max_fids
+        self.root = Inode(pyfuse3.ROOT_INODE, [], -1, lookups=1)
+        self.by_number: dict[int, Inode] = {pyfuse3.ROOT_INODE: self.root}
+        self.by_qid: dict[int, Inode] = {}
+        self._next = pyfuse3.ROOT_INODE + 1
+        #: Inodes holding a walked fid (not the root: its fid is the session's).
+        self.with_fid: OrderedDict[Inode, None] = OrderedDict()
+        self.by_path: dict[tuple[str, ...], Inode] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_number)
+
+    def get(self, number: int) -> Inode | None:
+        return self.by_number.get(number)
+
+    def for_qid(self, parts: list[str], qid_path: int) -> Inode:
+        """The inode of ``qid_path``, made if new (with no lookups yet); ``parts`` is
+        where it was just seen."""
+        node = self.by_qid.get(qid_path)
+        if node is None:
+            node = Inode(self._next, parts, qid_path)
+            self._next += 1
+            self.by_qid[qid_path] = node
+            self.by_number[node.number] = node
+        else:
+            node.parts = parts
+        key = tuple(parts)
+        self.by_path[key] = node
+        node.names.add(key)
+        return node
+
+    def unlinked(self, parts: list[str]) -> Inode | None:
+        """The name ``parts`` is gone: the inode it was (if known), whose link count and
+        times changed, so its attributes are asked for again."""
+        node = self.by_path.pop(tuple(parts), None)
+        if node is not None:
+            node.names.discard(tuple(parts))
+            node.attrs_at = float("-inf")
+        return node
+
+    def revive(self, node: Inode) -> Inode:
+        """``node`` back in the table if it was dropped meanwhile (a listing kept it),
+        or the inode that took its qid since."""
+        if self.by_number.get(node.number) is node:
+            return node
+        current = self.by_qid.get(node.qid_path)
+        if current is not None:
+            return current
+        self.by_number[node.number] = node
+        self.by_qid[node.qid_path] = node
+        for key in node.names:
+            self.by_path.setdefault(key, node)
+        return node
+
+    def drop(self, node: Inode) -> None:
+        """Forget ``node`` (its last lookup went): the caller gives its fid back."""
+        self.by_number.pop(node.number, None)
+        if self.by_qid.get(node.qid_path) is node:
+            del self.by_qid[node.qid_path]
+        self.with_fid.pop(node, None)
+        for key in node.names:
+            if self.by_path.get(key) is node:
+                del self.by_path[key]
+
+    def used(self, node: Inode) -> None:
+        if node is not self.root:
+            self.with_fid[node] = None
+            self.with_fid.move_to_end(node)
+
+    def untrack(self, node: Inode) -> None:
+        self.with_fid.pop(node, None)
+
+    def over_budget(self) -> list[Inode]:
+        """Unpinned inodes whose fids should be given back, oldest first."""
+        extra = len(self.with_fid) - self.max_fids
+        if extra <= 0:
+            return []
+        out = []
+        for node in self.with_fid:
+            if node.busy == 0:
+                out.append(node)
+                if len(out) >= extra:
+                    break
+        return out
+
+    def moved(self, old: list[str], new: list[str]) -> None:
+        """A rename: every inode at or below ``old`` is now below ``new``."""
+        n = len(old)
+        prefix = tuple(old)
+        for node in self.by_number.values():
+            if node.parts[:n] == old:
+                node.parts = new + node.parts[n:]
+            moved = {key for key in node.names if key[:n] == prefix}
+            for key in moved:
+                if self.by_path.get(key) is node:
+                    del self.by_path[key]
+                node.names.discard(key)
+                renamed = (*new, *key[n:])
+                node.names.add(renamed)
+                self.by_path[renamed] = node
