@@ -163,7 +163,13 @@ def measure_cache(rig: Rig, tarball: Path, cache: str) -> dict[str, Step]:
 
 
 def dirty() -> list[str]:
-    """Files under src/ that differ from the commit (the FUSE client is being rewritten)."""
+    """Files under src/ that differ from the commit (the FUSE client is being rewritten);
+    or, when vshare is imported from elsewhere (``PYTHONPATH``), where from."""
+    import vshare
+
+    source = Path(vshare.__file__).resolve().parents[1]
+    if source != Path(__file__).resolve().parents[1] / "src":
+        return [f"none: vshare imported from {source}"]
     done = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
                           text=True, check=False, cwd=Path(__file__).parent)  # fmt: skip
     return [line[3:] for line in done.stdout.splitlines()]
@@ -172,7 +178,7 @@ def dirty() -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Run of {report['date']} (commit {report['commit']}"
-        + (f"; uncommitted changes in {', '.join(report['dirty'])}" if report["dirty"] else "")
+        + (f"; uncommitted changes: {', '.join(report['dirty'])}" if report["dirty"] else "")
         + f"): {report['files']:,} files in {report['dirs']} directories. "
         f"Host: {report['machine']}.",
         "",
