@@ -57,12 +57,16 @@ debs-bench:
 ## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
 ## diod, sshfs and GlusterFS's own client, then the gateway's GlusterFS cache per share
 ## cache mode (docs/benchmarks.md says how to read them)
+## then 9P requests per FUSE operation, and the stock kernel 9P client (TCG guest) on diod
 bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/compare.py --json docs/side-by-side.json \
 		--markdown docs/side-by-side.md --chart docs/side-by-side.png
 	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache.md
+	$(BIN)/python benchmarks/requests.py --json docs/requests.json --markdown docs/requests.md
+	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
+		--markdown docs/kernel-client.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
