@@ -162,23 +162,26 @@ def measure_cache(rig: Rig, tarball: Path, cache: str) -> dict[str, Step]:
     return steps
 
 
-def dirty() -> list[str]:
-    """Files under src/ that differ from the commit (the FUSE client is being rewritten);
-    or, when vshare is imported from elsewhere (``PYTHONPATH``), where from."""
+def source() -> str:
+    """Which vshare this run measured: the checkout (and its uncommitted files under src/:
+    the FUSE client is being rewritten), or where else it was imported from (``PYTHONPATH``
+    on an export of another commit)."""
     import vshare
 
-    source = Path(vshare.__file__).resolve().parents[1]
-    if source != Path(__file__).resolve().parents[1] / "src":
-        return [f"none: vshare imported from {source}"]
+    found = Path(vshare.__file__).resolve().parents[1]
+    if found != Path(__file__).resolve().parents[1] / "src":
+        return f"vshare imported from {found}"
     done = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
                           text=True, check=False, cwd=Path(__file__).parent)  # fmt: skip
-    return [line[3:] for line in done.stdout.splitlines()]
+    changed = [line[3:] for line in done.stdout.splitlines()]
+    return f"uncommitted: {', '.join(changed)}" if changed else "the checkout"
 
 
 def markdown(report: dict[str, Any]) -> str:
+    where = report.get("source", "the checkout")
     lines = [
         f"Run of {report['date']} (commit {report['commit']}"
-        + (f"; uncommitted changes: {', '.join(report['dirty'])}" if report["dirty"] else "")
+        + (f"; {where}" if where != "the checkout" else "")
         + f"): {report['files']:,} files in {report['dirs']} directories. "
         f"Host: {report['machine']}.",
         "",
@@ -254,7 +257,7 @@ def main() -> int:
             "seconds": time.time() - started,
             "command": " ".join(["python", "benchmarks/requests.py", *sys.argv[1:]]),
             "commit": commit(),
-            "dirty": dirty(),
+            "source": source(),
             "machine": machine(),
             "files": args.files,
             "dirs": max(1, args.files // 50),
