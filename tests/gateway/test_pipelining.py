@@ -238,3 +238,39 @@ async def test_many_sessions_pipelining_leave_no_fd_behind(
         await sessions_ended(gw)
         assert gw.gateway.ctx.metrics.fids._value.get() == 0  # type: ignore[attr-defined]
         assert fds_into(gw.volume) == baseline
+
+
+async def test_send_turn_is_fifo_and_survives_cancelled_waiters() -> None:
+    from vshare.gateway.session import _SendTurn
+
+    turn = _SendTurn()
+    order: list[int] = []
+    await turn.acquire()  # uncontended: no waiting
+    cancel = anyio.CancelScope()
+
+    async def sender(i: int) -> None:
+        await turn.acquire()
+        order.append(i)
+        await anyio.sleep(0)
+        turn.release()
+
+    async def cancelled_sender() -> None:
+        with cancel:
+            await sender(42)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(sender, i)
+        await anyio.sleep(0.01)
+        tg.start_soon(cancelled_sender)
+        await anyio.sleep(0.01)
+        for i in range(3, 5):
+            tg.start_soon(sender, i)
+        await anyio.sleep(0.01)
+        cancel.cancel()  # gives up its place while waiting
+        await anyio.sleep(0.01)
+        assert order == []
+        turn.release()
+    assert order == [0, 1, 2, 3, 4]
+    await turn.acquire()  # free again
+    turn.release()

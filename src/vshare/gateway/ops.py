@@ -284,6 +284,15 @@ class Operations:
         self._writable(fid)
         return fid, parent
 
+    async def _run_shielded(self, att: Attachment, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`_run`, carried out even if the request is cancelled meanwhile (no cancel
+        scope on the event loop: nothing there awaits)."""
+        if _INLINE.get():
+            return fn(*args)
+        with anyio.CancelScope(shield=True):
+            result = await anyio.to_thread.run_sync(fn, *args, limiter=att.limiter)
+        return result  # noqa: RET504 (mypy: a cancel scope could swallow the return)
+
     async def _close_shielded(self, att: Attachment, *nodes: Node) -> None:
         """Close nodes no fid holds any more, even if the request is being cancelled."""
 
@@ -291,8 +300,7 @@ class Operations:
             for node in nodes:
                 node.close()
 
-        with anyio.CancelScope(shield=True):
-            await self._run(att, close)
+        await self._run_shielded(att, close)
 
     def _check_xattr_name(self, name: str) -> None:
         if not name.startswith(tuple(self.ctx.config.xattr_namespaces)):
@@ -423,7 +431,12 @@ class Operations:
         the final node (owned by the caller)."""
         backend = self.backend
         path = fid.path
-        current = backend.clone(fid.node)
+        if not names:
+            return [], backend.clone(fid.node), path
+        # The walk starts from the fid's own node (not a clone of it: the fid keeps it);
+        # every node after it is ours until handed back.
+        current = fid.node
+        owned = False
         qids: list[Qid] = []
         try:
             for i, name in enumerate(names):
@@ -441,13 +454,16 @@ class Operations:
                 except OSError:
                     if i == 0:
                         raise
-                    current.close()
+                    if owned:
+                        current.close()
                     return qids, None, fid.path
-                current.close()
-                current = nxt
+                if owned:
+                    current.close()
+                current, owned = nxt, True
                 qids.append(node_qid(current))
         except BaseException:
-            current.close()
+            if owned:
+                current.close()
             raise
         return qids, current, path
 
@@ -464,8 +480,7 @@ class Operations:
                 if fid.att.refs == 0:
                     fid.att.root.close()
 
-        with anyio.CancelScope(shield=True):  # the fid is gone: its handles go too
-            await self._run(fid.att, finish)
+        await self._run_shielded(fid.att, finish)  # the fid is gone: its handles go too
         return Rclunk()
 
     def _apply_xattr(self, fid: Fid, pending: XattrWrite) -> None:

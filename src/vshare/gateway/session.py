@@ -35,6 +35,7 @@ import errno
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,42 @@ class _FidOrder:
     users: set[_Request] = field(default_factory=set)
 
 
+class _SendTurn:
+    """Whose turn it is to send: replies must not interleave on the socket. Uncontended
+    (the usual case: a send that the socket takes at once never awaits), taking and giving
+    the turn is a flag, with no call into the event loop: ``anyio.Lock`` asks for the
+    current task on each acquire and release, which costs a getpid() on Python 3.11 (~8% of
+    the gateway's CPU for small requests). A sender that finds the turn taken waits in FIFO
+    order on an event of its own, and the turn is handed to it directly."""
+
+    __slots__ = ("_busy", "_waiters")
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def acquire(self) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:  # cancelled: give up our place, or the turn handed to us
+            if event.is_set():
+                self.release()
+            else:
+                self._waiters.remove(event)
+            raise
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # handed over: still busy
+        else:
+            self._busy = False
+
+
 class Session:
     def __init__(self, ctx: GatewayContext, conn: Connection) -> None:
         self.ctx = ctx
@@ -102,7 +139,7 @@ class Session:
         self.negotiated = False
         self._inflight: dict[int, _Request] = {}
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
-        self._send_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
+        self._send_turn = _SendTurn()
         self._closed = False
         self.requests = 0  # answered, for logs
         self.reads = 0  # receives that returned data: requests / reads is the batching
@@ -373,11 +410,14 @@ class Session:
         self.requests += 1
 
     async def _send(self, parts: Sequence[Buffer]) -> None:
-        async with self._send_lock:
-            try:
-                await self.conn.send(parts)
-            except OSError as exc:  # the peer went away; the read loop will notice
-                log.debug("session %d: send failed: %s", self.id, exc)
+        turn = self._send_turn
+        await turn.acquire()
+        try:
+            await self.conn.send(parts)
+        except OSError as exc:  # the peer went away; the read loop will notice
+            log.debug("session %d: send failed: %s", self.id, exc)
+        finally:
+            turn.release()
         pool = self.ctx.read_buffers
         for part in parts:  # Rread payloads view pooled buffers: sent, they are free again
             if isinstance(part, memoryview):
