@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from tests.processes import kill, stop, wait_for
 from vshare.fuse import is_mounted
+from vshare.testing.processes import free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -149,3 +151,70 @@ def mount(tmp_path: Path) -> Iterator[MountFactory]:
             except subprocess.TimeoutExpired:
                 m.proc.kill()
                 m.proc.wait()
+
+
+@dataclass
+class TunedGateway(GatewayProc):
+    """A gateway started with its own settings: a Prometheus endpoint on ``metrics_port``
+    (when set) and the process umask ``umask`` (when set)."""
+
+    metrics_port: int | None = None
+    umask: int | None = None
+
+    def start(self) -> None:
+        if self.sock.exists():
+            self.sock.unlink()
+        argv = [str(VENV_BIN / "vshare"), "gateway", "run", "--listen", self.uri,
+                "--backend", f"posix:{self.volume}", "--config", str(self.config)]  # fmt: skip
+        if self.metrics_port is not None:
+            argv += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
+            umask=-1 if self.umask is None else self.umask,
+        )  # fmt: skip
+        proc = self.proc
+        wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
+        if self.metrics_port is not None:
+            wait_for(lambda: _port_open(self.metrics_port or 0), 20, "gateway metrics endpoint")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+GatewayFactory = Callable[..., TunedGateway]
+
+
+@pytest.fixture
+def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """``gateway_with(ownership="squash", metrics=False, umask=None) -> TunedGateway``:
+    a started gateway serving share ``alpha`` (rw to this uid) from its own volume."""
+    made: list[TunedGateway] = []
+
+    def make(ownership: str = "squash", metrics: bool = False,
+             umask: int | None = None) -> TunedGateway:  # fmt: skip
+        base = tmp_path / f"gw{len(made)}"
+        vol = base / "vol"
+        (vol / "shares" / "alpha").mkdir(parents=True)
+        config = base / "gateway.toml"
+        config.write_text(
+            f'ownership = "{ownership}"\n\n'
+            "[[share]]\n"
+            'name = "alpha"\n'
+            'path = "shares/alpha"\n'
+            f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+        )
+        gw = TunedGateway(base / "gw.sock", vol, config, base / "gateway.log",
+                          metrics_port=free_port() if metrics else None, umask=umask)  # fmt: skip
+        made.append(gw)
+        gw.start()
+        return gw
+
+    try:
+        yield make
+    finally:
+        for gw in made:
+            gw.stop()
