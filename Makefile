@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # Debian packages the test suite uses: diod (a 9P2000.L server and clients written elsewhere:
 # interop peers and the source of golden bytes); QEMU, a Debian kernel and static busybox for
 # the guest that mounts through the Linux 9P client, and gcc + libc6-dev for its static helper
-# (tests/vm/); glusterd and libgfapi for the GlusterFS backend; etcd for the fleet store.
+# (tests/vm/); glusterd and libgfapi for the GlusterFS backend; etcd for the fleet store; socat
+# for the VM-move test's relays (tests/fleet/test_vm_move.py).
 TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev \
-	glusterfs-server libgfapi0 etcd-server
+	glusterfs-server libgfapi0 etcd-server socat
 # What `make bench` compares against: fio, sshfs over a loopback sshd.
 BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
 # What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it.
