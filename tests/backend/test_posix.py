@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import gc
 import itertools
 import os
 import shutil
@@ -169,20 +170,93 @@ def _fds_in(volume: Path) -> set[int]:
     return mine
 
 
-def test_fd_per_node_and_open_file(volume: Path) -> None:
+def test_fd_per_inode_held_and_per_open_file(volume: Path) -> None:
     assert _fds_in(volume) == set()
     backend = PosixBackend(str(volume))
     assert len(_fds_in(volume)) == 1  # the volume root
     root = backend.open_root(SHARE)
     node, file = backend.create(root, "f", os.O_RDWR, 0o644)
     dfile = backend.open(root, os.O_RDONLY)
-    clone = backend.clone(node)
-    assert len(_fds_in(volume)) == 6
-    for handle in (clone, dfile, file, node, root):
+    clone = backend.clone(node)  # the same inode: no new fd
+    again = backend.lookup(root, "f")  # likewise
+    root2 = backend.open_root(SHARE)
+    assert len(_fds_in(volume)) == 5  # volume root, share root, f, and two open files
+    for handle in (clone, dfile, file, node, root, root2):
         handle.close()
+    assert len(_fds_in(volume)) == 2  # f is still held by `again`
+    again.close()
     assert len(_fds_in(volume)) == 1
     backend.close()
     assert _fds_in(volume) == set()
+
+
+def test_nodes_on_one_inode_share_its_fd_and_close_alone(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    (volume / SHARE / "f").write_bytes(b"data")
+    os.link(volume / SHARE / "f", volume / SHARE / "hard")
+    a = backend.lookup(share, "f")
+    b = backend.lookup(share, "hard")  # another name, the same inode
+    c = backend.clone(a)
+    assert isinstance(a, PosixNode) and isinstance(b, PosixNode) and isinstance(c, PosixNode)
+    with a._ref as fa, b._ref as fb, c._ref as fc:
+        assert fa == fb == fc
+    a.close()
+    a.close()  # idempotent: one reference given back, not two
+    with raises_errno(errno.EBADF):
+        backend.getattr(a)  # closed, although its inode is still held
+    with raises_errno(errno.EBADF):
+        backend.clone(a)
+    assert backend.getattr(b).size == 4
+    c.close()
+    file = backend.open(b, os.O_RDONLY)
+    buf = bytearray(4)
+    assert backend.read(file, 0, memoryview(buf)) == 4 and buf == b"data"
+    file.close()
+    b.close()
+    assert all(i.qid_path != a.qid_path for i in backend._inodes.values())  # f's is gone
+
+
+def test_a_node_dropped_without_close_gives_its_inode_back(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    (volume / SHARE / "f").write_bytes(b"x")
+    before = len(_fds_in(volume))
+    node = backend.lookup(share, "f")
+    assert len(_fds_in(volume)) == before + 1
+    del node
+    gc.collect()
+    assert len(_fds_in(volume)) == before
+    assert len(backend._inodes) == 1  # the share root only
+
+
+def test_inodes_shared_by_many_threads_end_with_no_fd(backend: PosixBackend, volume: Path) -> None:
+    root = backend.open_root(SHARE)
+    for i in range(4):
+        (volume / SHARE / f"f{i}").write_bytes(b"x")
+    before = len(_fds_in(volume))
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for n in range(300):
+                node = backend.lookup(root, f"f{n % 4}")
+                clone = backend.clone(node)
+                node.close()
+                backend.getattr(clone)
+                clone.close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(_fds_in(volume)) == before
+    assert len(backend._inodes) == 1  # the share root's
+    root.close()
 
 
 def test_handles_are_o_path_nofollow(backend: PosixBackend, share: Node) -> None:

@@ -58,6 +58,7 @@ UTIME_OMIT: Final = (1 << 30) - 2
 
 _STATX_BASIC_STATS: Final = 0x07FF
 _STATX_BTIME: Final = 0x0800
+_STATX_MNT_ID: Final = 0x1000
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
@@ -200,6 +201,7 @@ class Stat(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     btime_ns: int  # 0 when unknown
+    mnt_id: int = 0  # the mount the fd was reached through; 0 when unknown (before 5.8)
 
 
 _statx_func: Any = getattr(_libc, "statx", None)
@@ -216,14 +218,14 @@ _statx_missing = _statx_func is None and _MACHINE not in _SYS_STATX
 
 # struct statx up to stx_dev_minor: mask, blksize, attributes, nlink, uid, gid, mode, pad, ino,
 # size, blocks, attributes_mask, then atime, btime, ctime, mtime as (sec, nsec, pad), then rdev
-# major/minor and dev major/minor.
-_STATX: Final = struct.Struct("=IIQIIIHHQQQQ" + "qIi" * 4 + "IIII")
+# major/minor, dev major/minor and mnt_id.
+_STATX: Final = struct.Struct("=IIQIIIHHQQQQ" + "qIi" * 4 + "IIIIQ")
 _STATX_SIZE: Final = 256
 
 
 _statx_buffers = threading.local()  # one struct statx per thread: no allocation per call
 _STATX_FLAGS: Final = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
-_STATX_MASK: Final = _STATX_BASIC_STATS | _STATX_BTIME
+_STATX_MASK: Final = _STATX_BASIC_STATS | _STATX_BTIME | _STATX_MNT_ID
 
 
 def _statx(fd: int) -> Stat:
@@ -250,7 +252,7 @@ def _statx(fd: int) -> Stat:
     (
         got, blksize, _attributes, nlink, uid, gid, mode, _pad, ino, size, blocks,
         _attributes_mask, a_sec, a_nsec, _a_pad, b_sec, b_nsec, _b_pad, c_sec, c_nsec, _c_pad,
-        m_sec, m_nsec, _m_pad, rdev_major, rdev_minor, dev_major, dev_minor,
+        m_sec, m_nsec, _m_pad, rdev_major, rdev_minor, dev_major, dev_minor, mnt_id,
     ) = _STATX.unpack_from(buf)  # fmt: skip
     return Stat(
         mode, ino, os.makedev(dev_major, dev_minor), nlink, uid, gid,
@@ -258,6 +260,7 @@ def _statx(fd: int) -> Stat:
         a_sec * 1_000_000_000 + a_nsec, m_sec * 1_000_000_000 + m_nsec,
         c_sec * 1_000_000_000 + c_nsec,
         b_sec * 1_000_000_000 + b_nsec if got & _STATX_BTIME else 0,
+        mnt_id if got & _STATX_MNT_ID else 0,
     )  # fmt: skip
 
 

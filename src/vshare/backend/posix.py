@@ -5,9 +5,10 @@ Security argument — why no request can leave its share
 
 This is the one place where it is stated; the code below enforces it.
 
-1. **A handle is an inode, never a path.** Every :class:`PosixNode` holds one
-   ``O_PATH | O_NOFOLLOW | O_CLOEXEC`` file descriptor. Nothing here turns a node back into a
-   path relative to the volume, and nothing compares path strings (no prefix checks).
+1. **A handle is an inode, never a path.** Every :class:`PosixNode` refers to one
+   ``O_PATH | O_NOFOLLOW | O_CLOEXEC`` file descriptor, that of its inode, shared by every
+   node on that inode (see Inodes below). Nothing here turns a node back into a path
+   relative to the volume, and nothing compares path strings (no prefix checks).
 2. **Nodes come only from nodes.** There are four ways to get one:
 
    - :meth:`PosixBackend.open_root` walks the share path *one component at a time* from the
@@ -22,7 +23,15 @@ This is the one place where it is stated; the code below enforces it.
      ``create`` then derives the node from the new fd through ``/proc/self/fd/N`` (no second
      lookup by name, so nothing can be swapped in between); the others look the new name up
      as in ``lookup`` (whatever they find there is still an entry of ``parent``).
-   - :meth:`~PosixBackend.clone` duplicates the fd.
+   - :meth:`~PosixBackend.clone` takes one more reference on the node's inode.
+
+   Each of these fds is then entered in the inode map, or closed when the map holds the
+   same inode already: the node gets the fd that the map holds, which was itself made in
+   one of these ways. Sharing it changes nothing of the argument: an fd is used as the
+   directory of a lookup only if it is a directory, which has one name (an fd found
+   through another mount, a bind mount inside the volume, is another entry: the key holds
+   the mount id), and every other use goes through the inode alone (``/proc/self/fd/N``,
+   ``AT_EMPTY_PATH``), whichever of its names was looked up first.
 3. **Names are checked again here** (``base.check_name``): not empty, no ``/``, no NUL, not
    ``.`` or ``..`` → EINVAL. Every operation that takes a name (lookup, create, mkdir, symlink,
    mknod, link, rename, unlink) acts on that one entry of a directory the caller already holds.
@@ -39,7 +48,9 @@ This is the one place where it is stated; the code below enforces it.
    Owner and times use ``fchownat``/``utimensat`` with ``AT_EMPTY_PATH|AT_SYMLINK_NOFOLLOW``.
 6. **An fd number is never used after its close.** Each fd sits in a ``UseCounted``
    (``_handle.py``) that counts the calls using it; ``close()`` marks it closed (later calls
-   fail with EBADF) and the real ``close(2)`` waits until the last such call is done.
+   fail with EBADF) and the real ``close(2)`` waits until the last such call is done. A
+   node's ``close()`` marks that node closed (its later calls fail with EBADF even while
+   other nodes hold the inode) and, with the inode's last node, closes the inode's fd so.
    Without this, a use-after-close bug above us could reach ``/proc/self/fd/N`` with N
    reused by a node of another share.
 7. **Nodes must come from this backend**: a node of another ``PosixBackend`` (another
@@ -82,9 +93,18 @@ Other rules
   ``setattr`` applies owner, then mode (so a chown cannot clear
   requested set-id bits), then size, then times; it is not atomic: when a step fails, the
   earlier ones stay done. Set-id bits are applied as asked (squashing is gateway policy).
-- **fds**: one per live node, one per open file, one for the volume root. A node dropped
-  without ``close()`` releases its fd when garbage-collected. ``/proc`` must be mounted (checked
-  when the backend starts).
+- **Inodes** (virtiofsd's inode map): the backend keeps one ``O_PATH`` fd per object that
+  nodes refer to, in a map keyed by ``(st_dev, st_ino, mnt_id)`` with a count of the nodes on
+  it. A lookup still opens and stats the name (that is how it learns which inode it names);
+  when the map holds that inode, the new fd is closed and the node shares the held one.
+  ``clone`` is a count increment and ``close`` a decrement, without a system call; the fd
+  is closed with the last node. The key cannot be reused while in the map: the held fd
+  keeps the inode alive. ``mnt_id`` is statx's (Linux >= 5.8; 0 before, where a bind mount
+  inside the volume then shares the fd of its first-seen mount).
+- **fds**: one per inode that live nodes refer to, one per open file, one for the volume
+  root: a guest holding many fids on one file holds one fd. A node dropped without
+  ``close()`` gives its inode reference back when garbage-collected. ``/proc`` must be
+  mounted (checked when the backend starts).
 - **Threads**: every method may run in many threads at once, on the same handles too. Reads
   and writes use ``pread``/``pwrite`` (no shared offset); ``readdir`` on one open directory is
   serialised by a lock (it moves the fd's offset); ``close()`` of a handle in use elsewhere
@@ -159,6 +179,13 @@ _NS: Final = 1_000_000_000
 
 def _err(code: int) -> OSError:
     return OSError(code, os.strerror(code))
+
+
+class _ClosedRef:
+    closed = True
+
+
+_CLOSED_REF: Final = _ClosedRef()  # what a node half-made (its __init__ failed) looks like
 
 
 def _einval_on_value_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -246,35 +273,83 @@ class _QidMap:
             return candidate
 
 
+_InodeKey = tuple[int, int, int]  # (st_dev, st_ino, mnt_id)
+
+
+class _Inode:
+    """One object of the volume that nodes hold: its ``O_PATH | O_NOFOLLOW`` fd, shared by
+    every node on it (see Inodes in the module docstring). ``refs`` counts those nodes; it
+    changes only under the backend's inode lock."""
+
+    __slots__ = ("dev", "file_type", "key", "qid_path", "ref", "refs")
+
+    def __init__(self, key: _InodeKey, fd: int, file_type: int, qid_path: int) -> None:
+        self.key = key
+        self.dev = key[0]
+        self.ref = UseCounted(fd, os.close)
+        self.file_type = file_type
+        self.qid_path = qid_path
+        self.refs = 1
+
+
+class _NodeRef:
+    """How a node's fd is used: ``with node._ref as fd``. EBADF once the node is closed,
+    even while other nodes still hold the inode; the fd itself is the inode's, which stays
+    open until its last use ends (``UseCounted``)."""
+
+    __slots__ = ("closed", "shared")
+
+    def __init__(self, shared: UseCounted) -> None:
+        self.closed = False
+        self.shared = shared
+
+    def __enter__(self) -> int:
+        if self.closed:
+            raise _err(errno.EBADF)
+        return self.shared.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shared.__exit__(None, None, None)
+
+
 class PosixNode(Node):
-    """An ``O_PATH | O_NOFOLLOW`` fd on one object of the volume."""
+    """A handle on one object of the volume: a reference to its shared ``O_PATH`` fd."""
 
-    __slots__ = ("_dev", "_file_type", "_owner", "_qid_path", "_ref")
+    __slots__ = ("_inode", "_owner", "_ref")
 
-    def __init__(self, owner: PosixBackend, fd: int, st: _linux.Stat) -> None:
+    def __init__(self, owner: PosixBackend, inode: _Inode) -> None:
         self._owner = owner
-        self._ref = UseCounted(fd, os.close)
-        self._file_type = stat.S_IFMT(st.mode)
-        self._dev = st.dev
-        self._qid_path = owner._qids.qid(st.dev, st.ino)
+        self._inode = inode
+        self._ref = _NodeRef(inode.ref)
 
     @property
     def qid_path(self) -> int:
-        return self._qid_path
+        return self._inode.qid_path
 
     @property
     def file_type(self) -> int:
-        return self._file_type
+        return self._inode.file_type
+
+    @property
+    def _dev(self) -> int:
+        return self._inode.dev
 
     @property
     def closed(self) -> bool:
         return self._ref.closed
 
     def close(self) -> None:
-        self._ref.close()
+        self._owner._release(self)
+
+    def __del__(self) -> None:  # dropped without close(): give the inode its reference back
+        if not getattr(self, "_ref", _CLOSED_REF).closed:
+            try:
+                self.close()
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
-        return f"<PosixNode qid={self._qid_path:#x} type={self._file_type:#o}>"
+        return f"<PosixNode qid={self.qid_path:#x} type={self.file_type:#o}>"
 
 
 class PosixOpenFile(OpenFile):
@@ -344,6 +419,10 @@ class PosixBackend(Backend):
         self._openat2 = probe_ok if use_openat2 is None else use_openat2
         self._root = UseCounted(fd, os.close)
         self._qids = _QidMap(st.dev)
+        #: The inodes nodes hold (see Inodes). Reentrant: a node dropped without close()
+        #: may be collected, and release its inode, while this thread holds the lock.
+        self._inodes: dict[_InodeKey, _Inode] = {}
+        self._inodes_lock = threading.RLock()
 
     @staticmethod
     def _probe_openat2(dirfd: int) -> bool:
@@ -384,9 +463,10 @@ class PosixBackend(Backend):
         return os.open(name, _PATH_FLAGS | extra, dir_fd=dirfd)
 
     def _adopt(self, fd: int, mode: int | None = None) -> PosixNode:
-        """A node owning ``fd`` (closed here if that fails). With ``mode`` (type and permission
-        bits), ``fd`` is an object just created with it: the permission bits the kernel left
-        out are put back (see Modes) if the object is still of that type (something else
+        """A node on the object ``fd`` refers to; ``fd`` is taken over (kept as the inode's
+        fd, or closed when the inode is held already, or when this fails). With ``mode``
+        (type and permission bits), the object was just created with it: the permission bits
+        the kernel left out are put back (see Modes) if it is still of that type (something
         renamed onto the name before the lookup keeps its mode)."""
         try:
             st = _linux.stat_fd(fd)
@@ -396,10 +476,37 @@ class PosixBackend(Backend):
                 and stat.S_IFMT(st.mode) == stat.S_IFMT(mode)
             ):
                 os.chmod(_proc(fd), stat.S_IMODE(st.mode) | (mode & 0o7777))
-            return PosixNode(self, fd, st)
+            key = (st.dev, st.ino, st.mnt_id)
+            qid_path = self._qids.qid(st.dev, st.ino)
         except BaseException:
             os.close(fd)
             raise
+        with self._inodes_lock:
+            inode = self._inodes.get(key)
+            if inode is None:
+                inode = self._inodes[key] = _Inode(key, fd, stat.S_IFMT(st.mode), qid_path)
+                fd = -1  # the inode's now
+            else:
+                inode.refs += 1
+        if fd >= 0:
+            os.close(fd)  # the inode was held already: its fd serves this node too
+        return PosixNode(self, inode)
+
+    def _release(self, node: PosixNode) -> None:
+        """Close ``node``: one reference fewer on its inode, whose fd is closed with the
+        last (once no call uses it any more)."""
+        with self._inodes_lock:
+            ref = node._ref
+            if ref.closed:
+                return
+            ref.closed = True
+            inode = node._inode
+            inode.refs -= 1
+            if inode.refs:
+                return
+            if self._inodes.get(inode.key) is inode:
+                del self._inodes[inode.key]
+        inode.ref.close()
 
     def _child(self, parent: PosixNode, name: bytes, extra: int = 0) -> PosixNode:
         with parent._ref as pfd:
@@ -427,8 +534,11 @@ class PosixBackend(Backend):
 
     def clone(self, node: Node) -> Node:
         n = self._node(node)
-        with n._ref as fd:
-            return self._adopt(os.dup(fd))
+        with self._inodes_lock:  # no syscall: one more reference on the same inode
+            if n._ref.closed:
+                raise _err(errno.EBADF)
+            n._inode.refs += 1
+        return PosixNode(self, n._inode)
 
     @_einval_on_value_error
     def lookup(self, parent: Node, name: str) -> Node:
