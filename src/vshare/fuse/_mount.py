@@ -66,7 +66,9 @@ async def _serve(
         finally:
             # unmount=False after an external umount: the kernel already let go.
             with trio.CancelScope(shield=True):
-                pyfuse3.close(unmount=is_mounted(mountpoint))
+                # ``target``, resolved before the mount: resolving the mountpoint now
+                # would stat it, and this process is the one that answers that stat.
+                pyfuse3.close(unmount=find_mount(target) is not None)
 
 
 #: Read-ahead of the mount, in KiB: the kernel's default for FUSE is 128 KiB, so a
