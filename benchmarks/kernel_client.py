@@ -339,6 +339,7 @@ def guest_image() -> GuestImage:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     image = guest_image()
     started = time.time()
+    at_start = {"commit": commit(), "source": source()}  # others commit meanwhile
     run = Run()
     with tempfile.TemporaryDirectory(prefix="vshare-kclient-", dir=args.workdir) as tmp:
         root = Path(tmp)
@@ -375,7 +376,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
         "seconds": time.time() - started,
         "command": " ".join(["python", "benchmarks/kernel_client.py", *sys.argv[1:]]),
-        "commit": commit(),
+        **at_start,
         "machine": machine(),
         "load": os.getloadavg(),
         "guest": run.guest,
@@ -385,6 +386,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "failures": run.failures,
         "samples": {k: [vars(s) for s in v] for k, v in run.samples.items()},
     }
+
+
+def source() -> str:
+    """Which vshare this run measured: the checkout (and its uncommitted files under src/:
+    the FUSE client is being rewritten), or where else it was imported from (``PYTHONPATH``
+    on an export of another commit)."""
+    import vshare
+
+    found = Path(vshare.__file__).resolve().parents[1]
+    if found != Path(__file__).resolve().parents[1] / "src":
+        return f"vshare imported from {found}"
+    done = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
+                          text=True, check=False, cwd=Path(__file__).parent)  # fmt: skip
+    changed = [line[3:] for line in done.stdout.splitlines()]
+    return f"uncommitted: {', '.join(changed)}" if changed else "the checkout"
 
 
 def diod_version() -> str:
@@ -429,8 +445,11 @@ def summarize(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(report: dict[str, Any]) -> str:
     p = report["params"]
+    where = report.get("source", "the checkout")
     lines = [
-        f"Run of {report['date']} (commit {report['commit']}): {p['rounds']} round(s), "
+        f"Run of {report['date']} (commit {report['commit']}"
+        + (f"; {where}" if where != "the checkout" else "")
+        + f"): {p['rounds']} round(s), "
         f"{p['files']:,} files ({p['entries']:,} entries, {p['tar_bytes'] / 2**20:.1f} MiB), "
         f"msize {p['msize']:,}, trans=tcp to 10.0.2.2 (QEMU user networking). Guest: Linux "
         f"{report['guest'] or '?'}, TCG, 1 vCPU; diod {report['diod']}. Host: "

@@ -46,7 +46,7 @@ from typing import Any
 
 from cache import by_label, commit, scrape
 from compare import machine
-from kernel_client import make_tarball
+from kernel_client import make_tarball, source
 from systems import Rig, vshare_gateway
 from vshare.testing.processes import free_port
 
@@ -162,21 +162,6 @@ def measure_cache(rig: Rig, tarball: Path, cache: str) -> dict[str, Step]:
     return steps
 
 
-def source() -> str:
-    """Which vshare this run measured: the checkout (and its uncommitted files under src/:
-    the FUSE client is being rewritten), or where else it was imported from (``PYTHONPATH``
-    on an export of another commit)."""
-    import vshare
-
-    found = Path(vshare.__file__).resolve().parents[1]
-    if found != Path(__file__).resolve().parents[1] / "src":
-        return f"vshare imported from {found}"
-    done = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
-                          text=True, check=False, cwd=Path(__file__).parent)  # fmt: skip
-    changed = [line[3:] for line in done.stdout.splitlines()]
-    return f"uncommitted: {', '.join(changed)}" if changed else "the checkout"
-
-
 def markdown(report: dict[str, Any]) -> str:
     where = report.get("source", "the checkout")
     lines = [
@@ -244,6 +229,7 @@ def main() -> int:
         if args.quick:
             args.files = 300
         started = time.time()
+        at_start = {"commit": commit(), "source": source()}  # others commit meanwhile
         results: dict[str, dict[str, Step]] = {}
         with tempfile.TemporaryDirectory(prefix="vshare-requests-", dir=args.workdir) as tmp:
             rig = Rig(Path(tmp))
@@ -256,8 +242,7 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
             "seconds": time.time() - started,
             "command": " ".join(["python", "benchmarks/requests.py", *sys.argv[1:]]),
-            "commit": commit(),
-            "source": source(),
+            **at_start,
             "machine": machine(),
             "files": args.files,
             "dirs": max(1, args.files // 50),
