@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import anyio
 import pyfuse3
 
 from vshare.client import StatResult
@@ -76,6 +77,13 @@ class OpenFile:
     #: Attribute changes made through this file and not yet sent (cache modes that allow
     #: it): merged into one Tsetattr, sent before anything else on the file and at flush.
     pending: Tsetattr | None = None
+    #: Requests sent behind the application's back (write-behind, the Tsetattr of a
+    #: close): how many are unanswered, their bytes, an event set when none is, and the
+    #: first error, told at the next operation on the file (as a page cache tells it).
+    behind: int = 0
+    behind_bytes: int = 0
+    idle: anyio.Event | None = None
+    error: OSError | None = None
 
 
 @dataclass(eq=False, slots=True)

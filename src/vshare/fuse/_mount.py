@@ -61,6 +61,7 @@ async def _serve(
         pyfuse3.init(ops, mountpoint, options)
         try:
             async with trio.open_nursery() as nursery:
+                ops.background = nursery
                 nursery.start_soon(_widen_readahead, target)
                 await pyfuse3.main()
         finally:

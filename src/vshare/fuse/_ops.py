@@ -37,35 +37,36 @@ import errno
 import functools
 import os
 import stat as stat_mod
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Sequence
 
 import anyio
 import pyfuse3
 
-from vshare.client import AsyncShare, Session, StatResult, xattr_write
+from vshare.client import Session, StatResult, xattr_write
 from vshare.fuse import _attrs
-from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
+from vshare.fuse._base import (
+    UNSUPPORTED,
+    WRITE_BEHIND_BYTES,
+    WRITE_FLAGS,
+    checked_name,
+    fuse_errors,
+    ok,
+)
+from vshare.fuse._dirs import DirectoryOperations
+from vshare.fuse._inodes import Inode, OpenFile
 from vshare.protocol import (
     AT_REMOVEDIR,
     DOTL_CREATE,
-    DOTL_DIRECTORY,
     DOTL_EXCL,
-    DOTL_RDONLY,
     DOTL_TRUNC,
     GETATTR_ALL,
-    IOHDRSZ,
     SETATTR_GID,
     SETATTR_MTIME,
     SETATTR_SIZE,
     SETATTR_UID,
-    Dirent,
     Message,
-    Rgetattr,
     Rlcreate,
-    Rlopen,
     Rread,
-    Rreaddir,
     Rreadlink,
     Rstatfs,
     Rwrite,
@@ -74,11 +75,9 @@ from vshare.protocol import (
     Tgetattr,
     Tlcreate,
     Tlink,
-    Tlopen,
     Tmkdir,
     Tmknod,
     Tread,
-    Treaddir,
     Treadlink,
     Trenameat,
     Tsetattr,
@@ -88,202 +87,19 @@ from vshare.protocol import (
     Twalk,
     Twrite,
     os_to_dotl_flags,
-    unpack_dirents,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-T = TypeVar("T")
 
-TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 3600.0}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS)
-#: Walked fids kept for inodes; past it the least recently used go back (and are walked
-#: again from their path when needed).
-MAX_INODE_FIDS = 8192
-#: Entries of one readdir whose attributes are asked for in one write.
-_READDIR_BATCH = 128
-
-
-def fuse_errors(
-    fn: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Every ``OSError`` (the gateway's errno) becomes the ``FUSEError`` FUSE answers."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except ValueError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
-
-    return wrapper
-
-
-def _ok(reply: Message | OSError) -> Message:
-    if isinstance(reply, OSError):
-        raise reply
-    return reply
-
-
-def _name(name: bytes) -> str:
-    decoded = os.fsdecode(name)
-    if "/" in decoded or decoded in ("", ".", ".."):
-        raise pyfuse3.FUSEError(errno.EINVAL)
-    return decoded
-
-
-class VshareOperations(pyfuse3.Operations):
+class VshareOperations(DirectoryOperations):
     """See the module note. ``readonly`` refuses every change with EROFS here, before
     the gateway is asked (the mount is also ``ro``)."""
-
-    supports_dot_lookup = False
-
-    def __init__(
-        self, share: AsyncShare, *, cache: str = "auto", readonly: bool = False,
-        max_fids: int = MAX_INODE_FIDS,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        if cache not in TIMEOUTS:
-            raise ValueError(f"cache must be none, auto or always, not {cache!r}")
-        self.share = share
-        self.cache = cache
-        self.readonly = readonly
-        self.timeout = TIMEOUTS[cache]
-        #: The kernel gathers writes in its page cache (not with ``none``: direct I/O).
-        self.enable_writeback_cache = cache != "none" and not readonly
-        self.inodes = InodeTable(max_fids)
-        self._files: dict[int, OpenFile] = {}
-        self._dirs: dict[int, OpenDir] = {}
-        self._next_fh = 1
-        #: The uid the share was attached as: the gateway gives it what we create.
-        self._uid = os.getuid()
-        #: Whether the gateway applies ownership changes (passthrough) or not (squash):
-        #: learnt from the first chown, which is then sent with a Tgetattr.
-        self._owners_honoured: bool | None = None
-
-    # --- fids -------------------------------------------------------------------------
-
-    def _node(self, inode: int) -> Inode:
-        node = self.inodes.get(inode)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ESTALE)
-        return node
-
-    async def _fid(self, s: Session, node: Inode) -> int:
-        """``node``'s walked fid on session ``s`` (walked again from its path if it has
-        none there). The caller has pinned ``node``."""
-        if node is self.inodes.root:
-            return s.root
-        if node.epoch != s.epoch or node.fid < 0:
-            node.fid = await self.share.walk_from_root(s, node.parts)
-            node.epoch = s.epoch
-        self.inodes.used(node)
-        for old in self.inodes.over_budget():
-            await self._give_back(s, old)
-        return node.fid
-
-    async def _give_back(self, s: Session | None, node: Inode) -> None:
-        fid, epoch = node.fid, node.epoch
-        node.fid, node.epoch = -1, -1
-        self.inodes.untrack(node)
-        if s is not None and fid >= 0 and epoch == s.epoch:
-            await self.share.forget_fid(s, fid)
-
-    def _adopt(self, s: Session, node: Inode, fid: int) -> bool:
-        """Give ``node`` the walked ``fid`` if it has none on ``s``; False if it had one
-        (the caller gives ``fid`` back)."""
-        if node is self.inodes.root or (node.epoch == s.epoch and node.fid >= 0):
-            return False
-        node.fid, node.epoch = fid, s.epoch
-        self.inodes.used(node)
-        return True
-
-    async def _on(
-        self, nodes: Sequence[Inode], fn: Callable[[Session, list[int], bool], Awaitable[T]]
-    ) -> T:
-        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile."""
-        for node in nodes:
-            node.busy += 1
-        try:
-
-            async def op(s: Session, retried: bool) -> T:
-                fids = [await self._fid(s, node) for node in nodes]
-                return await fn(s, fids, retried)
-
-            return await self.share.on_session(op)
-        finally:
-            for node in nodes:
-                node.busy -= 1
-
-    async def _walk_stat(self, s: Session, pfid: int, name: str) -> tuple[int, StatResult]:
-        """A new fid for ``name`` in the directory ``pfid``, and its attributes, in one
-        round trip."""
-        fid = s.client.new_fid()
-        walk, attr = await s.client.pipeline(
-            [Twalk(pfid, fid, (name,)), Tgetattr(fid, GETATTR_ALL)]
-        )
-        if isinstance(walk, OSError):
-            s.client.release_fid(fid)
-            raise walk
-        if isinstance(attr, OSError):
-            await self.share.forget_fid(s, fid)
-            raise attr
-        assert isinstance(attr, Rgetattr)
-        return fid, StatResult.from_rgetattr(attr)
-
-    def _entry(self, node: Inode, st: StatResult, *, fresh: bool = True) -> pyfuse3.EntryAttributes:
-        """The entry of ``node`` with ``st``: from the gateway (``fresh``), or computed
-        here after a change of ours."""
-        node.attrs = st
-        if fresh:
-            node.attrs_at = anyio.current_time()
-        return _attrs.entry(node.number, st, self.timeout)
-
-    def _dir_changed(self, node: Inode, links: int = 0) -> None:
-        """We added or removed a name in ``node``: its times, and its link count when
-        the name is a directory."""
-        if node.attrs is not None:
-            node.attrs = _attrs.dir_changed(node.attrs, links)
-
-    def _found(self, s: Session, parent: Inode, name: str, fid: int, st: StatResult) -> Inode:
-        """The inode of a name just walked to (``fid``), with one more lookup."""
-        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
-        node.lookups += 1
-        parent.name_added(name)
-        self._adopt(s, node, fid)
-        return node
-
-    async def _found_fid(
-        self, s: Session, parent: Inode, name: str, fid: int, st: StatResult
-    ) -> pyfuse3.EntryAttributes:
-        node = self._found(s, parent, name, fid, st)
-        if node.fid != fid:
-            await self.share.forget_fid(s, fid)
-        return self._entry(node, st)
-
-    def _writable(self) -> None:
-        if self.readonly:
-            raise pyfuse3.FUSEError(errno.EROFS)
-
-    def _complete(self, node: Inode, names: set[str]) -> None:
-        """Every name of ``node`` is ``names``, as of now."""
-        if self.cache != "none":
-            node.children = names
-            node.complete_until = anyio.current_time() + self.timeout
-
-    # --- metadata -----------------------------------------------------------------------
 
     @fuse_errors
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        child = _name(name)
+        child = checked_name(name)
         if parent.knows_absent(child, anyio.current_time()):
             return _attrs.negative_entry(parent.complete_until - anyio.current_time())
 
@@ -311,15 +127,6 @@ class VshareOperations(pyfuse3.Operations):
                 if node.busy == 0:
                     await self._give_back(s, node)
 
-    @property
-    def inode_count(self) -> int:
-        return len(self.inodes)
-
-    async def _flush_pending(self, node: Inode) -> None:
-        for f in list(node.opens):
-            if f.pending is not None:
-                await self._send_pending(f)
-
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
@@ -343,10 +150,6 @@ class VshareOperations(pyfuse3.Operations):
 
         return self._entry(node, await self._on([node], fn))
 
-    @staticmethod
-    async def _stat(s: Session, fid: int) -> StatResult:
-        return StatResult.from_rgetattr(await s.client.call(Tgetattr(fid, GETATTR_ALL), Rgetattr))
-
     @fuse_errors
     async def setattr(
         self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -369,6 +172,7 @@ class VshareOperations(pyfuse3.Operations):
             f.pending = _attrs.merge(f.pending, msg)
         elif msg.valid:
             if f is not None:
+                await self._drain(f, tell=False)  # times set after the writes before
                 msg, f.pending = _attrs.merge(f.pending, msg), None
             st = await self._send_setattr(node, f, msg, fetch=not known)
             if st is not None:
@@ -390,10 +194,10 @@ class VshareOperations(pyfuse3.Operations):
             if fetch:
                 msgs.append(Tgetattr(fid, GETATTR_ALL))
             replies = await s.client.pipeline(msgs)
-            _ok(replies[0])
+            ok(replies[0])
             if not fetch:
                 return None
-            st = StatResult.from_rgetattr(_ok(replies[1]))  # type: ignore[arg-type]
+            st = StatResult.from_rgetattr(ok(replies[1]))  # type: ignore[arg-type]
             if msg.valid & (SETATTR_UID | SETATTR_GID) and self._owners_honoured is None:
                 wanted = (msg.uid if msg.valid & SETATTR_UID else st.st_uid,
                           msg.gid if msg.valid & SETATTR_GID else st.st_gid)  # fmt: skip
@@ -434,8 +238,6 @@ class VshareOperations(pyfuse3.Operations):
         out.f_namemax = r.namelen
         return out
 
-    # --- names --------------------------------------------------------------------------
-
     def _chown_to_caller(self, fid: int, ctx: pyfuse3.RequestContext) -> list[Message]:
         """The gateway gives what we create to the uid we attached as; a caller with
         another uid gets it (passthrough; squash ignores it)."""
@@ -452,7 +254,7 @@ class VshareOperations(pyfuse3.Operations):
         its attributes fetched, all in one write."""
         self._writable()
         parent = self._node(parent_inode)
-        child = _name(name)
+        child = checked_name(name)
 
         async def fn(s: Session, fids: list[int], retried: bool) -> pyfuse3.EntryAttributes:
             fid = s.client.new_fid()
@@ -471,7 +273,7 @@ class VshareOperations(pyfuse3.Operations):
             if not walked:
                 s.client.release_fid(fid)
                 raise replies[1]  # type: ignore[misc]
-            st = StatResult.from_rgetattr(_ok(replies[-1]))  # type: ignore[arg-type]
+            st = StatResult.from_rgetattr(ok(replies[-1]))  # type: ignore[arg-type]
             return await self._found_fid(s, parent, child, fid, st)
 
         e = await self._on([parent], fn)
@@ -518,7 +320,7 @@ class VshareOperations(pyfuse3.Operations):
         self._writable()
         node = self._node(inode)
         parent = self._node(new_parent_inode)
-        child = _name(new_name)
+        child = checked_name(new_name)
 
         async def fn(s: Session, fids: list[int], retried: bool) -> StatResult:
             linked, attr = await s.client.pipeline(
@@ -526,7 +328,7 @@ class VshareOperations(pyfuse3.Operations):
             )
             if isinstance(linked, OSError) and not (retried and linked.errno == errno.EEXIST):
                 raise linked
-            return StatResult.from_rgetattr(_ok(attr))  # type: ignore[arg-type]
+            return StatResult.from_rgetattr(ok(attr))  # type: ignore[arg-type]
 
         st = await self._on([node, parent], fn)
         self.inodes.for_qid([*parent.parts, child], node.qid_path)
@@ -538,7 +340,7 @@ class VshareOperations(pyfuse3.Operations):
     async def _unlinkat(self, parent_inode: int, name: bytes, flags: int) -> None:
         self._writable()
         parent = self._node(parent_inode)
-        child = _name(name)
+        child = checked_name(name)
 
         async def fn(s: Session, fids: list[int], retried: bool) -> None:
             try:
@@ -547,7 +349,7 @@ class VshareOperations(pyfuse3.Operations):
                         await s.client.rpc(Tunlinkat(fids[0], child, flags))
                         return
                     except OSError as exc:
-                        if exc.errno not in _UNSUPPORTED:
+                        if exc.errno not in UNSUPPORTED:
                             raise
                         self.share.no_at = True  # diod 1.0: no Tunlinkat/Trenameat
                 await self.share.remove_legacy(s, fids[0], child)
@@ -577,7 +379,7 @@ class VshareOperations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)  # 9P has no atomic exchange
         src, dst = self._node(parent_inode_old), self._node(parent_inode_new)
-        old, new = _name(name_old), _name(name_new)
+        old, new = checked_name(name_old), checked_name(name_new)
 
         async def fn(s: Session, fids: list[int], retried: bool) -> None:
             if flags & pyfuse3.RENAME_NOREPLACE:
@@ -594,7 +396,7 @@ class VshareOperations(pyfuse3.Operations):
                         await s.client.rpc(Trenameat(fids[0], old, fids[1], new))
                         return
                     except OSError as exc:
-                        if exc.errno not in _UNSUPPORTED:
+                        if exc.errno not in UNSUPPORTED:
                             raise
                         self.share.no_at = True
                 await self.share.rename_legacy(s, fids[0], old, fids[1], new)
@@ -609,193 +411,9 @@ class VshareOperations(pyfuse3.Operations):
         src.attrs_at = dst.attrs_at = float("-inf")  # times and link counts: ask
         self.inodes.moved([*src.parts, old], [*dst.parts, new])
 
-    # --- directories --------------------------------------------------------------------
-
-    async def _open_fid(self, s: Session, ifid: int, flags: int) -> tuple[int, int]:
-        """A new fid cloned from ``ifid`` and opened with ``flags``: (fid, iounit)."""
-        fid = s.client.new_fid()
-        walk, opened = await s.client.pipeline([Twalk(ifid, fid, ()), Tlopen(fid, flags)])
-        if isinstance(walk, OSError):
-            s.client.release_fid(fid)
-            raise walk
-        if isinstance(opened, OSError):
-            await self.share.forget_fid(s, fid)
-            raise opened
-        assert isinstance(opened, Rlopen)
-        return fid, opened.iounit
-
-    @fuse_errors
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        node = self._node(inode)
-        d = OpenDir(node)
-
-        async def fn(s: Session, fids: list[int], _: bool) -> None:
-            d.fid, _unit = await self._open_fid(s, fids[0], DOTL_RDONLY | DOTL_DIRECTORY)
-            d.epoch = s.epoch
-
-        await self._on([node], fn)
-        fh = self._next_fh
-        self._next_fh += 1
-        self._dirs[fh] = d
-        return fh
-
-    async def _list(self, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
-        """Every entry of ``d`` with its inode and attributes (readdirplus)."""
-
-        async def fn(s: Session, fids: list[int], _: bool) -> list[tuple[str, Inode, StatResult]]:
-            if d.epoch != s.epoch:
-                d.fid, _unit = await self._open_fid(s, fids[0], DOTL_RDONLY | DOTL_DIRECTORY)
-                d.epoch = s.epoch
-            names: list[Dirent] = []
-            offset = 0
-            count = s.client.msize - IOHDRSZ
-            while True:
-                r = await s.client.call(Treaddir(d.fid, offset, count), Rreaddir)
-                batch = unpack_dirents(r.data)
-                if not batch:
-                    break
-                names.extend(e for e in batch if e.name not in (".", ".."))
-                offset = batch[-1].offset
-            out: list[tuple[str, Inode, StatResult]] = []
-            for i in range(0, len(names), _READDIR_BATCH):
-                out += await self._stat_entries(s, d.node, fids[0], names[i : i + _READDIR_BATCH])
-            self._complete(d.node, {e.name for e in names})
-            return out
-
-        return await self._on([d.node], fn)
-
-    async def _stat_entries(
-        self, s: Session, parent: Inode, pfid: int, batch: Sequence[Any]
-    ) -> list[tuple[str, Inode, StatResult]]:
-        """Attributes of a batch of entries in one write: a Tgetattr of the fid we hold
-        for an inode we know, else a Twalk to a new fid and its Tgetattr."""
-        msgs: list[Message] = []
-        plan: list[tuple[str, Inode | None, int]] = []
-        for e in batch:
-            known = self.inodes.by_qid.get(e.qid.path)
-            if known is not None and known.epoch == s.epoch and known.fid >= 0:
-                msgs.append(Tgetattr(known.fid, GETATTR_ALL))
-                plan.append((e.name, known, -1))
-                known.busy += 1
-            else:
-                fid = s.client.new_fid()
-                msgs += [Twalk(pfid, fid, (e.name,)), Tgetattr(fid, GETATTR_ALL)]
-                plan.append((e.name, None, fid))
-        try:
-            replies = await s.client.pipeline(msgs)
-        finally:
-            for _, known, _ in plan:
-                if known is not None:
-                    known.busy -= 1
-        out = []
-        i = 0
-        for name, known, fid in plan:
-            if known is not None:
-                attr = replies[i]
-                i += 1
-                if isinstance(attr, Rgetattr):
-                    out.append((name, known, StatResult.from_rgetattr(attr)))
-                continue
-            walk, attr = replies[i], replies[i + 1]
-            i += 2
-            if isinstance(walk, OSError):
-                s.client.release_fid(fid)  # gone since the listing
-                continue
-            if not isinstance(attr, Rgetattr):
-                await self.share.forget_fid(s, fid)
-                continue
-            st = StatResult.from_rgetattr(attr)
-            node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
-            if not self._adopt(s, node, fid):
-                await self.share.forget_fid(s, fid)
-            out.append((name, node, st))
-        for old in self.inodes.over_budget():
-            await self._give_back(s, old)
-        return out
-
-    @fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        d = self._dirs[fh]
-        if d.entries is None or start_id == 0:
-            d.entries = await self._list(d)
-        for i in range(start_id, len(d.entries)):
-            name, node, st = d.entries[i]
-            node = self.inodes.revive(node)
-            node.attrs = st
-            e = _attrs.entry(node.number, st, self.timeout)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), e, i + 1):
-                return
-            node.lookups += 1  # the kernel took a lookup on it (readdirplus)
-
-    async def releasedir(self, fh: int) -> None:
-        d = self._dirs.pop(fh, None)
-        if d is None:
-            return
-        s = self.share.session
-        for _, node, _ in d.entries or ():
-            if node.lookups <= 0 and not node.opens and node.busy == 0:
-                self.inodes.drop(node)  # listed, never handed to the kernel
-                await self._give_back(s, node)
-        if s is not None and d.epoch == s.epoch:
-            await self.share.forget_fid(s, d.fid)
-
-    async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        pass
-
-    # --- files --------------------------------------------------------------------------
-
-    def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
-        info = pyfuse3.FileInfo(fh=fh)
-        if self.cache == "none":
-            info.direct_io = True
-            info.keep_cache = False
-        elif self.cache == "always":
-            info.keep_cache = True
-        else:
-            st = node.attrs
-            now = None if st is None else (st.st_mtime_ns, st.st_size)
-            info.keep_cache = now is not None and node.seen == now
-            node.seen = now
-        return info
-
-    def _cached_flags(self, flags: int) -> int:
-        """With the writeback cache the kernel reads pages it writes only in part, even
-        of a file opened write-only, and places appends itself: the gateway's file is
-        opened read-write, without O_APPEND (as libfuse's passthrough_ll does)."""
-        if not self.enable_writeback_cache:
-            return flags
-        flags &= ~os.O_APPEND
-        if flags & os.O_ACCMODE == os.O_WRONLY:
-            flags = flags & ~os.O_ACCMODE | os.O_RDWR
-        return flags
-
-    def _add_file(self, f: OpenFile) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        self._files[fh] = f
-        f.node.opens.add(f)
-        return fh
-
-    async def _file_call(self, f: OpenFile, fn: Callable[[Session, int], Awaitable[T]]) -> T:
-        """``fn(session, the file's fid)``, the file re-opened on a new session."""
-
-        async def op(s: Session, _: bool) -> T:
-            if f.epoch != s.epoch:
-                f.node.busy += 1
-                try:
-                    ifid = await self._fid(s, f.node)
-                    reopen = f.flags & ~(DOTL_CREATE | DOTL_EXCL | DOTL_TRUNC)
-                    f.fid, f.iounit = await self._open_fid(s, ifid, reopen)
-                    f.epoch = s.epoch
-                finally:
-                    f.node.busy -= 1
-            return await fn(s, f.fid)
-
-        return await self.share.on_session(op)
-
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & _WRITE_FLAGS:
+        if flags & WRITE_FLAGS:
             self._writable()
         node = self._node(inode)
         await self._flush_pending(node)
@@ -818,7 +436,7 @@ class VshareOperations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._writable()
         parent = self._node(parent_inode)
-        child = _name(name)
+        child = checked_name(name)
         perm = stat_mod.S_IMODE(mode)
         dotl = os_to_dotl_flags(self._cached_flags(flags | os.O_CREAT))
         # A file made with O_EXCL is new: its attributes are known (see _attrs).
@@ -853,7 +471,7 @@ class VshareOperations(pyfuse3.Operations):
             if predict:
                 blksize = parent.attrs.st_blksize if parent.attrs else 4096
                 return f, _attrs.new_file(made.qid, perm, ctx.uid, ctx.gid, blksize)
-            return f, StatResult.from_rgetattr(_ok(replies[-1]))  # type: ignore[arg-type]
+            return f, StatResult.from_rgetattr(ok(replies[-1]))  # type: ignore[arg-type]
 
         f, st = await self._on([parent], fn)
         node = self.inodes.for_qid([*parent.parts, child], st.qid.path)
@@ -878,24 +496,10 @@ class VshareOperations(pyfuse3.Operations):
         f = OpenFile(placeholder, flags & ~DOTL_TRUNC, fid, s.epoch, iounit)
         return f, st
 
-    async def _send_pending(self, f: OpenFile) -> None:
-        msg = f.pending
-        if msg is None:
-            return
-        f.pending = None
-
-        async def one(s: Session, fid: int) -> None:
-            await s.client.rpc(msg._replace(fid=fid))
-
-        await self._file_call(f, one)
-
-    def _io_size(self, s: Session, f: OpenFile) -> int:
-        room = s.client.msize - IOHDRSZ
-        return min(f.iounit or room, room)
-
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         f = self._files[fh]
+        await self._drain(f, tell=True)
         await self._flush_pending(f.node)
         out = bytearray()
         while len(out) < size:
@@ -915,7 +519,22 @@ class VshareOperations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self._files[fh]
-        await self._flush_pending(f.node)
+        if f.error is not None or f.behind_bytes + len(buf) > WRITE_BEHIND_BYTES:
+            await self._drain(f, tell=True)
+        if f.pending is not None:
+            await self._send_pending(f)  # changes made before this write go first
+        # The kernel's writeback cache already answers the application before the data
+        # reaches us; we answer the kernel before it reaches the gateway, and tell an
+        # error at the next operation on the file (close, fsync), as a page cache does.
+        if self.cache == "none" or not self._behind(
+            f, functools.partial(self._write_all, f, off, buf), len(buf)
+        ):
+            await self._write_all(f, off, buf)
+        if f.node.attrs is not None:
+            f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
+        return len(buf)
+
+    async def _write_all(self, f: OpenFile, off: int, buf: bytes) -> None:
         view = memoryview(buf)
         done = 0
         while done < len(view):
@@ -924,9 +543,6 @@ class VshareOperations(pyfuse3.Operations):
             if n <= 0:
                 raise OSError(errno.EIO, "the server wrote nothing")
             done += n
-        if f.node.attrs is not None:
-            f.node.attrs = _attrs.after_write(f.node.attrs, off + done)
-        return done
 
     async def _write(self, f: OpenFile, at: int, rest: memoryview, s: Session, fid: int) -> int:
         chunk = rest[: self._io_size(s, f)]
@@ -935,12 +551,17 @@ class VshareOperations(pyfuse3.Operations):
     @fuse_errors
     async def flush(self, fh: int) -> None:
         f = self._files.get(fh)
-        if f is not None:
-            await self._send_pending(f)  # close() is where its error can be told
+        if f is None:
+            return
+        await self._drain(f, tell=True)  # close() is where a write's error is told
+        if f.pending is not None and self._behind(f, functools.partial(self._send_pending, f)):
+            return  # merged attribute changes: their reply is not waited for (see release)
+        await self._send_pending(f)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         f = self._files[fh]
+        await self._drain(f, tell=True)
         await self._flush_pending(f.node)
 
         async def one(s: Session, fid: int) -> None:
@@ -953,6 +574,7 @@ class VshareOperations(pyfuse3.Operations):
         if f is None:
             return
         node = f.node
+        await self._drain(f, tell=False)  # the Tclunk goes after what was sent behind
         node.opens.discard(f)
         s = self.share.session
         if s is not None and f.epoch == s.epoch:
@@ -972,8 +594,6 @@ class VshareOperations(pyfuse3.Operations):
             self.inodes.drop(node)
             if node.busy == 0:
                 await self._give_back(s, node)
-
-    # --- extended attributes ------------------------------------------------------------
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:

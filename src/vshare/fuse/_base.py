@@ -1,0 +1,358 @@
+"""The FUSE client's plumbing: fids held per inode and per open file, requests sent
+behind the application's back, and what every handler shares (see ``_ops.py`` for the
+design, ``_inodes.py`` for why fids are pinned)."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import anyio
+import pyfuse3
+
+from vshare.client import AsyncShare, Session, StatResult
+from vshare.fuse import _attrs
+from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
+from vshare.protocol import (
+    DOTL_CREATE,
+    DOTL_EXCL,
+    DOTL_TRUNC,
+    GETATTR_ALL,
+    IOHDRSZ,
+    Message,
+    Rgetattr,
+    Rlopen,
+    Tgetattr,
+    Tlopen,
+    Twalk,
+)
+
+log = logging.getLogger("vshare.fuse")
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 3600.0}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS)
+#: Walked fids kept for inodes; past it the least recently used go back (and are walked
+#: again from their path when needed).
+MAX_INODE_FIDS = 8192
+#: Entries of one readdir whose attributes are asked for in one write.
+READDIR_BATCH = 128
+
+
+#: Bytes of write-behind one open file may have unanswered before a write waits.
+WRITE_BEHIND_BYTES = 8 * 1024 * 1024
+
+
+class Spawner(Protocol):
+    """Where requests sent behind the application's back run (a trio nursery)."""
+
+    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None: ...
+
+
+def fuse_errors(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Every ``OSError`` (the gateway's errno) becomes the ``FUSEError`` FUSE answers."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except ValueError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+    return wrapper
+
+
+def ok(reply: Message | OSError) -> Message:
+    if isinstance(reply, OSError):
+        raise reply
+    return reply
+
+
+def checked_name(name: bytes) -> str:
+    decoded = os.fsdecode(name)
+    if "/" in decoded or decoded in ("", ".", ".."):
+        raise pyfuse3.FUSEError(errno.EINVAL)
+    return decoded
+
+
+class FidOperations(pyfuse3.Operations):
+    """State and helpers of :class:`~vshare.fuse._ops.VshareOperations` (the handlers are
+    there and in ``_dirs.py``)."""
+
+    supports_dot_lookup = False
+
+    def __init__(
+        self, share: AsyncShare, *, cache: str = "auto", readonly: bool = False,
+        max_fids: int = MAX_INODE_FIDS,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if cache not in TIMEOUTS:
+            raise ValueError(f"cache must be none, auto or always, not {cache!r}")
+        self.share = share
+        self.cache = cache
+        self.readonly = readonly
+        self.timeout = TIMEOUTS[cache]
+        #: The kernel gathers writes in its page cache (not with ``none``: direct I/O).
+        self.enable_writeback_cache = cache != "none" and not readonly
+        self.inodes = InodeTable(max_fids)
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, OpenDir] = {}
+        self._next_fh = 1
+        #: The uid the share was attached as: the gateway gives it what we create.
+        self._uid = os.getuid()
+        #: Whether the gateway applies ownership changes (passthrough) or not (squash):
+        #: learnt from the first chown, which is then sent with a Tgetattr.
+        self._owners_honoured: bool | None = None
+        #: Set by the mount: without it every request is waited for.
+        self.background: Spawner | None = None
+
+    def _node(self, inode: int) -> Inode:
+        node = self.inodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ESTALE)
+        return node
+
+    async def _fid(self, s: Session, node: Inode) -> int:
+        """``node``'s walked fid on session ``s`` (walked again from its path if it has
+        none there). The caller has pinned ``node``."""
+        if node is self.inodes.root:
+            return s.root
+        if node.epoch != s.epoch or node.fid < 0:
+            node.fid = await self.share.walk_from_root(s, node.parts)
+            node.epoch = s.epoch
+        self.inodes.used(node)
+        for old in self.inodes.over_budget():
+            await self._give_back(s, old)
+        return node.fid
+
+    async def _give_back(self, s: Session | None, node: Inode) -> None:
+        fid, epoch = node.fid, node.epoch
+        node.fid, node.epoch = -1, -1
+        self.inodes.untrack(node)
+        if s is not None and fid >= 0 and epoch == s.epoch:
+            await self.share.forget_fid(s, fid)
+
+    def _adopt(self, s: Session, node: Inode, fid: int) -> bool:
+        """Give ``node`` the walked ``fid`` if it has none on ``s``; False if it had one
+        (the caller gives ``fid`` back)."""
+        if node is self.inodes.root or (node.epoch == s.epoch and node.fid >= 0):
+            return False
+        node.fid, node.epoch = fid, s.epoch
+        self.inodes.used(node)
+        return True
+
+    async def _on(
+        self, nodes: Sequence[Inode], fn: Callable[[Session, list[int], bool], Awaitable[T]]
+    ) -> T:
+        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile."""
+        for node in nodes:
+            node.busy += 1
+        try:
+
+            async def op(s: Session, retried: bool) -> T:
+                fids = [await self._fid(s, node) for node in nodes]
+                return await fn(s, fids, retried)
+
+            return await self.share.on_session(op)
+        finally:
+            for node in nodes:
+                node.busy -= 1
+
+    async def _walk_then(
+        self, s: Session, pfid: int, names: tuple[str, ...], then: Callable[[int], Message]
+    ) -> tuple[int, Message]:
+        """A new fid walked from ``pfid`` by ``names``, and ``then(new fid)`` sent in the
+        same write: (the fid, the reply to ``then``). On an error of either the fid is
+        given back and the error raised."""
+        fid = s.client.new_fid()
+        walk, reply = await s.client.pipeline([Twalk(pfid, fid, names), then(fid)])
+        if isinstance(walk, OSError):
+            s.client.release_fid(fid)
+            raise walk
+        if isinstance(reply, OSError):
+            await self.share.forget_fid(s, fid)
+            raise reply
+        return fid, reply
+
+    async def _walk_stat(self, s: Session, pfid: int, name: str) -> tuple[int, StatResult]:
+        """A new fid for ``name`` in the directory ``pfid``, and its attributes, in one
+        round trip."""
+        fid, attr = await self._walk_then(s, pfid, (name,), lambda f: Tgetattr(f, GETATTR_ALL))
+        assert isinstance(attr, Rgetattr)
+        return fid, StatResult.from_rgetattr(attr)
+
+    def _entry(self, node: Inode, st: StatResult, *, fresh: bool = True) -> pyfuse3.EntryAttributes:
+        """The entry of ``node`` with ``st``: from the gateway (``fresh``), or computed
+        here after a change of ours."""
+        node.attrs = st
+        if fresh:
+            node.attrs_at = anyio.current_time()
+        return _attrs.entry(node.number, st, self.timeout)
+
+    def _dir_changed(self, node: Inode, links: int = 0) -> None:
+        """We added or removed a name in ``node``: its times, and its link count when
+        the name is a directory."""
+        if node.attrs is not None:
+            node.attrs = _attrs.dir_changed(node.attrs, links)
+
+    def _found(self, s: Session, parent: Inode, name: str, fid: int, st: StatResult) -> Inode:
+        """The inode of a name just walked to (``fid``), with one more lookup."""
+        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
+        node.lookups += 1
+        parent.name_added(name)
+        self._adopt(s, node, fid)
+        return node
+
+    async def _found_fid(
+        self, s: Session, parent: Inode, name: str, fid: int, st: StatResult
+    ) -> pyfuse3.EntryAttributes:
+        node = self._found(s, parent, name, fid, st)
+        if node.fid != fid:
+            await self.share.forget_fid(s, fid)
+        return self._entry(node, st)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise pyfuse3.FUSEError(errno.EROFS)
+
+    def _complete(self, node: Inode, names: set[str]) -> None:
+        """Every name of ``node`` is ``names``, as of now."""
+        if self.cache != "none":
+            node.children = names
+            node.complete_until = anyio.current_time() + self.timeout
+
+    @property
+    def inode_count(self) -> int:
+        return len(self.inodes)
+
+    async def _flush_pending(self, node: Inode) -> None:
+        """Everything sent or deferred through the open files of ``node`` done, before
+        a request that must see it."""
+        for f in list(node.opens):
+            await self._drain(f, tell=False)
+            if f.pending is not None:
+                await self._send_pending(f)
+
+    def _behind(self, f: OpenFile, fn: Callable[[], Awaitable[Any]], size: int = 0) -> bool:
+        """Run ``fn`` in the background, counted on ``f``; False if there is no
+        background to run it in (the caller then waits for it)."""
+        if self.background is None:
+            return False
+        if f.idle is None or f.behind == 0:
+            f.idle = anyio.Event()
+        f.behind += 1
+        f.behind_bytes += size
+        idle = f.idle
+
+        async def run() -> None:
+            try:
+                await fn()
+            except OSError as exc:
+                f.error = f.error or exc
+            except Exception:  # a bug of ours: the application learns EIO
+                log.exception("request behind %s failed", "/".join(f.node.parts))
+                f.error = f.error or OSError(errno.EIO, os.strerror(errno.EIO))
+            finally:
+                f.behind -= 1
+                f.behind_bytes -= size
+                if f.behind == 0:
+                    idle.set()
+
+        self.background.start_soon(run)
+        return True
+
+    async def _drain(self, f: OpenFile, *, tell: bool) -> None:
+        """Wait until nothing sent behind ``f`` is unanswered; with ``tell``, raise the
+        first error one of them met (once)."""
+        while f.behind and f.idle is not None:
+            await f.idle.wait()
+        if tell and f.error is not None:
+            error, f.error = f.error, None
+            raise error
+
+    @staticmethod
+    async def _stat(s: Session, fid: int) -> StatResult:
+        return StatResult.from_rgetattr(await s.client.call(Tgetattr(fid, GETATTR_ALL), Rgetattr))
+
+    async def _open_fid(self, s: Session, ifid: int, flags: int) -> tuple[int, int]:
+        """A new fid cloned from ``ifid`` and opened with ``flags``: (fid, iounit)."""
+        fid, opened = await self._walk_then(s, ifid, (), lambda f: Tlopen(f, flags))
+        assert isinstance(opened, Rlopen)
+        return fid, opened.iounit
+
+    def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
+        info = pyfuse3.FileInfo(fh=fh)
+        if self.cache == "none":
+            info.direct_io = True
+            info.keep_cache = False
+        elif self.cache == "always":
+            info.keep_cache = True
+        else:
+            st = node.attrs
+            now = None if st is None else (st.st_mtime_ns, st.st_size)
+            info.keep_cache = now is not None and node.seen == now
+            node.seen = now
+        return info
+
+    def _cached_flags(self, flags: int) -> int:
+        """With the writeback cache the kernel reads pages it writes only in part, even
+        of a file opened write-only, and places appends itself: the gateway's file is
+        opened read-write, without O_APPEND (as libfuse's passthrough_ll does)."""
+        if not self.enable_writeback_cache:
+            return flags
+        flags &= ~os.O_APPEND
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            flags = flags & ~os.O_ACCMODE | os.O_RDWR
+        return flags
+
+    def _add_file(self, f: OpenFile) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = f
+        f.node.opens.add(f)
+        return fh
+
+    async def _file_call(self, f: OpenFile, fn: Callable[[Session, int], Awaitable[T]]) -> T:
+        """``fn(session, the file's fid)``, the file re-opened on a new session."""
+
+        async def op(s: Session, _: bool) -> T:
+            if f.epoch != s.epoch:
+                f.node.busy += 1
+                try:
+                    ifid = await self._fid(s, f.node)
+                    reopen = f.flags & ~(DOTL_CREATE | DOTL_EXCL | DOTL_TRUNC)
+                    f.fid, f.iounit = await self._open_fid(s, ifid, reopen)
+                    f.epoch = s.epoch
+                finally:
+                    f.node.busy -= 1
+            return await fn(s, f.fid)
+
+        return await self.share.on_session(op)
+
+    async def _send_pending(self, f: OpenFile) -> None:
+        msg = f.pending
+        if msg is None:
+            return
+        f.pending = None
+
+        async def one(s: Session, fid: int) -> None:
+            await s.client.rpc(msg._replace(fid=fid))
+
+        await self._file_call(f, one)
+
+    def _io_size(self, s: Session, f: OpenFile) -> int:
+        room = s.client.msize - IOHDRSZ
+        return min(f.iounit or room, room)
