@@ -190,12 +190,13 @@ GatewayFactory = Callable[..., TunedGateway]
 
 @pytest.fixture
 def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
-    """``gateway_with(ownership="squash", metrics=False, umask=None) -> TunedGateway``:
-    a started gateway serving share ``alpha`` (rw to this uid) from its own volume."""
+    """``gateway_with(ownership="squash", metrics=False, umask=None, size_gib=None) ->
+    TunedGateway``: a started gateway serving share ``alpha`` (rw to this uid) from its
+    own volume."""
     made: list[TunedGateway] = []
 
     def make(ownership: str = "squash", metrics: bool = False,
-             umask: int | None = None) -> TunedGateway:  # fmt: skip
+             umask: int | None = None, size_gib: int | None = None) -> TunedGateway:  # fmt: skip
         base = tmp_path / f"gw{len(made)}"
         vol = base / "vol"
         (vol / "shares" / "alpha").mkdir(parents=True)
@@ -206,6 +207,7 @@ def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
             'name = "alpha"\n'
             'path = "shares/alpha"\n'
             f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+            + (f"size_gib = {size_gib}\n" if size_gib is not None else "")
         )
         gw = TunedGateway(base / "gw.sock", vol, config, base / "gateway.log",
                           metrics_port=free_port() if metrics else None, umask=umask)  # fmt: skip

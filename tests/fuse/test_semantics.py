@@ -10,6 +10,7 @@ in cache mode ``none``.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -409,3 +410,35 @@ def test_cache_none_is_coherent_between_mounts(
     os.truncate(b / "sub" / "h", 2)
     assert os.stat(a / "sub" / "h").st_size == 2
     assert (a / "sub" / "h").read_bytes() == b"ba"
+
+
+# --- 8. errors of writes the client did not wait for ------------------------------------
+
+
+@pytest.mark.parametrize("cache", ["none", "auto"])
+def test_write_error_is_told_at_close_or_fsync(
+    gateway_with: GatewayFactory, mount: MountFactory, cache: str
+) -> None:
+    """A write past the share's quota (a sparse write 1 GiB in, on a 1 GiB share) fails
+    with EDQUOT: at write() with ``none``; with ``auto`` the kernel's writeback cache and
+    the client's write-behind answer write() first, and fsync() or close() tells it, as
+    on a local disk whose page cache is written back later. Nothing is lost silently."""
+    gw = gateway_with(size_gib=1)
+    m = mount(gw.uri, "alpha", cache).path
+    fd = os.open(m / "big", os.O_CREAT | os.O_WRONLY, 0o644)
+    errors = []
+    try:
+        os.pwrite(fd, b"x" * 4096, 1 << 30)
+        os.fsync(fd)
+    except OSError as exc:
+        errors.append(exc.errno)
+    finally:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            errors.append(exc.errno)
+    assert errors and errors[0] == errno.EDQUOT, errors
+    assert os.stat(gw.share_dir("alpha") / "big").st_size < 1 << 30
+    # The file is usable afterwards, and a write within the quota succeeds.
+    (m / "big").write_bytes(b"small")
+    assert (gw.share_dir("alpha") / "big").read_bytes() == b"small"
