@@ -98,8 +98,9 @@ class _SendTurn:
     """Whose turn it is to send: replies must not interleave on the socket. Uncontended
     (the usual case: a send that the socket takes at once never awaits), taking and giving
     the turn is a flag, with no call into the event loop: ``anyio.Lock`` asks for the
-    current task on each acquire and release, which costs a getpid() on Python 3.11 (~8% of
-    the gateway's CPU for small requests). A sender that finds the turn taken waits in FIFO
+    current task on each acquire and release, and on Python 3.11 each such question is a
+    getpid() (3 of the 8 system calls of a getattr answered on the loop: see "Gateway cost
+    per request" in docs/benchmarks.md). A sender that finds the turn taken waits in FIFO
     order on an event of its own, and the turn is handed to it directly."""
 
     __slots__ = ("_busy", "_waiters")
