@@ -452,7 +452,7 @@ def markdown(report: dict[str, Any]) -> str:
         + f"): {p['rounds']} round(s), "
         f"{p['files']:,} files ({p['entries']:,} entries, {p['tar_bytes'] / 2**20:.1f} MiB), "
         f"msize {p['msize']:,}, trans=tcp to 10.0.2.2 (QEMU user networking). Guest: Linux "
-        f"{report['guest'] or '?'}, TCG, 1 vCPU; diod {report['diod']}. Host: "
+        f"{report['guest'].split(' (')[0] or '?'}, TCG, 1 vCPU; diod {report['diod']}. Host: "
         f"{report['machine']}; load average at the end {report['load'][0]:.2f}.",
         "",
         "Seconds in the guest, median (min–max) of the rounds; server CPU seconds (utime + "
