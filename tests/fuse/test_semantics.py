@@ -442,3 +442,27 @@ def test_write_error_is_told_at_close_or_fsync(
     # The file is usable afterwards, and a write within the quota succeeds.
     (m / "big").write_bytes(b"small")
     assert (gw.share_dir("alpha") / "big").read_bytes() == b"small"
+
+
+# --- 9. names are bytes -----------------------------------------------------------------
+
+
+def test_non_utf8_names_through_the_mount(where: Path) -> None:
+    """Linux names are bytes: one that is not UTF-8 is created, listed, opened, renamed
+    and removed through the mount as on a local disk (it used to close the session)."""
+    d = os.fsencode(where)
+    name, other = b"caf\xe9", b"\xff\xfe-\x80"
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(b"latin-1")
+    os.mkdir(os.path.join(d, other))
+    assert sorted(os.listdir(d)) == sorted([name, other])
+    with open(os.path.join(d, name), "rb") as f:
+        assert f.read() == b"latin-1"
+    os.rename(os.path.join(d, name), os.path.join(d, other, name))
+    assert os.listdir(os.path.join(d, other)) == [name]
+    os.symlink(name, os.path.join(d, b"ln"))
+    assert os.readlink(os.path.join(d, b"ln")) == name
+    os.unlink(os.path.join(d, b"ln"))
+    os.unlink(os.path.join(d, other, name))
+    os.rmdir(os.path.join(d, other))
+    assert os.listdir(d) == []

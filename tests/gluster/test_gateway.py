@@ -111,6 +111,16 @@ async def test_a_9p_session_over_gluster(gluster_session: Session, short_dir: Pa
                 await client.call(p.Twrite(fid, GiB, b"x"), p.Rwrite)
             assert info.value.errno == errno.EDQUOT
             await client.clunk(fid)
+            # names are bytes: one that is not UTF-8 is made, listed, read, renamed, removed
+            latin1, raw = os.fsdecode(b"caf\xe9"), os.fsdecode(b"\xff\xfe")
+            fid = await create(client, root, latin1, b"latin-1")
+            await client.clunk(fid)
+            assert latin1 in {d.name for d in await listdir(client, root)}
+            assert await read_file(client, root, latin1) == b"latin-1"
+            await client.rpc(p.Trenameat(root, latin1, root, raw))
+            assert await read_file(client, root, raw) == b"latin-1"
+            await client.rpc(p.Tunlinkat(root, raw, 0))
+            assert raw not in {d.name for d in await listdir(client, root)}
     assert host.host_read("secret.txt") == SECRET
 
 

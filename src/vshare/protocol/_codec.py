@@ -56,10 +56,10 @@ def _read_str(buf: Buffer, pos: int, end: int) -> tuple[str, int]:
     stop = start + (buf[pos] | buf[pos + 1] << 8)
     if stop > end:
         raise RemoteProtocolError("string runs past the end of the frame")
-    try:
-        return str(buf[start:stop], "utf-8"), stop
-    except UnicodeDecodeError as exc:
-        raise RemoteProtocolError(f"string is not valid UTF-8: {exc.reason}") from None
+    # Names on Linux are bytes, not text: bytes that are not UTF-8 decode to lone
+    # surrogates (PEP 383) and encode back to the same bytes, so a guest's b"caf\xe9"
+    # reaches the disk as it was sent. Decoding never fails.
+    return str(buf[start:stop], "utf-8", "surrogateescape"), stop
 
 
 def _read_names(buf: Buffer, pos: int, end: int) -> tuple[tuple[str, ...], int]:
@@ -102,7 +102,7 @@ def _read_data(buf: Buffer, pos: int, end: int) -> tuple[memoryview, int]:
 
 def _enc_str(value: str) -> bytes:
     try:
-        raw = value.encode("utf-8")
+        raw = value.encode("utf-8", "surrogateescape")
     except (UnicodeEncodeError, AttributeError) as exc:
         raise LocalProtocolError(f"cannot encode {value!r} as a 9P string: {exc}") from None
     if len(raw) > 0xFFFF:

@@ -45,7 +45,7 @@ class DirentPacker:
 
     def add(self, qid: Qid, offset: int, d_type: int, name: str) -> bool:
         """Add one entry if it fits whole; return False (and add nothing) if not."""
-        raw = name.encode("utf-8")
+        raw = name.encode("utf-8", "surrogateescape")  # names are bytes: see _codec
         need = _ENTRY_FIXED + len(raw)
         if self.size + need > self.count:
             return False
@@ -92,10 +92,7 @@ def unpack_dirents(data: bytes | bytearray | memoryview) -> list[Dirent]:
         pos += _ENTRY_FIXED
         if pos + n > end:
             raise RemoteProtocolError("directory entry name runs past the end of the data")
-        try:
-            name = str(view[pos : pos + n], "utf-8")
-        except UnicodeDecodeError:
-            raise RemoteProtocolError("directory entry name is not valid UTF-8") from None
+        name = str(view[pos : pos + n], "utf-8", "surrogateescape")
         pos += n
         out.append(Dirent(Qid(qtype, qvers, qpath), offset, d_type, name))
     return out
