@@ -65,7 +65,7 @@ bench: venv debs-bench
 	$(BIN)/python benchmarks/compare.py --json docs/side-by-side.json \
 		--markdown docs/side-by-side.md --chart docs/side-by-side.png
 	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache.md
-	$(BIN)/python benchmarks/requests.py --json docs/requests.json --markdown docs/requests.md
+	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md
 

@@ -1,8 +1,8 @@
 """9P requests per user-level operation through the vshare FUSE client.
 
-    .venv/bin/python benchmarks/requests.py [--files 2000] [--caches auto,none] [--quick]
+    .venv/bin/python benchmarks/requests_per_op.py [--files 2000] [--caches auto,none] [--quick]
         [--json FILE] [--markdown FILE]
-    .venv/bin/python benchmarks/requests.py --from-json FILE [--markdown FILE]
+    .venv/bin/python benchmarks/requests_per_op.py --from-json FILE [--markdown FILE]
 
 A vshare gateway (POSIX backend, a Unix socket, its Prometheus metrics on loopback) and the
 vshare FUSE client (``vshare mount``, its ``--cache`` mode: each of ``--caches``), as
@@ -51,8 +51,8 @@ from systems import Rig, vshare_gateway
 from vshare.testing.processes import free_port
 
 CACHES = ("auto", "none", "always")
-BEGIN = "<!-- begin: written by benchmarks/requests.py -->"
-END = "<!-- end: written by benchmarks/requests.py -->"
+BEGIN = "<!-- begin: written by benchmarks/requests_per_op.py -->"
+END = "<!-- end: written by benchmarks/requests_per_op.py -->"
 #: step → (the unit it is counted per, the target: at most this many requests per unit)
 STEPS: dict[str, tuple[str, float | None]] = {
     "tar x": ("created file", 5.0),
@@ -241,7 +241,7 @@ def main() -> int:
         report = {
             "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
             "seconds": time.time() - started,
-            "command": " ".join(["python", "benchmarks/requests.py", *sys.argv[1:]]),
+            "command": " ".join(["python", "benchmarks/requests_per_op.py", *sys.argv[1:]]),
             **at_start,
             "machine": machine(),
             "files": args.files,
