@@ -168,6 +168,17 @@ c_symlink() {
   want "dangling readlink" ../nowhere "$(readlink $M/dangling)" || return 1
   [ -L $M/dangling ] && [ ! -e $M/dangling ]
 }
+c_bytes_names() {
+  # Linux names are bytes: one that is not UTF-8 (Latin-1 "café", raw 0xff 0xfe).
+  n=$(printf 'caf\351'); o=$(printf '\377\376-x')
+  printf 'latin' > "$M/$n" || return 1
+  want "read back" latin "$(cat "$M/$n")" || return 1
+  listed=; for f in "$M"/*; do [ "$f" = "$M/$n" ] && listed=1; done   # (ls shows it as ?)
+  [ -n "$listed" ] || { echo "not listed"; return 1; }
+  mkdir "$M/$o" && mv "$M/$n" "$M/$o/$n" || return 1
+  want "after rename" latin "$(cat "$M/$o/$n")" || return 1
+  rm "$M/$o/$n" && rmdir "$M/$o" && [ ! -e "$M/$o" ]
+}
 c_mkdir() {
   mkdir -p $M/x/y/z && [ -d $M/x/y/z ] || return 1
   refused "rmdir of a non-empty dir" rmdir $M/x/y || return 1
@@ -285,6 +296,7 @@ run rename c_rename
 run hardlink c_hardlink
 run symlink c_symlink
 run mkdir-rmdir c_mkdir
+run bytes-names c_bytes_names
 run readdir-1000 c_readdir
 run chmod c_chmod
 run touch-d c_touch

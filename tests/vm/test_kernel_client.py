@@ -43,9 +43,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.qemu, pytest.mark.slow]
 CHECKS = (
     "modules", "network", "mount-64k", "mount-512k", "mount-1m", "msize-cap", "io-64k", "io-512k",
     "io-1m", "create", "append", "truncate", "rename", "hardlink", "symlink", "mkdir-rmdir",
-    "readdir-1000", "chmod", "touch-d", "stat", "mkfifo", "xattr", "locks", "fsync",
-    "long-names", "parallel", "open-unlinked", "exec", "nonroot", "cache-modes", "unlink", "tar",
-    "big-file", "df", "quota", "trans-fd", "ro-share", "denied-share",
+    "bytes-names", "readdir-1000", "chmod", "touch-d", "stat", "mkfifo", "xattr", "locks",
+    "fsync", "long-names", "parallel", "open-unlinked", "exec", "nonroot", "cache-modes",
+    "unlink", "tar", "big-file", "df", "quota", "trans-fd", "ro-share", "denied-share",
     "revoke-mounted", "offsets-64bit", "revoke-enforced", "umount",
 )  # fmt: skip
 SIZE_GIB = 1
