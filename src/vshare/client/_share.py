@@ -420,6 +420,20 @@ class AsyncShare:
             return fid
         return await self._walk(s, parts)
 
+    async def walk_from(self, s: Session, fid: int, names: tuple[str, ...]) -> int:
+        """A new fid on session ``s`` for ``names`` (≤ 16) below the fid ``fid``; ENOENT
+        when a name is missing."""
+        new = s.client.new_fid()
+        try:
+            r = await s.client.call(Twalk(fid, new, names), Rwalk)
+        except OSError:
+            s.client.release_fid(new)
+            raise
+        if len(r.qids) < len(names):
+            s.client.release_fid(new)  # a partial walk creates no fid
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/".join(names))
+        return new
+
     async def forget_fid(self, s: Session, fid: int) -> None:
         """Clunk ``fid`` without waiting for the answer (nothing to learn from it)."""
         await self._clunk(s, fid)

@@ -103,8 +103,21 @@ class VshareOperations(DirectoryOperations):
         if parent.knows_absent(child, anyio.current_time()):
             return _attrs.negative_entry(parent.complete_until - anyio.current_time())
 
+        # A directory we knew whole and whose names we have not seen lately: a name we
+        # did not know is most likely absent, and a Tgetattr sent with the Twalk would be
+        # a request for nothing.
+        likely_absent = parent.children is not None and child not in parent.children
+
         async def fn(s: Session, fids: list[int], _: bool) -> pyfuse3.EntryAttributes:
-            fid, st = await self._walk_stat(s, fids[0], child)
+            if likely_absent:
+                fid = await self.share.walk_from(s, fids[0], (child,))
+                try:
+                    st = await self._stat(s, fid)
+                except BaseException:
+                    await self.share.forget_fid(s, fid)
+                    raise
+            else:
+                fid, st = await self._walk_stat(s, fids[0], child)
             return await self._found_fid(s, parent, child, fid, st)
 
         try:
