@@ -10,7 +10,8 @@ import stat
 import anyio
 import pytest
 
-from vshare.client import AsyncShare, Share
+from vshare import protocol as p
+from vshare.client import AsyncShare, Share, open_client
 from vshare.protocol import LOCK_TYPE_UNLCK, LOCK_TYPE_WRLCK
 
 from .conftest import Server
@@ -278,3 +279,24 @@ async def test_clunks_are_not_waited_for_but_fids_wait_for_their_reply(
             await anyio.sleep(0.01)
     # 320 stats, ≤ 16 in flight: fids were recycled, not minted one per stat.
     assert client._next_fid < 64
+
+
+async def test_order_per_fid_is_negotiated(server: Server) -> None:
+    """The gateway agrees to 9P2000.L.vshare (requests on one fid kept in order, so the
+    client may pipeline a walk and a getattr of its new fid); diod does not (it runs
+    requests on several threads) and gets plain 9P2000.L, with dependent requests sent
+    one after the other — the same answers either way."""
+    async with open_client(server.uri) as c:
+        assert c.ordered is (server.kind == "gateway")
+        root, _ = await c.attach(server.share, n_uname=server.n_uname)
+        (server.root / "f").write_bytes(b"x" * 3)
+        fid = c.new_fid()
+        walk, attr = await c.pipeline([p.Twalk(root, fid, ("f",)), p.Tgetattr(fid, p.GETATTR_ALL)])
+        assert isinstance(walk, p.Rwalk) and isinstance(attr, p.Rgetattr)
+        assert attr.size == 3
+        missing = c.new_fid()
+        walk, attr = await c.pipeline(
+            [p.Twalk(root, missing, ("nope",)), p.Tgetattr(missing, p.GETATTR_ALL)]
+        )
+        assert isinstance(walk, OSError) and walk.errno == errno.ENOENT
+        assert isinstance(attr, OSError)

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway
+from vshare.testing.processes import free_port
+
+from .conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway, force_unmount
 
 
 @pytest.fixture(params=["local", "fuse-none", "fuse-auto"])
@@ -466,3 +468,41 @@ def test_non_utf8_names_through_the_mount(where: Path) -> None:
     os.unlink(os.path.join(d, other, name))
     os.rmdir(os.path.join(d, other))
     assert os.listdir(d) == []
+
+
+# --- 10. a server that does not keep requests in order --------------------------------
+
+
+def test_fuse_client_on_diod(tmp_path: Path, mount: MountFactory) -> None:
+    """diod runs requests on several threads and does not agree to 9P2000.L.vshare: the
+    FUSE client then sends dependent requests one after the other (a pipelined create
+    once failed with EIO there). The same operations work."""
+    export = tmp_path / "export"
+    export.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        ["diod", "-f", "-n", "-l", f"127.0.0.1:{port}", "-e", str(export), "-c", "/dev/null",
+         "-L", str(tmp_path / "diod.log")],
+    )  # fmt: skip
+    try:
+        m = mount(f"tcp://127.0.0.1:{port}", str(export), "auto").path
+        for i in range(50):
+            fd = os.open(m / f"f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.write(fd, b"data %d" % i)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+        os.mkdir(m / "d")
+        os.rename(m / "f0", m / "d" / "g")
+        os.link(m / "f1", m / "h")
+        assert os.stat(m / "h").st_nlink == 2
+        assert sorted(os.listdir(m)) == sorted([*(f"f{i}" for i in range(1, 50)), "d", "h"])
+        assert (m / "f7").read_bytes() == b"data 7"
+        assert stat.S_IMODE(os.stat(export / "f7").st_mode) == 0o600
+        for i in range(1, 50):
+            os.unlink(m / f"f{i}")
+        assert sorted(os.listdir(export)) == ["d", "h"]
+    finally:
+        for mnt in tmp_path.glob("mnt*"):
+            force_unmount(mnt)
+        proc.kill()
+        proc.wait()

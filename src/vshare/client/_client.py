@@ -25,6 +25,7 @@ from vshare.protocol import (
     NOFID,
     NOTAG,
     VERSION_9P2000_L,
+    VERSION_VSHARE,
     FrameDecoder,
     Message,
     Qid,
@@ -73,6 +74,9 @@ class Client:
         self._abandoned: set[int] = set()
         #: Tags of Tclunks sent without waiting → their fid, free again at the reply.
         self._unwaited_clunks: dict[int, int] = {}
+        #: The server keeps requests on one fid in order (see ``VERSION_VSHARE``): only
+        #: then does :meth:`pipeline` send dependent requests without waiting.
+        self.ordered = False
 
     @property
     def alive(self) -> bool:
@@ -164,10 +168,21 @@ class Client:
         """Send ``msgs`` back to back in one send, then wait for every reply: a request
         that depends on an earlier one (a Tgetattr of the fid a Twalk makes) costs no
         round trip of its own, because the gateway answers a session's requests on one
-        fid in the order they were sent. Each result is the reply, or the ``OSError`` of
-        its Rlerror; a lost connection raises :class:`ConnectionLost`."""
+        fid in the order they were sent (:attr:`ordered`). A server that does not promise
+        that gets them one after the other. Each result is the reply, or the ``OSError``
+        of its Rlerror; a lost connection raises :class:`ConnectionLost`."""
         if self._dead is not None:
             raise ConnectionLost(str(self._dead))
+        if not self.ordered and len(msgs) > 1:
+            out: list[Message | OSError] = []
+            for msg in msgs:
+                try:
+                    out.append(await self.rpc(msg))
+                except ConnectionLost:
+                    raise
+                except OSError as exc:
+                    out.append(exc)
+            return out
         if len(self._free_tags) < len(msgs):
             raise OSError(errno.EAGAIN, "no free tag")
         tags = [self._free_tags.pop() for _ in msgs]
@@ -225,10 +240,22 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        reply = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
+        """Negotiate: 9P2000.L with requests on one fid kept in order (``VERSION_VSHARE``,
+        :attr:`ordered`) where the server agrees, else plain 9P2000.L."""
+        try:
+            reply = await self.rpc(Tversion(msize, VERSION_VSHARE), tag=NOTAG)
+        except ConnectionLost:
+            raise
+        except OSError:
+            reply = None  # diod: EIO for a version it does not know
+        if not isinstance(reply, Rversion) or reply.version not in (
+            VERSION_VSHARE, VERSION_9P2000_L
+        ):
+            reply = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
         assert isinstance(reply, Rversion)
-        if reply.version != VERSION_9P2000_L:
+        if reply.version not in (VERSION_VSHARE, VERSION_9P2000_L):
             raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
+        self.ordered = reply.version == VERSION_VSHARE
         self.msize = reply.msize
         return reply.msize
 

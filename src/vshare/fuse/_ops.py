@@ -516,18 +516,21 @@ class VshareOperations(DirectoryOperations):
         await self._flush_pending(f.node)
         out = bytearray()
         while len(out) < size:
-            data = await self._file_call(f, functools.partial(self._read, f, off + len(out),
-                                                              size - len(out)))  # fmt: skip
-            if not data:
-                break
+            call = functools.partial(self._read, f, off + len(out), size - len(out))
+            data, asked = await self._file_call(f, call)
             if not out and len(data) == size:
                 return data
             out += data
+            if len(data) < asked:
+                break  # a short read is the end of the file: asking again would say 0
         return bytes(out)
 
-    async def _read(self, f: OpenFile, at: int, want: int, s: Session, fid: int) -> bytes:
-        r = await s.client.call(Tread(fid, at, min(want, self._io_size(s, f))), Rread)
-        return bytes(r.data)
+    async def _read(
+        self, f: OpenFile, at: int, want: int, s: Session, fid: int
+    ) -> tuple[bytes, int]:
+        asked = min(want, self._io_size(s, f))
+        r = await s.client.call(Tread(fid, at, asked), Rread)
+        return bytes(r.data), asked
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

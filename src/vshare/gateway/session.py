@@ -51,6 +51,7 @@ from vshare.protocol import (
     MESSAGE_TYPES,
     VERSION_9P2000_L,
     VERSION_UNKNOWN,
+    VERSION_VSHARE,
     FrameDecoder,
     LocalProtocolError,
     Message,
@@ -335,8 +336,13 @@ class Session:
             await self._reply(tag, Rlerror(errno.EINVAL))
             return
         msize = min(msg.msize, self.ctx.config.msize)
-        version = VERSION_9P2000_L if msg.version.startswith(VERSION_9P2000_L) else VERSION_UNKNOWN
-        self.negotiated = version == VERSION_9P2000_L
+        if msg.version == VERSION_VSHARE:
+            version = VERSION_VSHARE  # its promise, order per fid, is what _order keeps
+        elif msg.version.startswith(VERSION_9P2000_L):
+            version = VERSION_9P2000_L
+        else:
+            version = VERSION_UNKNOWN
+        self.negotiated = version != VERSION_UNKNOWN
         if self.negotiated:
             self.ops.msize = msize
             decoder.msize = msize

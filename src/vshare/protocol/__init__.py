@@ -84,6 +84,7 @@ from vshare.protocol._constants import (
     SETATTR_UID,
     VERSION_9P2000_L,
     VERSION_UNKNOWN,
+    VERSION_VSHARE,
     dotl_to_os_flags,
     os_to_dotl_flags,
 )
@@ -237,6 +238,7 @@ __all__ = [
     "TYPE_NUMBERS",
     "VERSION_9P2000_L",
     "VERSION_UNKNOWN",
+    "VERSION_VSHARE",
     "Dirent",
     "DirentPacker",
     "FrameDecoder",
