@@ -174,15 +174,7 @@ class Client:
         if self._dead is not None:
             raise ConnectionLost(str(self._dead))
         if not self.ordered and len(msgs) > 1:
-            out: list[Message | OSError] = []
-            for msg in msgs:
-                try:
-                    out.append(await self.rpc(msg))
-                except ConnectionLost:
-                    raise
-                except OSError as exc:
-                    out.append(exc)
-            return out
+            return [await self._rpc_or_error(msg) for msg in msgs]
         if len(self._free_tags) < len(msgs):
             raise OSError(errno.EAGAIN, "no free tag")
         tags = [self._free_tags.pop() for _ in msgs]
@@ -220,6 +212,14 @@ class Client:
                 out.append(reply)
         return out
 
+    async def _rpc_or_error(self, msg: Message) -> Message | OSError:
+        try:
+            return await self.rpc(msg)
+        except ConnectionLost:
+            raise
+        except OSError as exc:
+            return exc
+
     async def call(self, msg: Message, expect: type[M]) -> M:
         """:meth:`rpc`, checking the reply's type."""
         reply = await self.rpc(msg)
@@ -249,7 +249,8 @@ class Client:
         except OSError:
             reply = None  # diod: EIO for a version it does not know
         if not isinstance(reply, Rversion) or reply.version not in (
-            VERSION_VSHARE, VERSION_9P2000_L
+            VERSION_VSHARE,
+            VERSION_9P2000_L,
         ):
             reply = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
         assert isinstance(reply, Rversion)
