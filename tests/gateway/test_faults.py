@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_ten_thousand_fids_then_the_limit(start_gateway: GatewayFactory) -> None:
-    async with start_gateway(max_fids=10_001) as gw, gw.client() as c:
+    async with start_gateway(max_fids=10_001, max_fids_per_identity=10_001) as gw, gw.client() as c:
         root, _ = await c.attach("alpha")
         fids = [await walk(c, root) for _ in range(10_000)]
         assert len(gw.gateway.sessions) == 1

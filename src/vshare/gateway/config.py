@@ -133,9 +133,19 @@ class GatewayConfig:
     msize: int = DEFAULT_MSIZE  # the largest msize agreed to in Tversion
     ownership: str = "squash"
     xattr_namespaces: tuple[str, ...] = ("user.",)
-    max_sessions: int = 1024
-    max_fids: int = 65536  # per session
+    # --- budgets (see context.py; the fid and session totals follow the fd limit) ---
+    max_sessions: int = 1024  # in total (at most an eighth of the fd limit)
+    max_sessions_per_identity: int = 0  # 0: an eighth of the sessions (at least 16)
+    max_fids: int = 65536  # per session (at most the per-identity budget)
+    max_fids_per_identity: int = 0  # 0: derived from the fd limit (see Limits.derive)
     max_inflight: int = 256  # requests in flight per session
+    max_partial_bytes_per_identity: int = 16 * MiB  # bytes of frames received in part
+    max_reply_bytes: int = 8 * MiB  # per session: replies being made or waiting to be sent
+    max_reply_bytes_per_identity: int = 32 * MiB
+    max_locks: int = 32768  # byte-range locks per session
+    max_locks_per_identity: int = 65536
+    #: Seconds a connection gets to complete Tversion and its first Tattach.
+    handshake_timeout: float = 10.0
     idle_timeout: float = 0.0  # seconds; 0 = never (the kernel client cannot reconnect)
     share_threads: int = 16  # backend calls in flight per share
     shutdown_grace: float = 10.0  # seconds to finish in-flight requests on SIGTERM
@@ -209,9 +219,23 @@ class GatewayConfig:
             raise ConfigError("two shares have the same name")
         for value, what in ((self.max_sessions, "max_sessions"), (self.max_fids, "max_fids"),
                             (self.max_inflight, "max_inflight"),
-                            (self.share_threads, "share_threads")):  # fmt: skip
-            if value < 1:
-                raise ConfigError(f"{what} must be at least 1")
+                            (self.share_threads, "share_threads"),
+                            (self.max_partial_bytes_per_identity,
+                             "max_partial_bytes_per_identity"),
+                            (self.max_reply_bytes, "max_reply_bytes"),
+                            (self.max_reply_bytes_per_identity, "max_reply_bytes_per_identity"),
+                            (self.max_locks, "max_locks"),
+                            (self.max_locks_per_identity, "max_locks_per_identity")):  # fmt: skip
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{what} must be a whole number ≥ 1")
+        for value, what in ((self.max_sessions_per_identity, "max_sessions_per_identity"),
+                            (self.max_fids_per_identity, "max_fids_per_identity")):  # fmt: skip
+            if type(value) is not int or value < 0:
+                raise ConfigError(f"{what} must be a whole number ≥ 0 (0: derived)")
+        if not self.handshake_timeout > 0:
+            raise ConfigError("handshake_timeout must be more than 0 seconds")
+        if self.idle_timeout < 0:
+            raise ConfigError("idle_timeout must be 0 (never) or more seconds")
 
     @property
     def cache_bytes(self) -> int:
@@ -270,7 +294,10 @@ def _share(raw: Mapping[str, Any]) -> Share:
 
 _KEYS: Final = {
     "listen", "backend", "metrics", "msize", "ownership", "xattr_namespaces", "max_sessions",
-    "max_fids", "max_inflight", "idle_timeout", "share_threads", "shutdown_grace",
+    "max_fids", "max_inflight", "idle_timeout", "max_sessions_per_identity",
+    "max_fids_per_identity", "max_partial_bytes_per_identity", "max_reply_bytes",
+    "max_reply_bytes_per_identity", "max_locks", "max_locks_per_identity", "handshake_timeout",
+    "share_threads", "shutdown_grace",
     "inline_metadata", "store", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
     "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll", "cache_memory_mib",
 }  # fmt: skip

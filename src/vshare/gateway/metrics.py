@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
@@ -116,6 +117,52 @@ class _BackendStats:
         yield GaugeMetricFamily("vshare_cache_entries", "Entries cached", value=stats.entries)
 
 
+class BudgetState(Protocol):
+    """What a budget shows (``vshare.gateway.context.Budget``)."""
+
+    name: str
+    used: int
+    limits: dict[str, int]
+    refusals: dict[str, int]
+    by_identity: dict[str, int]
+
+
+class _BudgetStats:
+    """Each budget's use, limits and refusals, read when Prometheus scrapes (the budgets
+    are plain numbers moved on the event loop, like the request counts)."""
+
+    def __init__(self, budgets: Iterable[BudgetState]) -> None:
+        self._budgets = list(budgets)
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "vshare_budget_used", "Use of each budget, across sessions", labels=["budget"]
+        )
+        top = GaugeMetricFamily(
+            "vshare_budget_identity_max_used",
+            "Use of each budget by the identity that uses the most of it",
+            labels=["budget"],
+        )
+        limits = GaugeMetricFamily(
+            "vshare_budget_limit",
+            "Limit of each budget per session, per identity and in total",
+            labels=["budget", "scope"],
+        )
+        refusals = CounterMetricFamily(
+            "vshare_budget_refusals",
+            "Charges refused, by budget and by the scope whose limit they would pass",
+            labels=["budget", "scope"],
+        )
+        for b in self._budgets:
+            used.add_metric([b.name], b.used)
+            top.add_metric([b.name], max(b.by_identity.values(), default=0))
+            for scope, value in b.limits.items():
+                if value < 1 << 62:
+                    limits.add_metric([b.name, scope], value)
+                refusals.add_metric([b.name, scope], b.refusals[scope])
+        yield from (used, top, limits, refusals)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -123,6 +170,7 @@ class Metrics:
         self._requests = _RequestStats()
         r.register(self._requests)
         self._backend_stats: _BackendStats | None = None
+        self._budget_stats: _BudgetStats | None = None
         self.bytes_read = Counter("vshare_read_bytes", "Bytes returned by Tread", registry=r)
         self.bytes_written = Counter("vshare_written_bytes", "Bytes taken by Twrite", registry=r)
         self.sessions = Gauge("vshare_sessions", "Sessions connected", registry=r)
@@ -142,6 +190,12 @@ class Metrics:
         if self._backend_stats is None:
             self._backend_stats = _BackendStats(backend)
             self.registry.register(self._backend_stats)
+
+    def watch_budgets(self, budgets: Iterable[BudgetState]) -> None:
+        """Export the budgets' use, limits and refusals (``vshare_budget_*``). Once."""
+        if self._budget_stats is None:
+            self._budget_stats = _BudgetStats(budgets)
+            self.registry.register(self._budget_stats)
 
     def observe(self, op: str, result: str, seconds: float) -> None:
         """One answered request (on the event loop)."""

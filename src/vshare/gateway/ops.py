@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Final, TypeVar
@@ -174,11 +175,17 @@ def _parse_aname(aname: str) -> str:
 class Operations:
     """Handlers and fid table of one session."""
 
-    def __init__(self, ctx: GatewayContext, identity: PeerIdentity, session_id: int) -> None:
+    def __init__(
+        self, ctx: GatewayContext, identity: PeerIdentity, session_id: int, key: str = ""
+    ) -> None:
+        """``key``: whom budgets charge (default: ``ctx.identity_key(identity)``)."""
         self.ctx = ctx
         self.backend = ctx.backend
         self.identity = identity
         self.session_id = session_id
+        key = key or ctx.identity_key(identity)
+        #: Fids held: EMFILE past the session's or identity's share (see context.py).
+        self.fid_budget = ctx.budgets.fids.account(key, session_id, str(identity))
         self.msize = ctx.config.msize
         self.fids: dict[int, Fid] = {}
         self._attachments: set[Attachment] = set()
@@ -240,7 +247,7 @@ class Operations:
             raise _err(errno.EINVAL)
         if newfid in self.fids:
             raise _err(errno.EBADF)
-        if len(self.fids) >= self.ctx.config.max_fids:
+        if not self.fid_budget.fits():
             raise _err(errno.EMFILE)
 
     def _add_fid(self, number: int, fid: Fid) -> None:
@@ -249,6 +256,8 @@ class Operations:
         number in use is refused rather than leak the fid it holds (the caller closes)."""
         if number in self.fids:
             raise _err(errno.EBADF)
+        if not self.fid_budget.take():  # checked at the start too; others ran meanwhile
+            raise _err(errno.EMFILE)
         fid.att.refs += 1
         self.fids[number] = fid
         self.ctx.metrics.fids.inc()
@@ -259,6 +268,7 @@ class Operations:
         except KeyError:
             raise _err(errno.EBADF) from None
         self.ctx.metrics.fids.dec()
+        self.fid_budget.give()
         fid.att.refs -= 1
         return fid
 
@@ -307,16 +317,26 @@ class Operations:
             raise _err(errno.EOPNOTSUPP)
 
     async def close_all(self) -> None:
-        """Clunk every fid (session end or Tversion)."""
-        fids = [self._drop_fid(n) for n in list(self.fids)]
+        """Clunk every fid (session end or Tversion). The bookkeeping is done in bulk, the
+        closing in a worker thread: tens of thousands of fids cost others no wait."""
+        fids = list(self.fids.values())
+        self.fids.clear()
+        self.ctx.metrics.fids.dec(len(fids))
+        self.fid_budget.give(len(fids))
+        for fid in fids:
+            fid.att.refs -= 1
         roots = {id(f.att): f.att for f in fids}
 
         def close() -> None:
-            for fid in fids:
+            for i, fid in enumerate(fids, 1):
                 try:
                     fid.close()
                 except OSError:
                     pass
+                if not i % 64:
+                    # Let the event loop have the GIL now, rather than after the interpreter's
+                    # switch interval (5 ms) each time it wakes up meanwhile.
+                    time.sleep(0)
             for att in roots.values():
                 if att.refs == 0:
                     att.root.close()

@@ -74,6 +74,9 @@ MIN_MSIZE = 4096
 #: Reply parts (one or two per reply) gathered on the loop before the session sends them
 #: and yields to other sessions; well under IOV_MAX (1024) for one sendmsg.
 _BATCH_PARTS = 128
+#: Seconds of requests answered on the loop by one session before it sends what it has and
+#: lets the other sessions in: what one busy session can add to another's latency.
+_SLICE = 0.0005
 Buffer = bytes | bytearray | memoryview
 #: Metric label of each request type: Tgetattr → "getattr".
 _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
@@ -137,11 +140,14 @@ class Session:
         self.ctx = ctx
         self.conn = conn
         self.id = next(_session_ids)
-        self.ops = Operations(ctx, conn.identity, self.id)
+        #: Whom this session's use of the gateway's budgets is charged to (context.py).
+        self.key = ctx.identity_key(conn.identity)
+        self.ops = Operations(ctx, conn.identity, self.id, self.key)
         self.negotiated = False
         self._inflight: dict[int, _Request] = {}
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
         self._send_turn = _SendTurn()
+        self._slice_end = 0.0  # see _SLICE
         self._closed = False
         self.requests = 0  # answered, for logs
         self.reads = 0  # receives that returned data: requests / reads is the batching
@@ -211,6 +217,7 @@ class Session:
             if not data:
                 return "closed by peer"
             self.reads += 1
+            self._slice_end = time.perf_counter() + _SLICE
             decoder.feed(data)
             # Replies answered here, on the loop, go out together in one send.
             batch: list[Buffer] = []
@@ -403,9 +410,11 @@ class Session:
     async def _add_to_batch(self, batch: list[Buffer], tag: int, reply: Message) -> None:
         batch.extend(self._encode(tag, reply))
         self.requests += 1
-        if len(batch) >= _BATCH_PARTS:  # send what we have and let other sessions in
+        if len(batch) >= _BATCH_PARTS or time.perf_counter() > self._slice_end:
+            # send what we have and let other sessions in
             await self._send_batch(batch)
             await anyio.lowlevel.checkpoint()
+            self._slice_end = time.perf_counter() + _SLICE
 
     async def _send_batch(self, batch: list[Buffer]) -> None:
         if batch:

@@ -1,0 +1,120 @@
+"""A hostile tenant, as a separate process: raw 9P over blocking sockets.
+
+    python -m tests.gateway.attacker ATTACK URI [ARG...]
+
+It waits for a line on its stdin (so that starting it, a fork of the test process, is over
+before anyone measures), makes its attack, prints one JSON line saying what it got, then
+holds everything it made (connections, fids, locks) until its stdin closes, and exits
+(closing it all). A
+separate process, like a VM: its own work never runs on the gateway's event loop, so what
+the other tenant measures there is the gateway's doing.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vshare import protocol as p
+
+MSIZE = 1 << 20
+
+
+class Peer:
+    """One connection: frames sent in batches, replies decoded by tag."""
+
+    def __init__(self, uri: str, *, version: bool = True) -> None:
+        assert uri.startswith("unix://"), uri
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(uri[len("unix://") :])
+        self.decoder = p.FrameDecoder(accept="R")
+        self.next_tag = 1
+        if version:
+            (reply,) = self.pipeline([p.Tversion(MSIZE, "9P2000.L")], tag=p.NOTAG)
+            assert isinstance(reply, p.Rversion), reply
+
+    def send(self, msgs: Sequence[p.Message], tag: int | None = None) -> list[int]:
+        tags = []
+        frames = []
+        for msg in msgs:
+            t = tag if tag is not None else self.next_tag
+            self.next_tag = self.next_tag % 0xFFFE + 1
+            tags.append(t)
+            frames.append(p.encode(t, msg))
+        self.sock.sendall(b"".join(frames))
+        return tags
+
+    def pipeline(self, msgs: Sequence[p.Message], tag: int | None = None) -> list[p.Message]:
+        tags = self.send(msgs, tag)
+        got: dict[int, p.Message] = {}
+        while len(got) < len(set(tags)):
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the gateway closed the connection")
+            self.decoder.feed(data)
+            got.update(self.decoder)
+        return [got[t] for t in tags]
+
+    def attach(self, fid: int = 0, share: str = "alpha") -> None:
+        (reply,) = self.pipeline([p.Tattach(fid, p.NOFID, "", share, p.NOFID)])
+        assert isinstance(reply, p.Rattach), reply
+
+
+def ecode(reply: p.Message) -> int:
+    return reply.ecode if isinstance(reply, p.Rlerror) else 0
+
+
+def fids(uri: str, sessions: str, name: str) -> tuple[list[Peer], dict[str, Any]]:
+    """In each of ``sessions`` sessions, walk to ``name`` and open it, again and again
+    (each open holds an fd), until EMFILE."""
+    peers = []
+    made = []
+    errors = set()
+    for _ in range(int(sessions)):
+        peer = Peer(uri)
+        peer.attach()
+        peers.append(peer)
+        count = 0
+        number = 1
+        while True:
+            batch: list[p.Message] = []
+            for n in range(number, number + 100):
+                batch += [p.Twalk(0, n, (name,)), p.Tlopen(n, p.DOTL_RDONLY)]
+            number += 100
+            replies = peer.pipeline(batch)
+            count += sum(isinstance(r, p.Rlopen) for r in replies)
+            failed = {ecode(r) for r in replies[::2] if ecode(r)}  # of the walks
+            if failed:
+                errors |= failed
+                break
+        made.append(count)
+    return peers, {"fids": made, "errors": sorted(errors)}
+
+
+ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {"fids": fids}
+
+
+def main(argv: list[str]) -> None:
+    attack, uri, *args = argv
+    # Below the gateway's priority: on a machine of two cores the attacker would otherwise
+    # take the gateway's CPU away (a VM's vCPUs are not the gateway's), and what the other
+    # tenant measures would be the scheduler, not the gateway.
+    os.nice(19)
+    sys.stdin.readline()
+    peers, result = ATTACKS[attack](uri, *args)
+    print(json.dumps(result), flush=True)
+    sys.stdin.read()  # hold until told to go
+    for peer in peers:
+        peer.sock.close()
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except BrokenPipeError:
+        sys.exit(errno.EPIPE)

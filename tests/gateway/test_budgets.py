@@ -1,0 +1,192 @@
+"""No tenant can slow, starve or crash another (issue 20): each attack on a budget is
+refused or contained while a second tenant measures its getattr latency.
+
+The attacker is a separate process (``attacker.py``: raw 9P over a Unix socket, so its
+identity is this uid); the other tenant is this process, over TCP from 127.0.0.1 (another
+identity), answered by the gateway on this event loop. Its p99 getattr latency must stay
+within 5 ms and every one of its requests must succeed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from vshare import protocol as p
+from vshare.client import Client, open_client
+from vshare.gateway.config import GatewayConfig, Share
+from vshare.gateway.context import Limits
+from vshare.policy import AccessRule
+
+from .conftest import GatewayFactory, Running
+from .helpers import walk
+from .test_pipelining import fds_into, sessions_ended
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+P99_LIMIT = 0.005
+MEASURE_AT_LEAST = 1.0  # seconds: ~400 getattrs
+
+
+def shares() -> tuple[Share, ...]:
+    """alpha, for this uid (the attacker, over the Unix socket) and for 127.0.0.1 (the
+    other tenant, over TCP)."""
+    rules = (AccessRule("user", str(os.getuid())), AccessRule("ip", "127.0.0.1/8"))
+    return (Share("alpha", "shares/alpha", access=rules),)
+
+
+class Victim:
+    """The other tenant: getattr after getattr, timed, until stopped."""
+
+    def __init__(self, client: Client, fid: int) -> None:
+        self.client = client
+        self.fid = fid
+        self.latencies: list[float] = []
+        self.running = True
+
+    async def run(self) -> None:
+        while self.running:
+            start = time.perf_counter()
+            await self.client.call(p.Tgetattr(self.fid, p.GETATTR_BASIC), p.Rgetattr)
+            self.latencies.append(time.perf_counter() - start)
+            await anyio.sleep(0.002)
+
+    def p99(self) -> float:
+        return statistics.quantiles(self.latencies, n=100)[98]
+
+    def report(self, what: str) -> str:
+        lat = sorted(self.latencies)
+        return (f"{what}: {len(lat)} getattrs, p50 {lat[len(lat) // 2] * 1e3:.2f} ms,"
+                f" p99 {self.p99() * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms")  # fmt: skip
+
+
+@asynccontextmanager
+async def victim(gw: Running) -> AsyncIterator[Victim]:
+    """The other tenant measures while the body runs; its p99 is checked at the end."""
+    async with open_client(f"tcp://127.0.0.1:{gw.tcp_port}") as c:
+        root, _ = await c.attach("alpha")
+        v = Victim(c, await walk(c, root))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(v.run)
+            started = time.monotonic()
+            yield v
+            # a few more after the attacker has left, and enough of them for a p99
+            await anyio.sleep(max(0.2, MEASURE_AT_LEAST - (time.monotonic() - started)))
+            v.running = False
+    print(v.report("other tenant"))
+    assert len(v.latencies) > 50
+    assert v.p99() <= P99_LIMIT, v.report("other tenant")
+
+
+class Attacker:
+    """``attacker.py``, started (before anyone measures: starting it forks this process)."""
+
+    def __init__(self, proc: anyio.abc.Process) -> None:
+        self.proc = proc
+
+    @asynccontextmanager
+    async def attack(self) -> AsyncIterator[dict[str, Any]]:
+        """Yields what the attacker reports once its attack is made, while it holds what
+        it made; it leaves at the end of the block."""
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        await proc.stdin.send(b"go\n")
+        line = b""
+        with anyio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await proc.stdout.receive()
+        yield json.loads(line)
+        await proc.stdin.aclose()
+        with anyio.fail_after(10):
+            await proc.wait()
+
+
+@asynccontextmanager
+async def attacker(*args: str) -> AsyncIterator[Attacker]:
+    """Start ``attacker.py`` with ``args``; it attacks in :meth:`Attacker.attack`."""
+    proc = await anyio.open_process(
+        [sys.executable, "-m", "tests.gateway.attacker", *args], cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+    )  # fmt: skip
+    try:
+        yield Attacker(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with anyio.CancelScope(shield=True):
+                await proc.wait()
+
+
+def rss() -> int:
+    """This process's resident memory in bytes (the gateway runs in it)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# --- fids and file descriptors ---------------------------------------------------------
+
+
+def test_fid_budgets_follow_the_fd_limit() -> None:
+    config = GatewayConfig()
+    for nofile in (1024, 20_000, 1 << 20):
+        limits = Limits.derive(config, nofile)
+        # sessions and fids together stay under the limit, with a reserve for the gateway
+        assert limits.sessions + limits.fids <= nofile - 64
+        assert limits.fids_per_session <= limits.fids_per_identity < limits.fids
+        assert limits.fids_per_identity <= limits.fids // 2 or limits.fids_per_identity <= 16_384
+        assert limits.sessions_per_identity < limits.sessions or limits.sessions <= 16
+    small = Limits.derive(config, 1024)
+    assert small.sessions == 128 and small.fids_per_session < 512
+    big = Limits.derive(config, 1 << 20)
+    assert big.sessions == 1024 and big.fids_per_session == 65536  # max_fids, as before
+    assert big.fids_per_identity > 200_000
+
+
+async def test_the_soft_fd_limit_is_raised_at_start(gw: Running) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == hard == gw.gateway.ctx.budgets.limits.nofile
+
+
+async def test_fids_until_emfile_leave_others_alone(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(tcp=True, shares=shares(), max_fids=1500,
+                             max_fids_per_identity=2500) as gw:  # fmt: skip
+        (gw.share_dir("alpha") / "f").write_bytes(b"data")
+        baseline = fds_into(gw.volume)
+        async with attacker("fids", gw.uri, "2", "f") as a, victim(gw) as v:
+            async with a.attack() as got:
+                # each session until its own limit, the second until the identity's
+                assert got["errors"] == [errno.EMFILE]
+                assert got["fids"] == [1499, 999]  # (+ the attach fid each)
+                assert fds_into(gw.volume) >= baseline + 2500  # an fd per open
+                fids = gw.gateway.ctx.budgets.fids
+                assert fids.refusals["session"] >= 1 and fids.refusals["identity"] >= 1
+                # the other tenant attaches, walks, opens and reads as usual
+                c = v.client
+                root, _ = await c.attach("alpha")
+                f = await walk(c, root, "f")
+                await c.call(p.Tlopen(f, p.DOTL_RDONLY), p.Rlopen)
+                assert bytes((await c.call(p.Tread(f, 0, 10), p.Rread)).data) == b"data"
+                await c.call(p.Tgetattr(f, p.GETATTR_BASIC), p.Rgetattr)
+                await c.clunk(f)
+                await c.clunk(root)
+            with anyio.fail_after(5):
+                while len(gw.gateway.sessions) > 1:
+                    await anyio.sleep(0.01)
+        await sessions_ended(gw)
+        assert fds_into(gw.volume) == baseline
+        assert gw.gateway.ctx.budgets.fids.used == 0
