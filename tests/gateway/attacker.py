@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,7 +97,27 @@ def fids(uri: str, sessions: str, name: str) -> tuple[list[Peer], dict[str, Any]
     return peers, {"fids": made, "errors": sorted(errors)}
 
 
-ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {"fids": fids}
+def silent(uri: str, count: str) -> tuple[list[Peer], dict[str, Any]]:
+    """Open ``count`` connections and send nothing on them; how many the gateway closed
+    at once."""
+    peers = [Peer(uri, version=False) for _ in range(int(count))]
+    time.sleep(0.3)
+    closed = 0
+    for peer in peers:
+        peer.sock.setblocking(False)
+        try:
+            closed += peer.sock.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionError:
+            closed += 1
+    return peers, {"closed_at_once": closed}
+
+
+ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
+    "fids": fids,
+    "silent": silent,
+}
 
 
 def main(argv: list[str]) -> None:

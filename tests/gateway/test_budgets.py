@@ -190,3 +190,42 @@ async def test_fids_until_emfile_leave_others_alone(start_gateway: GatewayFactor
         await sessions_ended(gw)
         assert fds_into(gw.volume) == baseline
         assert gw.gateway.ctx.budgets.fids.used == 0
+
+
+# --- session slots ---------------------------------------------------------------------
+
+
+async def test_silent_connections_take_only_their_identitys_slots(
+    start_gateway: GatewayFactory,
+) -> None:
+    limits = {"max_sessions": 64, "max_sessions_per_identity": 20, "handshake_timeout": 1.5}
+    async with start_gateway(tcp=True, shares=shares(), **limits) as gw:
+        budget = gw.gateway.ctx.budgets.sessions
+        async with attacker("silent", gw.uri, "60") as a, victim(gw), a.attack() as got:
+            assert got["closed_at_once"] == 40  # over the identity's 20 slots
+            assert budget.used == 21 and budget.refusals["identity"] == 40
+            # the other tenant connects and attaches meanwhile
+            async with open_client(f"tcp://127.0.0.1:{gw.tcp_port}") as c:
+                root, _ = await c.attach("alpha")
+                await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
+            # the attacker's 20 go when their handshake time is up, the victim stays
+            with anyio.fail_after(5):
+                while budget.used > 1:
+                    await anyio.sleep(0.05)
+            assert len(gw.gateway.sessions) == 1
+            timeouts = gw.gateway.ctx.metrics.timeouts.labels(kind="handshake")
+            assert timeouts._value.get() == 20  # type: ignore[attr-defined]
+
+
+async def test_an_attached_session_has_no_handshake_deadline(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(handshake_timeout=0.3) as gw, gw.client() as c:
+        root, _ = await c.attach("alpha")
+        await anyio.sleep(0.6)
+        await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
+        # a Tversion alone does not complete the handshake
+        async with gw.client():  # (open_client sends Tversion)
+            with anyio.fail_after(3):
+                while len(gw.gateway.sessions) > 1:
+                    await anyio.sleep(0.05)

@@ -175,6 +175,11 @@ class Metrics:
         self.bytes_written = Counter("vshare_written_bytes", "Bytes taken by Twrite", registry=r)
         self.sessions = Gauge("vshare_sessions", "Sessions connected", registry=r)
         self.fids = Gauge("vshare_fids", "Fids in use across sessions", registry=r)
+        self.timeouts = Counter(
+            "vshare_session_timeouts",
+            "Sessions closed for want of progress, by kind (handshake, idle, frame)",
+            ["kind"], registry=r,
+        )  # fmt: skip
         self.protocol_errors = Counter(
             "vshare_protocol_errors", "Sessions closed for malformed input", registry=r
         )

@@ -315,12 +315,13 @@ class Gateway:
         if served.closed:  # its listener was removed while the connection was accepted
             await conn.aclose()
             return
-        if len(self.sessions) >= self.config.max_sessions:
-            log.warning("gateway: refusing %s: %d sessions is the limit", conn.identity,
-                        self.config.max_sessions)  # fmt: skip
+        session = Session(self.ctx, conn)
+        # A slot: within the identity's share and the total (budget "sessions", context.py);
+        # refused, the connection closes at once (its refusal is logged and counted).
+        slot = self.ctx.budgets.sessions.account(session.key, session.id, str(conn.identity))
+        if not slot.take():
             await conn.aclose()
             return
-        session = Session(self.ctx, conn)
         live = _Live(session)
         self.sessions.add(session)
         self._live[session] = live
@@ -329,6 +330,7 @@ class Gateway:
             with live.scope:
                 await session.run()
         finally:
+            slot.close()
             self.sessions.discard(session)
             self._live.pop(session, None)
             served.sessions.discard(live)

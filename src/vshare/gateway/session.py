@@ -26,7 +26,8 @@ tasks that change it (the latest) and that use it; it is empty when nothing runs
 and a request is checked against it only then.
 
 What closes a session: EOF, a malformed frame (``RemoteProtocolError``), a duplicate tag,
-the idle timeout, or gateway shutdown. Nothing a peer sends can raise out of :meth:`run`.
+the handshake timeout (Tversion and a successful Tattach within ``handshake_timeout``), the
+idle timeout, or gateway shutdown. Nothing a peer sends can raise out of :meth:`run`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +57,7 @@ from vshare.protocol import (
     FrameDecoder,
     LocalProtocolError,
     Message,
+    Rattach,
     Rclunk,
     RemoteProtocolError,
     Rflush,
@@ -148,6 +151,9 @@ class Session:
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
         self._send_turn = _SendTurn()
         self._slice_end = 0.0  # see _SLICE
+        #: The whole read loop until the first Tattach succeeds (config.handshake_timeout):
+        #: it covers waiting for bytes and waiting to send alike.
+        self._handshake = anyio.CancelScope()
         self._closed = False
         self.requests = 0  # answered, for logs
         self.reads = 0  # receives that returned data: requests / reads is the batching
@@ -180,10 +186,17 @@ class Session:
                  extra={"fields": {"event": "session-open", "session": self.id,
                                    "identity": str(self.conn.identity)}})  # fmt: skip
         reason = "closed by peer"
+        handshake = self._handshake
+        handshake.deadline = anyio.current_time() + self.ctx.config.handshake_timeout
         try:
             async with anyio.create_task_group() as tg:
                 try:
-                    reason = await self._read_loop(tg)
+                    with handshake:
+                        reason = await self._read_loop(tg)
+                    if handshake.cancelled_caught:
+                        reason = (f"no Tversion and Tattach within"
+                                  f" {self.ctx.config.handshake_timeout:g} s")  # fmt: skip
+                        metrics.timeouts.labels(kind="handshake").inc()
                 finally:
                     tg.cancel_scope.cancel()
         except Exception:  # a bug of ours: log it, close this session only
@@ -368,6 +381,8 @@ class Session:
         reply: Message
         try:
             reply = await (self.ops.inline(msg) if inline else handler(msg))
+            if type(reply) is Rattach:  # the handshake is complete: no deadline from now on
+                self._handshake.deadline = math.inf
         except WouldBlock:
             return None
         except OSError as exc:
