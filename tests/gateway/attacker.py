@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -114,7 +115,25 @@ def silent(uri: str, count: str) -> tuple[list[Peer], dict[str, Any]]:
     return peers, {"closed_at_once": closed}
 
 
+def partial(uri: str, count: str, sent: str) -> tuple[list[Peer], dict[str, Any]]:
+    """In each of ``count`` sessions (attached), a Twrite frame that says 1 MiB, of which
+    only ``sent`` bytes are sent."""
+    peers = []
+    for _ in range(int(count)):
+        peer = Peer(uri)
+        peer.attach()
+        head = struct.pack("<IBH", MSIZE, 118, 1)  # Twrite, tag 1
+        peer.sock.settimeout(0.1)  # what the socket takes: the gateway may stop reading it
+        try:
+            peer.sock.sendall(head + b"x" * (int(sent) - len(head)))
+        except TimeoutError:
+            pass
+        peers.append(peer)
+    return peers, {"sessions": len(peers)}
+
+
 ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
+    "partial": partial,
     "fids": fids,
     "silent": silent,
 }

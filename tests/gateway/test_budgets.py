@@ -229,3 +229,51 @@ async def test_an_attached_session_has_no_handshake_deadline(
             with anyio.fail_after(3):
                 while len(gw.gateway.sessions) > 1:
                     await anyio.sleep(0.05)
+
+
+# --- partial frames --------------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+async def test_frames_that_claim_a_megabyte_cost_what_was_sent(
+    start_gateway: GatewayFactory,
+) -> None:
+    """200 sessions each send the header of a 1 MiB Twrite and 100 bytes (each used to
+    allocate 1 MiB at once: +184 MiB)."""
+    limits = {"max_sessions": 512, "max_sessions_per_identity": 256}
+    async with start_gateway(tcp=True, shares=shares(), **limits) as gw:
+        budget = gw.gateway.ctx.budgets.partial
+        async with attacker("partial", gw.uri, "200", "100") as a, victim(gw):
+            before = rss()
+            async with a.attack() as got:
+                assert got["sessions"] == 200
+                with anyio.fail_after(5):
+                    while budget.used < 200 * 100:
+                        await anyio.sleep(0.01)
+                grown = rss() - before
+                print(f"RSS +{grown / MiB:.1f} MiB for 200 sessions with a partial frame")
+                assert grown < 16 * MiB
+                assert budget.used == 200 * 100
+        await sessions_ended(gw)
+        assert budget.used == 0
+
+
+async def test_partial_frames_bounded_per_identity_and_in_time(
+    start_gateway: GatewayFactory,
+) -> None:
+    """20 sessions send 900 KiB of a 1 MiB frame each: the identity's bound (4 MiB) stops
+    reading them, and the idle timeout closes them."""
+    limits = {"max_partial_bytes_per_identity": 4 * MiB, "idle_timeout": 1.5}
+    async with start_gateway(tcp=True, shares=shares(), **limits) as gw:
+        budget = gw.gateway.ctx.budgets.partial
+        sent = str(900 * 1024)
+        async with attacker("partial", gw.uri, "20", sent) as a, victim(gw), a.attack():
+            await anyio.sleep(0.3)
+            assert 3 * MiB < budget.used <= 4 * MiB + 20 * 4096
+            assert budget.refusals["identity"] >= 1
+            with anyio.fail_after(5):  # their frames never complete: closed in time
+                while budget.used:
+                    await anyio.sleep(0.05)
+            timeouts = gw.gateway.ctx.metrics.timeouts.labels(kind="frame")
+            assert timeouts._value.get() == 20  # type: ignore[attr-defined]

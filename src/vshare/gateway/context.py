@@ -218,7 +218,8 @@ class Limits:
             fids=fids,
             fids_per_identity=per_identity,
             fids_per_session=min(config.max_fids, per_identity),
-            partial_bytes_per_identity=config.max_partial_bytes_per_identity,
+            # at least a frame: one session alone can always complete its frame
+            partial_bytes_per_identity=max(config.max_partial_bytes_per_identity, config.msize),
             reply_bytes_per_session=config.max_reply_bytes,
             reply_bytes_per_identity=max(config.max_reply_bytes_per_identity,
                                          config.max_reply_bytes),

@@ -80,6 +80,9 @@ _BATCH_PARTS = 128
 #: Seconds of requests answered on the loop by one session before it sends what it has and
 #: lets the other sessions in: what one busy session can add to another's latency.
 _SLICE = 0.0005
+#: The least a session is read at a time, even with its identity at its partial-frame bound
+#: (whole small frames still get through).
+_MIN_RECEIVE = 4096
 Buffer = bytes | bytearray | memoryview
 #: Metric label of each request type: Tgetattr → "getattr".
 _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
@@ -151,6 +154,8 @@ class Session:
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
         self._send_turn = _SendTurn()
         self._slice_end = 0.0  # see _SLICE
+        #: Bytes of a frame received in part (budget "partial_frame_bytes", per identity).
+        self._partial = ctx.budgets.partial.account(self.key, self.id, str(conn.identity))
         #: The whole read loop until the first Tattach succeeds (config.handshake_timeout):
         #: it covers waiting for bytes and waiting to send alike.
         self._handshake = anyio.CancelScope()
@@ -206,6 +211,7 @@ class Session:
             with anyio.CancelScope(shield=True):
                 await self.ops.close_all()
                 await self.conn.aclose()
+            self._partial.close()
             metrics.sessions.dec()
             log.info("session %d: %s after %d requests in %d reads", self.id, reason,
                      self.requests, self.reads,
@@ -219,14 +225,36 @@ class Session:
         idle = config.idle_timeout or None
         ops = self.ops
         chunk = max(config.msize, 256 * 1024)
+        partial = self._partial
+        partial_limit = partial.budget.limits["identity"]
+        by_identity = partial.budget.by_identity
+        partial_since = 0.0  # when the partial frame buffered now began
         while True:
-            if idle is None:  # no timer to arm: a cancel scope per read costs microseconds
-                data = await self.conn.receive(chunk)
+            want = chunk
+            if partial.used or by_identity:  # someone has a partial frame: mind the budget
+                room = partial_limit - by_identity.get(self.key, 0)
+                if room < chunk:
+                    want = max(room, _MIN_RECEIVE)
+                    if partial.used and room < _MIN_RECEIVE and not partial.fits(_MIN_RECEIVE):
+                        # the identity's partial frames are at their bound: read no more of
+                        # this session until one of them completes or goes
+                        if not await self._wait_for(partial.budget.freed(self.key), partial_since):
+                            self.ctx.metrics.timeouts.labels(kind="frame").inc()
+                            return f"a frame incomplete for {idle:g} s"
+                        continue
+            if idle is None and not partial.used:  # no timer: a scope per read costs µs
+                data = await self.conn.receive(want)
             else:
-                with anyio.move_on_after(idle) as timer:
-                    data = await self.conn.receive(chunk)
+                deadline = math.inf if idle is None else anyio.current_time() + idle
+                if partial.used and idle is not None:
+                    deadline = min(deadline, partial_since + idle)
+                with anyio.CancelScope(deadline=deadline) as timer:
+                    data = await self.conn.receive(want)
                 if timer.cancelled_caught:
-                    return f"idle for {idle:g} s"
+                    kind = "frame" if partial.used else "idle"
+                    self.ctx.metrics.timeouts.labels(kind=kind).inc()
+                    return (f"a frame incomplete for {idle:g} s" if partial.used
+                            else f"idle for {idle:g} s")  # fmt: skip
             if not data:
                 return "closed by peer"
             self.reads += 1
@@ -264,7 +292,24 @@ class Session:
                             self.conn.identity, exc)  # fmt: skip
                 await self._send_batch(batch)
                 return "closed: protocol error"
+            # What is left is (the start of) one frame, bytes received: charged as they are.
+            left = decoder.buffered
+            if left != partial.used:
+                if not partial.used:
+                    partial_since = anyio.current_time()
+                if left > partial.used:
+                    partial.force(left - partial.used)
+                else:
+                    partial.give(partial.used - left)
             await self._send_batch(batch)
+
+    async def _wait_for(self, event: anyio.Event, since: float) -> bool:
+        """Wait for ``event`` (a budget freed); False if, with an idle timeout, a partial
+        frame begun at ``since`` ran out of time meanwhile (the session closes)."""
+        idle = self.ctx.config.idle_timeout
+        with anyio.CancelScope(deadline=since + idle if idle else math.inf) as timer:
+            await event.wait()
+        return not timer.cancelled_caught
 
     async def _refuse(self, msg: Message) -> Message:
         """The answer of a session that lost access: EACCES to everything but Tclunk, which

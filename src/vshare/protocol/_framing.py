@@ -116,7 +116,12 @@ class FrameDecoder:
     >>> for tag, msg in dec: ...
 
     The buffered bytes never exceed one frame of at most ``msize`` plus one chunk: a size
-    field above ``msize`` is refused before any of the frame is stored.
+    field above ``msize`` is refused before any of the frame is stored. A frame spread over
+    chunks is stored as its bytes arrive, never at the size its header claims: a peer that
+    announces a megabyte and sends a hundred bytes costs a hundred bytes. Once
+    :meth:`next_message` has returned None, no chunk fed is referenced any more (what is
+    left of them has been copied), so a small partial frame never holds a large receive
+    buffer.
     """
 
     def __init__(self, msize: int = MAX_MSIZE, accept: Side | None = None) -> None:
@@ -124,13 +129,13 @@ class FrameDecoder:
         self.accept: Side | None = accept
         self._chunks: list[memoryview] = []
         self._head = bytearray()  # the first bytes of a size field split across chunks
-        self._frame: bytearray | None = None  # a frame being assembled, at its full size
-        self._filled = 0
+        self._frame: bytearray | None = None  # a frame being assembled, as it arrives
+        self._size = 0  # the size its header says
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        partial = self._filled if self._frame is not None else len(self._head)
+        partial = len(self._frame) if self._frame is not None else len(self._head)
         return partial + sum(c.nbytes for c in self._chunks)
 
     def feed(self, data: Buffer) -> None:
@@ -163,7 +168,7 @@ class FrameDecoder:
                     self._consume(size)
                     return decode_frame(chunk[:size], self.msize, self.accept)
         # Slow path: a frame spread over chunks (a 1 MiB Twrite arrives in many) is copied
-        # once, into a buffer of its exact size allocated when its size field is known.
+        # into a buffer that grows as its bytes arrive (not allocated at the size claimed).
         if self._frame is None:
             while len(self._head) < 4:
                 if not self._chunks:
@@ -173,17 +178,15 @@ class FrameDecoder:
                 self._consume(need)
             size = int.from_bytes(self._head, "little")
             _check_size(size, self.msize)
-            self._frame = bytearray(size)
-            self._frame[:4] = self._head
-            self._filled = 4
+            self._size = size
+            self._frame = self._head
             self._head = bytearray()
         frame = self._frame
-        while self._filled < len(frame):
+        while len(frame) < self._size:
             if not self._chunks:
                 return None
-            n = min(self._chunks[0].nbytes, len(frame) - self._filled)
-            frame[self._filled : self._filled + n] = self._chunks[0][:n]
-            self._filled += n
+            n = min(self._chunks[0].nbytes, self._size - len(frame))
+            frame += self._chunks[0][:n]
             self._consume(n)
         self._frame = None
         return decode_frame(memoryview(frame), self.msize, self.accept)
