@@ -132,7 +132,26 @@ def partial(uri: str, count: str, sent: str) -> tuple[list[Peer], dict[str, Any]
     return peers, {"sessions": len(peers)}
 
 
+def unread(uri: str, name: str, count: str) -> tuple[list[Peer], dict[str, Any]]:
+    """Open ``name`` and send ``count`` Treads of 1 MiB (at offsets across the file) in
+    one go, never reading the replies."""
+    peer = Peer(uri)
+    peer.attach()
+    walk, lopen = peer.pipeline([p.Twalk(0, 1, (name,)), p.Tlopen(1, p.DOTL_RDONLY)])
+    assert isinstance(lopen, p.Rlopen), (walk, lopen)
+    size = 64 << 20
+    frames = b"".join(p.encode(100 + i, p.Tread(1, (i << 20) % size, 1 << 20))
+                      for i in range(int(count)))  # fmt: skip
+    peer.sock.settimeout(2)  # what the socket takes: the gateway stops reading it
+    try:
+        peer.sock.sendall(frames)
+    except TimeoutError:
+        pass
+    return [peer], {"sent": int(count)}
+
+
 ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
+    "unread": unread,
     "partial": partial,
     "fids": fids,
     "silent": silent,

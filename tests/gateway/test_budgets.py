@@ -277,3 +277,44 @@ async def test_partial_frames_bounded_per_identity_and_in_time(
                     await anyio.sleep(0.05)
             timeouts = gw.gateway.ctx.metrics.timeouts.labels(kind="frame")
             assert timeouts._value.get() == 20  # type: ignore[attr-defined]
+
+
+# --- replies nobody reads --------------------------------------------------------------
+
+
+async def test_replies_nobody_reads_stop_the_reading_of_that_session_only(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A session pipelines 400 Treads of 1 MiB and never reads its socket (it used to take
+    ~285 MiB per session): its replies in the making stay within its budget (8 MiB), the
+    gateway stops reading it, and the other tenant is answered as usual."""
+    async with start_gateway(tcp=True, shares=shares()) as gw:
+        big = gw.share_dir("alpha") / "big"
+        with open(big, "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # reads must wait
+        budget = gw.gateway.ctx.budgets.replies
+        async with attacker("unread", gw.uri, "big", "400") as a, victim(gw) as v:
+            before = rss()
+            peak = 0
+            async with a.attack():
+                for _ in range(50):
+                    peak = max(peak, rss() - before)
+                    assert budget.used <= 8 * MiB + MiB + 64
+                    await anyio.sleep(0.02)
+                print(
+                    f"RSS peak +{peak / MiB:.1f} MiB; replies charged {budget.used / MiB:.1f} MiB"
+                )
+                assert peak < 48 * MiB
+                assert budget.refusals["session"] >= 1
+                c = v.client  # the other tenant reads the same file meanwhile
+                root, _ = await c.attach("alpha")
+                f = await walk(c, root, "big")
+                await c.call(p.Tlopen(f, p.DOTL_RDONLY), p.Rlopen)
+                data = (await c.call(p.Tread(f, 5 << 20, 1 << 16), p.Rread)).data
+                assert len(data) == 1 << 16
+        await sessions_ended(gw)
+        assert budget.used == 0

@@ -679,8 +679,10 @@ class Operations:
         if fid.node.is_dir:
             raise _err(errno.EISDIR)
         # A pooled buffer: the session gives it back once the reply is sent. It may hold an
-        # earlier read's bytes, so only the n bytes read now are ever sent.
-        buf = self.ctx.read_buffers.take()
+        # earlier read's bytes, so only the n bytes read now are ever sent. A small read
+        # gets a buffer of its size: the memory it holds is what it was charged (session.py).
+        pool = self.ctx.read_buffers
+        buf = pool.take() if count > pool.size // 4 else bytearray(count)
         view = memoryview(buf)[:count]
         try:
             if _INLINE.get():

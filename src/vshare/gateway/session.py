@@ -49,6 +49,7 @@ import anyio.lowlevel
 from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.ops import Operations, WouldBlock, fids_of
 from vshare.protocol import (
+    IOHDRSZ,
     MAX_MSIZE,
     MESSAGE_TYPES,
     VERSION_9P2000_L,
@@ -65,6 +66,8 @@ from vshare.protocol import (
     Rversion,
     Tclunk,
     Tflush,
+    Tread,
+    Treaddir,
     Tversion,
     encode_parts,
 )
@@ -83,6 +86,12 @@ _SLICE = 0.0005
 #: The least a session is read at a time, even with its identity at its partial-frame bound
 #: (whole small frames still get through).
 _MIN_RECEIVE = 4096
+#: Reply bytes a batch gathers before it is sent (reads answered on the loop hold buffers).
+_BATCH_BYTES = 1 << 20
+#: What a reply other than read and readdir data is charged (with its task).
+_SMALL_REPLY = 512
+#: Seconds a reply still being sent gets once its session has ended.
+_SEND_GRACE = 2.0
 Buffer = bytes | bytearray | memoryview
 #: Metric label of each request type: Tgetattr → "getattr".
 _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
@@ -93,6 +102,7 @@ class _Request:
     scope: anyio.CancelScope
     done: anyio.Event
     fids: frozenset[int] = frozenset()  # where it is entered in Session._order
+    cost: int = 0  # charged to Session._replies while it runs
 
 
 @dataclass(eq=False, slots=True)
@@ -156,6 +166,11 @@ class Session:
         self._slice_end = 0.0  # see _SLICE
         #: Bytes of a frame received in part (budget "partial_frame_bytes", per identity).
         self._partial = ctx.budgets.partial.account(self.key, self.id, str(conn.identity))
+        #: Bytes of replies being made or waiting to be sent by tasks (budget "reply_bytes").
+        self._replies = ctx.budgets.replies.account(self.key, self.id, str(conn.identity))
+        self._sending: set[anyio.CancelScope] = set()  # shielded sends of replies
+        self._ending = False  # the read loop has ended: sends get _SEND_GRACE seconds
+        self._batch_bytes = 0  # payload bytes in the batch being gathered
         #: The whole read loop until the first Tattach succeeds (config.handshake_timeout):
         #: it covers waiting for bytes and waiting to send alike.
         self._handshake = anyio.CancelScope()
@@ -203,6 +218,9 @@ class Session:
                                   f" {self.ctx.config.handshake_timeout:g} s")  # fmt: skip
                         metrics.timeouts.labels(kind="handshake").inc()
                 finally:
+                    self._ending = True
+                    for scope in self._sending:
+                        scope.deadline = min(scope.deadline, anyio.current_time() + _SEND_GRACE)
                     tg.cancel_scope.cancel()
         except Exception:  # a bug of ours: log it, close this session only
             log.exception("session %d: internal error", self.id)
@@ -212,6 +230,7 @@ class Session:
                 await self.ops.close_all()
                 await self.conn.aclose()
             self._partial.close()
+            self._replies.close()
             metrics.sessions.dec()
             log.info("session %d: %s after %d requests in %d reads", self.id, reason,
                      self.requests, self.reads,
@@ -229,6 +248,7 @@ class Session:
         partial_limit = partial.budget.limits["identity"]
         by_identity = partial.budget.by_identity
         partial_since = 0.0  # when the partial frame buffered now began
+        replies = self._replies
         while True:
             want = chunk
             if partial.used or by_identity:  # someone has a partial frame: mind the budget
@@ -283,9 +303,16 @@ class Session:
                     ):
                         await self._add_to_batch(batch, tag, reply)
                     elif len(self._inflight) >= config.max_inflight:
-                        self._start(tg, tag, self._reply, tag, Rlerror(errno.EAGAIN))
+                        await self._add_to_batch(batch, tag, Rlerror(errno.EAGAIN))
                     else:
-                        self._serve_in_order(tg, tag, msg)
+                        cost = self._reply_cost(msg)
+                        if replies.used and replies.budget.over(replies, cost) is not None:
+                            # Replies not drained (the peer does not read them): read no
+                            # more of this session until they are; nobody else waits.
+                            replies.fits(cost)  # counted and logged as a refusal
+                            await self._send_batch(batch)
+                            await replies.wait_until_fits(cost)
+                        self._serve_in_order(tg, tag, msg, cost)
             except RemoteProtocolError as exc:
                 self.ctx.metrics.protocol_errors.inc()
                 log.warning("session %d: protocol error from %s: %s", self.id,
@@ -332,11 +359,21 @@ class Session:
                 return True
         return any(number in order for number in changed)
 
-    def _serve_in_order(self, tg: anyio.abc.TaskGroup, tag: int, msg: Message) -> None:
+    def _reply_cost(self, msg: Message) -> int:
+        """What answering ``msg`` in a task is charged to the reply budget until its reply
+        is sent: the data a read or readdir may return, else a small reply and its task."""
+        if isinstance(msg, (Tread, Treaddir)):
+            return min(msg.count, self.ops.msize - IOHDRSZ) + IOHDRSZ
+        return _SMALL_REPLY
+
+    def _serve_in_order(
+        self, tg: anyio.abc.TaskGroup, tag: int, msg: Message, cost: int = 0
+    ) -> None:
         """Answer ``msg`` in a task, after the requests in flight it must follow, and enter
-        it in ``_order`` for the requests after it."""
+        it in ``_order`` for the requests after it. ``cost`` is charged to the session's
+        reply budget until the task ends."""
         used, changed = fids_of(msg)
-        request = _Request(anyio.CancelScope(), anyio.Event(), used | changed)
+        request = _Request(anyio.CancelScope(), anyio.Event(), used | changed, cost)
         after: list[_Request] = []
         order = self._order
         for number in used:
@@ -369,6 +406,8 @@ class Session:
         if request is None:
             request = _Request(anyio.CancelScope(), anyio.Event())
         self._inflight[tag] = request
+        if request.cost:
+            self._replies.force(request.cost)
 
         async def runner() -> None:
             try:
@@ -386,6 +425,8 @@ class Session:
                     entry.users.discard(request)
                     if entry.changer is None and not entry.users:
                         del self._order[number]
+                if request.cost:
+                    self._replies.give(request.cost)
                 request.done.set()
 
         tg.start_soon(runner)
@@ -448,9 +489,17 @@ class Session:
             await earlier.done.wait()
         reply = await self._answer(msg, inline=False)
         assert reply is not None  # only answers on the loop may be put off
-        # The operation has happened: its reply goes out even if a Tflush arrives now.
-        with anyio.CancelScope(shield=True):
-            await self._reply(tag, reply)
+        # The operation has happened: its reply goes out even if a Tflush arrives now; but
+        # once the session ends, a peer that does not read gets _SEND_GRACE seconds.
+        scope = anyio.CancelScope(shield=True)
+        if self._ending:
+            scope.deadline = anyio.current_time() + _SEND_GRACE
+        self._sending.add(scope)
+        try:
+            with scope:
+                await self._reply(tag, reply)
+        finally:
+            self._sending.discard(scope)
 
     async def _flush(self, tag: int, msg: Tflush) -> None:
         target = self._inflight.get(msg.oldtag)
@@ -468,9 +517,16 @@ class Session:
         return (head,) if payload is None else (head, payload)
 
     async def _add_to_batch(self, batch: list[Buffer], tag: int, reply: Message) -> None:
-        batch.extend(self._encode(tag, reply))
+        parts = self._encode(tag, reply)
+        batch.extend(parts)
         self.requests += 1
-        if len(batch) >= _BATCH_PARTS or time.perf_counter() > self._slice_end:
+        if len(parts) > 1:
+            self._batch_bytes += len(parts[1])
+        if (
+            len(batch) >= _BATCH_PARTS
+            or self._batch_bytes >= _BATCH_BYTES
+            or time.perf_counter() > self._slice_end
+        ):
             # send what we have and let other sessions in
             await self._send_batch(batch)
             await anyio.lowlevel.checkpoint()
@@ -478,6 +534,7 @@ class Session:
 
     async def _send_batch(self, batch: list[Buffer]) -> None:
         if batch:
+            self._batch_bytes = 0
             await self._send(batch)
             batch.clear()
 
