@@ -7,7 +7,10 @@ replaces its own set with :meth:`InstanceTable.sync`; one-off changes use :meth:
 :meth:`remove`.
 
 Invariants: a uuid appears once; an identity key (a CID, a socket, an address, a
-certificate) belongs to at most one instance, so resolving is never ambiguous. Observers
+certificate) belongs to at most one instance, so resolving is never ambiguous. A source
+may *claim* a kind of identity (:meth:`InstanceTable.claim`: libvirt claims CIDs while it
+is followed, as it is the one that hands them out on this host): a key of that kind then
+resolves only to that source's instances, and to nobody otherwise. Observers
 (the gateway: hybrid-vsock listeners, cutting sessions) are told of every change, after it
 is made, synchronously; an observer that fails is logged and does not undo the change.
 """
@@ -43,17 +46,24 @@ class InstanceTable:
         self._by_uuid: dict[str, tuple[Instance, str]] = {}
         self._by_key: dict[Key, Instance] = {}
         self._observers: list[Observer] = []
+        self._claims: dict[str, str] = {}  # identity kind ("cid") -> the one source vouching
         for inst in instances:
             self.add(inst, source)
 
     # --- reading ----------------------------------------------------------------------
 
     def resolve(self, facts: IdentityFacts) -> Instance | None:
-        """The instance the transport facts identify (strongest identity first), or None."""
+        """The instance the transport facts identify (strongest identity first), or None.
+
+        A key of a claimed kind counts only if the claiming source registered it."""
         for key in identity_keys(facts):
             inst = self._by_key.get(key)
-            if inst is not None:
-                return inst
+            if inst is None:
+                continue
+            owner = self._claims.get(key[0])
+            if owner is not None and self._by_uuid[inst.uuid][1] != owner:
+                continue  # e.g. a config instance's CID while libvirt is followed: nobody
+            return inst
         return None
 
     def get(self, uuid: str) -> Instance | None:
@@ -81,6 +91,29 @@ class InstanceTable:
                 self._observers.remove(observer)
 
         return unsubscribe
+
+    def claim(self, kind: str, source: str) -> Callable[[], None]:
+        """Let only ``source`` vouch for identity keys of ``kind`` (``"cid"``) until the
+        returned function is called: keys of that kind registered by other sources resolve
+        to nobody meanwhile (they stay registered, and conflicts are still refused).
+
+        Raises:
+            ValueError: another source claims ``kind`` already.
+        """
+        owner = self._claims.get(kind)
+        if owner is not None and owner != source:
+            raise ValueError(f"{kind} identities are claimed by {owner} already")
+        self._claims[kind] = source
+
+        def release() -> None:
+            if self._claims.get(kind) == source:
+                del self._claims[kind]
+
+        return release
+
+    def claimed_by(self, kind: str) -> str | None:
+        """The source that claims ``kind``, if any."""
+        return self._claims.get(kind)
 
     def add(self, instance: Instance, source: str = "config") -> None:
         """Register an instance.

@@ -23,23 +23,44 @@ Where the facts are in a domain's XML (``virsh dumpxml``):
   read. A domain without Nova metadata is an instance with no tenant (its uuid can still
   be named by an ``instance`` access rule).
 
-No libvirt binding is needed (``libvirt-python`` builds against libvirt's C headers): the
-parser reads XML text, and :func:`virsh_domain_xmls` gets that text from ``virsh``.
+How the table follows libvirt (:func:`follow`):
 
-A caution on auto-assigned CIDs: when a domain stops, libvirt may give its CID to the next
-domain that starts. Until the next refresh the new domain would resolve to the old
-instance, so refresh often (``libvirt_poll``), or give domains fixed CIDs.
+- **Lifecycle events**, when libvirt-python is installed (the ``libvirt`` extra; it builds
+  against Debian's ``libvirt-dev``): one read-only connection registers for
+  ``VIR_DOMAIN_EVENT_ID_LIFECYCLE`` and libvirt's default event loop runs in a thread. A
+  domain that stops (shut down, destroyed, crashed, migrated away, saved) loses its CID in
+  the table as soon as the event arrives, well before another domain can have booted with
+  it: with ``<cid auto='yes'/>`` libvirt may give a stopped domain's CID to the next domain
+  that starts, and libvirt sends a connection's events in order, so the old domain's stop
+  is applied before the new one's start. A started domain is learned from its live XML.
+  The full list is read again on every (re)connection and every ``resync`` seconds (a
+  safety net, applied only if no event came meanwhile).
+- **Polling** through ``virsh`` every ``libvirt_poll`` seconds, the fallback while the
+  binding is missing or the connection is down; the connection is retried with a backoff
+  (0.1 s doubling up to ``libvirt_poll``). While libvirt is unreachable the last known
+  domains are kept: no domain can be started, and so no CID handed out, without it.
+
+While libvirt is followed it *claims* CIDs in the instance table: a CID that is not in the
+last event-updated or polled map resolves to nobody, even one a ``[[instance]]`` table of
+the config names (identities of other kinds are untouched). Every CID learned or forgotten
+is logged with the domain's uuid and name.
 """
 
 from __future__ import annotations
 
+import collections
+import importlib
 import logging
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -178,12 +199,312 @@ def virsh_domain_xmls(uri: str, virsh: str | None = None, timeout: float = 30.0)
     return xmls
 
 
+# --- applying what libvirt says to the table ---------------------------------------------
+
+
+def _describe(inst: Instance) -> str:
+    cids = ",".join(str(c) for c in sorted(inst.cids))
+    return f"CID {cids} of domain {inst.uuid} ({inst.name}, tenant {inst.tenant or '-'})"
+
+
+def _ours(table: InstanceTable) -> dict[str, Instance]:
+    return {inst.uuid: inst for inst in table if table.source_of(inst.uuid) == SOURCE}
+
+
 def refresh(table: InstanceTable, xmls: Iterable[str | bytes]) -> None:
-    """Make the table's libvirt instances those of ``xmls``; log what was skipped."""
+    """Make the table's libvirt instances those of ``xmls``; log what was skipped, learned
+    and forgotten."""
     instances, problems = instances_from_xml(xmls)
+    before = _ours(table)
     problems += table.sync(SOURCE, instances)
+    after = _ours(table)
+    for uuid, inst in before.items():
+        if after.get(uuid) != inst:
+            log.info("libvirt: forgot %s: not running", _describe(inst))
+    for uuid, inst in after.items():
+        if before.get(uuid) != inst:
+            log.info("libvirt: learned %s", _describe(inst))
     for line in problems:
         log.warning("libvirt: %s", line)
+
+
+def _forget(table: InstanceTable, uuid: str, why: str) -> Instance | None:
+    if table.source_of(uuid) != SOURCE:
+        return None
+    inst = table.remove(uuid)
+    log.info("libvirt: forgot %s: %s", _describe(inst), why)
+    return inst
+
+
+def _learn(table: InstanceTable, inst: Instance, why: str) -> bool:
+    """Register a running domain's instance (replacing what the table had for it).
+    Another libvirt instance holding one of its CIDs is stale (its stop was missed): the
+    newest fact wins."""
+    current = table.get(inst.uuid)
+    if current == inst and table.source_of(inst.uuid) == SOURCE:
+        return False
+    if current is not None:
+        if table.source_of(inst.uuid) != SOURCE:
+            log.warning("libvirt: domain %s is an instance of another source: left out",
+                        inst.uuid)  # fmt: skip
+            return False
+        table.remove(inst.uuid)
+    for other in list(table):
+        if other.cids & inst.cids and table.source_of(other.uuid) == SOURCE:
+            _forget(table, other.uuid, f"its CID went to domain {inst.uuid}")
+    try:
+        table.add(inst, SOURCE)
+    except ValueError as exc:  # another source's instance has that CID: nobody has it
+        log.warning("libvirt: %s", exc)
+        return False
+    log.info("libvirt: learned %s: %s", _describe(inst), why)
+    return True
+
+
+# --- libvirt-python, when installed ------------------------------------------------------
+
+#: virDomainEventType (libvirt-domain.h), and the details of VIR_DOMAIN_EVENT_STOPPED.
+EVENT_NAMES: Final = (
+    "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown",
+    "pmsuspended", "crashed",
+)  # fmt: skip
+EVENT_STARTED: Final = 2
+EVENT_RESUMED: Final = 4
+EVENT_STOPPED: Final = 5
+STOPPED_DETAILS: Final = (
+    "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot",
+)  # fmt: skip
+#: A dead daemon is noticed within KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1) seconds.
+KEEPALIVE_INTERVAL: Final = 2
+KEEPALIVE_COUNT: Final = 3
+RECONNECT_FIRST: Final = 0.1  # seconds; doubled after each failure, up to the poll interval
+RESYNC: Final = 60.0  # seconds between full reads while events flow
+
+
+class LibvirtError(OSError):
+    """A libvirt call failed (its message, prefixed with what was being done)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What libvirt's event thread hands to the follower."""
+
+    kind: Literal["lifecycle", "closed"]
+    uuid: str = ""
+    name: str = ""
+    event: int = -1  # virDomainEventType
+    detail: int = 0  # its detail; for "closed": virConnectCloseReason
+    at: float = field(default_factory=time.monotonic)  # when libvirt called us back
+
+    def describe(self) -> str:
+        if self.kind == "closed":
+            return f"connection closed (reason {self.detail})"
+        what = EVENT_NAMES[self.event] if 0 <= self.event < len(EVENT_NAMES) else "?"
+        if self.event == EVENT_STOPPED and 0 <= self.detail < len(STOPPED_DETAILS):
+            what += f" ({STOPPED_DETAILS[self.detail]})"
+        return what
+
+
+class EventFeed:
+    """Events from libvirt's event thread to the async follower, in order: a queue under a
+    lock, and a socket pair to wake the follower (no thread waits on the loop)."""
+
+    def __init__(self) -> None:
+        self._events: collections.deque[Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._closed = False
+        self.generation = 0  # how many events were put (the resync's staleness check)
+
+    def put(self, event: Event) -> None:
+        """Queue an event (any thread)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._events.append(event)
+            self.generation += 1
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:  # full (the follower is behind: it will see the queue) or closed
+                pass
+
+    async def get(self) -> list[Event]:
+        """The events queued so far, in order; waits for at least one."""
+        while True:
+            with self._lock:
+                if self._events:
+                    batch = list(self._events)
+                    self._events.clear()
+                    return batch
+            await anyio.wait_readable(self._wake_r)
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake_w.close()
+            self._wake_r.close()
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    """libvirt's error handler: the default prints every error on stderr; ours are raised."""
+
+
+class Connection:
+    """A read-only libvirt connection with lifecycle events registered (see Binding.open)."""
+
+    def __init__(self, lv: ModuleType, conn: Any, callback_id: int) -> None:
+        self._lv = lv
+        self._conn = conn
+        self._callback_id = callback_id
+
+    def _failed(self, what: str, exc: Any) -> LibvirtError:
+        return LibvirtError(f"libvirt: {what}: {exc.get_error_message() or exc}")
+
+    def _gone(self, exc: Any) -> bool:
+        return bool(exc.get_error_code() == self._lv.VIR_ERR_NO_DOMAIN)
+
+    def running_xmls(self) -> list[str]:
+        """The live XML of every running (or paused) domain.
+
+        Raises:
+            LibvirtError: the connection failed.
+        """
+        lv = self._lv
+        try:
+            domains = self._conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except lv.libvirtError as exc:
+            raise self._failed("list domains", exc) from None
+        xmls = []
+        for dom in domains:
+            try:
+                xmls.append(str(dom.XMLDesc(0)))
+            except lv.libvirtError as exc:
+                if not self._gone(exc):
+                    raise self._failed("dumpxml", exc) from None
+        return xmls
+
+    def domain_xml(self, uuid: str) -> str | None:
+        """A domain's live XML, or None when it is not running (or not there).
+
+        Raises:
+            LibvirtError: the connection failed.
+        """
+        lv = self._lv
+        try:
+            dom = self._conn.lookupByUUIDString(uuid)
+            xml = str(dom.XMLDesc(0))
+            active = bool(dom.isActive())  # after the XML: a domain stopping meanwhile is not
+        except lv.libvirtError as exc:
+            if self._gone(exc):
+                return None
+            raise self._failed(f"dumpxml {uuid}", exc) from None
+        return xml if active else None
+
+    def close(self) -> None:
+        """Deregister and close (blocking; errors ignored: the daemon may be gone)."""
+        lv = self._lv
+        for step in (
+            lambda: self._conn.domainEventDeregisterAny(self._callback_id),
+            self._conn.unregisterCloseCallback,
+            self._conn.close,
+        ):
+            try:
+                step()
+            except lv.libvirtError:
+                pass
+
+
+class Binding:
+    """The few calls of libvirt-python vshare makes, typed. libvirt's default event loop is
+    one per process: it is registered (before any connection is opened) and run in a daemon
+    thread by the first :meth:`open`."""
+
+    _loop_lock: Final = threading.Lock()
+    _loop_started = False
+
+    def __init__(self, module: ModuleType) -> None:
+        self._lv = module
+
+    @classmethod
+    def load(cls) -> Binding | None:
+        """The binding, or None when libvirt-python is not installed."""
+        try:
+            return cls(importlib.import_module("libvirt"))
+        except ImportError:
+            return None
+
+    def _start_event_loop(self) -> None:
+        with Binding._loop_lock:
+            if Binding._loop_started:
+                return
+            self._lv.registerErrorHandler(_quiet, None)
+            self._lv.virEventRegisterDefaultImpl()
+            threading.Thread(target=self._run_events, name="libvirt-events", daemon=True).start()
+            Binding._loop_started = True
+
+    def _run_events(self) -> None:
+        while True:
+            try:
+                if self._lv.virEventRunDefaultImpl() < 0:
+                    time.sleep(0.1)
+            except self._lv.libvirtError:
+                time.sleep(0.1)
+
+    def open(self, uri: str, feed: EventFeed) -> Connection:
+        """Connect read-only to ``uri`` and send its lifecycle events (and its closing) to
+        ``feed``. Blocking: call it from a worker thread.
+
+        Raises:
+            LibvirtError: cannot connect, or events cannot be registered.
+        """
+        self._start_event_loop()
+        lv = self._lv
+
+        def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            feed.put(Event("lifecycle", str(dom.UUIDString()), str(dom.name()), event, detail))
+
+        def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+            feed.put(Event("closed", detail=reason))
+
+        try:
+            conn = lv.openReadOnly(uri)
+        except lv.libvirtError as exc:
+            raise LibvirtError(f"libvirt: connect to {uri}: {exc.get_error_message()}") from None
+        try:
+            conn.registerCloseCallback(closed, None)
+            callback_id = int(
+                conn.domainEventRegisterAny(None, lv.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+            )
+        except lv.libvirtError as exc:
+            conn.close()
+            raise LibvirtError(f"libvirt: events from {uri}: {exc.get_error_message()}") from None
+        try:  # remote connections: notice a daemon that hangs, not only one that exits
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except lv.libvirtError:
+            pass  # local drivers (test:///) have none, and need none
+        return Connection(lv, conn, callback_id)
+
+
+# --- following ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FollowStatus:
+    """How the follower is doing (for metrics and tests)."""
+
+    mode: Literal["starting", "events", "polling"] = "starting"
+    connects: int = 0  # event connections made
+    learned: int = 0  # CIDs learned from events
+    forgotten: int = 0  # CIDs forgotten on events
+    resyncs: int = 0  # full reads applied while connected
+    last_forget_lag: float | None = None  # seconds from libvirt's callback to the table
 
 
 async def follow(
@@ -191,18 +512,137 @@ async def follow(
     uri: str,
     interval: float,
     read: Callable[[str], list[str]] = virsh_domain_xmls,
+    *,
+    binding: Binding | Literal["auto"] | None = "auto",
+    resync: float = RESYNC,
+    status: FollowStatus | None = None,
 ) -> None:
-    """Refresh the table from libvirt every ``interval`` seconds until cancelled. A failed
-    read keeps the last known instances and is logged (once per kind of failure)."""
-    last_error = ""
+    """Keep the table's libvirt instances those of the domains running under ``uri`` until
+    cancelled: lifecycle events when the binding is there (``binding="auto"``: if
+    libvirt-python is installed), else, and while the connection is down, ``read`` every
+    ``interval`` seconds. A failed read keeps the last known instances and is logged (once
+    per kind of failure). CIDs are claimed for libvirt meanwhile (see the module note)."""
+    status = status if status is not None else FollowStatus()
+    if binding == "auto":
+        binding = Binding.load()
+        if binding is None:
+            log.info("libvirt: libvirt-python is not installed: polling %s every %g s", uri,
+                     interval)  # fmt: skip
+    release = table.claim("cid", SOURCE)
+    try:
+        backoff = min(RECONNECT_FIRST, interval)
+        last_error = ""
+        while True:
+            if binding is not None:
+                try:
+                    await _follow_events(table, binding, uri, resync, status)
+                except LibvirtError as exc:
+                    if str(exc) != last_error:
+                        log.error("%s (polling every %g s, reconnecting)", exc, interval)
+                        last_error = str(exc)
+                else:  # the connection closed after working: start the backoff again
+                    backoff = min(RECONNECT_FIRST, interval)
+                    last_error = ""
+            status.mode = "polling"
+            try:
+                xmls = await anyio.to_thread.run_sync(read, uri, abandon_on_cancel=True)
+            except OSError as exc:
+                if str(exc) != last_error:
+                    log.error("%s", exc)
+                    last_error = str(exc)
+            else:
+                if binding is None:
+                    last_error = ""
+                refresh(table, xmls)
+            if binding is None:
+                await anyio.sleep(interval)
+            else:
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, interval)
+    finally:
+        release()
+
+
+async def _follow_events(
+    table: InstanceTable, binding: Binding, uri: str, resync: float, status: FollowStatus
+) -> None:
+    """Follow one connection's events until it closes (return) or fails (LibvirtError)."""
+    feed = EventFeed()
+    conn: Connection | None = None
+    try:
+        conn = await anyio.to_thread.run_sync(binding.open, uri, feed, abandon_on_cancel=True)
+        status.connects += 1
+        log.info("libvirt: following %s through lifecycle events", uri)
+        # Registered first, listed second: what changes while listing is in the feed.
+        refresh(table, await anyio.to_thread.run_sync(conn.running_xmls))
+        status.mode = "events"
+        failure: LibvirtError | None = None
+        async with anyio.create_task_group() as tg:  # (errors raised here would be grouped)
+            tg.start_soon(_resync_every, table, conn, feed, resync, status)
+            try:
+                while True:
+                    for event in await feed.get():
+                        if event.kind == "closed":
+                            log.warning("libvirt: %s: %s; polling until it is back", uri,
+                                        event.describe())  # fmt: skip
+                            tg.cancel_scope.cancel()
+                            return
+                        await _apply(table, conn, event, status)
+            except LibvirtError as exc:
+                failure = exc
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+    finally:
+        feed.close()
+        if conn is not None:  # closing may wait on a hung daemon: not on the loop
+            threading.Thread(target=conn.close, name="libvirt-close", daemon=True).start()
+
+
+async def _apply(
+    table: InstanceTable, conn: Connection, event: Event, status: FollowStatus
+) -> None:
+    """One lifecycle event. Events are applied one after the other, in libvirt's order."""
+    why = f"{event.describe()} (domain {event.name})"
+    if event.event == EVENT_STOPPED:
+        if _forget(table, event.uuid, why) is not None:
+            status.forgotten += 1
+            status.last_forget_lag = time.monotonic() - event.at
+        return
+    if event.event not in (EVENT_STARTED, EVENT_RESUMED):
+        return  # defined, suspended, shutdown (the guest began it; stopped follows), ...
+    xml = await anyio.to_thread.run_sync(conn.domain_xml, event.uuid)
+    # An old event (queued before the resync) for a domain that has stopped since: forget.
+    inst = None if xml is None else _instance_or_log(xml)
+    if inst is None:
+        if _forget(table, event.uuid, f"{why}, but has no CID now") is not None:
+            status.forgotten += 1
+        return
+    if _learn(table, inst, why):
+        status.learned += 1
+
+
+def _instance_or_log(xml: str) -> Instance | None:
+    try:
+        return instance_of(parse_domain(xml))
+    except ValueError as exc:
+        log.warning("libvirt: %s", exc)
+        return None
+
+
+async def _resync_every(
+    table: InstanceTable, conn: Connection, feed: EventFeed, period: float, status: FollowStatus
+) -> None:
+    """Read the whole list again now and then; a list during which an event came may be
+    older than that event, and is dropped (the events are applied instead)."""
     while True:
+        await anyio.sleep(period)
+        generation = feed.generation
         try:
-            xmls = await anyio.to_thread.run_sync(read, uri, abandon_on_cancel=True)
-        except OSError as exc:
-            if str(exc) != last_error:
-                log.error("%s", exc)
-                last_error = str(exc)
-        else:
-            last_error = ""
+            xmls = await anyio.to_thread.run_sync(conn.running_xmls)
+        except LibvirtError as exc:  # a broken connection also closes: the events say so
+            log.warning("%s", exc)
+            continue
+        if feed.generation == generation:
             refresh(table, xmls)
-        await anyio.sleep(interval)
+            status.resyncs += 1
