@@ -490,6 +490,11 @@ class Operations:
     async def clunk(self, msg: Tclunk) -> Message:
         fid = self._drop_fid(msg.fid)
         pending = fid.xattr_write
+        # An xattr write takes effect here: the access level is checked now, not only at
+        # Txattrcreate (an rw→ro change meanwhile drops it; the client learns EROFS).
+        refused = pending is not None and not fid.att.writable
+        if refused:
+            pending = None
 
         def finish() -> None:
             try:
@@ -501,6 +506,8 @@ class Operations:
                     fid.att.root.close()
 
         await self._run_shielded(fid.att, finish)  # the fid is gone: its handles go too
+        if refused:
+            raise _err(errno.EROFS)
         return Rclunk()
 
     def _apply_xattr(self, fid: Fid, pending: XattrWrite) -> None:
@@ -702,6 +709,7 @@ class Operations:
         fid = self._fid(msg.fid)
         if fid.xattr_write is not None:
             pending = fid.xattr_write
+            self._writable(fid)  # and again at Tclunk, where it takes effect
             if msg.offset != len(pending.data) or msg.offset + len(msg.data) > pending.size:
                 raise _err(errno.EINVAL)
             pending.data += msg.data
