@@ -23,7 +23,7 @@ ANY = {"*"}
 RULES: dict[str, tuple[set[str], set[str]]] = {
     "protocol": (set(), set()),
     "policy": (set(), set()),
-    "transport": (set(), {"anyio"}),
+    "transport": (set(), {"anyio", "uvloop"}),
     "backend": (set(), set()),
     "store": (LAYER0, ANY),
     "gateway": (LAYER0 | LAYER1, ANY),

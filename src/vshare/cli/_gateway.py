@@ -13,11 +13,11 @@ import click
 
 from vshare.backend import open_backend
 from vshare.cli._logging import setup_logging
-from vshare.cli._run import run_async
 from vshare.gateway.config import ConfigError, GatewayConfig, load_config
 from vshare.gateway.follow import StoreFollower
 from vshare.gateway.server import Gateway
 from vshare.store import StoreError, open_store
+from vshare.transport import run_async
 
 
 @click.group()

@@ -32,8 +32,8 @@ import click
 
 from vshare.cli._gateway import fail, run_gateway
 from vshare.cli._logging import default_format, setup_logging
-from vshare.cli._run import run_async
 from vshare.gateway.config import GatewayConfig
+from vshare.transport import run_async
 
 log = logging.getLogger("vshare.up")
 DEMO: Final = "demo"

@@ -113,6 +113,27 @@ def is_known_effect(msg: Tsetattr, owners_honoured: bool | None) -> bool:
     return not (msg.valid & (SETATTR_UID | SETATTR_GID) and owners_honoured is None)
 
 
+_TIMES = SETATTR_ATIME | SETATTR_MTIME | SETATTR_CTIME | SETATTR_ATIME_SET | SETATTR_MTIME_SET
+
+
+def changes_nothing(msg: Tsetattr, st: StatResult) -> bool:
+    """Whether ``msg`` only sets times to what ``st`` already says (ctime aside, which no
+    client sets). The kernel sends such a one for every inode whose times it keeps itself
+    (writeback cache) when it evicts it: sent, it would cost a request per file of an
+    ``rm -rf``."""
+    v = msg.valid
+    if not v or v & ~_TIMES:
+        return False
+    if v & SETATTR_ATIME and not (
+        v & SETATTR_ATIME_SET and msg.atime_sec * 10**9 + msg.atime_nsec == st.st_atime_ns
+    ):
+        return False
+    return not (
+        v & SETATTR_MTIME
+        and not (v & SETATTR_MTIME_SET and msg.mtime_sec * 10**9 + msg.mtime_nsec == st.st_mtime_ns)
+    )
+
+
 def after_setattr(st: StatResult, msg: Tsetattr, owners_honoured: bool) -> StatResult:
     """``st`` as ``msg`` leaves it (ctime, and unset times, at this host's now)."""
     now = time.time_ns()

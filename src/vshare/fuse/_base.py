@@ -9,9 +9,10 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
+import anyio.abc
 import pyfuse3
 
 from vshare.client import AsyncShare, Session, StatResult
@@ -48,12 +49,6 @@ READDIR_BATCH = 128
 
 #: Bytes of write-behind one open file may have unanswered before a write waits.
 WRITE_BEHIND_BYTES = 8 * 1024 * 1024
-
-
-class Spawner(Protocol):
-    """Where requests sent behind the application's back run (a trio nursery)."""
-
-    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None: ...
 
 
 def fuse_errors(
@@ -117,7 +112,7 @@ class FidOperations(pyfuse3.Operations):
         #: learnt from the first chown, which is then sent with a Tgetattr.
         self._owners_honoured: bool | None = None
         #: Set by the mount: without it every request is waited for.
-        self.background: Spawner | None = None
+        self.background: anyio.abc.TaskGroup | None = None
 
     def _node(self, inode: int) -> Inode:
         node = self.inodes.get(inode)

@@ -1,4 +1,6 @@
-"""Running a command's event loop."""
+"""Running an event loop: asyncio, with uvloop where it is installed (the gateway, the
+all-in-one node and the FUSE client all run on it; their connections are ``_connection``'s,
+whose waits are cheapest there)."""
 
 from __future__ import annotations
 
