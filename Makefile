@@ -7,13 +7,16 @@ BIN := $(VENV)/bin
 # interop peers and the source of golden bytes); QEMU, a Debian kernel and static busybox for
 # the guest that mounts through the Linux 9P client, and gcc + libc6-dev for its static helper
 # (tests/vm/); glusterd and libgfapi for the GlusterFS backend; etcd for the fleet store; socat
-# for the VM-move test's relays (tests/fleet/test_vm_move.py).
+# for the VM-move test's relays (tests/fleet/test_vm_move.py); libvirtd (run by the test as an
+# unprivileged session daemon serving libvirt's test driver) and virsh for the libvirt
+# lifecycle-event and polling tests (tests/gateway/test_libvirt_events.py).
 TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev \
-	glusterfs-server libgfapi0 etcd-server socat
+	glusterfs-server libgfapi0 etcd-server socat libvirt-daemon libvirt-clients
 # What `make bench` compares against: fio, sshfs over a loopback sshd.
 BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
-# What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it.
-BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc
+# What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it, and
+# libvirt-python (the gateway's libvirt lifecycle events) against libvirt's headers.
+BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc libvirt-dev
 RUN_DEBS :=
 
 .PHONY: run test test-fast lint typecheck bench venv debs-test debs-bench debs-run clean

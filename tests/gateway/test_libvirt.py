@@ -309,7 +309,8 @@ async def test_follow_refreshes_and_keeps_instances_on_errors(
 
     with anyio.move_on_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(libvirt.follow, table, "qemu:///system", 0.01, read)
+            # binding=None: polling only (libvirt-python would connect to qemu:///system)
+            tg.start_soon(lambda: libvirt.follow(table, "qemu:///system", 0.01, read, binding=None))
             while len(seen) < 4:
                 await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
@@ -322,7 +323,9 @@ async def test_follow_refreshes_and_keeps_instances_on_errors(
 async def test_gateway_follows_libvirt(
     start_gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``libvirt = URI``: a running domain's CID reaches its share by the domain's uuid."""
+    """``libvirt = URI``: a running domain's CID reaches its share by the domain's uuid
+    (polling through ``virsh``, as without libvirt-python; events: test_libvirt_events.py)."""
+    monkeypatch.setattr(libvirt.Binding, "load", classmethod(lambda cls: None))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (tmp_path / "domain.xml").write_text(NOVA_10_AUTO_CID)

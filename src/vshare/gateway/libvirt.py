@@ -531,28 +531,27 @@ async def follow(
     release = table.claim("cid", SOURCE)
     try:
         backoff = min(RECONNECT_FIRST, interval)
-        last_error = ""
+        connect_error = read_error = ""  # logged once each, until things work again
         while True:
             if binding is not None:
                 try:
                     await _follow_events(table, binding, uri, resync, status)
                 except LibvirtError as exc:
-                    if str(exc) != last_error:
+                    if str(exc) != connect_error:
                         log.error("%s (polling every %g s, reconnecting)", exc, interval)
-                        last_error = str(exc)
+                        connect_error = str(exc)
                 else:  # the connection closed after working: start the backoff again
                     backoff = min(RECONNECT_FIRST, interval)
-                    last_error = ""
+                    connect_error = read_error = ""
             status.mode = "polling"
             try:
                 xmls = await anyio.to_thread.run_sync(read, uri, abandon_on_cancel=True)
             except OSError as exc:
-                if str(exc) != last_error:
+                if str(exc) != read_error:
                     log.error("%s", exc)
-                    last_error = str(exc)
+                    read_error = str(exc)
             else:
-                if binding is None:
-                    last_error = ""
+                read_error = ""
                 refresh(table, xmls)
             if binding is None:
                 await anyio.sleep(interval)
