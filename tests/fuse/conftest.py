@@ -190,19 +190,20 @@ GatewayFactory = Callable[..., TunedGateway]
 
 @pytest.fixture
 def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
-    """``gateway_with(ownership="squash", metrics=False, umask=None, size_gib=None) ->
-    TunedGateway``: a started gateway serving share ``alpha`` (rw to this uid) from its
-    own volume."""
+    """``gateway_with(ownership="squash", metrics=False, umask=None, size_gib=None,
+    settings="") -> TunedGateway``: a started gateway serving share ``alpha`` (rw to this
+    uid) from its own volume; ``settings``: more top-level TOML lines."""
     made: list[TunedGateway] = []
 
     def make(ownership: str = "squash", metrics: bool = False,
-             umask: int | None = None, size_gib: int | None = None) -> TunedGateway:  # fmt: skip
+             umask: int | None = None, size_gib: int | None = None,
+             settings: str = "") -> TunedGateway:  # fmt: skip
         base = tmp_path / f"gw{len(made)}"
         vol = base / "vol"
         (vol / "shares" / "alpha").mkdir(parents=True)
         config = base / "gateway.toml"
         config.write_text(
-            f'ownership = "{ownership}"\n\n'
+            f'ownership = "{ownership}"\n{settings}\n'
             "[[share]]\n"
             'name = "alpha"\n'
             'path = "shares/alpha"\n'

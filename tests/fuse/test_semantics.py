@@ -506,3 +506,22 @@ def test_fuse_client_on_diod(tmp_path: Path, mount: MountFactory) -> None:
             force_unmount(mnt)
         proc.kill()
         proc.wait()
+
+
+# --- 11. a gateway that refuses requests over its in-flight bound ----------------------
+
+
+def test_listing_is_whole_when_the_gateway_says_eagain(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """The client asks for a listing's attributes in pipelined batches; a gateway with a
+    small in-flight bound refuses some with EAGAIN (seen on GlusterFS, whose requests run
+    as tasks). No entry may go missing from the listing, and nothing fails."""
+    gw = gateway_with(settings='inline_metadata = "never"\nmax_inflight = 4')
+    back = gw.share_dir("alpha")
+    names = {f"f{i:03d}" for i in range(200)}
+    for name in names:
+        (back / name).write_bytes(b"x")
+    m = mount(gw.uri, "alpha", "auto").path
+    assert set(os.listdir(m)) == names
+    assert all(os.stat(m / name).st_size == 1 for name in sorted(names)[:20])

@@ -42,6 +42,8 @@ from vshare.protocol import (
 from vshare.transport import Connection, TlsSettings, connect
 
 M = TypeVar("M", bound=Message)
+#: Times a request refused with EAGAIN is sent again (pauses of 1, 2, 4... ms: 0.25 s).
+_EAGAIN_TRIES = 8
 
 
 class ConnectionLost(ConnectionResetError):
@@ -123,7 +125,19 @@ class Client:
             await self.conn.send(parts)
 
     async def rpc(self, msg: Message, tag: int | None = None) -> Message:
-        """Send a request, wait for its reply. Rlerror becomes ``OSError``."""
+        """Send a request, wait for its reply. Rlerror becomes ``OSError``. EAGAIN (a
+        server's bound on requests in flight: it did not carry the request out) is tried
+        again after a pause, a few times."""
+        delay = 0.001
+        for _ in range(_EAGAIN_TRIES):
+            try:
+                return await self._rpc_once(msg, tag)
+            except BlockingIOError:
+                await anyio.sleep(delay)
+                delay *= 2
+        return await self._rpc_once(msg, tag)
+
+    async def _rpc_once(self, msg: Message, tag: int | None) -> Message:
         if self._dead is not None:
             raise ConnectionLost(str(self._dead))
         if tag is None:

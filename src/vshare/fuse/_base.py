@@ -43,8 +43,10 @@ UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS)
 #: Walked fids kept for inodes; past it the least recently used go back (and are walked
 #: again from their path when needed).
 MAX_INODE_FIDS = 8192
-#: Entries of one readdir whose attributes are asked for in one write.
-READDIR_BATCH = 128
+#: Entries of one readdir whose attributes are asked for in one write: 64 requests, well
+#: under what a gateway takes in flight from one session (256), with room for the other
+#: handlers' requests (an entry refused with EAGAIN is asked for again, alone).
+READDIR_BATCH = 32
 
 
 #: Bytes of write-behind one open file may have unanswered before a write waits.

@@ -1,8 +1,9 @@
 """Directory handlers of the FUSE client: a listing with attributes (readdirplus), one
-pipelined batch of requests per 128 entries."""
+pipelined batch of requests per 32 entries."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,13 @@ from vshare.protocol import (
     Twalk,
     unpack_dirents,
 )
+
+
+def _gone(reply: Message | OSError) -> bool:
+    """A walk or getattr of a listed name that failed because the name is gone (removed
+    since the listing): the entry is left out. Any other error is not the listing's
+    answer: the entry is asked for again."""
+    return isinstance(reply, OSError) and reply.errno in (errno.ENOENT, errno.ESTALE)
 
 
 class DirectoryOperations(FidOperations):
@@ -96,6 +104,7 @@ class DirectoryOperations(FidOperations):
                 if known is not None:
                     known.busy -= 1
         out = []
+        again: list[str] = []  # refused for now (EAGAIN: the gateway's in-flight bound)
         i = 0
         for name, known, fid in plan:
             if known is not None:
@@ -103,23 +112,39 @@ class DirectoryOperations(FidOperations):
                 i += 1
                 if isinstance(attr, Rgetattr):
                     out.append((name, known, StatResult.from_rgetattr(attr)))
+                elif not _gone(attr):
+                    again.append(name)
                 continue
             walk, attr = replies[i], replies[i + 1]
             i += 2
             if isinstance(walk, OSError):
-                s.client.release_fid(fid)  # gone since the listing
-                continue
+                s.client.release_fid(fid)
+                if not _gone(walk):
+                    again.append(name)
+                continue  # else gone since the listing
             if not isinstance(attr, Rgetattr):
                 await self.share.forget_fid(s, fid)
+                if not _gone(attr):
+                    again.append(name)
                 continue
             st = StatResult.from_rgetattr(attr)
-            node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
-            if not self._adopt(s, node, fid):
-                await self.share.forget_fid(s, fid)
-            out.append((name, node, st))
+            out.append((name, await self._listed(s, parent, name, fid, st.qid.path), st))
+        for name in again:  # one at a time; an error now is the listing's
+            try:
+                fid, st = await self._walk_stat(s, pfid, name)
+            except FileNotFoundError:
+                continue
+            out.append((name, await self._listed(s, parent, name, fid, st.qid.path), st))
         for old in self.inodes.over_budget():
             await self._give_back(s, old)
         return out
+
+    async def _listed(self, s: Session, parent: Inode, name: str, fid: int, qid_path: int) -> Inode:
+        """The inode of a listed entry, given the walked ``fid`` if it has none."""
+        node = self.inodes.for_qid([*parent.parts, name], qid_path)
+        if not self._adopt(s, node, fid):
+            await self.share.forget_fid(s, fid)
+        return node
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
