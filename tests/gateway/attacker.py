@@ -150,7 +150,31 @@ def unread(uri: str, name: str, count: str) -> tuple[list[Peer], dict[str, Any]]
     return [peer], {"sent": int(count)}
 
 
+def locks(uri: str, name: str, count: str, owners: str) -> tuple[list[Peer], dict[str, Any]]:
+    """Take ``count`` write locks of one byte each (not adjacent: none merge) on ``name``,
+    pipelined 500 at a time, as ``owners`` processes; then time 200 more Tlocks that
+    conflict with nothing (its own cost on the gateway's loop)."""
+    peer = Peer(uri)
+    peer.attach()
+    walk, lopen = peer.pipeline([p.Twalk(0, 1, (name,)), p.Tlopen(1, p.DOTL_RDWR)])
+    assert isinstance(lopen, p.Rlopen), (walk, lopen)
+    n, procs = int(count), int(owners)
+    results: dict[int, int] = {}
+    for first in range(0, n, 500):
+        batch = [p.Tlock(1, p.LOCK_TYPE_WRLCK, 0, 2 * i, 1, 1 + i % procs, "attacker")
+                 for i in range(first, min(n, first + 500))]  # fmt: skip
+        for reply in peer.pipeline(batch):
+            key = reply.status if isinstance(reply, p.Rlock) else -ecode(reply)
+            results[key] = results.get(key, 0) + 1
+    start = time.perf_counter()
+    more = [p.Tlock(1, p.LOCK_TYPE_RDLCK, 0, 2 * n + 2 * i, 1, 1, "attacker") for i in range(200)]
+    peer.pipeline(more)
+    per_lock = (time.perf_counter() - start) / 200
+    return [peer], {"results": results, "per_lock_us": per_lock * 1e6}
+
+
 ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
+    "locks": locks,
     "unread": unread,
     "partial": partial,
     "fids": fids,

@@ -318,3 +318,72 @@ async def test_replies_nobody_reads_stop_the_reading_of_that_session_only(
                 assert len(data) == 1 << 16
         await sessions_ended(gw)
         assert budget.used == 0
+
+
+# --- locks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("owners", [1, 1000])
+async def test_twenty_thousand_locks_leave_others_fast(
+    start_gateway: GatewayFactory, owners: int
+) -> None:
+    """One session takes 20,000 locks on a file (as one process, or as 1,000): the other
+    tenant's Tlock, Tgetlock and getattr on that very file stay fast (a Tlock used to scan
+    every lock on the event loop: ~2 ms each)."""
+    async with start_gateway(tcp=True, shares=shares()) as gw:
+        (gw.share_dir("alpha") / "f").write_bytes(b"shared")
+        n = 20_000
+        args = ("locks", gw.uri, "f", str(n), str(owners))
+        async with attacker(*args) as a, victim(gw) as v, a.attack() as got:
+            print(f"attacker: {got}")
+            assert got["results"] == {str(p.LOCK_SUCCESS): n}
+            assert got["per_lock_us"] < 1000
+            assert gw.gateway.ctx.budgets.locks.used == n + 200
+            c = v.client
+            root, _ = await c.attach("alpha")
+            f = await walk(c, root, "f")
+            await c.call(p.Tlopen(f, p.DOTL_RDWR), p.Rlopen)
+            times = []
+            for i in range(100):
+                start = time.perf_counter()
+                free = await c.call(
+                    p.Tlock(f, p.LOCK_TYPE_WRLCK, 0, 10 * n + i, 1, 7, "other"), p.Rlock
+                )
+                taken = await c.call(
+                    p.Tlock(f, p.LOCK_TYPE_RDLCK, 0, 2 * (i * 97), 1, 7, "other"), p.Rlock
+                )
+                who = await c.call(
+                    p.Tgetlock(f, p.LOCK_TYPE_WRLCK, 2 * (i * 97), 1000, 7, "other"),
+                    p.Rgetlock,
+                )
+                times.append((time.perf_counter() - start) / 3)
+                assert free.status == p.LOCK_SUCCESS and taken.status == p.LOCK_BLOCKED
+                assert who.type == p.LOCK_TYPE_WRLCK and who.client_id == "attacker"
+                assert who.start == 2 * (i * 97)
+            times.sort()
+            print(
+                f"other tenant's lock requests: p50 {times[50] * 1e3:.2f} ms,"
+                f" max {times[-1] * 1e3:.2f} ms"
+            )
+            assert times[98] < 0.005
+        await sessions_ended(gw)
+        assert gw.gateway.ctx.budgets.locks.used == 0
+        assert gw.gateway.ctx.locks.held(1) == []
+
+
+async def test_locks_over_the_session_budget_get_enolck(start_gateway: GatewayFactory) -> None:
+    async with start_gateway(max_locks=100) as gw, gw.client() as c:
+        (gw.share_dir("alpha") / "f").write_bytes(b"x")
+        root, _ = await c.attach("alpha")
+        f = await walk(c, root, "f")
+        await c.call(p.Tlopen(f, p.DOTL_RDWR), p.Rlopen)
+        for i in range(100):
+            await c.call(p.Tlock(f, p.LOCK_TYPE_WRLCK, 0, 2 * i, 1, 1, "g"), p.Rlock)
+        with pytest.raises(OSError) as info:
+            await c.call(p.Tlock(f, p.LOCK_TYPE_WRLCK, 0, 1000, 1, 1, "g"), p.Rlock)
+        assert info.value.errno == errno.ENOLCK
+        budget = gw.gateway.ctx.budgets.locks
+        assert budget.used == 100 and budget.refusals["session"] == 1
+        await c.call(p.Tlock(f, p.LOCK_TYPE_UNLCK, 0, 0, 0, 1, "g"), p.Rlock)  # all of them
+        assert budget.used == 0
+        await c.call(p.Tlock(f, p.LOCK_TYPE_WRLCK, 0, 1000, 1, 1, "g"), p.Rlock)

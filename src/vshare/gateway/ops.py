@@ -27,7 +27,7 @@ import anyio
 from vshare.backend.base import TIME_NOW, Attr, Node, check_name
 from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.fids import Attachment, Fid, XattrWrite, node_qid, qid_of, walk_from_root
-from vshare.gateway.locks import Owner
+from vshare.gateway.locks import Owner, TooManyLocks
 from vshare.policy import decide, squash_mode
 from vshare.protocol import (
     AT_REMOVEDIR,
@@ -186,6 +186,8 @@ class Operations:
         key = key or ctx.identity_key(identity)
         #: Fids held: EMFILE past the session's or identity's share (see context.py).
         self.fid_budget = ctx.budgets.fids.account(key, session_id, str(identity))
+        #: Byte-range locks held: ENOLCK past the session's or identity's share.
+        self.lock_budget = ctx.budgets.locks.account(key, session_id, str(identity))
         self.msize = ctx.config.msize
         self.fids: dict[int, Fid] = {}
         self._attachments: set[Attachment] = set()
@@ -343,6 +345,7 @@ class Operations:
 
         await anyio.to_thread.run_sync(close)
         self.ctx.locks.release_session(self.session_id)
+        self.lock_budget.close()
 
     # --- session and fids --------------------------------------------------------------
 
@@ -953,9 +956,12 @@ class Operations:
             raise _err(errno.EINVAL)
         try:
             ok = self.ctx.locks.lock(fid.node.qid_path, self._owner(msg.client_id, msg.proc_id),
-                                     msg.type, msg.start, msg.length)  # fmt: skip
+                                     msg.type, msg.start, msg.length,
+                                     self.lock_budget)  # fmt: skip
         except ValueError:
             raise _err(errno.EINVAL) from None
+        except TooManyLocks:
+            raise _err(errno.ENOLCK) from None
         return Rlock(LOCK_SUCCESS if ok else LOCK_BLOCKED)
 
     async def getlock(self, msg: Tgetlock) -> Message:
