@@ -143,6 +143,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         config.write_text(
             f'listen = ["unix://{sock}"]\nbackend = "posix:{vol}"\nmsize = {1024 * 1024 + 24}\n'
             f"max_sessions = {args.sessions + 10}\n"
+            # every session here is one identity (this uid): lift its share of the slots
+            f"max_sessions_per_identity = {args.sessions + 10}\n"
             f'[[share]]\nname = "bench"\npath = "shares/bench"\n'
             f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
         )

@@ -28,6 +28,7 @@ from vshare.gateway.instances import InstanceTable
 from vshare.gateway.locks import LockTable
 from vshare.gateway.metrics import Metrics
 from vshare.gateway.quota import ShareUsage
+from vshare.gateway.workers import ShareWorkers, Workers
 from vshare.policy import Instance, InstanceRegistry, Requester
 from vshare.protocol import IOHDRSZ
 from vshare.transport import PeerIdentity
@@ -38,6 +39,9 @@ log = logging.getLogger("vshare.gateway")
 _LOG_EVERY: Final = 10.0
 #: No limit (a budget without a per-session or total bound).
 UNLIMITED: Final = 1 << 62
+#: Threads for the backend calls of every share together (each share is also bound by
+#: ``share_threads``); anyio's default pool, which this replaces, had 40.
+WORKER_THREADS: Final = 64
 
 
 def identity_key(identity: PeerIdentity, instance: Instance | None) -> str:
@@ -275,7 +279,9 @@ class GatewayContext:
     locks: LockTable = field(default_factory=LockTable)
     #: identity → instance; the gateway's InstanceTable (later: the control-plane store).
     instances: InstanceRegistry = field(default_factory=InstanceTable)
-    _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+    _limiters: dict[str, ShareWorkers] = field(default_factory=dict)
+    #: The worker threads of every share's backend calls (see workers.py).
+    workers: Workers = field(default_factory=lambda: Workers(WORKER_THREADS))
     #: Tread buffers of the largest payload any session may ask for.
     read_buffers: BufferPool = field(init=False)
 
@@ -325,9 +331,11 @@ class GatewayContext:
                 return share
         return None
 
-    def limiter(self, share: Share) -> anyio.CapacityLimiter:
+    def limiter(self, share: Share) -> ShareWorkers:
         """Bounds the backend calls in flight for one share, across all sessions."""
         limiter = self._limiters.get(share.name)
         if limiter is None:
-            limiter = self._limiters[share.name] = anyio.CapacityLimiter(self.config.share_threads)
+            limiter = self._limiters[share.name] = ShareWorkers(
+                self.workers, self.config.share_threads
+            )
         return limiter

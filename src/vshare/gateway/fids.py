@@ -13,11 +13,10 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field
 
-import anyio
-
 from vshare.backend.base import Backend, Node, OpenFile
 from vshare.gateway.config import Share
 from vshare.gateway.quota import ShareUsage
+from vshare.gateway.workers import ShareWorkers
 from vshare.policy import Level
 from vshare.protocol import QTDIR, QTFILE, QTSYMLINK, Qid
 
@@ -41,7 +40,7 @@ class Attachment:
     share: Share  # replaced when the share's rules or size change (live enforcement)
     level: Level  # likewise: an rw→ro change applies to the next write
     root: Node
-    limiter: anyio.CapacityLimiter
+    limiter: ShareWorkers  # the share's bound on backend calls in flight, and its threads
     usage: ShareUsage
     #: Tattach's ``n_uname`` (None when the guest sent none, 0xFFFFFFFF): in ``passthrough``
     #: ownership, the owner of everything created through this attachment's fids, as the

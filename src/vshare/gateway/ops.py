@@ -236,7 +236,7 @@ class Operations:
     async def _run(self, att: Attachment, fn: Callable[..., T], *args: Any) -> T:
         if _INLINE.get():
             return fn(*args)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=att.limiter)
+        return await att.limiter.run(fn, *args)
 
     def _fid(self, fid: int) -> Fid:
         try:
@@ -301,8 +301,8 @@ class Operations:
         scope on the event loop: nothing there awaits)."""
         if _INLINE.get():
             return fn(*args)
-        with anyio.CancelScope(shield=True):
-            result = await anyio.to_thread.run_sync(fn, *args, limiter=att.limiter)
+        with anyio.CancelScope(shield=True):  # the wait for the share's bound too
+            result = await att.limiter.run(fn, *args)
         return result  # noqa: RET504 (mypy: a cancel scope could swallow the return)
 
     async def _close_shielded(self, att: Attachment, *nodes: Node) -> None:
@@ -393,7 +393,7 @@ class Operations:
 
         # One trip to a worker thread, whose result comes back even if the request is
         # cancelled meanwhile; from here on no await until the fid holds both nodes.
-        root, node = await anyio.to_thread.run_sync(open_root, limiter=limiter)
+        root, node = await limiter.run(open_root)
         uid = None if msg.n_uname == NO_ID else msg.n_uname
         att = Attachment(share, level, root, limiter, usage, uid)
         try:

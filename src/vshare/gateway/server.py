@@ -182,6 +182,7 @@ class Gateway:
             self._accept_tg = self._session_tg = None
             self._serving = False
             self._close_listeners()
+            self.ctx.workers.close()  # idle now: sessions ended, their fids closed
             self._stopped.set()
 
     # --- listeners ----------------------------------------------------------------------
