@@ -277,6 +277,15 @@ def requests(gw: TunedGateway) -> dict[str, int]:
     return counts
 
 
+def gauge(gw: TunedGateway, name: str) -> float:
+    url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in the gateway's metrics")
+
+
 def settled(gw: TunedGateway) -> dict[str, int]:
     """:func:`requests` once it stops moving: the kernel sends some requests after the
     call that caused them has returned (the release of a closed file or directory)."""
@@ -517,7 +526,7 @@ def test_listing_is_whole_when_the_gateway_says_eagain(
     """The client asks for a listing's attributes in pipelined batches; a gateway with a
     small in-flight bound refuses some with EAGAIN (seen on GlusterFS, whose requests run
     as tasks). No entry may go missing from the listing, and nothing fails."""
-    gw = gateway_with(settings='inline_metadata = "never"\nmax_inflight = 4')
+    gw = gateway_with(settings='inline_metadata = "never"\nmax_inflight = 4', metrics=True)
     back = gw.share_dir("alpha")
     names = {f"f{i:03d}" for i in range(200)}
     for name in names:
@@ -525,3 +534,10 @@ def test_listing_is_whole_when_the_gateway_says_eagain(
     m = mount(gw.uri, "alpha", "auto").path
     assert set(os.listdir(m)) == names
     assert all(os.stat(m / name).st_size == 1 for name in sorted(names)[:20])
+    # The kernel forgetting every inode at once makes the client give back 200 fids with
+    # Tclunks it does not wait for: refused ones must be sent again, or the fids stay
+    # open on the gateway (and their numbers, reused, would be "in use").
+    Path("/proc/sys/vm/drop_caches").write_text("2\n")
+    settled(gw)
+    assert gauge(gw, "vshare_fids") < 20, "fids the client gave back are still open"
+    assert set(os.listdir(m)) == names

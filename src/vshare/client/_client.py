@@ -42,6 +42,8 @@ from vshare.protocol import (
 from vshare.transport import Connection, TlsSettings, connect
 
 M = TypeVar("M", bound=Message)
+#: Requests in flight at most, by default (see ``Client.max_inflight``).
+MAX_INFLIGHT = 128
 #: Times a request refused with EAGAIN is sent again (pauses of 1, 2, 4... ms: 0.25 s).
 _EAGAIN_TRIES = 8
 
@@ -79,6 +81,17 @@ class Client:
         #: The server keeps requests on one fid in order (see ``VERSION_VSHARE``): only
         #: then does :meth:`pipeline` send dependent requests without waiting.
         self.ordered = False
+        #: Requests this client has in flight at most (waited, unwaited and abandoned
+        #: alike): under the gateway's bound per session (256), which answers EAGAIN past
+        #: it — an unwaited Tclunk refused so would leave its fid open there.
+        self.max_inflight = MAX_INFLIGHT
+        self._slot_freed: anyio.Event | None = None
+        #: Fids whose unwaited Tclunk was refused (EAGAIN): clunked again before the next
+        #: request.
+        self._clunk_again: list[int] = []
+        self._clunks_refused = anyio.Event()
+        #: Replies since the last EAGAIN: each 64 lets :attr:`max_inflight` grow by one.
+        self._calm = 0
 
     @property
     def alive(self) -> bool:
@@ -95,10 +108,17 @@ class Client:
                     raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
                 decoder.feed(data)
                 for tag, msg in decoder:
+                    refused = isinstance(msg, Rlerror) and msg.ecode == errno.EAGAIN
+                    self._pace(refused)
                     pending = self._pending.get(tag)
                     if pending is None and tag in self._unwaited_clunks:
-                        self.release_fid(self._unwaited_clunks.pop(tag))
+                        fid = self._unwaited_clunks.pop(tag)
                         self._free_tags.append(tag)
+                        if refused:
+                            self._clunk_again.append(fid)  # not carried out: still open
+                            self._clunks_refused.set()
+                        else:
+                            self.release_fid(fid)
                         continue
                     if pending is None and tag in self._abandoned:
                         self._abandoned.discard(tag)
@@ -108,6 +128,7 @@ class Client:
                         raise RemoteProtocolError(f"reply for unknown tag {tag}")
                     pending.reply = msg
                     pending.event.set()
+                self._freed()
         except (OSError, RemoteProtocolError) as exc:
             self._fail(exc)
         except BaseException as exc:
@@ -119,6 +140,50 @@ class Client:
         for pending in self._pending.values():
             pending.reply = exc
             pending.event.set()
+        self._freed()
+        self._clunks_refused.set()  # its task ends with the connection
+
+    def _pace(self, refused: bool) -> None:
+        """A server that refuses requests for having too many in flight (EAGAIN) gets
+        half as many from now on; it gets one more after every 64 replies that were not
+        refusals, up to ``MAX_INFLIGHT``."""
+        if refused:
+            self.max_inflight = max(1, self.max_inflight // 2)
+            self._calm = 0
+        elif self.max_inflight < MAX_INFLIGHT:
+            self._calm += 1
+            if self._calm >= 64:
+                self.max_inflight += 1
+                self._calm = 0
+
+    async def _resend_clunks(self) -> None:
+        """Send again the unwaited Tclunks the server refused (EAGAIN), so that no fid we
+        gave back stays open there. Runs beside :meth:`_reader`, as long as it does."""
+        while self.alive:
+            await self._clunks_refused.wait()
+            self._clunks_refused = anyio.Event()
+            await anyio.sleep(0.001)  # let what is in flight drain first
+            while self._clunk_again and self.alive:
+                await self.clunk_nowait(self._clunk_again.pop())
+
+    def _in_flight(self) -> int:
+        return len(self._pending) + len(self._unwaited_clunks) + len(self._abandoned)
+
+    def _freed(self) -> None:
+        event, self._slot_freed = self._slot_freed, None
+        if event is not None:
+            event.set()
+
+    async def _room_for(self, count: int) -> None:
+        """Wait until ``count`` more requests stay within :attr:`max_inflight`, then send
+        the Tclunks refused earlier."""
+        count = min(count, self.max_inflight)
+        while self._dead is None and self._in_flight() + count > self.max_inflight:
+            if self._slot_freed is None:
+                self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+        while self._clunk_again and self._dead is None:
+            await self.clunk_nowait(self._clunk_again.pop())
 
     async def send_frame(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
         async with self._send_lock:
@@ -141,6 +206,7 @@ class Client:
         if self._dead is not None:
             raise ConnectionLost(str(self._dead))
         if tag is None:
+            await self._room_for(1)
             if not self._free_tags:
                 raise OSError(errno.EAGAIN, "no free tag")
             tag = self._free_tags.pop()
@@ -189,6 +255,7 @@ class Client:
             raise ConnectionLost(str(self._dead))
         if not self.ordered and len(msgs) > 1:
             return [await self._rpc_or_error(msg) for msg in msgs]
+        await self._room_for(len(msgs))
         if len(self._free_tags) < len(msgs):
             raise OSError(errno.EAGAIN, "no free tag")
         tags = [self._free_tags.pop() for _ in msgs]
@@ -224,6 +291,15 @@ class Client:
                 out.append(OSError(reply.ecode, os.strerror(reply.ecode)))
             else:
                 out.append(reply)
+        # Refused (EAGAIN: a bound on requests in flight) means not carried out, and the
+        # requests after it that needed it failed for want of it (EBADF): those are sent
+        # again, one by one. The others stand.
+        refused = [i for i, r in enumerate(out) if isinstance(r, BlockingIOError)]
+        if refused:
+            for i in range(refused[0], len(out)):
+                r = out[i]
+                if isinstance(r, OSError) and r.errno in (errno.EAGAIN, errno.EBADF):
+                    out[i] = await self._rpc_or_error(msgs[i])
         return out
 
     async def _rpc_or_error(self, msg: Message) -> Message | OSError:
@@ -297,6 +373,13 @@ class Client:
         if not self._free_tags:
             await self.clunk(fid)
             return
+        while self._dead is None and self._in_flight() >= self.max_inflight:
+            if self._slot_freed is None:
+                self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+        if not self.alive:  # it died while we waited: the fid went with the session
+            self.release_fid(fid)
+            return
         tag = self._free_tags.pop()
         self._unwaited_clunks[tag] = fid
         head, _ = encode_parts(tag, Tclunk(fid), self.msize)
@@ -318,6 +401,7 @@ async def open_client(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(client._reader)
+            tg.start_soon(client._resend_clunks)
             try:
                 await client.version(msize)
                 yield client

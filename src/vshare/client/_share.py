@@ -295,6 +295,7 @@ class AsyncShare:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client._reader)
+                tg.start_soon(client._resend_clunks)
                 await client.version(self._msize)
                 root = client.new_fid()
                 await client.rpc(Tattach(root, NOFID, self._uname, self.share, self._n_uname))
