@@ -541,3 +541,28 @@ def test_listing_is_whole_when_the_gateway_says_eagain(
     settled(gw)
     assert gauge(gw, "vshare_fids") < 20, "fids the client gave back are still open"
     assert set(os.listdir(m)) == names
+
+
+# --- 12. a gateway whose requests run as tasks (GlusterFS, inline_metadata = "never") ----
+
+
+def test_pipelined_requests_keep_their_order_on_tasks(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """With requests running as tasks, a pipelined ``Tmkdir`` + ``Twalk`` to the new name,
+    ``Tsetattr`` + ``Tgetattr``, ``Tlink`` + ``Tgetattr`` must still be carried out in the
+    order sent (the promise of 9P2000.L.vshare), or a mkdir answers ENOENT (seen on
+    GlusterFS) and attributes come back stale."""
+    gw = gateway_with(settings='inline_metadata = "never"')
+    m = mount(gw.uri, "alpha", "none").path  # none: every change is sent at once
+    for i in range(30):
+        d = m / f"d{i}"
+        d.mkdir()
+        (d / "f").write_bytes(b"x" * i)
+        os.chmod(d / "f", 0o600)
+        assert stat.S_IMODE(os.stat(d / "f").st_mode) == 0o600
+        os.link(d / "f", d / "g")
+        assert os.stat(d / "g").st_nlink == 2
+        os.symlink("f", d / "ln")
+        assert os.readlink(d / "ln") == "f"
+    assert len(os.listdir(m)) == 30
