@@ -240,7 +240,7 @@ def test_a_busy_share_is_deleted_only_with_force(
 ) -> None:
     share = service.create_share(ACME, "docs", 1)
     store.update_share(share.id, status=ShareStatus.EXTENDING)  # as a crash would leave it
-    with pytest.raises(Conflict, match="is extending; wait, or delete it with force"):
+    with pytest.raises(Conflict, match="is extending: the request that made it extending"):
         service.delete_share(ACME, "docs")
     with pytest.raises(Conflict, match="is extending, not available"):
         service.extend_share(ACME, "docs", 2)

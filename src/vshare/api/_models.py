@@ -87,17 +87,22 @@ class Share(BaseModel):
     status: str = Field(description="creating, available, extending, shrinking, deleting, error")
     cache: ShareCache = Field(description=_CACHE_HELP)
     created_at: datetime
+    waiting_for: str | None = Field(
+        default=None,
+        description="In a transitional or error status: what the share waits for (a"
+        " request to finish, a delete with force), in one line; null when available.",
+    )
 
 
 class ShareList(BaseModel):
     shares: list[Share]
 
 
-def share_out(share: ShareRecord, volume: str | None) -> Share:
+def share_out(share: ShareRecord, volume: str | None, waiting_for: str | None = None) -> Share:
     return Share(
         id=share.id, name=share.name, tenant=share.tenant, volume=volume, path=share.path,
         size_gib=share.size_gib, status=share.status.value, cache=share.cache,
-        created_at=share.created_at,
+        created_at=share.created_at, waiting_for=waiting_for,
     )  # fmt: skip
 
 

@@ -49,7 +49,7 @@ router = APIRouter(prefix="/v1", dependencies=_strict)
 
 
 def _share(service: ControlService, share: ShareRecord) -> Share:
-    return share_out(share, service.volume_of(share))
+    return share_out(share, service.volume_of(share), service.waiting_for(share))
 
 
 @public.get("/health", operation_id="health", summary="Is the API up and its store readable")

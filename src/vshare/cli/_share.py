@@ -96,6 +96,7 @@ def share_show(share_name: str, endpoint: str | None, token: str | None, as_json
             ("size_gib", s["size_gib"]), ("status", s["status"]), ("cache", s["cache"]),
             ("volume", s["volume"] or "-"), ("path", s["path"]), ("created_at", s["created_at"]),
         ]
+        + ([("waiting_for", s["waiting_for"])] if s.get("waiting_for") else [])
     )  # fmt: skip
 
 
@@ -107,7 +108,9 @@ def share_delete(
     share_name: str, force: bool, endpoint: str | None, token: str | None, as_json: bool
 ) -> None:
     """Delete a share, its access rules and its directory (refused if not empty, unless
-    --force)."""
+    --force). With --force a share is deleted from any status, so a share left creating,
+    deleting or in error (a crash, an interrupted delete) is driven to its end; a forced
+    delete that was interrupted continues where it stopped."""
     remote = Remote.resolve(endpoint, token, as_json)
     remote.call("DELETE", f"/v1/shares/{segment(share_name)}", params={"force": force or None})
     if as_json:

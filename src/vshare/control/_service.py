@@ -45,6 +45,7 @@ import errno
 import logging
 import re
 import secrets
+import threading
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeVar
@@ -151,6 +152,9 @@ class ControlService:
     def __init__(self, store: Store, volumes: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.volumes = volumes if isinstance(volumes, Volumes) else Volumes(volumes)
+        #: Share id → entries removed so far, for each forced delete running here.
+        self._deletes_running: dict[str, int] = {}
+        self._deletes_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the volumes' backends. Idempotent."""
@@ -305,27 +309,70 @@ class ControlService:
         Without ``force`` the directory must be empty; the check is the ``rmdir`` itself,
         so a file written at the last moment is never lost. With ``force`` the share goes
         to status deleting and its directory is removed with everything in it (and nothing
-        outside it), even from a transitional status.
+        outside it), from any status: a share left creating, extending, shrinking, deleting
+        or error (a crash, an interrupted delete, a failed create) is driven to its end.
+        The removal is iterative and resumable (``backend.tree.remove_tree``): a delete
+        stopped anywhere, the API killed included, is finished by the next forced delete.
 
         Raises:
             NotFound: no such share for this caller.
-            Conflict: not empty (without force), or busy (creating, extending, ...).
-            VolumeUnavailable: the directory could not be removed (status: error).
+            Conflict: not empty (without force); busy (creating, extending, ...) without
+                force; or a forced delete of this share is running in this process (the
+                message says how far it got).
+            VolumeUnavailable: the volume cannot be opened (the share stays as it is, and
+                the message names the volume it waits for), or the directory could not
+                be removed (status: error; delete it again with force).
         """
         share = self.get_share(caller, name_or_id)
-        if share.status in _BUSY and not force:
+        running = self._deletes_running.get(share.id)
+        if running is not None:
             raise Conflict(
-                f"share {share.name} is {share.status.value}; wait, or delete it with force"
+                f"share {share.name} is being deleted by another request ({running} entries"
+                " removed so far); wait for it"
             )
-        backend = self.volumes.backend(share.backend)
+        if share.status in _BUSY and not force:
+            raise Conflict(f"share {share.name} is {share.status.value}: {self.waiting_for(share)}")
+        try:
+            backend = self.volumes.backend(share.backend)
+        except VolumeUnavailable as exc:
+            raise VolumeUnavailable(
+                f"share {share.name} ({share.status.value}) waits for its volume: {exc}; delete"
+                " it again when the volume is back"
+            ) from None
         parent_path, _, leaf = share.path.rpartition("/")
-        if force:
-            share = self._update(share, status=ShareStatus.DELETING)
+        with self._deletes_lock:
+            if share.id in self._deletes_running:
+                raise Conflict(f"share {share.name} is being deleted by another request")
+            self._deletes_running[share.id] = 0
+        try:
+            if force and share.status is not ShareStatus.DELETING:
+                share = self._update(share, status=ShareStatus.DELETING)
+
+            def progress(removed: int) -> None:
+                self._deletes_running[share.id] = removed
+
+            self._remove_share_directory(share, backend, parent_path, leaf, force, progress)
+            self.store.delete_share(share.id)
+        finally:
+            with self._deletes_lock:
+                removed = self._deletes_running.pop(share.id, 0)
+        log.info("share %s (%s) deleted by %s%s", share.name, share.id, caller,
+                 f" with force ({removed} entries removed)" if force else "")  # fmt: skip
+
+    def _remove_share_directory(
+        self,
+        share: ShareRecord,
+        backend: Backend,
+        parent_path: str,
+        leaf: str,
+        force: bool,
+        progress: Callable[[int], None],
+    ) -> None:
         try:
             parent = backend.open_root(parent_path)
             try:
                 if force:
-                    remove_tree(backend, parent, leaf)
+                    remove_tree(backend, parent, leaf, progress=progress)
                 else:
                     backend.unlink(parent, leaf, rmdir=True)
             finally:
@@ -339,11 +386,29 @@ class ControlService:
                 ) from None
             self._set_status_quietly(share, ShareStatus.ERROR)
             raise VolumeUnavailable(
-                f"share {share.name}: cannot remove {share.path}: {exc.strerror or exc}"
+                f"share {share.name}: cannot remove {share.path}: {exc.strerror or exc}; it is"
+                " in status error: delete it again with force"
             ) from None
-        self.store.delete_share(share.id)
-        log.info("share %s (%s) deleted by %s%s", share.name, share.id, caller,
-                 " with force" if force else "")  # fmt: skip
+
+    def waiting_for(self, share: ShareRecord) -> str | None:
+        """What a share in a transitional or error status waits for, in one line (None
+        when it is available): what the API shows next to the status."""
+        running = self._deletes_running.get(share.id)
+        if running is not None:
+            return f"a delete is removing its files ({running} entries removed so far)"
+        if share.status is ShareStatus.DELETING:
+            return (
+                "a delete with force to finish removing its files (none is running here:"
+                " delete it again with force)"
+            )
+        if share.status is ShareStatus.ERROR:
+            return "a delete with force: its directory could not be made or removed"
+        if share.status in _BUSY:
+            return (
+                f"the request that made it {share.status.value} to finish; if none is running"
+                " (the API restarted), delete it with force"
+            )
+        return None
 
     def extend_share(self, caller: Caller, name_or_id: str, size_gib: int) -> ShareRecord:
         """Grow the share to ``size_gib`` (status extending meanwhile). The size is a quota
