@@ -173,12 +173,63 @@ def locks(uri: str, name: str, count: str, owners: str) -> tuple[list[Peer], dic
     return [peer], {"results": results, "per_lock_us": per_lock * 1e6}
 
 
+def dotdot(
+    uri: str, depth: str, walks: str, seconds: str = "0"
+) -> tuple[list[Peer], dict[str, Any]]:
+    """Make a chain of directories ``depth`` deep (Tmkdir, then walk the fid into it, 250
+    levels to a batch; what exists already is walked down), then time ``walks`` Twalks of
+    16 ``..`` each from the bottom, each to a new fid; then go on walking up (and clunking)
+    for ``seconds``."""
+    peer = Peer(uri)
+    peer.attach()
+    (clone,) = peer.pipeline([p.Twalk(0, 1, ())])
+    assert isinstance(clone, p.Rwalk), clone
+    made = 0
+    failed: list[p.Message] = []
+    start = time.perf_counter()
+    while made < int(depth):  # what a run before made: walked down, 16 levels a Twalk
+        n = min(16, int(depth) - made)
+        (reply,) = peer.pipeline([p.Twalk(1, 1, ("d",) * n)])
+        if not isinstance(reply, p.Rwalk) or len(reply.qids) < n:  # a partial walk
+            k = len(reply.qids) if isinstance(reply, p.Rwalk) else 0
+            if k:
+                peer.pipeline([p.Twalk(1, 1, ("d",) * k)])
+            made += k
+            break
+        made += n
+    while made < int(depth):
+        batch: list[p.Message] = []
+        for _ in range(min(250, int(depth) - made)):
+            batch += [p.Tmkdir(1, "d", 0o755, p.NOFID), p.Twalk(1, 1, ("d",))]
+        replies = peer.pipeline(batch)
+        failed = [r for r in replies if ecode(r)]
+        made += sum(isinstance(r, p.Rwalk) for r in replies)
+        if failed:
+            break
+    built = time.perf_counter() - start
+    times = []
+    for i in range(int(walks)):
+        t = time.perf_counter()
+        (reply,) = peer.pipeline([p.Twalk(1, 2 + i, ("..",) * 16)])
+        times.append(time.perf_counter() - t)
+        assert isinstance(reply, p.Rwalk) and len(reply.qids) == 16, reply
+    more = 0
+    until = time.monotonic() + float(seconds)
+    while time.monotonic() < until:
+        peer.pipeline([p.Twalk(1, 100_000, ("..",) * 16), p.Tclunk(100_000)])
+        more += 1
+    return [peer], {"depth": made, "errors": sorted({ecode(r) for r in failed}),
+                    "build_s": built, "walks_s": sum(times),
+                    "max_walk_s": max(times, default=0.0), "more": more}  # fmt: skip
+
+
 ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
     "locks": locks,
     "unread": unread,
     "partial": partial,
     "fids": fids,
     "silent": silent,
+    "dotdot": dotdot,
 }
 
 

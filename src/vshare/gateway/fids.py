@@ -2,15 +2,38 @@
 
 A fid holds a backend :class:`~vshare.backend.base.Node` (an inode handle, not a path),
 possibly an :class:`~vshare.backend.base.OpenFile`, and the :class:`Attachment` it was
-reached through — which share, at which access level. ``path`` records the names walked
-from the share root; it is used only to answer ``..`` and Tremove/Trename (which 9P
-addresses by fid, the backend by parent and name), always by walking again from the share
-root, one checked component at a time.
+reached through — which share, at which access level — and its place in the share: the
+:class:`Link` of the directory it was walked from (``up``) and the name it was walked by
+(``name``); both None at the share root. Links answer ``..`` and Tremove/Trename (which 9P
+addresses by fid, the backend by parent and name) in constant time, whatever the depth.
+
+Why ``..`` by lineage stays in the share
+----------------------------------------
+A link holds the node of a directory the client walked *through*, one checked lookup at a
+time from the share root, and the link of the directory it was walked from in turn; the
+chain ends at the attachment's root link, whose ``..`` is the root itself. So ``..`` only
+ever yields a node that the client reached by walking down from the share root, and could
+have kept a fid on at the time: it grants nothing a client could not already hold.
+
+The path re-walk it replaces (``..`` = walk the names again from the root) answered with
+whatever the remembered path names *now*. The two differ only when a directory on the way
+was renamed or moved since the walk: the re-walk gave the directory now at the old path
+(another directory, or ENOENT), the lineage gives the directory the fid came through. If
+the host moved that directory out of the share, ``..`` leads to it outside the share —
+as a fid kept on it would; it never leads above it, nor to anything never walked through.
+Tremove/Trename act on the name in the directory the fid came through, after checking the
+name still names the fid's inode (ESTALE otherwise), as before.
+
+Links are shared: a fid's own link (``here``) is made at its first walk down and shared
+by every walk from it; an intermediate directory of a walk of several names gets a link
+holding the node the walk looked up (no clone). A link lives while a fid or a link below
+it holds it, and is charged to the session's fid budget: it may hold an fd.
 """
 
 from __future__ import annotations
 
 import stat
+import threading
 from dataclasses import dataclass, field
 
 from vshare.backend.base import Backend, Node, OpenFile
@@ -33,6 +56,49 @@ def node_qid(node: Node) -> Qid:
     return qid_of(node.file_type, node.qid_path)
 
 
+#: Guards every link's count: links are taken on the event loop and in worker threads.
+_refs = threading.Lock()
+
+
+class Link:
+    """A directory a fid was walked from: its node, the name it was itself walked by in
+    ``up``'s directory, and ``up`` (None for the share root's link). Counted: fids and
+    links below hold it; the last release closes the node."""
+
+    __slots__ = ("name", "node", "refs", "root", "up")
+
+    def __init__(self, node: Node, name: str | None, up: Link | None, *, root: bool = False):
+        self.node = node
+        self.name = name
+        self.up = up  # the reference to it is this link's
+        self.refs = 1
+        self.root = root  # the attachment's: neither counted nor closed here
+
+
+def hold(link: Link | None) -> Link | None:
+    """One more reference to ``link`` (for a fid or a link that keeps it)."""
+    if link is not None and not link.root:
+        with _refs:
+            link.refs += 1
+    return link
+
+
+def release(link: Link | None) -> int:
+    """Drop one reference to ``link``, and each link above it whose last reference that
+    was (in a loop: a chain may be thousands deep). Closes their nodes (blocking: call
+    from a worker thread). Returns how many links were freed (given back to the budget)."""
+    freed = 0
+    while link is not None and not link.root:
+        with _refs:
+            link.refs -= 1
+            if link.refs:
+                break
+        link.node.close()
+        freed += 1
+        link = link.up
+    return freed
+
+
 @dataclass(eq=False, slots=True)
 class Attachment:
     """One successful Tattach: a share, the level policy granted, the share root's node."""
@@ -48,6 +114,12 @@ class Attachment:
     #: access decisions.
     uid: int | None = None
     refs: int = 0  # fids that use it
+    #: The root's link, the top of every lineage of this attachment (its node is ``root``,
+    #: closed with the attachment, not by links).
+    link: Link = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.link = Link(self.root, None, None, root=True)
 
     @property
     def writable(self) -> bool:
@@ -68,33 +140,123 @@ class XattrWrite:
 class Fid:
     att: Attachment
     node: Node
-    path: tuple[str, ...]
+    up: Link | None = None  # the directory it was walked from; None at the share root
+    name: str | None = None  # the name it was walked by there
     file: OpenFile | None = None
     flags: int = 0  # os.O_* flags it was opened with
     xattr_data: bytes | None = None  # after Txattrwalk: the value (or the name list)
     xattr_write: XattrWrite | None = None
+    here: Link | None = None  # this fid's own place as a link, once something walked down
+
+    @property
+    def at_root(self) -> bool:
+        return self.up is None
 
     @property
     def is_open(self) -> bool:
         return self.file is not None or self.xattr_data is not None or self.xattr_write is not None
 
-    def close(self) -> None:
-        """Release backend handles (blocking: call from a worker thread)."""
+    def close(self) -> int:
+        """Release backend handles (blocking: call from a worker thread). Returns the links
+        freed."""
         if self.file is not None:
             self.file.close()
             self.file = None
         self.node.close()
+        return self.leave()
+
+    def leave(self) -> int:
+        """Drop the fid's links (its place is about to change, or it is closed)."""
+        here, up = self.here, self.up
+        self.here = self.up = None
+        return release(here) + release(up)
+
+    def link_here(self, backend: Backend) -> tuple[Link, int]:
+        """A reference to the fid's own place as a link (for something walked from it or
+        created in it), and how many links that made (0 or 1)."""
+        if self.up is None:
+            return self.att.link, 0
+        with _refs:
+            here = self.here
+            if here is not None:
+                here.refs += 1
+                return here, 0
+        made = Link(backend.clone(self.node), self.name, hold(self.up))
+        with _refs:
+            here = self.here
+            if here is None:  # another walk from this fid may have made it meanwhile
+                self.here = made
+                made.refs += 1
+                return made, 1
+            here.refs += 1
+        release(made)
+        return here, 0
 
 
-def walk_from_root(backend: Backend, att: Attachment, path: tuple[str, ...]) -> Node:
-    """A fresh node for ``path`` below the share root, one component at a time."""
-    node = backend.clone(att.root)
-    try:
-        for name in path:
-            child = backend.lookup(node, name)
+@dataclass(slots=True)
+class Walked:
+    """What a walk of every name reached: a node and its place, owned by the caller."""
+
+    node: Node
+    up: Link | None
+    name: str | None
+
+
+def walk(
+    backend: Backend, fid: Fid, names: tuple[str, ...]
+) -> tuple[list[Qid], Walked | None, int, int]:
+    """Walk ``names`` (each checked already, or ``.``/``..``) from ``fid`` (blocking: call
+    from a worker thread). Returns the qids walked, the place reached if every name was
+    walked (else None: a partial walk, nothing kept), the links made and the links freed
+    (for the budget). The first name failing raises its error."""
+    node, up, name = fid.node, fid.up, fid.name
+    at_fid = True  # node/up are the fid's (borrowed); else this walk owns them
+    made = freed = 0
+    qids: list[Qid] = []
+
+    def drop() -> None:
+        nonlocal freed
+        if not at_fid:
             node.close()
-            node = child
+            freed += release(up)
+
+    try:
+        for i, step in enumerate(names):
+            if step == "." or (step == ".." and up is None):
+                pass  # diodls walks "."; at the share root ".." is the root (as "/..")
+            elif step == "..":
+                parent = backend.clone(up.node)  # type: ignore[union-attr]
+                above = hold(up.up)  # type: ignore[union-attr]
+                above_name = up.name  # type: ignore[union-attr]
+                drop()
+                node, up, name, at_fid = parent, above, above_name, False
+            else:
+                try:
+                    child = backend.lookup(node, step)
+                except OSError:
+                    if i == 0:
+                        raise
+                    drop()
+                    return qids, None, made, freed
+                try:
+                    if at_fid:
+                        link, n = fid.link_here(backend)
+                        made += n
+                    elif up is None:  # this walk's clone of the root: the root's link
+                        link = fid.att.link
+                        node.close()
+                    else:  # the node looked up on the way becomes its link's
+                        link = Link(node, name, up)
+                        made += 1
+                except BaseException:
+                    child.close()
+                    raise
+                node, up, name, at_fid = child, link, step, False
+            qids.append(node_qid(node))
+        if at_fid:
+            node, up = backend.clone(node), hold(up)
+            at_fid = False
     except BaseException:
-        node.close()
+        drop()
         raise
-    return node
+    return qids, Walked(node, up, name), made, freed

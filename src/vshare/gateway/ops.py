@@ -6,9 +6,9 @@ bounded per share; a handler does all of its backend calls in one trip to that t
 
 Confinement rests on three rules kept here and in the backend (see backend/posix.py):
 every name from the wire goes through :func:`check_name` before a backend sees it; every
-lookup is relative to a node the fid already holds; ``..`` is answered by walking again
-from the share root (and stays at the root when already there), never by asking the
-backend for a parent.
+lookup is relative to a node the fid already holds; ``..`` is answered from the fid's
+lineage, the directories it was walked through from the share root (and stays at the root
+when already there: see fids.py), never by asking the backend for a parent.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import anyio
 
 from vshare.backend.base import TIME_NOW, Attr, Node, check_name
 from vshare.gateway.context import GatewayContext, audit_log
-from vshare.gateway.fids import Attachment, Fid, XattrWrite, node_qid, qid_of, walk_from_root
+from vshare.gateway.fids import Attachment, Fid, Link, XattrWrite, hold, node_qid, qid_of, release
+from vshare.gateway.fids import walk as walk_names
 from vshare.gateway.locks import Owner, TooManyLocks
 from vshare.policy import decide, squash_mode
 from vshare.protocol import (
@@ -320,6 +321,17 @@ class Operations:
 
         await self._run_shielded(att, close)
 
+    async def _leave_shielded(self, att: Attachment, node: Node, *links: Link | None) -> None:
+        """Close a node no fid holds any more and drop references to links (a fid's old
+        place, or a place never entered), even if the request is being cancelled; the
+        links freed go back to the budget."""
+
+        def close() -> int:
+            node.close()
+            return sum([release(link) for link in links])
+
+        self.fid_budget.give(await self._run_shielded(att, close))
+
     def _check_xattr_name(self, name: str) -> None:
         if not name.startswith(tuple(self.ctx.config.xattr_namespaces)):
             raise _err(errno.EOPNOTSUPP)
@@ -335,10 +347,11 @@ class Operations:
             fid.att.refs -= 1
         roots = {id(f.att): f.att for f in fids}
 
-        def close() -> None:
+        def close() -> int:
+            freed = 0
             for i, fid in enumerate(fids, 1):
                 try:
-                    fid.close()
+                    freed += fid.close()
                 except OSError:
                     pass
                 if not i % 64:
@@ -348,8 +361,9 @@ class Operations:
             for att in roots.values():
                 if att.refs == 0:
                     att.root.close()
+            return freed
 
-        await anyio.to_thread.run_sync(close)
+        self.fid_budget.give(await anyio.to_thread.run_sync(close))
         self.ctx.locks.release_session(self.session_id)
         self.lock_budget.close()
 
@@ -403,7 +417,7 @@ class Operations:
         uid = None if msg.n_uname == NO_ID else msg.n_uname
         att = Attachment(share, level, root, limiter, usage, uid)
         try:
-            self._add_fid(msg.fid, Fid(att, node, ()))
+            self._add_fid(msg.fid, Fid(att, node))
         except OSError:
             await self._close_shielded(att, node, root)
             raise
@@ -435,66 +449,33 @@ class Operations:
             raise _err(errno.EBUSY)
         if msg.newfid != msg.fid:
             self._new_fid_allowed(msg.newfid)
+        real = sum(name not in (".", "..") for name in msg.wnames)
         for name in msg.wnames:
             if name not in (".", ".."):
                 check_name(name)
-        qids, node, path = await self._run(fid.att, self._walk, fid, msg.wnames)
-        if node is None:
+        # Links the walk may make (fids.py): one per name walked down, but none for the
+        # share root's; they may hold fds, so they are charged as fids.
+        links = real - (1 if real and fid.at_root else 0)
+        if not self.fid_budget.fits(links + (msg.newfid != msg.fid)):
+            raise _err(errno.EMFILE)
+        qids, walked, made, freed = await self._run(
+            fid.att, walk_names, self.backend, fid, msg.wnames
+        )
+        self.fid_budget.force(made)
+        self.fid_budget.give(freed)
+        if walked is None:
             return Rwalk(tuple(qids))  # partial walk: newfid is not created
         if msg.newfid == msg.fid:
-            old = fid.node
-            fid.node, fid.path = node, path
-            await self._close_shielded(fid.att, old)
+            old = (fid.node, fid.here, fid.up)
+            fid.node, fid.up, fid.name, fid.here = walked.node, walked.up, walked.name, None
+            await self._leave_shielded(fid.att, *old)
         else:
             try:
-                self._add_fid(msg.newfid, Fid(fid.att, node, path))
+                self._add_fid(msg.newfid, Fid(fid.att, walked.node, walked.up, walked.name))
             except OSError:
-                await self._close_shielded(fid.att, node)
+                await self._leave_shielded(fid.att, walked.node, walked.up)
                 raise
         return Rwalk(tuple(qids))
-
-    def _walk(
-        self, fid: Fid, names: tuple[str, ...]
-    ) -> tuple[list[Qid], Node | None, tuple[str, ...]]:
-        """Runs in a worker thread. Returns the qids walked and, if every name was walked,
-        the final node (owned by the caller)."""
-        backend = self.backend
-        path = fid.path
-        if not names:
-            return [], backend.clone(fid.node), path
-        # The walk starts from the fid's own node (not a clone of it: the fid keeps it);
-        # every node after it is ours until handed back.
-        current = fid.node
-        owned = False
-        qids: list[Qid] = []
-        try:
-            for i, name in enumerate(names):
-                try:
-                    if name == ".":
-                        nxt = backend.clone(current)  # diodls walks "."; it stays put
-                    elif name == "..":
-                        # At the share root, ".." is the root itself (as "/.." is "/").
-                        parent = path[:-1]
-                        nxt = walk_from_root(backend, fid.att, parent)
-                        path = parent
-                    else:
-                        nxt = backend.lookup(current, name)
-                        path = (*path, name)
-                except OSError:
-                    if i == 0:
-                        raise
-                    if owned:
-                        current.close()
-                    return qids, None, fid.path
-                if owned:
-                    current.close()
-                current, owned = nxt, True
-                qids.append(node_qid(current))
-        except BaseException:
-            if owned:
-                current.close()
-            raise
-        return qids, current, path
 
     async def clunk(self, msg: Tclunk) -> Message:
         fid = self._drop_fid(msg.fid)
@@ -505,16 +486,22 @@ class Operations:
         if refused:
             pending = None
 
+        freed = 0
+
         def finish() -> None:
+            nonlocal freed
             try:
                 if pending is not None:
                     self._apply_xattr(fid, pending)
             finally:
-                fid.close()
+                freed = fid.close()
                 if fid.att.refs == 0:
                     fid.att.root.close()
 
-        await self._run_shielded(fid.att, finish)  # the fid is gone: its handles go too
+        try:
+            await self._run_shielded(fid.att, finish)  # the fid is gone: its handles go too
+        finally:
+            self.fid_budget.give(freed)
         if refused:
             raise _err(errno.EROFS)
         return Rclunk()
@@ -532,7 +519,7 @@ class Operations:
         fid = self._fid(msg.fid)
         try:
             self._writable(fid)
-            if not fid.path:
+            if fid.at_root:
                 raise _err(errno.EBUSY)  # the share root itself
             await self._run(fid.att, self._remove, fid)
         finally:
@@ -540,18 +527,16 @@ class Operations:
         return Rremove()
 
     def _remove(self, fid: Fid) -> None:
-        parent = walk_from_root(self.backend, fid.att, fid.path[:-1])
-        try:
-            # The fid's remembered path may be stale (renamed by someone else): only
-            # remove the name if it still names the fid's file.
-            probe = self.backend.lookup(parent, fid.path[-1])
-            same = probe.qid_path == fid.node.qid_path
-            probe.close()
-            if not same:
-                raise _err(errno.ESTALE)
-            self._unlink(fid.att, parent, fid.path[-1], rmdir=fid.node.is_dir)
-        finally:
-            parent.close()
+        assert fid.up is not None and fid.name is not None
+        parent, name = fid.up.node, fid.name
+        # The name the fid was walked by may be stale (renamed by someone else): only
+        # remove the name if it still names the fid's file.
+        probe = self.backend.lookup(parent, name)
+        same = probe.qid_path == fid.node.qid_path
+        probe.close()
+        if not same:
+            raise _err(errno.ESTALE)
+        self._unlink(fid.att, parent, name, rmdir=fid.node.is_dir)
 
     def _unlink(self, att: Attachment, parent: Node, name: str, *, rmdir: bool) -> None:
         """Unlink, and give the quota back the bytes of a file's last link."""
@@ -664,21 +649,25 @@ class Operations:
         flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
         mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
 
-        def create() -> Node:
+        def create() -> tuple[Node, int, int]:
             node, file = self.backend.create(fid.node, msg.name, flags, mode)
             try:
                 self._own(fid.att, node, msg.gid, mode)
+                link, made = fid.link_here(self.backend)  # the directory: the file's up
             except BaseException:
                 file.close()
                 node.close()
                 raise
             old = fid.node
             fid.node, fid.file, fid.flags = node, file, flags
-            fid.path = (*fid.path, msg.name)
             old.close()
-            return node
+            freed = fid.leave()
+            fid.up, fid.name = link, msg.name
+            return node, made, freed
 
-        node = await self._run(fid.att, create)
+        node, made, freed = await self._run(fid.att, create)
+        self.fid_budget.force(made)
+        self.fid_budget.give(freed)
         return Rlcreate(node_qid(node), self.msize - IOHDRSZ)
 
     async def read(self, msg: Tread) -> Message:
@@ -758,7 +747,7 @@ class Operations:
         if msg.offset > MAX_OFFSET:
             raise _err(errno.EINVAL)
         count = min(msg.count, self.msize - IOHDRSZ)
-        at_root = not fid.path
+        at_root = fid.at_root
         root_qid_path = fid.att.root.qid_path
 
         def fill() -> bytes:
@@ -876,18 +865,20 @@ class Operations:
         self._writable(fid)
         if fid.att.share is not dfid.att.share:
             raise _err(errno.EXDEV)
-        if not fid.path:
+        if fid.up is None or fid.name is None:
             raise _err(errno.EBUSY)
+        old_parent, old_name = fid.up.node, fid.name
 
-        def do() -> None:
-            old_parent = walk_from_root(self.backend, fid.att, fid.path[:-1])
-            try:
-                self.backend.rename(old_parent, fid.path[-1], new_parent, msg.name)
-            finally:
-                old_parent.close()
-            fid.path = (*dfid.path, msg.name)
+        def do() -> tuple[int, int]:
+            self.backend.rename(old_parent, old_name, new_parent, msg.name)
+            link, made = dfid.link_here(self.backend)
+            freed = fid.leave()
+            fid.up, fid.name = link, msg.name
+            return made, freed
 
-        await self._run(fid.att, do)
+        made, freed = await self._run(fid.att, do)
+        self.fid_budget.force(made)
+        self.fid_budget.give(freed)
         return Rrename()
 
     async def renameat(self, msg: Trenameat) -> Message:
@@ -930,9 +921,11 @@ class Operations:
             await self._close_shielded(fid.att, old)
         else:
             try:
-                self._add_fid(msg.newfid, Fid(fid.att, node, fid.path, xattr_data=value))
+                self._add_fid(
+                    msg.newfid, Fid(fid.att, node, hold(fid.up), fid.name, xattr_data=value)
+                )
             except OSError:
-                await self._close_shielded(fid.att, node)
+                await self._leave_shielded(fid.att, node, fid.up)
                 raise
         return Rxattrwalk(len(value))
 
