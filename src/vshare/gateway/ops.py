@@ -270,6 +270,7 @@ class Operations:
         fid.att.refs += 1
         self.fids[number] = fid
         self.ctx.metrics.fids.inc()
+        self._hold(fid.att, fid.node)
 
     def _drop_fid(self, number: int) -> Fid:
         try:
@@ -279,7 +280,20 @@ class Operations:
         self.ctx.metrics.fids.dec()
         self.fid_budget.give()
         fid.att.refs -= 1
+        self._let_go(fid.att, fid.node)
         return fid
+
+    @staticmethod
+    def _hold(att: Attachment, node: Node) -> None:
+        """Count a fid holding a regular file: unlinked, its bytes stay in the share's
+        usage until the last such fid is gone (quota.py)."""
+        if node.file_type == stat.S_IFREG:
+            att.usage.hold(node.qid_path)
+
+    @staticmethod
+    def _let_go(att: Attachment, node: Node) -> None:
+        if node.file_type == stat.S_IFREG:
+            att.usage.let_go(node.qid_path)
 
     @staticmethod
     def _writable(fid: Fid) -> None:
@@ -345,6 +359,7 @@ class Operations:
         self.fid_budget.give(len(fids))
         for fid in fids:
             fid.att.refs -= 1
+            self._let_go(fid.att, fid.node)
         roots = {id(f.att): f.att for f in fids}
 
         def close() -> int:
@@ -468,6 +483,8 @@ class Operations:
         if msg.newfid == msg.fid:
             old = (fid.node, fid.here, fid.up)
             fid.node, fid.up, fid.name, fid.here = walked.node, walked.up, walked.name, None
+            self._hold(fid.att, fid.node)
+            self._let_go(fid.att, old[0])
             await self._leave_shielded(fid.att, *old)
         else:
             try:
@@ -540,7 +557,7 @@ class Operations:
 
     def _unlink(self, att: Attachment, parent: Node, name: str, *, rmdir: bool) -> None:
         """Unlink, and give the quota back the bytes of a file's last link."""
-        freed = 0
+        freed = qid_path = 0
         if not rmdir and att.share.size_gib is not None:
             try:
                 probe = self.backend.lookup(parent, name)
@@ -549,12 +566,12 @@ class Operations:
                 finally:
                     probe.close()
                 if stat.S_ISREG(attr.mode) and attr.nlink == 1:
-                    freed = attr.size
+                    freed, qid_path = attr.size, attr.qid_path
             except OSError:
                 pass  # the unlink below reports what is wrong
         self.backend.unlink(parent, name, rmdir=rmdir)
         if freed:
-            att.usage.adjust(-freed)
+            att.usage.unlinked(qid_path, freed)  # now, or when the last fid on it goes
 
     # --- attributes ---------------------------------------------------------------------
 
@@ -612,7 +629,7 @@ class Operations:
             self.backend.setattr(fid.node, **changes)
             return
         growth = changes["size"] - self.backend.getattr(fid.node).size
-        with fid.att.usage.growing(fid.att.share.size_bytes, growth):
+        with fid.att.usage.growing(fid.att.share.size_bytes, growth, fid.node.qid_path):
             self.backend.setattr(fid.node, **changes)
 
     async def statfs(self, msg: Tstatfs) -> Message:
@@ -660,7 +677,8 @@ class Operations:
                 raise
             old = fid.node
             fid.node, fid.file, fid.flags = node, file, flags
-            old.close()
+            self._hold(fid.att, node)
+            old.close()  # a directory: nothing to let go
             freed = fid.leave()
             fid.up, fid.name = link, msg.name
             return node, made, freed
@@ -733,10 +751,11 @@ class Operations:
         size = self.backend.getattr(fid.node).size
         start = size if fid.flags & os.O_APPEND else offset
         growth = max(0, start + len(data) - size)
-        with fid.att.usage.growing(limit, growth):
+        qid_path = fid.node.qid_path
+        with fid.att.usage.growing(limit, growth, qid_path):
             n = self.backend.write(fid.file, offset, data)
         if n < len(data):  # a short write grew the file less than reserved
-            fid.att.usage.adjust(max(0, start + n - size) - growth)
+            fid.att.usage.adjust(max(0, start + n - size) - growth, qid_path)
         return n
 
     async def readdir(self, msg: Treaddir) -> Message:
