@@ -163,6 +163,57 @@ class _BudgetStats:
         yield from (used, top, limits, refusals)
 
 
+class LibvirtState(Protocol):
+    """What the libvirt follower shows (``vshare.gateway.libvirt.FollowStatus``)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def connects(self) -> int: ...
+    @property
+    def learned(self) -> int: ...
+    @property
+    def forgotten(self) -> int: ...
+    @property
+    def resyncs(self) -> int: ...
+    @property
+    def last_forget_lag(self) -> float | None: ...
+
+
+_LIBVIRT_MODES = ("starting", "events", "polling")
+
+
+class _LibvirtStats:
+    """The libvirt follower's status, read when Prometheus scrapes."""
+
+    def __init__(self, status: LibvirtState) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._status
+        mode = GaugeMetricFamily(
+            "vshare_libvirt_mode",
+            "How libvirt is followed: 1 for the current mode (events, polling, starting)",
+            labels=["mode"],
+        )
+        for name in _LIBVIRT_MODES:
+            mode.add_metric([name], float(st.mode == name))
+        yield mode
+        for name, value, text in (
+            ("connects", st.connects, "Event connections to libvirt made"),
+            ("cids_learned", st.learned, "CIDs learned from lifecycle events"),
+            ("cids_forgotten", st.forgotten, "CIDs forgotten on lifecycle events"),
+            ("resyncs", st.resyncs, "Full reads of the domain list applied while connected"),
+        ):
+            yield CounterMetricFamily(f"vshare_libvirt_{name}", text, value=value)
+        if st.last_forget_lag is not None:
+            yield GaugeMetricFamily(
+                "vshare_libvirt_forget_lag_seconds",
+                "From libvirt's stop callback to the CID forgotten, the last time",
+                value=st.last_forget_lag,
+            )
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -171,6 +222,7 @@ class Metrics:
         r.register(self._requests)
         self._backend_stats: _BackendStats | None = None
         self._budget_stats: _BudgetStats | None = None
+        self._libvirt_stats: _LibvirtStats | None = None
         self.bytes_read = Counter("vshare_read_bytes", "Bytes returned by Tread", registry=r)
         self.bytes_written = Counter("vshare_written_bytes", "Bytes taken by Twrite", registry=r)
         self.sessions = Gauge("vshare_sessions", "Sessions connected", registry=r)
@@ -201,6 +253,12 @@ class Metrics:
         if self._budget_stats is None:
             self._budget_stats = _BudgetStats(budgets)
             self.registry.register(self._budget_stats)
+
+    def watch_libvirt(self, status: LibvirtState) -> None:
+        """Export the libvirt follower's status (``vshare_libvirt_*``). Once."""
+        if self._libvirt_stats is None:
+            self._libvirt_stats = _LibvirtStats(status)
+            self.registry.register(self._libvirt_stats)
 
     def observe(self, op: str, result: str, seconds: float) -> None:
         """One answered request (on the event loop)."""

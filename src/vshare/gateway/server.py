@@ -17,6 +17,7 @@ whose identity was that instance's: a session never outlives the identity it att
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -122,6 +123,10 @@ class Gateway:
         self._accepting = anyio.CancelScope()
         self._stopped = anyio.Event()
         self.instances.subscribe(self._on_instance_change)
+        #: How the libvirt follower is doing (``config.libvirt``): exported as metrics.
+        self.libvirt_status = libvirt.FollowStatus()
+        if config.libvirt:
+            self.ctx.metrics.watch_libvirt(self.libvirt_status)
 
     @property
     def addresses(self) -> list[Address]:
@@ -166,10 +171,10 @@ class Gateway:
                         for served in list(self._served.values()):
                             self._start(served)
                         if self.config.libvirt:
-                            accept_tg.start_soon(
+                            accept_tg.start_soon(functools.partial(
                                 libvirt.follow, self.instances, self.config.libvirt,
-                                self.config.libvirt_poll,
-                            )  # fmt: skip
+                                self.config.libvirt_poll, status=self.libvirt_status,
+                            ))  # fmt: skip
                         task_status.started(self.addresses)
                 self._accept_tg = None
                 self._close_listeners()
