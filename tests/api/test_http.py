@@ -385,7 +385,8 @@ def test_sigterm_stops_the_api_gracefully_with_exit_0(tmp_path: Path) -> None:
 def test_startup_failures_are_one_line(tmp_path: Path) -> None:
     store = f"sqlite://{tmp_path / 'state.db'}"
     with socket_bound() as port:
-        done = vshare("api", "run", "--listen", f"127.0.0.1:{port}", "--store", store, check=False)
+        done = vshare("api", "run", "--listen", f"127.0.0.1:{port}", "--store", store,
+                      "--volume", f"default=posix:{tmp_path}", check=False)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         f"vshare: cannot listen on 127.0.0.1:{port}: Address already in use"
@@ -395,7 +396,8 @@ def test_startup_failures_are_one_line(tmp_path: Path) -> None:
         (["--volume", "novalue"], "expected NAME=URI"),
         (["--store", "mysql://x"], "unknown scheme 'mysql'"),
     ]:
-        done = vshare("api", "run", "--store", store, *args, check=False)
+        volume = ["--volume", f"default=posix:{tmp_path}"]
+        done = vshare("api", "run", "--store", store, *volume, *args, check=False)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr

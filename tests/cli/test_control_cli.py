@@ -40,7 +40,7 @@ def clean_env(tmp: Path | None = None, **values: str) -> dict[str, str | None]:
     """No client settings from the test runner's environment; a config path that does not
     exist unless one is given."""
     env: dict[str, str | None] = dict.fromkeys(CLIENT_ENV)
-    env["VSHARE_CONFIG"] = str((tmp or Path("/nonexistent")) / "no-client.toml")
+    env["XDG_CONFIG_HOME"] = str((tmp or Path("/nonexistent")) / "no-config-home")
     env.update(values)
     return env
 

@@ -15,7 +15,9 @@ status  code             raised as
 403     forbidden        ``control.Forbidden``: the token may not do this at all
 404     not_found        ``NotFound`` (also: another tenant's object), an unknown path
 405     method_not_allowed  a path that exists, with another method
-413     too_large        a request body over 64 KiB
+413     too_large        a request body over 64 KiB (with a valid token: without one,
+                         a 401 comes first; a declared Content-Length over it is answered
+                         before the body is read)
 409     conflict         ``Conflict``
 503     unavailable      ``StoreUnavailable``, ``control.VolumeUnavailable``
 500     internal         anything else: a bug. The log gets the traceback; the client a
@@ -24,16 +26,20 @@ status  code             raised as
 
 The access log: one line per request (logger ``vshare.api.access``) with method, path,
 status, duration and the token's name, through the process's logging set-up (text or
-JSON). Uvicorn's own access log is off, so there is exactly one.
+JSON). Uvicorn's own access log is off, so there is exactly one. The query string is logged
+with the values of unknown parameters written as ``***`` (a token sent as ``?token=`` is
+refused, and never logged).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import anyio.to_thread
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +60,7 @@ from vshare.control import (
     StoreUnavailable,
     VolumeUnavailable,
 )
+from vshare.store import StoreError
 
 log = logging.getLogger("vshare.api")
 access_log = logging.getLogger("vshare.api.access")
@@ -85,6 +92,10 @@ _ERRORS_DOCUMENTED: Final = {
     503: "The store or a volume cannot serve.",
 }
 _BEARER_CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
+#: Query parameters whose values the access log shows (those the API takes); the values of
+#: any other are written as ``***``: a client that puts its token there must not see it in
+#: the log.
+LOGGED_QUERY: Final = frozenset({"tenant", "force", "include_deleted"})
 
 DESCRIPTION = """\
 The control plane of vshare: shares, access rules and instances in OpenStack Manila's
@@ -177,17 +188,21 @@ class _AccessLog:
 
         async def receive_bounded() -> Message:
             # FastAPI reads the whole body before parsing it: bound what a client can make
-            # us hold. An HTTPException is what FastAPI lets through from here (as a 413).
+            # us hold. An HTTPException is what FastAPI lets through from here.
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
-                    raise StarletteHTTPException(413, f"request body over {MAX_BODY} bytes")
+                    raise await _too_large(scope)
             return message
 
         path = scope.get("path", "")
         try:
+            if _declared_length(scope) > MAX_BODY:  # refused before a byte of it is read
+                exc = await _too_large(scope)
+                await _http_error_response(exc)(scope, receive, send_and_note)
+                return
             await self.app(scope, receive_bounded, send_and_note)
         except Exception:
             log.exception("internal error in %s %s", scope.get("method"), path)
@@ -197,7 +212,7 @@ class _AccessLog:
         finally:
             caller = state.get("caller")
             ms = (time.perf_counter() - started) * 1000
-            query = scope.get("query_string", b"").decode("latin-1")
+            query = _scrubbed(scope.get("query_string", b""))
             target = f"{path}?{query}" if query else path
             client = scope.get("client")
             access_log.info(
@@ -212,6 +227,63 @@ class _AccessLog:
                     }
                 },
             )  # fmt: skip
+
+
+def _scrubbed(query: bytes) -> str:
+    """The query string for the log: values only of the parameters the API takes; any
+    other value (``?token=<secret>``, refused with 400 anyway) is written as ``***``."""
+    if not query:
+        return ""
+    parts = []
+    for part in query.decode("latin-1").split("&"):
+        name, sep, value = part.partition("=")
+        if sep and value and urllib.parse.unquote_plus(name) not in LOGGED_QUERY:
+            value = "***"
+        parts.append(f"{name}{sep}{value}")
+    return "&".join(parts)
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+async def _too_large(scope: Scope) -> StarletteHTTPException:
+    """What an oversized body gets: 401 if the request has no valid token (authentication
+    comes first, as everywhere), else 413."""
+    secret = ""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, secret = value.decode("latin-1").partition(" ")
+            secret = secret.strip() if scheme.lower() == "bearer" else ""
+    app = scope.get("app")
+    service = getattr(getattr(app, "state", None), "service", None)
+    if not secret or not isinstance(service, ControlService):
+        known = False
+    else:
+        try:
+            caller = await anyio.to_thread.run_sync(service.authenticate, secret)
+        except (StoreError, ValueError):
+            known = True  # cannot tell now: the size alone decides
+        else:
+            known = caller is not None
+            if caller is not None:
+                scope.setdefault("state", {})["caller"] = caller
+    if not known:
+        return StarletteHTTPException(
+            401, "this request needs a valid bearer token", headers=_BEARER_CHALLENGE
+        )
+    return StarletteHTTPException(413, f"request body over {MAX_BODY} bytes")
+
+
+def _http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
 def create_app(service: ControlService) -> FastAPI:

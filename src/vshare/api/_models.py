@@ -1,8 +1,9 @@
 """The API's request and response bodies (pydantic), and how records become responses.
 
 Requests refuse unknown fields (``extra="forbid"``): a misspelt field is a 400, not a
-silently ignored wish. Responses never carry a token's hash or a volume's backend URI
-(storage details stay on the server; a share names its volume).
+silently ignored wish. Their numbers are strict (``StrictInt``): ``true`` or ``"10"`` where a
+number is meant is a 400, not a size of 1 or 10. Responses never carry a token's hash or a
+volume's backend URI (storage details stay on the server; a share names its volume).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from vshare.control import SHARE_NAME
 from vshare.store import (
@@ -61,7 +62,7 @@ class ShareCreate(_Request):
         pattern=f"^{SHARE_NAME.pattern}$",
         description="Unique across the store; guests attach by it (aname=NAME).",
     )
-    size_gib: int = Field(ge=1, le=MAX_SIZE_GIB, description="Quota, in GiB.")
+    size_gib: StrictInt = Field(ge=1, le=MAX_SIZE_GIB, description="Quota, in GiB.")
     tenant: str | None = Field(
         default=None, description="Whose share (the admin must say; a tenant gets its own)."
     )
@@ -70,7 +71,7 @@ class ShareCreate(_Request):
 
 
 class ShareResize(_Request):
-    size_gib: int = Field(ge=1, le=MAX_SIZE_GIB, description="The new size, in GiB.")
+    size_gib: StrictInt = Field(ge=1, le=MAX_SIZE_GIB, description="The new size, in GiB.")
 
 
 class ShareUpdate(_Request):
@@ -152,7 +153,7 @@ def rule_out(rule: RuleRecord) -> Rule:
 class InstanceBody(_Request):
     tenant: str = Field(description="The project the instance belongs to.")
     name: str = ""
-    cids: list[int] = Field(default_factory=list, description="vsock CIDs (3 and up).")
+    cids: list[StrictInt] = Field(default_factory=list, description="vsock CIDs (3 and up).")
     sockets: list[str] = Field(default_factory=list, description="Hybrid-vsock socket paths.")
     ips: list[str] = Field(default_factory=list, description="IP addresses.")
     certs: list[str] = Field(default_factory=list, description="Certificate SHA-256s.")

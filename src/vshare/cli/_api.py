@@ -54,6 +54,7 @@ def api_run(listen: str, store: str, volumes: tuple[str, ...], verbose: int) -> 
                 raise ValueError(f"--volume {name} is given twice")
             table_[name] = uri
         vols = Volumes(table_ or None)
+        vols.check_local()  # before the store: a refused start leaves no database behind
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     setup_logging(verbose)

@@ -12,7 +12,8 @@ Where the endpoint and token come from, first found wins:
    no default.
 
 Exit codes: 0 done; 1 the API refused (its message, one line); 2 a usage mistake (click's,
-or a missing token or a bad config file); 3 the API cannot be reached (the endpoint is
+a missing or malformed token (not printable ASCII, a line break), a bad config file, or a
+``$VSHARE_CONFIG`` that names no file); 3 the API cannot be reached (the endpoint is
 named). Never a traceback: every failure is one ``vshare: <message>`` line on stderr.
 """
 
@@ -37,6 +38,7 @@ DEFAULT_ENDPOINT: Final = "http://127.0.0.1:8564"
 CONNECT_TIMEOUT: Final = 5.0
 ANSWER_TIMEOUT: Final = 600.0
 _UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 EXIT_REFUSED: Final = 1
@@ -69,6 +71,8 @@ def _read_config(path: Path) -> dict[str, str]:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
+        if os.environ.get("VSHARE_CONFIG"):  # named on purpose: a typo must not pass
+            fail(f"config {path} (VSHARE_CONFIG): no such file", EXIT_USAGE)
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         fail(f"config {path}: {exc}", EXIT_USAGE)
@@ -80,6 +84,23 @@ def _read_config(path: Path) -> dict[str, str]:
             fail(f"config {path}: {key} must be a string", EXIT_USAGE)
         out[key] = value
     return out
+
+
+def _check_token(token: str, source: str) -> None:
+    """A bearer token is printable ASCII without spaces (RFC 6750's b64token is narrower):
+    anything else cannot be sent in a header, and is a mistake to say in one line."""
+    if _TOKEN.fullmatch(token):
+        return
+    if any(ord(c) > 0x7E for c in token):
+        what = "a non-ASCII character"
+    elif any(c in "\r\n" for c in token):
+        what = "a line break"
+    else:
+        what = "a space or control character"
+    fail(
+        f"invalid API token ({source}): it holds {what}; a token is printable ASCII without spaces",
+        EXIT_USAGE,
+    )
 
 
 def _normalize_endpoint(endpoint: str) -> str:
@@ -110,10 +131,14 @@ class Remote:
     def resolve(cls, endpoint: str | None, token: str | None, as_json: bool) -> Remote:
         """Fill in what the flags (and click's env lookup) left out from the config file."""
         path = config_path()
+        source = "--token or VSHARE_TOKEN"
         if endpoint is None or token is None:
             config = _read_config(path)
             endpoint = endpoint or config.get("endpoint")
-            token = token or config.get("token")
+            if not token and config.get("token"):
+                token, source = config["token"], f"token in {path}"
+        if token:
+            _check_token(token, source)
         return cls(_normalize_endpoint(endpoint or DEFAULT_ENDPOINT), token, as_json, path)
 
     def call(

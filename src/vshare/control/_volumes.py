@@ -8,6 +8,7 @@ traced back to its volume here.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -121,6 +122,30 @@ class Volumes(Mapping[str, str]):
                     raise VolumeUnavailable(f"volume {name} ({uri}): {cause}") from None
                 self._open[uri] = backend
         return backend
+
+    def check_local(self) -> None:
+        """Open every local (``posix:``) volume now, so that a control plane started with a
+        directory that does not exist refuses to start instead of failing the first create.
+        Remote volumes (``gluster://``) stay lazy: a server briefly down must not stop the
+        control plane from starting.
+
+        Raises:
+            ValueError: a local volume that cannot be opened (missing, not a directory),
+                in one line naming it.
+        """
+        for name, uri in self._uris.items():
+            if uri.partition(":")[0] != "posix":
+                continue
+            try:
+                self.backend(uri)
+            except VolumeUnavailable:
+                path = uri.partition(":")[2]
+                reason = "does not exist" if not os.path.lexists(path) else "is not a directory"
+                if os.path.isdir(path):
+                    reason = "cannot be opened"
+                raise ValueError(
+                    f"volume {name}: {path} {reason} (--volume {name}={uri})"
+                ) from None
 
     def close(self) -> None:
         """Close every open backend. Idempotent; a later :meth:`backend` opens again."""

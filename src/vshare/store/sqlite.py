@@ -260,6 +260,10 @@ class SqliteStore(Store):
         if not self._memory:
             # Absolute: connections are opened later, per thread, maybe after a chdir.
             self.path = os.path.abspath(self.path)
+            # POSIX keeps a leading "//" (sqlite:////abs/path.db gives one), and SQLite would
+            # read "file://abs/..." as a URI authority: one slash is the same file.
+            if self.path.startswith("//"):
+                self.path = "/" + self.path.lstrip("/")
         self.busy_timeout = busy_timeout
         self.keep_revisions = keep_revisions
         self.poll_interval = poll_interval
@@ -270,16 +274,20 @@ class SqliteStore(Store):
         self._shared_lock = threading.RLock()
         self._changed = threading.Condition()
         self._generation = 0  # bumped (under _changed) by every commit through this object
-        if not self._memory:
-            self._create_file()
-        db = self._open_connection()
+        created = False if self._memory else self._create_file()
         try:
-            self._prepare(db)
-        except sqlite3.Error as exc:
-            db.close()
-            raise self._unavailable(exc) from None
+            db = self._open_connection()
+            try:
+                self._prepare(db)
+            except sqlite3.Error as exc:
+                db.close()
+                raise self._unavailable(exc) from None
+            except BaseException:
+                db.close()
+                raise
         except BaseException:
-            db.close()
+            if created:
+                self._remove_empty_file()
             raise
         holder = _Holder(db)
         self._shared = holder if self._memory else None
@@ -290,18 +298,29 @@ class SqliteStore(Store):
 
     # --- opening ---------------------------------------------------------------------------
 
-    def _create_file(self) -> None:
+    def _create_file(self) -> bool:
+        """Create the file if missing; True if this call created it."""
         # Create it ourselves, O_EXCL with 0600, so SQLite never creates it with the umask's
         # mode; then SQLite opens it with mode=rw and cannot create a file anywhere else.
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
-            return
+            return False
         except OSError as exc:
             raise StoreUnavailable(
                 f"store {self.path}: cannot create the database file: {exc.strerror}"
             ) from None
         os.close(fd)
+        return True
+
+    def _remove_empty_file(self) -> None:
+        """After a failed open: a file we created and nothing wrote to does not stay."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_size != 0:
+                return
+            for suffix in ("-wal", "-shm", ""):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + suffix)
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._memory:
