@@ -48,6 +48,7 @@ import anyio.lowlevel
 
 from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.ops import Operations, WouldBlock, fids_of
+from vshare.gateway.workers import CALLER
 from vshare.protocol import (
     IOHDRSZ,
     MAX_MSIZE,
@@ -200,6 +201,7 @@ class Session:
 
     async def run(self) -> None:
         """Serve the connection until it ends. Never raises for anything the peer does."""
+        CALLER.set(self.key)  # its tasks' backend calls are this identity's (workers.py)
         metrics = self.ctx.metrics
         metrics.sessions.inc()
         log.info("session %d: open from %s", self.id, self.conn.identity,

@@ -7,6 +7,12 @@ with strace), a good part of a small write's cost on the gateway. The loop's own
 ``run_in_executor`` hands the call to a thread with one queue put; a share's bound on calls
 in flight (``share_threads``) is an ``asyncio.Semaphore``, which costs nothing when free.
 
+Fair between tenants: a share's calls in flight are bounded (``share_threads``), and when
+they are all taken the next free one goes to the callers in turn (round robin over the
+identities waiting, FIFO within one), so an instance that queues a thousand slow calls on a
+share delays another instance's call by one call, not a thousand. The caller is the
+session's identity key (``CALLER``, set by the session for its tasks).
+
 A call that has started is always carried out to its end, even if the request that made it
 is cancelled meanwhile (a Tflush, the session ending): its result may own handles that must
 not leak, and a handler must never go on while a thread still uses its fid's node. The
@@ -18,13 +24,17 @@ made.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
 
 T = TypeVar("T")
+#: Whose backend calls these are (an identity key): set by each session for its tasks.
+CALLER: ContextVar[str] = ContextVar("vshare_worker_caller", default="")
 
 
 class Workers:
@@ -46,15 +56,54 @@ class Workers:
 
 
 class ShareWorkers:
-    """The bound on one share's backend calls in flight, over the gateway's threads."""
+    """One share's bound on backend calls in flight, shared fairly between the callers
+    (see the module note), over the gateway's threads."""
 
     def __init__(self, workers: Workers, in_flight: int) -> None:
         self._workers = workers
-        self._bound = asyncio.Semaphore(in_flight)
+        self._free = in_flight
+        #: Callers waiting for a slot, in turn order, each with its waiters in FIFO order.
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self._bound:
+        await self._acquire(CALLER.get())
+        try:
             future = asyncio.get_running_loop().run_in_executor(self._workers.pool(), fn, *args)
             with anyio.CancelScope(shield=True):  # started: carried out (see the module note)
                 result = await future
+        finally:
+            self._release()
         return result
+
+    async def _acquire(self, caller: str) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(caller, deque()).append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a slot as we were cancelled: pass it on
+            else:
+                queue = self._waiting.get(caller)
+                if queue is not None and turn in queue:
+                    queue.remove(turn)
+                    if not queue:
+                        del self._waiting[caller]
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first caller in turn, who then goes to the back of the
+        turn order; or free it when nobody waits."""
+        while self._waiting:
+            caller, queue = next(iter(self._waiting.items()))
+            turn = queue.popleft()
+            del self._waiting[caller]
+            if queue:
+                self._waiting[caller] = queue
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
