@@ -71,6 +71,7 @@ bench: venv debs-bench
 	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md
+	$(BIN)/python benchmarks/soak.py --markdown docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
