@@ -17,6 +17,9 @@ from vshare.cli._logging import setup_logging
 from vshare.cli._remote import EXIT_USAGE, Remote, fail, remote_options, table
 
 DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
+#: ``control.DEFAULT_MAX_SHARE_GIB``, repeated so that the client commands need not import
+#: the control plane (a test checks that they agree).
+DEFAULT_MAX_SHARE_GIB: Final = 100 * 1024
 
 _store_option = click.option(
     "--store", default=DEFAULT_STORE, envvar="VSHARE_STORE", show_default=True, metavar="URI",
@@ -38,8 +41,15 @@ def api() -> None:
 @click.option("--volume", "volumes", multiple=True, metavar="NAME=URI",
               help="A volume shares are made in (repeatable; the first is the default) "
                    "[default: default=posix:/var/lib/vshare/volume].")  # fmt: skip
+@click.option("--max-share-size", "max_share_gib", type=click.IntRange(min=1),
+              default=DEFAULT_MAX_SHARE_GIB, show_default=True, metavar="GIB",
+              envvar="VSHARE_MAX_SHARE_SIZE",
+              help="The largest size, in GiB, a share may be created with or extended to, by"
+                   " anyone [env VSHARE_MAX_SHARE_SIZE].")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="Debug logs.")
-def api_run(listen: str, store: str, volumes: tuple[str, ...], verbose: int) -> None:
+def api_run(
+    listen: str, store: str, volumes: tuple[str, ...], max_share_gib: int, verbose: int
+) -> None:
     """Serve the REST API until SIGTERM (OpenAPI document at /openapi.json)."""
     from vshare.api import bind, parse_listen, serve
     from vshare.control import ControlService, Volumes, parse_volume
@@ -64,7 +74,7 @@ def api_run(listen: str, store: str, volumes: tuple[str, ...], verbose: int) -> 
         fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc))
-    service = ControlService(state, vols)
+    service = ControlService(state, vols, max_share_gib=max_share_gib)
     try:
         sock = bind(host, port)
         try:

@@ -96,7 +96,10 @@ async def run_gateway(
 @click.option("--listen", "listen", multiple=True, metavar="URI",
               help="vsock://any:564, unix:///path, tcp://host:port, tls://host:port or "
                    "hvsock:///vm.sock (repeatable; default port 564).")  # fmt: skip
-@click.option("--backend", metavar="URI", help="posix:/srv/volume")
+@click.option("--backend", metavar="URI",
+              help="The volume to serve: posix:/path (a local directory, or a kernel mount of"
+                   " CephFS, NFS, GlusterFS...) or gluster://HOST[:PORT]/VOLUME[/DIR] (a"
+                   " GlusterFS volume through libgfapi; DIR: a subdirectory of it).")  # fmt: skip
 @click.option("--store", metavar="URI",
               help="sqlite:///path/state.db or etcd://host:2379[,host:2379...]: serve the "
                    "control plane's shares, live.")  # fmt: skip

@@ -12,8 +12,9 @@ its module note states them).
 from __future__ import annotations
 
 from vshare.control._caller import ADMIN, Caller
-from vshare.control._errors import Forbidden, VolumeUnavailable
+from vshare.control._errors import Forbidden, OverLimit, VolumeUnavailable
 from vshare.control._service import (
+    DEFAULT_MAX_SHARE_GIB,
     DIR_MODE,
     GIB,
     SHARE_NAME,
@@ -27,6 +28,7 @@ from vshare.store import Conflict, NotFound, StoreUnavailable
 
 __all__ = [
     "ADMIN",
+    "DEFAULT_MAX_SHARE_GIB",
     "DEFAULT_VOLUMES",
     "DIR_MODE",
     "GIB",
@@ -37,6 +39,7 @@ __all__ = [
     "ControlService",
     "Forbidden",
     "NotFound",
+    "OverLimit",
     "StoreUnavailable",
     "VolumeUnavailable",
     "Volumes",

@@ -8,6 +8,8 @@ exception                  status  when
 ``store.NotFound``         404     no such share, rule, instance or token *for this caller*
 ``store.Conflict``         409     the request contradicts the state (a taken name, a
                                    duplicate rule, a non-empty share, a shrink below use)
+:class:`OverLimit`         413     a size over the largest the operator allows
+                                   (``vshare api run --max-share-size``)
 ``store.StoreUnavailable``  503     the store cannot serve
 :class:`VolumeUnavailable`  503     a backend volume cannot be opened or written
 =========================  ======  ==================================================
@@ -21,6 +23,11 @@ from __future__ import annotations
 
 class Forbidden(PermissionError):
     """The caller may not do this at all (a tenant token asking for an admin action)."""
+
+
+class OverLimit(Exception):
+    """A share size over the largest one the operator allows (create and extend, for every
+    caller: the bound Manila's ``max_share_size`` sets until per-tenant quotas exist)."""
 
 
 class VolumeUnavailable(Exception):

@@ -54,7 +54,7 @@ from vshare.backend import Backend
 from vshare.backend.base import Node
 from vshare.backend.tree import apparent_size, remove_tree
 from vshare.control._caller import Caller
-from vshare.control._errors import Forbidden, VolumeUnavailable
+from vshare.control._errors import Forbidden, OverLimit, VolumeUnavailable
 from vshare.control._volumes import Volumes
 from vshare.policy import ACCESS_TYPES, Instance, Level
 from vshare.store import (
@@ -77,6 +77,8 @@ from vshare.store import (
 log = logging.getLogger("vshare.control")
 
 GIB: Final = 1 << 30
+#: The largest share, in GiB, unless the operator says otherwise (100 TiB).
+DEFAULT_MAX_SHARE_GIB: Final = 100 * 1024
 #: The directory of a volume that holds the shares' directories.
 SHARES_DIR: Final = "shares"
 #: Mode of new share directories (and of ``shares``), before the umask. Guests never see it
@@ -144,12 +146,25 @@ class ControlService:
         store: where the state lives (not closed by :meth:`close`: the caller owns it).
         volumes: volume name → backend URI (default: one volume ``default`` at
             ``posix:/var/lib/vshare/volume``); the first is where shares go by default.
+        max_share_gib: the largest size a share may be created with or extended to, by
+            anyone (:class:`OverLimit` beyond; shares already larger keep their size).
 
     Raises:
         ValueError: a malformed volume table.
     """
 
-    def __init__(self, store: Store, volumes: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        volumes: Mapping[str, str] | None = None,
+        *,
+        max_share_gib: int = DEFAULT_MAX_SHARE_GIB,
+    ) -> None:
+        if isinstance(max_share_gib, bool) or not isinstance(max_share_gib, int):
+            raise ValueError("max_share_gib must be a whole number of GiB")
+        if max_share_gib < 1:
+            raise ValueError(f"the largest share size must be 1 GiB or more, not {max_share_gib}")
+        self.max_share_gib = max_share_gib
         self.store = store
         self.volumes = volumes if isinstance(volumes, Volumes) else Volumes(volumes)
         #: Share id → entries removed so far, for each forced delete running here.
@@ -225,6 +240,7 @@ class ControlService:
         Raises:
             ValueError: a malformed name, size or cache mode, a missing tenant, an unknown
                 volume.
+            OverLimit: a size over :attr:`max_share_gib`.
             Forbidden: a tenant creating for another tenant.
             Conflict: the name is taken, or the directory already exists (nothing is
                 reused: the record is removed again).
@@ -247,6 +263,7 @@ class ControlService:
             path=f"{SHARES_DIR}/{share_id}", size_gib=size_gib, status=ShareStatus.CREATING,
             cache=cache,
         )  # fmt: skip
+        self._check_limit(name, size_gib)  # after the record's own checks of the size
         try:
             share = self.store.create_share(record)
         except Conflict:
@@ -415,10 +432,12 @@ class ControlService:
         the gateways enforce; nothing on the volume changes.
 
         Raises:
-            NotFound, ValueError (not larger than now), Conflict (busy, or raced).
+            NotFound, ValueError (not larger than now), OverLimit (over
+            :attr:`max_share_gib`), Conflict (busy, or raced).
         """
         share = self._resizable(caller, name_or_id)
         self._check_size(share, size_gib)
+        self._check_limit(share.name, size_gib)
         if size_gib <= share.size_gib:
             raise ValueError(
                 f"share {share.name} has {share.size_gib} GiB; extend needs a larger size,"
@@ -741,6 +760,14 @@ class ControlService:
         if tenant is not None and tenant != caller.tenant:
             raise Forbidden(f"a token of tenant {caller.tenant} cannot {what} for {tenant}")
         return caller.tenant
+
+    def _check_limit(self, name: str, size_gib: int) -> None:
+        if isinstance(size_gib, int) and size_gib > self.max_share_gib:
+            raise OverLimit(
+                f"share {name}: {size_gib} GiB is over the largest share size, "
+                f"{self.max_share_gib} GiB (the operator's limit: vshare api run"
+                " --max-share-size)"
+            )
 
     @staticmethod
     def _check_size(share: ShareRecord, size_gib: int) -> None:
