@@ -133,6 +133,12 @@ class Rule(BaseModel):
         description="queued_to_apply, applying, active, error, queued_to_deny, denying, deleted"
     )
     created_at: datetime
+    cross_tenant: bool = Field(
+        default=False,
+        description="An instance rule an admin made for an instance of another tenant: it"
+        " grants whatever tenant the instance is in. Other instance rules grant only while"
+        " the instance belongs to the share's tenant.",
+    )
 
 
 class RuleList(BaseModel):
@@ -143,7 +149,7 @@ def rule_out(rule: RuleRecord) -> Rule:
     return Rule(
         id=rule.id, share_id=rule.share_id, access_type=rule.access_type,
         access_to=rule.access_to, access_level=rule.level.value, state=rule.state.value,
-        created_at=rule.created_at,
+        created_at=rule.created_at, cross_tenant=rule.cross_tenant,
     )  # fmt: skip
 
 

@@ -527,8 +527,13 @@ class ControlService:
         (a numeric uid, for host-local tools). ``level``: ``ro`` or ``rw``.
 
         The target need not be the caller's own (as in Manila, a tenant may grant its share
-        to an address or an instance of anyone): a rule only ever gives away access to the
-        share of the tenant who made it.
+        to an address or anyone): a rule only ever gives away access to the share of the
+        tenant who made it. An ``instance`` rule follows tenancy: it grants only while the
+        instance belongs to the share's tenant, so a VM re-registered into another tenant
+        loses it at once (and a tenant naming another tenant's VM grants nothing, without
+        learning that the VM exists). Only the admin grants across tenants, on purpose: an
+        admin's instance rule for an instance registered in another tenant is recorded as
+        ``cross_tenant`` and grants whatever tenant the instance is in.
 
         Raises:
             NotFound: no such share for this caller.
@@ -549,9 +554,17 @@ class ControlService:
             level = Level(level)
         except ValueError:
             raise ValueError(f"access level {level!r} is not ro or rw") from None
+        cross_tenant = False
+        if access_type == "instance" and caller.admin:
+            try:
+                target = self.store.get_instance(access_to)
+            except NotFound:
+                pass  # not registered (yet): the rule follows the share's tenant
+            else:
+                cross_tenant = target.instance.tenant != share.tenant
         rule = RuleRecord(
             share_id=share.id, access_type=access_type, access_to=access_to, level=level,
-            state=RuleState.QUEUED_TO_APPLY,
+            state=RuleState.QUEUED_TO_APPLY, cross_tenant=cross_tenant,
         )  # fmt: skip
         try:
             stored = self.store.add_rule(rule)
@@ -564,8 +577,9 @@ class ControlService:
             ) from None
         except NotFound:
             raise NotFound(f"no share {name_or_id!r}") from None  # deleted meanwhile
-        log.info("share %s: rule %s allows %s %s %s (by %s)", share.name, stored.id,
-                 stored.access_type, stored.access_to, stored.level.value, caller)  # fmt: skip
+        log.info("share %s: rule %s allows %s %s %s%s (by %s)", share.name, stored.id,
+                 stored.access_type, stored.access_to, stored.level.value,
+                 " across tenants" if stored.cross_tenant else "", caller)  # fmt: skip
         return stored
 
     def deny(self, caller: Caller, name_or_id: str, rule_id: str) -> RuleRecord:

@@ -12,6 +12,12 @@ failing closed. Applying is
 ``InstanceTable.sync("store", ...)``. A change reaches live sessions within the store's
 wake-up delay (≤ 0.5 s for SQLite) plus one read of the feed.
 
+Rules follow tenancy: an instance rule grants only while the instance belongs to its
+share's tenant (unless an admin made it ``cross_tenant``). Re-registering an instance in
+another tenant reaches ``InstanceTable.sync``, whose change the gateway answers by
+re-evaluating every session (``Gateway._on_instance_change``): a session that lost access is
+cut as fast as a revoked rule's.
+
 Rule states (Manila's): rules in ``queued_to_apply``, ``applying`` or ``active`` grant
 access; a gateway that has applied a queued rule marks it ``active``. Rules in
 ``queued_to_deny`` or ``denying`` grant nothing from the moment a gateway sees them; the
@@ -74,7 +80,8 @@ SERVED: Final = frozenset({ShareStatus.AVAILABLE, ShareStatus.EXTENDING, ShareSt
 
 def shares_of(snapshot: Snapshot, backend: str) -> list[Share]:
     """The gateway's view of the shares on ``backend`` (the URI it serves), with the
-    rules that grant access now."""
+    rules that grant access now. An instance rule carries its share's tenant (unless an
+    admin made it across tenants): it grants only while the instance is in that tenant."""
     rules: dict[str, list[RuleRecord]] = {}
     for rule in snapshot.rules:
         if rule.state in GRANTING:
@@ -91,7 +98,7 @@ def _share(record: ShareRecord, rules: Iterable[RuleRecord]) -> Share:
         name=record.name,
         path=record.path,
         id=record.id,
-        access=tuple(rule.to_policy() for rule in rules),
+        access=tuple(rule.to_policy(record.tenant) for rule in rules),
         uid=record.uid,
         gid=record.gid,
         size_gib=record.size_gib,

@@ -28,9 +28,16 @@ _FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True, slots=True)
 class AccessRule:
+    """One rule of a share. ``tenant`` (instance rules only): the rule grants only while
+    the instance belongs to that tenant, the share's (rules follow tenancy: an instance
+    moved to another tenant loses what its old tenant gave it). None: no tenant condition
+    (a rule an admin made across tenants on purpose, or a share of no tenant, as in a
+    gateway's own config file)."""
+
     access_type: str
     access_to: str
     level: Level = Level.RW
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.access_type not in ACCESS_TYPES:
@@ -43,6 +50,8 @@ class AccessRule:
             raise ValueError(f"{self.access_type} rule needs a value to match")
         if self.access_type == "user" and not self.access_to.isdigit():
             raise ValueError(f"user rule needs a numeric uid, not {self.access_to!r}")
+        if self.tenant is not None and self.access_type != "instance":
+            raise ValueError(f"only an instance rule names a tenant, not a {self.access_type} rule")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,9 @@ class Requester:
 
 def _matches(rule: AccessRule, who: Requester) -> bool:
     if rule.access_type == "instance":
-        return who.instance_id is not None and rule.access_to == who.instance_id
+        if who.instance_id is None or rule.access_to != who.instance_id:
+            return False
+        return rule.tenant is None or (who.tenant is not None and who.tenant == rule.tenant)
     if rule.access_type == "ip":
         if who.address is None:
             return False
@@ -87,7 +98,8 @@ def _matches(rule: AccessRule, who: Requester) -> bool:
 
 
 def decide(who: Requester, rules: Iterable[AccessRule]) -> Level | None:
-    """The highest level any matching rule grants, or None (deny)."""
+    """The highest level any matching rule grants, or None (deny). An instance rule that
+    names a tenant matches only a requester of that tenant (see :class:`AccessRule`)."""
     best: Level | None = None
     for rule in rules:
         if _matches(rule, who):

@@ -42,11 +42,14 @@ def _share_to(r: ShareRecord) -> dict[str, Any]:
 
 
 def _rule_to(r: RuleRecord) -> dict[str, Any]:
-    return {
+    out = {
         "id": r.id, "share_id": r.share_id, "access_type": r.access_type,
         "access_to": r.access_to, "level": r.level.value, "state": r.state.value,
         "created_at": _time(r.created_at), "revision": r.revision,
     }  # fmt: skip
+    if r.cross_tenant:  # only then: ordinary rules keep the format older readers know
+        out["cross_tenant"] = True
+    return out
 
 
 def _instance_to(r: InstanceRecord) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def _rule_from(data: Mapping[str, Any]) -> RuleRecord:
     fields = _pick(
         data,
         ("share_id", "access_type", "access_to"),
-        ("id", "level", "state", "created_at", "revision"),
+        ("id", "level", "state", "created_at", "revision", "cross_tenant"),
     )
     if "created_at" in fields:
         fields["created_at"] = _parse_time(fields["created_at"])

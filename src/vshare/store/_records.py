@@ -254,6 +254,10 @@ class RuleRecord:
     state: RuleState = RuleState.QUEUED_TO_APPLY
     created_at: datetime = field(default_factory=utcnow)
     revision: int = 0
+    #: An instance rule an admin made for an instance of another tenant than the share's,
+    #: on purpose: it grants whatever tenant the instance is in. Every other instance rule
+    #: grants only while the instance belongs to the share's tenant (rules follow tenancy).
+    cross_tenant: bool = False
 
     def __post_init__(self) -> None:
         if self.id:
@@ -277,11 +281,21 @@ class RuleRecord:
         _set(self, "state", _enum(RuleState, self.state, f"{what}: state"))
         _set(self, "created_at", _time(self.created_at, f"{what}: created_at"))
         _int(self.revision, f"{what}: revision", 0)
+        if type(self.cross_tenant) is not bool:
+            raise ValueError(f"{what}: cross_tenant must be true or false")
+        if self.cross_tenant and self.access_type != "instance":
+            raise ValueError(f"{what}: only an instance rule can be cross_tenant")
 
-    def to_policy(self) -> AccessRule:
+    def to_policy(self, share_tenant: str | None = None) -> AccessRule:
         """The rule as ``vshare.policy`` decides with it (state is the caller's concern:
-        which states grant access is the control plane's rule, not the store's)."""
-        return AccessRule(self.access_type, self.access_to, self.level)
+        which states grant access is the control plane's rule, not the store's).
+
+        ``share_tenant``: the tenant of the rule's share; an instance rule then grants only
+        while the instance belongs to it, unless the rule is :attr:`cross_tenant`."""
+        tenant = None
+        if self.access_type == "instance" and not self.cross_tenant and share_tenant:
+            tenant = share_tenant
+        return AccessRule(self.access_type, self.access_to, self.level, tenant)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
