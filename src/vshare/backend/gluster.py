@@ -818,6 +818,9 @@ class GlusterBackend(Backend):
                 raise
             file = self._open_file_of(n.qid_path)
             if file is None:
+                # Gone (another client removed it before its upcall reached us): what the
+                # cache says of it, the name that led here included, is stale now.
+                self._cache.invalidate(n.qid_path, "stale")
                 raise
             with file._ref as fd:
                 return _attr(_gfapi.fstat(fd), n.qid_path), False

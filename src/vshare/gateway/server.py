@@ -18,6 +18,7 @@ whose identity was that instance's: a session never outlives the identity it att
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import resource
@@ -97,6 +98,21 @@ class _Served:
     closed: bool = False
 
 
+#: Allocations between two young-generation passes of Python's cyclic garbage collector
+#: (the default is 700). A gateway holds tens of thousands of small objects (fids, locks,
+#: cache entries, lineages): at the default, the collector's older-generation passes paused
+#: the event loop for every tenant, up to 155 ms in one CI run with 20,000 locks held; at
+#: 50,000 the other tenant's worst getattr in that test was 3.9 ms (6.0 ms before).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic collector's pauses rare (see ``GC_YOUNG_THRESHOLD``). Process-wide:
+    the gateway is its process's main job."""
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), max(older, 20), max(oldest, 20))
+
+
 class Gateway:
     def __init__(
         self,
@@ -148,6 +164,7 @@ class Gateway:
         per registered instance socket. ``task_status.started`` receives the bound
         addresses (tcp port 0 → real port).
         """
+        tune_gc()
         uris = list(listen_on if listen_on is not None else self.config.listen)
         uris += [self.hvsock_uri(s) for inst in self.instances for s in sorted(inst.sockets)]
         if not uris:
