@@ -73,6 +73,7 @@ import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
 from compare import fmt, machine
+from marked import write_marked
 from systems import Rig, gateway, vshare_gluster
 from vshare.backend.gluster import CACHE_VOLUME_OPTIONS
 from vshare.client import AsyncShare, open_share
@@ -659,20 +660,8 @@ def markdown(report: dict[str, Any]) -> str:
 # --- main --------------------------------------------------------------------------------
 
 
-#: ``--markdown`` replaces what is between these lines when the file has them (so that the
-#: file may hold more than this report), else writes the whole file.
-BEGIN = "<!-- begin: written by benchmarks/cache.py -->"
-END = "<!-- end: written by benchmarks/cache.py -->"
-
-
 def write_markdown(path: Path, text: str) -> None:
-    block = f"# The gateway's cache of GlusterFS volumes\n\n{BEGIN}\n{text}{END}\n"
-    with contextlib.suppress(FileNotFoundError):
-        old = path.read_text()
-        start, stop = old.find(BEGIN), old.find(END)
-        if 0 <= start < stop:
-            block = f"{old[:start]}{BEGIN}\n{text}{END}{old[stop + len(END) :]}"
-    path.write_text(block)
+    write_marked(path, text, "cache.py", "The gateway's cache of GlusterFS volumes")
 
 
 def cache_supported(tmp: Path) -> bool:

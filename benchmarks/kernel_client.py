@@ -72,6 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 from tests.vm.build_initramfs import MODULES, BuildError, Flavour, GuestImage, build, cache_root
 from tests.vm.guest import boot, have_qemu
 
+from marked import write_marked
+
 WORKLOADS = ("untar", "stat", "cat", "rm")
 CACHES = ("loose", "none")
 SYSTEMS = ("vshare", "diod")
@@ -79,8 +81,6 @@ SYSTEMS = ("vshare", "diod")
 MSIZE = 65536
 #: The project's target for the stock kernel client: vshare's time at most this × diod's.
 TARGET = 0.67
-BEGIN = "<!-- begin: written by benchmarks/kernel_client.py -->"
-END = "<!-- end: written by benchmarks/kernel_client.py -->"
 
 #: The guest's /init. build_initramfs takes a flavour's /init as a file name next to it;
 #: an absolute path replaces that directory (pathlib), so this is written to the VM cache
@@ -494,14 +494,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, text: str) -> None:
-    """Replace the marked block of ``path`` when it has one; else write the whole file."""
-    block = f"# The stock kernel 9P client: vshare and diod\n\n{BEGIN}\n{text}{END}\n"
-    with contextlib.suppress(FileNotFoundError):
-        old = path.read_text()
-        start, stop = old.find(BEGIN), old.find(END)
-        if 0 <= start < stop:
-            block = f"{old[:start]}{BEGIN}\n{text}{END}{old[stop + len(END) :]}"
-    path.write_text(block)
+    write_marked(path, text, "kernel_client.py", "The stock kernel 9P client: vshare and diod")
 
 
 def main() -> int:

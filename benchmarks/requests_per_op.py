@@ -47,12 +47,11 @@ from typing import Any
 from cache import by_label, commit, scrape
 from compare import machine
 from kernel_client import make_tarball, source
+from marked import write_marked
 from systems import Rig, vshare_gateway
 from vshare.testing.processes import free_port
 
 CACHES = ("auto", "none", "always")
-BEGIN = "<!-- begin: written by benchmarks/requests_per_op.py -->"
-END = "<!-- end: written by benchmarks/requests_per_op.py -->"
 #: step → (the unit it is counted per, the target: at most this many requests per unit)
 STEPS: dict[str, tuple[str, float | None]] = {
     "tar x": ("created file", 5.0),
@@ -188,14 +187,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_markdown(path: Path, text: str) -> None:
-    """Replace the marked block of ``path`` when it has one; else write the whole file."""
-    block = f"# 9P requests per operation (FUSE client)\n\n{BEGIN}\n{text}{END}\n"
-    with contextlib.suppress(FileNotFoundError):
-        old = path.read_text()
-        start, stop = old.find(BEGIN), old.find(END)
-        if 0 <= start < stop:
-            block = f"{old[:start]}{BEGIN}\n{text}{END}{old[stop + len(END) :]}"
-    path.write_text(block)
+    write_marked(path, text, "requests_per_op.py", "9P requests per operation (FUSE client)")
 
 
 def main() -> int:

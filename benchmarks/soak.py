@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 
+from marked import write_marked
 from vshare import protocol as p
 from vshare.client import Client, open_client
 
@@ -277,18 +278,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-BEGIN = "<!-- begin: written by benchmarks/soak.py -->"
-END = "<!-- end: written by benchmarks/soak.py -->"
-
-
 def write_markdown(path: Path, text: str) -> None:
-    """Replace the marked block of ``path`` (appended, with a heading, if it has none)."""
-    old = path.read_text() if path.exists() else ""
-    start, stop = old.find(BEGIN), old.find(END)
-    if 0 <= start < stop:
-        path.write_text(f"{old[:start]}{BEGIN}\n{text}{END}{old[stop + len(END) :]}")
-    else:
-        path.write_text(f"{old}\n## Soak: 100 sessions and each attack\n\n{BEGIN}\n{text}{END}\n")
+    write_marked(path, text, "soak.py", "Soak: 100 sessions and each attack", append=True)
 
 
 def main() -> None:
