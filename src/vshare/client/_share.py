@@ -439,23 +439,48 @@ class AsyncShare:
         """Clunk ``fid`` without waiting for the answer (nothing to learn from it)."""
         await self._clunk(s, fid)
 
-    @property
-    def no_at(self) -> bool:
-        """The server has no Tunlinkat/Trenameat (diod 1.0): use Tremove/Trename."""
-        return self._no_at
+    async def unlink_in(self, s: Session, dfid: int, name: str, flags: int) -> None:
+        """Tunlinkat of ``name`` in the directory ``dfid``; on a server without it (diod
+        1.0 answers EOPNOTSUPP) Tremove of a walked fid, as Linux does, and from then on."""
+        if not self._no_at:
+            try:
+                await s.client.rpc(Tunlinkat(dfid, name, flags))
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                self._no_at = True
+        fid = s.client.new_fid()
+        try:
+            await s.client.call(Twalk(dfid, fid, (name,)), Rwalk)
+        except OSError:
+            s.client.release_fid(fid)
+            raise
+        try:
+            await s.client.rpc(Tremove(fid))  # clunks the fid whatever the answer
+        finally:
+            s.client.release_fid(fid)
 
-    @no_at.setter
-    def no_at(self, value: bool) -> None:
-        self._no_at = value
-
-    async def remove_legacy(self, s: Session, dfid: int, name: str) -> None:
-        await self._remove_legacy(s, dfid, name)
-
-    async def rename_legacy(self, s: Session, sfid: int, sname: str, dfid: int, dname: str) -> None:
-        await self._rename_legacy(s, sfid, sname, dfid, dname)
-
-    async def xattr_read(self, s: Session, fid: int, name: str) -> bytes:
-        return await self._xattr_read(s, fid, name)
+    async def rename_in(self, s: Session, sfid: int, sname: str, dfid: int, dname: str) -> None:
+        """Trenameat; on a server without it, Trename of a walked fid (see :meth:`unlink_in`)."""
+        if not self._no_at:
+            try:
+                await s.client.rpc(Trenameat(sfid, sname, dfid, dname))
+                return
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                self._no_at = True
+        fid = s.client.new_fid()
+        try:
+            await s.client.call(Twalk(sfid, fid, (sname,)), Rwalk)
+        except OSError:
+            s.client.release_fid(fid)
+            raise
+        try:
+            await s.client.rpc(Trename(fid, dfid, dname))
+        finally:
+            await self._clunk(s, fid)
 
     # --- walking ------------------------------------------------------------------------
 
@@ -674,49 +699,12 @@ class AsyncShare:
     async def _unlinkat(self, path: str, flags: int) -> None:
         async def fn(s: Session, dfid: int, name: str, retried: bool) -> None:
             try:
-                if self._no_at:
-                    await self._remove_legacy(s, dfid, name)
-                else:
-                    try:
-                        await s.client.rpc(Tunlinkat(dfid, name, flags))
-                    except OSError as exc:
-                        if exc.errno not in _UNSUPPORTED:
-                            raise
-                        self._no_at = True  # diod 1.0: no Tunlinkat/Trenameat
-                        await self._remove_legacy(s, dfid, name)
+                await self.unlink_in(s, dfid, name, flags)
             except FileNotFoundError:
                 if not retried:  # else: the first attempt removed it
                     raise
 
         await self._in_parent(path, fn)
-
-    async def _remove_legacy(self, s: Session, dfid: int, name: str) -> None:
-        """Tremove of a walked fid: for servers without Tunlinkat. Tremove clunks the fid
-        whatever the answer."""
-        fid = s.client.new_fid()
-        try:
-            await s.client.call(Twalk(dfid, fid, (name,)), Rwalk)
-        except OSError:
-            s.client.release_fid(fid)
-            raise
-        try:
-            await s.client.rpc(Tremove(fid))
-        finally:
-            s.client.release_fid(fid)
-
-    async def _rename_legacy(
-        self, s: Session, sfid: int, sname: str, dfid: int, dname: str
-    ) -> None:
-        fid = s.client.new_fid()
-        try:
-            await s.client.call(Twalk(sfid, fid, (sname,)), Rwalk)
-        except OSError:
-            s.client.release_fid(fid)
-            raise
-        try:
-            await s.client.rpc(Trename(fid, dfid, dname))
-        finally:
-            await self._clunk(s, fid)
 
     async def unlink(self, path: str) -> None:
         await self._unlinkat(path, 0)
@@ -736,16 +724,7 @@ class AsyncShare:
             try:
                 dfid = await self._walk(s, dparent)
                 try:
-                    if self._no_at:
-                        await self._rename_legacy(s, sfid, sname, dfid, dname)
-                    else:
-                        try:
-                            await s.client.rpc(Trenameat(sfid, sname, dfid, dname))
-                        except OSError as exc:
-                            if exc.errno not in _UNSUPPORTED:
-                                raise
-                            self._no_at = True
-                            await self._rename_legacy(s, sfid, sname, dfid, dname)
+                    await self.rename_in(s, sfid, sname, dfid, dname)
                 except FileNotFoundError:
                     # Done by the first attempt if the source is gone and the target is there.
                     if not (retried and await self.exists(dst) and not await self.exists(src)):
@@ -806,7 +785,7 @@ class AsyncShare:
 
     # --- extended attributes ------------------------------------------------------------
 
-    async def _xattr_read(self, s: Session, fid: int, name: str) -> bytes:
+    async def xattr_read(self, s: Session, fid: int, name: str) -> bytes:
         xfid = s.client.new_fid()
         try:
             r = await s.client.call(Txattrwalk(fid, xfid, name), Rxattrwalk)
@@ -827,13 +806,13 @@ class AsyncShare:
 
     async def getxattr(self, path: str, name: str) -> bytes:
         async def fn(s: Session, fid: int, _: bool) -> bytes:
-            return await self._xattr_read(s, fid, name)
+            return await self.xattr_read(s, fid, name)
 
         return await self._with_fid(path, fn)
 
     async def listxattr(self, path: str) -> list[str]:
         async def fn(s: Session, fid: int, _: bool) -> list[str]:
-            raw = await self._xattr_read(s, fid, "")
+            raw = await self.xattr_read(s, fid, "")
             return [n.decode() for n in raw.split(b"\0") if n]
 
         return await self._with_fid(path, fn)

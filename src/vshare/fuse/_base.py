@@ -39,7 +39,6 @@ T = TypeVar("T")
 
 TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 3600.0}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS)
 #: Walked fids kept for inodes; past it the least recently used go back (and are walked
 #: again from their path when needed).
 MAX_INODE_FIDS = 8192
@@ -205,19 +204,15 @@ class FidOperations(pyfuse3.Operations):
         if node.attrs is not None:
             node.attrs = _attrs.dir_changed(node.attrs, links)
 
-    def _found(self, s: Session, parent: Inode, name: str, fid: int, st: StatResult) -> Inode:
-        """The inode of a name just walked to (``fid``), with one more lookup."""
-        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
-        node.lookups += 1
-        parent.name_added(name)
-        self._adopt(s, node, fid)
-        return node
-
     async def _found_fid(
         self, s: Session, parent: Inode, name: str, fid: int, st: StatResult
     ) -> pyfuse3.EntryAttributes:
-        node = self._found(s, parent, name, fid, st)
-        if node.fid != fid:
+        """The entry of a name just walked to (``fid``: kept by its inode if it has none,
+        else given back), with one more lookup."""
+        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
+        node.lookups += 1
+        parent.name_added(name)
+        if not self._adopt(s, node, fid):
             await self.share.forget_fid(s, fid)
         return self._entry(node, st)
 

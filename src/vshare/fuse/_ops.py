@@ -45,7 +45,6 @@ import pyfuse3
 from vshare.client import Session, StatResult, xattr_write
 from vshare.fuse import _attrs
 from vshare.fuse._base import (
-    UNSUPPORTED,
     WRITE_BEHIND_BYTES,
     WRITE_FLAGS,
     checked_name,
@@ -79,11 +78,9 @@ from vshare.protocol import (
     Tmknod,
     Tread,
     Treadlink,
-    Trenameat,
     Tsetattr,
     Tstatfs,
     Tsymlink,
-    Tunlinkat,
     Twalk,
     Twrite,
     os_to_dotl_flags,
@@ -360,15 +357,7 @@ class VshareOperations(DirectoryOperations):
 
         async def fn(s: Session, fids: list[int], retried: bool) -> None:
             try:
-                if not self.share.no_at:
-                    try:
-                        await s.client.rpc(Tunlinkat(fids[0], child, flags))
-                        return
-                    except OSError as exc:
-                        if exc.errno not in UNSUPPORTED:
-                            raise
-                        self.share.no_at = True  # diod 1.0: no Tunlinkat/Trenameat
-                await self.share.remove_legacy(s, fids[0], child)
+                await self.share.unlink_in(s, fids[0], child, flags)
             except FileNotFoundError:
                 if not retried:  # else: the first attempt removed it
                     raise
@@ -407,15 +396,7 @@ class VshareOperations(DirectoryOperations):
                     await self.share.forget_fid(s, fid)
                     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
             try:
-                if not self.share.no_at:
-                    try:
-                        await s.client.rpc(Trenameat(fids[0], old, fids[1], new))
-                        return
-                    except OSError as exc:
-                        if exc.errno not in UNSUPPORTED:
-                            raise
-                        self.share.no_at = True
-                await self.share.rename_legacy(s, fids[0], old, fids[1], new)
+                await self.share.rename_in(s, fids[0], old, fids[1], new)
             except FileNotFoundError:
                 if not retried:
                     raise

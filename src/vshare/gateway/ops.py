@@ -781,13 +781,9 @@ class Operations:
                     qid_path = entry.qid_path
                     if at_root and entry.name == "..":
                         qid_path = root_qid_path  # never reveal what is above the share
-                    try:
-                        fits = packer.add(qid_of(entry.file_type, qid_path), entry.cookie,
-                                          entry.file_type >> 12, entry.name)  # fmt: skip
-                    except UnicodeEncodeError:
-                        log.debug("readdir: skipping a name that is not UTF-8: %r", entry.name)
-                        cookie = entry.cookie
-                        continue
+                    # Names are bytes (surrogate-escaped): every name a backend lists packs.
+                    fits = packer.add(qid_of(entry.file_type, qid_path), entry.cookie,
+                                      entry.file_type >> 12, entry.name)  # fmt: skip
                     if not fits:
                         return packer.getvalue()
                     cookie = entry.cookie
