@@ -241,9 +241,9 @@ async def test_many_sessions_pipelining_leave_no_fd_behind(
 
 
 async def test_send_turn_is_fifo_and_survives_cancelled_waiters() -> None:
-    from vshare.gateway.session import _SendTurn
+    from vshare.transport import SendTurn
 
-    turn = _SendTurn()
+    turn = SendTurn()
     order: list[int] = []
     await turn.acquire()  # uncontended: no waiting
     cancel = anyio.CancelScope()

@@ -39,7 +39,7 @@ from vshare.protocol import (
     Tversion,
     encode_parts,
 )
-from vshare.transport import Connection, TlsSettings, connect
+from vshare.transport import Connection, SendTurn, TlsSettings, connect
 
 M = TypeVar("M", bound=Message)
 #: Requests in flight at most, by default (see ``Client.max_inflight``).
@@ -72,7 +72,7 @@ class Client:
         self._free_tags = list(range(0xFFFE, -1, -1))
         self._next_fid = 0
         self._free_fids: list[int] = []
-        self._send_lock = anyio.Lock()
+        self._send_turn = SendTurn()  # no getpid() per send, as anyio.Lock makes
         self._dead: BaseException | None = None
         #: Tags of requests whose caller gave up (cancelled): reserved until their reply.
         self._abandoned: set[int] = set()
@@ -186,8 +186,11 @@ class Client:
             await self.clunk_nowait(self._clunk_again.pop())
 
     async def send_frame(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
-        async with self._send_lock:
+        await self._send_turn.acquire()
+        try:
             await self.conn.send(parts)
+        finally:
+            self._send_turn.release()
 
     async def rpc(self, msg: Message, tag: int | None = None) -> Message:
         """Send a request, wait for its reply. Rlerror becomes ``OSError``. EAGAIN (a

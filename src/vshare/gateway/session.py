@@ -37,7 +37,6 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +71,7 @@ from vshare.protocol import (
     Tversion,
     encode_parts,
 )
-from vshare.transport import Connection
+from vshare.transport import Connection, SendTurn
 
 log = logging.getLogger("vshare.gateway")
 _session_ids = itertools.count(1)
@@ -115,43 +114,6 @@ class _FidOrder:
     users: set[_Request] = field(default_factory=set)
 
 
-class _SendTurn:
-    """Whose turn it is to send: replies must not interleave on the socket. Uncontended
-    (the usual case: a send that the socket takes at once never awaits), taking and giving
-    the turn is a flag, with no call into the event loop: ``anyio.Lock`` asks for the
-    current task on each acquire and release, and on Python 3.11 each such question is a
-    getpid() (3 of the 8 system calls of a getattr answered on the loop: see "Gateway cost
-    per request" in docs/benchmarks.md). A sender that finds the turn taken waits in FIFO
-    order on an event of its own, and the turn is handed to it directly."""
-
-    __slots__ = ("_busy", "_waiters")
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiters: deque[anyio.Event] = deque()
-
-    async def acquire(self) -> None:
-        if not self._busy:
-            self._busy = True
-            return
-        event = anyio.Event()
-        self._waiters.append(event)
-        try:
-            await event.wait()
-        except BaseException:  # cancelled: give up our place, or the turn handed to us
-            if event.is_set():
-                self.release()
-            else:
-                self._waiters.remove(event)
-            raise
-
-    def release(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()  # handed over: still busy
-        else:
-            self._busy = False
-
-
 class Session:
     def __init__(self, ctx: GatewayContext, conn: Connection) -> None:
         self.ctx = ctx
@@ -163,7 +125,7 @@ class Session:
         self.negotiated = False
         self._inflight: dict[int, _Request] = {}
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
-        self._send_turn = _SendTurn()
+        self._send_turn = SendTurn()
         self._slice_end = 0.0  # see _SLICE
         #: Bytes of a frame received in part (budget "partial_frame_bytes", per identity).
         self._partial = ctx.budgets.partial.account(self.key, self.id, str(conn.identity))

@@ -19,6 +19,7 @@ from vshare.transport._identity import PeerIdentity
 from vshare.transport._listen import Handler, Listener, connect, listen
 from vshare.transport._loop import run_async
 from vshare.transport._tls import TlsConnection, TlsSettings
+from vshare.transport._turn import SendTurn
 from vshare.transport._uri import DEFAULT_PORT, Address, parse_uri
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Handler",
     "Listener",
     "PeerIdentity",
+    "SendTurn",
     "SocketConnection",
     "TlsConnection",
     "TlsSettings",
