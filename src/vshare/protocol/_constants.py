@@ -8,10 +8,11 @@ from typing import Final
 VERSION_9P2000_L: Final = "9P2000.L"
 VERSION_UNKNOWN: Final = "unknown"
 #: 9P2000.L with one promise more, asked for by vshare's own clients and agreed to by its
-#: gateway: requests that name one fid are carried out in the order they were sent, so a
-#: client may send a Twalk and a Tgetattr of the fid it makes in one write (9P itself does
-#: not order requests: diod, for one, runs them on several threads). A server that does
-#: not know it answers "9P2000.L" or an error, and the client then asks for 9P2000.L.
+#: gateway: a request that makes, opens or ends a fid, adds a name to a directory or sets a
+#: file's attributes is carried out before the later requests naming that fid, so a client
+#: may send a Twalk and a Tgetattr of the fid it makes in one write (9P itself does not
+#: order requests: diod, for one, runs them on several threads). A server that does not
+#: know it answers "9P2000.L" or an error, and the client then asks for 9P2000.L.
 VERSION_VSHARE: Final = "9P2000.L.vshare"
 
 NOTAG: Final = 0xFFFF
