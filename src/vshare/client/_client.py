@@ -8,11 +8,19 @@ Fids are numbers handed out by :meth:`Client.new_fid` and recycled after Tclunk/
 
 A request abandoned before its reply (its task was cancelled) keeps its tag reserved until
 the reply arrives, so a late reply can never be taken for the answer to a newer request.
+
+A reply the client cannot use fails its request, never leaves it waiting: 9P2000's
+``Rerror`` (NFS-Ganesha's 9P server answers some 9P2000.L requests so) becomes the
+``OSError`` of the errno it carries; a reply we cannot decode, or of the wrong type for its
+request, becomes EIO, and a reply to no request is dropped. Each of those but Rerror is a
+protocol violation, logged; after :data:`MAX_VIOLATIONS` of them the connection is closed
+as broken, so that a caller that reconnects (:mod:`._share`) does.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,8 +30,11 @@ import anyio
 import anyio.abc
 
 from vshare.protocol import (
+    MESSAGE_TYPES,
     NOFID,
     NOTAG,
+    RERROR,
+    TYPE_NUMBERS,
     VERSION_9P2000_L,
     VERSION_VSHARE,
     FrameDecoder,
@@ -37,15 +48,23 @@ from vshare.protocol import (
     Tclunk,
     Tflush,
     Tversion,
+    Undecodable,
     encode_parts,
+    rerror_errno,
 )
 from vshare.transport import Connection, SendTurn, TlsSettings, connect
 
 M = TypeVar("M", bound=Message)
+log = logging.getLogger("vshare.client")
 #: Requests in flight at most, by default (see ``Client.max_inflight``).
 MAX_INFLIGHT = 128
 #: Times a request refused with EAGAIN is sent again (pauses of 1, 2, 4... ms: 0.25 s).
 _EAGAIN_TRIES = 8
+#: Protocol violations (replies undecodable, of the wrong type, or to no request) a
+#: connection survives: one may be a server bug on one odd request, and failing that request
+#: is enough; a server that keeps doing it is not speaking our protocol, and a fresh
+#: connection (or the next gateway) is the best chance left.
+MAX_VIOLATIONS = 8
 
 
 class ConnectionLost(ConnectionResetError):
@@ -56,12 +75,30 @@ class ConnectionLost(ConnectionResetError):
         super().__init__(errno.ECONNRESET, f"connection lost: {detail}")
 
 
-class _Pending:
-    __slots__ = ("event", "reply")
+class _Failed:
+    """The reply to one request was an error other than Rlerror (``error``): that request
+    fails with it, the connection stays."""
 
-    def __init__(self) -> None:
+    __slots__ = ("error",)
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+class _Pending:
+    __slots__ = ("event", "expect", "reply")
+
+    def __init__(self, expect: type[Message] | None = None) -> None:
         self.event = anyio.Event()
-        self.reply: Message | BaseException | None = None
+        #: The reply type the request calls for (None: any).
+        self.expect = expect
+        #: The reply; a BaseException when the connection died first.
+        self.reply: Message | _Failed | BaseException | None = None
+
+
+def _reply_type(msg: Message) -> type[Message] | None:
+    """The R-message that answers ``msg`` (type number one above it), besides Rlerror."""
+    return MESSAGE_TYPES.get(TYPE_NUMBERS[type(msg)] + 1)
 
 
 class Client:
@@ -92,6 +129,8 @@ class Client:
         self._clunks_refused = anyio.Event()
         #: Replies since the last EAGAIN: each 64 lets :attr:`max_inflight` grow by one.
         self._calm = 0
+        #: Protocol violations seen on this connection (see :data:`MAX_VIOLATIONS`).
+        self.violations = 0
 
     @property
     def alive(self) -> bool:
@@ -107,8 +146,11 @@ class Client:
                 if not data:
                     raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
                 decoder.feed(data)
-                for tag, msg in decoder:
-                    refused = isinstance(msg, Rlerror) and msg.ecode == errno.EAGAIN
+                for tag, frame in decoder.frames():
+                    msg = self._usable(tag, frame)
+                    refused = (isinstance(msg, Rlerror) and msg.ecode == errno.EAGAIN) or (
+                        isinstance(msg, _Failed) and msg.error.errno == errno.EAGAIN
+                    )
                     self._pace(refused)
                     pending = self._pending.get(tag)
                     if pending is None and tag in self._unwaited_clunks:
@@ -125,7 +167,19 @@ class Client:
                         self._free_tags.append(tag)
                         continue
                     if pending is None:
-                        raise RemoteProtocolError(f"reply for unknown tag {tag}")
+                        self._violation(f"reply {_name(frame)} for tag {tag}, which no request has")
+                        continue
+                    if (
+                        pending.expect is not None
+                        and isinstance(msg, Message)
+                        and type(msg) is not pending.expect
+                        and type(msg) is not Rlerror
+                    ):
+                        self._violation(
+                            f"{type(msg).__name__} answers a request that wants "
+                            f"{pending.expect.__name__} (tag {tag})"
+                        )
+                        msg = _Failed(OSError(errno.EIO, f"unexpected {type(msg).__name__}"))
                     pending.reply = msg
                     pending.event.set()
                 self._freed()
@@ -134,6 +188,30 @@ class Client:
         except BaseException as exc:
             self._fail(ConnectionAbortedError(errno.ECONNABORTED, "client closed"))
             raise exc
+
+    def _usable(self, tag: int, frame: Message | Undecodable) -> Message | _Failed:
+        """A decoded reply as it is; an undecodable one as the error its request gets."""
+        if not isinstance(frame, Undecodable):
+            return frame
+        if frame.msg_type == RERROR:
+            code = rerror_errno(frame.body)
+            # Not counted as a violation: an error reply in 9P2000's form still says what
+            # went wrong, and servers that send it (NFS-Ganesha) send it for ordinary errors.
+            log.debug("tag %d: Rerror (9P2000) with errno %d", tag, code)
+            return _Failed(OSError(code, os.strerror(code)))
+        self._violation(f"undecodable reply for tag {tag}: {frame.error}")
+        return _Failed(OSError(errno.EIO, f"undecodable reply: {frame.error}"))
+
+    def _violation(self, what: str) -> None:
+        """Log a reply we cannot use; past :data:`MAX_VIOLATIONS`, give up on the server."""
+        self.violations += 1
+        log.warning("9P server broke the protocol (%d/%d): %s",
+                    self.violations, MAX_VIOLATIONS, what)  # fmt: skip
+        if self.violations >= MAX_VIOLATIONS:
+            raise RemoteProtocolError(
+                f"closing the connection: {self.violations} replies broke the protocol"
+                f" (last: {what})"
+            )
 
     def _fail(self, exc: BaseException) -> None:
         self._dead = exc
@@ -216,7 +294,7 @@ class Client:
             recycle = True
         else:
             recycle = False
-        pending = self._pending[tag] = _Pending()
+        pending = self._pending[tag] = _Pending(_reply_type(msg))
         try:
             head, payload = encode_parts(tag, msg, self.msize)
             try:
@@ -240,6 +318,8 @@ class Client:
                 flushed.event.set()
         if isinstance(reply, OSError) and reply.errno == errno.EINTR:
             raise reply
+        if isinstance(reply, _Failed):
+            raise reply.error
         if isinstance(reply, BaseException):
             raise ConnectionLost(str(reply))
         if isinstance(reply, Rlerror):
@@ -262,7 +342,7 @@ class Client:
         if len(self._free_tags) < len(msgs):
             raise OSError(errno.EAGAIN, "no free tag")
         tags = [self._free_tags.pop() for _ in msgs]
-        pendings = [_Pending() for _ in msgs]
+        pendings = [_Pending(_reply_type(msg)) for msg in msgs]
         parts: list[bytes | bytearray | memoryview] = []
         for tag, pending, msg in zip(tags, pendings, msgs, strict=True):
             self._pending[tag] = pending
@@ -290,7 +370,9 @@ class Client:
             if isinstance(reply, BaseException):
                 raise ConnectionLost(str(reply))
             assert reply is not None
-            if isinstance(reply, Rlerror):
+            if isinstance(reply, _Failed):
+                out.append(reply.error)
+            elif isinstance(reply, Rlerror):
                 out.append(OSError(reply.ecode, os.strerror(reply.ecode)))
             else:
                 out.append(reply)
@@ -390,6 +472,12 @@ class Client:
             await self.send_frame((head,))
         except OSError as exc:
             raise ConnectionLost(str(exc)) from exc
+
+
+def _name(frame: Message | Undecodable) -> str:
+    if isinstance(frame, Undecodable):
+        return f"of type {frame.msg_type}"
+    return type(frame).__name__
 
 
 @asynccontextmanager

@@ -92,11 +92,14 @@ from vshare.protocol._dirent import Dirent, DirentPacker, pack_dirents, unpack_d
 from vshare.protocol._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from vshare.protocol._framing import (
     MAX_MSIZE,
+    RERROR,
     FrameDecoder,
+    Undecodable,
     decode_frame,
     encode,
     encode_parts,
     peek_header,
+    rerror_errno,
 )
 from vshare.protocol._messages import (
     MESSAGE_TYPES,
@@ -226,6 +229,7 @@ __all__ = [
     "QTMOUNT",
     "QTSYMLINK",
     "QTTMP",
+    "RERROR",
     "SETATTR_ATIME",
     "SETATTR_ATIME_SET",
     "SETATTR_CTIME",
@@ -304,6 +308,7 @@ __all__ = [
     "Twrite",
     "Txattrcreate",
     "Txattrwalk",
+    "Undecodable",
     "decode_frame",
     "dotl_to_os_flags",
     "encode",
@@ -312,5 +317,6 @@ __all__ = [
     "os_to_dotl_flags",
     "pack_dirents",
     "peek_header",
+    "rerror_errno",
     "unpack_dirents",
 ]

@@ -3,13 +3,19 @@
 :func:`encode` and :func:`encode_parts` turn a message into bytes; :func:`decode_frame`
 turns one whole frame into ``(tag, message)``; :class:`FrameDecoder` is fed arbitrary
 chunks of a byte stream and yields whole messages. None of them does I/O.
+
+A client talking to a looser peer reads with :meth:`FrameDecoder.next_frame`: a frame
+whose size is sound but whose body is not 9P2000.L (9P2000's ``Rerror``, type 107, from
+NFS-Ganesha; a type we do not know; a short body) comes out as :class:`Undecodable`,
+so that only the request it answers fails, not the whole stream.
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import struct
 from collections.abc import Iterator
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from vshare.protocol._codec import DECODERS, ENCODERS, Buffer, nbytes
 from vshare.protocol._constants import HEADER_SIZE
@@ -22,6 +28,40 @@ MAX_MSIZE: Final = 16 * 1024 * 1024 + HEADER_SIZE
 _HEADER: Final = struct.Struct("<IBH")
 
 Side = Literal["T", "R"]
+
+#: 9P2000's error reply (not part of 9P2000.L, which has Rlerror only).
+RERROR: Final = 107
+
+
+class Undecodable(NamedTuple):
+    """A frame with a sound size and tag whose body could not be decoded.
+
+    Attributes:
+        msg_type: the frame's type byte.
+        body: the bytes after the header (a copy).
+        error: why it could not be decoded.
+    """
+
+    msg_type: int
+    body: bytes
+    error: RemoteProtocolError
+
+
+def rerror_errno(body: bytes) -> int:
+    """The errno an ``Rerror`` body carries, EIO if none can be told.
+
+    Three shapes are seen: ``ecode[4]`` alone (NFS-Ganesha answers 9P2000.L requests so),
+    9P2000.u's ``ename[s] errno[4]``, and plain 9P2000's ``ename[s]`` (no number: EIO).
+    """
+    code = 0
+    if len(body) == 4:
+        code = int.from_bytes(body, "little")
+    elif len(body) >= 2:
+        n = int.from_bytes(body[:2], "little")
+        if len(body) == 2 + n + 4:
+            code = int.from_bytes(body[2 + n :], "little")
+    # 0 is no error and Linux errnos stay below 4096: anything else is not a number to trust.
+    return code if 0 < code < 4096 else _errno.EIO
 
 
 def _encode(tag: int, msg: Message) -> tuple[bytes, Buffer | None]:
@@ -157,6 +197,33 @@ class FrameDecoder:
             RemoteProtocolError: the stream is not valid 9P2000.L; the decoder is then
                 unusable (close the session).
         """
+        frame = self._take_frame()
+        return None if frame is None else decode_frame(frame, self.msize, self.accept)
+
+    def next_frame(self) -> tuple[int, Message | Undecodable] | None:
+        """Like :meth:`next_message`, but a frame whose size is sound and whose body is
+        not comes out as ``(tag, Undecodable)``: the stream stays usable after it.
+
+        Raises:
+            RemoteProtocolError: the framing itself is broken (a size below a header or
+                above ``msize``): nothing after it can be trusted.
+        """
+        frame = self._take_frame()
+        if frame is None:
+            return None
+        try:
+            return decode_frame(frame, self.msize, self.accept)
+        except RemoteProtocolError as exc:
+            _, msg_type, tag = _HEADER.unpack_from(frame)
+            return tag, Undecodable(msg_type, bytes(frame[HEADER_SIZE:]), exc)
+
+    def frames(self) -> Iterator[tuple[int, Message | Undecodable]]:
+        """:meth:`next_frame` until more bytes are needed."""
+        while (item := self.next_frame()) is not None:
+            yield item
+
+    def _take_frame(self) -> memoryview | None:
+        """The bytes of the next whole frame (size checked), or None."""
         if self._frame is None and not self._head and self._chunks:
             # Fast path: a chunk holds a whole frame; decode straight out of the caller's
             # bytes, no copy.
@@ -166,7 +233,7 @@ class FrameDecoder:
                 _check_size(size, self.msize)
                 if chunk.nbytes >= size:
                     self._consume(size)
-                    return decode_frame(chunk[:size], self.msize, self.accept)
+                    return chunk[:size]
         # Slow path: a frame spread over chunks (a 1 MiB Twrite arrives in many) is copied
         # into a buffer that grows as its bytes arrive (not allocated at the size claimed).
         if self._frame is None:
@@ -189,7 +256,7 @@ class FrameDecoder:
             frame += self._chunks[0][:n]
             self._consume(n)
         self._frame = None
-        return decode_frame(memoryview(frame), self.msize, self.accept)
+        return memoryview(frame)
 
     def __iter__(self) -> Iterator[tuple[int, Message]]:
         while (item := self.next_message()) is not None:
