@@ -132,7 +132,7 @@ from dataclasses import dataclass
 from typing import Final, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from vshare.backend import _gfapi
+from vshare.backend import _gfapi, _gluster_options
 from vshare.backend._cache import BLOCK, CacheStats, VolumeCache
 from vshare.backend._handle import UseCounted
 from vshare.backend.base import (
@@ -153,6 +153,7 @@ __all__ = [
     "GlusterBackend",
     "GlusterNode",
     "GlusterOpenFile",
+    "cache_fallbacks",
     "keep_connections",
     "parse_uri",
     "shutdown",
@@ -184,6 +185,9 @@ _CACHE_TTL_BLIND: Final = 1.0
 #: What a volume needs for shares in cache mode ``meta`` or ``all`` to see other clients'
 #: changes within about a second (``gluster volume set VOLUME KEY VALUE``): the bricks send
 #: upcalls, and remember a client that touched an object for longer than our entries live.
+#: How old the answer to "does this volume announce changes?" may be when a share is
+#: attached (the check costs ~55 ms: a ``gluster volume info`` round trip).
+_OPTIONS_RECHECK: Final = 60.0
 CACHE_VOLUME_OPTIONS: Final = {
     "features.cache-invalidation": "on",
     "features.cache-invalidation-timeout": "600",
@@ -191,7 +195,7 @@ CACHE_VOLUME_OPTIONS: Final = {
 #: Options of gfapi's own client-side translators (``glfs_set_xlator_option``). gfapi's
 #: caches are time-based and shared by every share of the volume, so they would make cache
 #: mode ``none`` stale and refill ours with stale data; the caching is ours, per share,
-#: invalidated by upcalls. Measured here (docs/cache.md):
+#: invalidated by upcalls. Measured here (docs/cache-bench.md; the modes: docs/cache.md):
 #:
 #: - md-cache keeps attributes and lookups 1 s by default: a ``none`` share saw another
 #:   client's change after 0.998 s (p50); with the timeout 0, after 0.3 ms. A lookup+stat that
@@ -296,6 +300,11 @@ class _Volume:
     users: int = 0
     alive: bool = True
     upcall_cbk: object = None  # the ctypes callback gfapi holds: kept alive while registered
+    #: Why shares of this volume cannot keep a cache (None: they can), as last checked.
+    problem: str | None = "not checked yet"
+    checked: float = -_OPTIONS_RECHECK
+    #: Attaches in cache mode meta/all served as ``none`` because of :attr:`problem`.
+    fallbacks: int = 0
 
 
 _volumes: dict[tuple[str, int, str], _Volume] = {}
@@ -355,6 +364,7 @@ def _acquire(
                 ) from None
             vol = _volumes[key] = _Volume(key, fs, VolumeCache(cache_bytes, _CACHE_TTL))
             _listen(vol)
+            _check_options(vol)
         vol.users += 1
         return vol
 
@@ -392,6 +402,39 @@ def _listen(vol: _Volume) -> None:
         cache.ttl = _CACHE_TTL_BLIND
         return
     vol.upcall_cbk = cbk
+
+
+def _check_options(vol: _Volume) -> str | None:
+    """Ask glusterd whether ``vol`` announces other clients' changes (see
+    :mod:`._gluster_options`), when the last answer is older than :data:`_OPTIONS_RECHECK`;
+    log when the answer changes. Returns why shares cannot cache (None: they can)."""
+    now = time.monotonic()
+    if now - vol.checked < _OPTIONS_RECHECK:
+        return vol.problem
+    host, _, volume = vol.key
+    try:
+        options = _gluster_options.volume_options(host, volume)
+    except OSError as exc:
+        problem: str | None = f"cannot read the volume's options ({exc})"
+    else:
+        problem = _gluster_options.coherence_problem(options, volume, _CACHE_TTL)
+    vol.checked = now
+    if problem != vol.problem:
+        if problem is None:
+            log.info("gluster://%s:%d/%s: announces changes: share cache modes apply", *vol.key)
+        else:
+            log.warning("gluster://%s:%d/%s: share cache modes meta and all are served as none:"
+                        " %s", *vol.key, problem)  # fmt: skip
+    vol.problem = problem
+    return problem
+
+
+def cache_fallbacks() -> dict[str, tuple[str | None, int]]:
+    """Per connected volume (``gluster://HOST:PORT/VOLUME``): why its shares cannot cache
+    (None: they can) and how many attaches were served as ``none`` for that."""
+    with _volumes_lock:
+        vols = list(_volumes.values())
+    return {"gluster://{}:{}/{}".format(*v.key): (v.problem, v.fallbacks) for v in vols}
 
 
 def _release(vol: _Volume) -> None:
@@ -758,6 +801,15 @@ class GlusterBackend(Backend):
     def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
+        if cache != "none":
+            # A cache is only as good as the upcalls that empty it: on a volume that does
+            # not send them, the share runs uncached (coherent, slower) rather than stale.
+            problem = _check_options(self._vol)
+            if problem is not None:
+                self._vol.fallbacks += 1
+                log.warning("%s: share %r: cache mode %s served as none: %s",
+                            self._uri, path, cache, problem)  # fmt: skip
+                cache = "none"
         return self._walk(path, cache)
 
     def _walk(self, path: str, cache: CacheMode = "none") -> GlusterNode:

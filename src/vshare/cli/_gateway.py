@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import click
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vshare.backend import open_backend
 from vshare.cli._logging import setup_logging
@@ -41,6 +42,8 @@ async def run_gateway(
     except OSError as exc:
         raise OSError(exc.errno, f"backend {config.backend}: {exc.strerror}") from None
     gw = Gateway(config, backend)
+    if config.backend.startswith("gluster:"):
+        gw.ctx.metrics.registry.register(_GlusterCacheCollector())
     store = follower = None
     if config.store:
         try:
@@ -161,6 +164,33 @@ def gateway_run(
         if isinstance(leaf, ValueError):
             fail(str(leaf), 1)
         raise
+
+
+class _GlusterCacheCollector:
+    """Whether each GlusterFS volume lets shares keep a cache (it announces other clients'
+    changes: ``features.cache-invalidation on``), and how many attaches in cache mode
+    meta/all were served as ``none`` because it does not: a fallback otherwise shows only
+    in the log."""
+
+    def collect(self) -> Iterator[Metric]:
+        from vshare.backend import gluster
+
+        usable = GaugeMetricFamily(
+            "vshare_gluster_cache_usable",
+            "1 if the volume announces other clients' changes, so share cache modes apply",
+            labels=["volume"],
+        )
+        fallbacks = CounterMetricFamily(
+            "vshare_cache_mode_fallbacks",
+            "Attaches in cache mode meta or all served as none: the volume does not announce"
+            " changes (see the gateway's log for why)",
+            labels=["volume"],
+        )
+        for uri, (problem, count) in sorted(gluster.cache_fallbacks().items()):
+            usable.add_metric([uri], 1.0 if problem is None else 0.0)
+            fallbacks.add_metric([uri], count)
+        yield usable
+        yield fallbacks
 
 
 def _only_leaf(exc: BaseException) -> BaseException:
