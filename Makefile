@@ -9,9 +9,12 @@ BIN := $(VENV)/bin
 # (tests/vm/); glusterd and libgfapi for the GlusterFS backend; etcd for the fleet store; socat
 # for the VM-move test's relays (tests/fleet/test_vm_move.py); libvirtd (run by the test as an
 # unprivileged session daemon serving libvirt's test driver) and virsh for the libvirt
-# lifecycle-event and polling tests (tests/gateway/test_libvirt_events.py).
+# lifecycle-event and polling tests (tests/gateway/test_libvirt_events.py); NFS-Ganesha's 9P
+# server, a looser 9P2000.L peer (answers with 9P2000's Rerror) that the FUSE client mounts
+# (tests/fuse/test_ganesha.py).
 TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev \
-	glusterfs-server libgfapi0 etcd-server socat libvirt-daemon libvirt-clients
+	glusterfs-server libgfapi0 etcd-server socat libvirt-daemon libvirt-clients \
+	nfs-ganesha nfs-ganesha-vfs
 # What `make bench` compares against: fio, sshfs over a loopback sshd.
 BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
 # What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it, and
@@ -67,7 +70,7 @@ bench: venv debs-bench
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/compare.py --json docs/side-by-side.json \
 		--markdown docs/side-by-side.md --chart docs/side-by-side.png
-	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache.md
+	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache-bench.md
 	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md

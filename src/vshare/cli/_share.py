@@ -15,7 +15,10 @@ Cache modes (--cache):
   none  every request asks the storage: strict coherence across hosts
   meta  attributes and name lookups are cached; other hosts' changes show within ~1 s
   all   file data is cached too (for data that other hosts rarely change)
-A mode applies to new mounts; mounts made before keep the mode they attached with."""
+A mode applies to new mounts; mounts made before keep the mode they attached with.
+meta and all need a GlusterFS volume with features.cache-invalidation on (gluster
+volume set VOLUME features.cache-invalidation on): on any other, the gateway serves
+the share as none and logs a warning naming the option. See docs/cache.md."""
 
 
 @click.group()
