@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +19,7 @@ from vshare.store import (
     SHARE_CACHE_MODES,
     GatewayRecord,
     InstanceRecord,
+    QuotaRecord,
     RuleRecord,
     RuleState,
     ShareRecord,
@@ -239,6 +241,7 @@ SAMPLES: dict[str, Any] = {
     ),
     "token": TokenRecord(name="ci", hash=hash_token("t"), tenant="acme", created_at=WHEN),
     "gateway": GatewayRecord(id="hv-1", addresses=("vsock://any:564",), version="0.1", host="h"),
+    "quota": QuotaRecord(tenant="acme", shares=-1, gigabytes=500),
 }
 
 
@@ -319,3 +322,18 @@ _names = st.text(
 def test_json_round_trip_any_valid_share(name: str, size: int, tenant: str) -> None:
     record = replace(SAMPLES["share"], name=name, size_gib=size, tenant=tenant)
     assert loads("share", dumps(record)) == record
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"shares": -2}, "default quota: shares must be between -1 and"),
+        ({"tenant": "acme", "gigabytes": True}, "tenant 'acme': gigabytes must be an integer"),
+        ({"tenant": "a\n", "shares": 1}, "quota tenant 'a\\n' must not contain control"),
+        ({"shares": 2**53}, "shares must be between -1 and 9007199254740991"),
+    ],
+)
+def test_quota_record_validation(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        QuotaRecord(**fields)
+    assert QuotaRecord(tenant="acme").is_empty and QuotaRecord(shares=0).is_default

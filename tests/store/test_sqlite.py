@@ -23,6 +23,8 @@ import pytest
 
 from vshare.store import (
     Compacted,
+    OverQuota,
+    QuotaRecord,
     SqliteStore,
     Store,
     StoreUnavailable,
@@ -200,9 +202,31 @@ V2 = (
 )
 
 
+def test_a_version_1_store_gets_quotas(db_path: Path) -> None:
+    with SqliteStore(db_path) as store:
+        share = store.create_share(make_share(size_gib=7))
+    raw = _raw(db_path)
+    try:  # what a store written by vshare before quotas looks like
+        raw.execute("DROP TABLE quotas")
+        raw.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    finally:
+        raw.close()
+    with SqliteStore(db_path) as store:
+        assert store.get_share(share.id) == share
+        usage = store.quota_usage("acme")
+        assert (usage.used_shares, usage.used_gigabytes) == (1, 7)
+        store.put_quota(QuotaRecord(tenant="acme", shares=1))
+        with pytest.raises(OverQuota):
+            store.create_share(make_share("beta"))
+    raw = _raw(db_path)
+    try:
+        assert _schema_version(raw) == 2
+    finally:
+        raw.close()
+
+
 def test_migration_from_an_older_version(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     v1 = list(sqlite_mod.MIGRATIONS)
-    assert len(v1) == 1, "add a real v1 → v2 test when the schema gets a second version"
     with SqliteStore(db_path) as store:
         share = store.create_share(make_share())
         revision = store.revision()
@@ -212,14 +236,14 @@ def test_migration_from_an_older_version(db_path: Path, monkeypatch: pytest.Monk
         assert store.revision() == revision
     raw = _raw(db_path)
     try:
-        assert _schema_version(raw) == 2
+        assert _schema_version(raw) == len(v1) + 1
         assert raw.execute("SELECT note FROM shares").fetchall() == [("migrated",)]
         assert raw.execute("SELECT count(*) FROM extra").fetchone() == (0,)
     finally:
         raw.close()
     # The v1 code now meets a v2 database: refused, not downgraded.
     monkeypatch.setattr(sqlite_mod, "MIGRATIONS", v1)
-    with pytest.raises(StoreUnavailable, match="schema version 2"):
+    with pytest.raises(StoreUnavailable, match=f"schema version {len(v1) + 1}"):
         SqliteStore(db_path)
 
 
@@ -232,10 +256,10 @@ def test_a_failed_migration_changes_nothing(db_path: Path, monkeypatch: pytest.M
     )
     with pytest.raises(StoreUnavailable) as info:
         SqliteStore(db_path)
-    assert "migration to schema version 3 failed" in _one_line(info.value)
+    assert f"migration to schema version {len(v1) + 2} failed" in _one_line(info.value)
     raw = _raw(db_path)
     try:
-        assert _schema_version(raw) == 1
+        assert _schema_version(raw) == len(v1)
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert not tables & {"extra", "more"}
         assert "note" not in {r[1] for r in raw.execute("PRAGMA table_info(shares)")}
@@ -246,12 +270,13 @@ def test_a_failed_migration_changes_nothing(db_path: Path, monkeypatch: pytest.M
 def test_migrations_run_in_order_on_a_new_database(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", [*sqlite_mod.MIGRATIONS, V2])
+    known = list(sqlite_mod.MIGRATIONS)
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", [*known, V2])
     with SqliteStore(db_path) as store:
         store.create_share(make_share())
     raw = _raw(db_path)
     try:
-        assert _schema_version(raw) == 2
+        assert _schema_version(raw) == len(known) + 1
         assert raw.execute("SELECT note FROM shares").fetchall() == [(None,)]
     finally:
         raw.close()

@@ -1,8 +1,9 @@
-"""The control-plane store: shares, access rules, instances, API tokens, gateways, and a
-revisioned change feed that gateways follow (see docs/architecture.md, "The store").
+"""The control-plane store: shares, access rules, instances, API tokens, gateways, quotas,
+and a revisioned change feed that gateways follow (see docs/architecture.md, "The store").
 
 Layout: ``_records.py`` (the frozen, validated records and enums), ``_codec.py`` (records ↔
-JSON, shared by every implementation), ``_errors.py``, ``_base.py`` (the :class:`Store`
+JSON, shared by every implementation), ``_errors.py``, ``_quota.py`` (per-tenant quotas:
+the limits and the check both stores make), ``_base.py`` (the :class:`Store`
 interface and its contracts), ``sqlite.py`` (the embedded default), ``etcd.py`` (a fleet's
 store, over ``_etcd_client.py``). The conformance suite every implementation runs is
 ``vshare.testing.store_conformance``.
@@ -15,17 +16,28 @@ import urllib.parse
 
 from vshare.store._base import Store
 from vshare.store._codec import dumps, load_as, loads, record_from_dict, record_to_dict
-from vshare.store._errors import Compacted, Conflict, NotFound, StoreError, StoreUnavailable
+from vshare.store._errors import (
+    Compacted,
+    Conflict,
+    NotFound,
+    OverQuota,
+    StoreError,
+    StoreUnavailable,
+)
+from vshare.store._quota import DEFAULT_QUOTA, QuotaUsage
 from vshare.store._records import (
     DEFAULT_SHARE_CACHE,
     KINDS,
+    MAX_QUOTA,
     SHARE_CACHE_MODES,
+    UNLIMITED,
     Change,
     GatewayRecord,
     GatewayStatus,
     InstanceRecord,
     Kind,
     Op,
+    QuotaRecord,
     Record,
     RuleRecord,
     RuleState,
@@ -41,9 +53,12 @@ from vshare.store.etcd import EtcdStore
 from vshare.store.sqlite import SqliteStore
 
 __all__ = [
+    "DEFAULT_QUOTA",
     "DEFAULT_SHARE_CACHE",
     "KINDS",
+    "MAX_QUOTA",
     "SHARE_CACHE_MODES",
+    "UNLIMITED",
     "Change",
     "Compacted",
     "Conflict",
@@ -54,6 +69,9 @@ __all__ = [
     "Kind",
     "NotFound",
     "Op",
+    "OverQuota",
+    "QuotaRecord",
+    "QuotaUsage",
     "Record",
     "RuleRecord",
     "RuleState",

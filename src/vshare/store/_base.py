@@ -24,8 +24,11 @@ Contracts every implementation keeps (``vshare.testing.store_conformance`` check
   Rules are unique per (share, access_type, access_to) among rules not in state
   ``deleted``. Each instance identity (a CID, a socket, an address, a certificate) belongs
   to at most one instance. Tokens are unique by name and by hash; gateways by id.
-- **Errors.** ``NotFound``, ``Conflict``, ``Compacted``, ``StoreUnavailable`` (all
-  ``StoreError``), and ``ValueError`` for invalid field values, each with a one-line
+- **Quotas.** ``create_share``, and ``update_share`` when the size grows, refuse a write
+  that would take the share's tenant over its quota (``OverQuota``), checked against the
+  tenant's usage in the same transaction as the write (``vshare.store._quota``).
+- **Errors.** ``NotFound``, ``Conflict``, ``OverQuota``, ``Compacted``, ``StoreUnavailable``
+  (all ``StoreError``), and ``ValueError`` for invalid field values, each with a one-line
   message. Nothing else escapes on purpose.
 """
 
@@ -36,11 +39,13 @@ from types import TracebackType
 from typing import Self
 
 from vshare.policy import IdentityFacts, Instance, Level
+from vshare.store._quota import QuotaUsage
 from vshare.store._records import (
     Change,
     GatewayRecord,
     GatewayStatus,
     InstanceRecord,
+    QuotaRecord,
     RuleRecord,
     RuleState,
     ShareCache,
@@ -66,6 +71,7 @@ class Store(abc.ABC):
 
         Raises:
             Conflict: the id exists, or the name is taken (by a share's name or id).
+            OverQuota: its tenant would hold more shares or GiB than its quota allows.
         """
 
     @abc.abstractmethod
@@ -107,6 +113,7 @@ class Store(abc.ABC):
         Raises:
             NotFound: no such share.
             Conflict: the revision moved on, or the new name is taken.
+            OverQuota: a larger size would take its tenant over its gigabytes quota.
             ValueError: an invalid value.
         """
 
@@ -234,6 +241,24 @@ class Store(abc.ABC):
         Raises:
             NotFound: no such token.
         """
+
+    # --- quotas ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_quota(self, quota: QuotaRecord) -> QuotaRecord:
+        """Store the tenant's quota override (empty ``tenant``: the defaults), replacing
+        the one stored; a record that sets no limit removes it. A write like any other
+        (one revision, a ``quota`` change in the feed), unless it changes nothing.
+        Limits lowered below usage refuse only what would grow it further."""
+
+    @abc.abstractmethod
+    def list_quotas(self) -> list[QuotaRecord]:
+        """The stored quota records, ordered by tenant (the defaults, if stored, first)."""
+
+    @abc.abstractmethod
+    def quota_usage(self, tenant: str) -> QuotaUsage:
+        """The tenant's effective limits and usage (its shares in every status, the sum of
+        their sizes), read in one transaction."""
 
     # --- gateways -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from vshare.store._records import (
     GatewayRecord,
     InstanceRecord,
     Kind,
+    QuotaRecord,
     Record,
     RuleRecord,
     ShareRecord,
@@ -26,7 +27,7 @@ from vshare.store._records import (
 
 __all__ = ["dumps", "kind_of", "load_as", "loads", "record_from_dict", "record_to_dict"]
 
-_R = TypeVar("_R", ShareRecord, RuleRecord, InstanceRecord, TokenRecord, GatewayRecord)
+_R = TypeVar("_R", ShareRecord, RuleRecord, InstanceRecord, TokenRecord, GatewayRecord, QuotaRecord)
 
 
 def _time(value: datetime) -> str:
@@ -71,6 +72,10 @@ def _gateway_to(r: GatewayRecord) -> dict[str, Any]:
     if r.sessions or r.requests_in_flight:
         out["sessions"], out["requests_in_flight"] = r.sessions, r.requests_in_flight
     return out
+
+
+def _quota_to(r: QuotaRecord) -> dict[str, Any]:
+    return {"tenant": r.tenant, "shares": r.shares, "gigabytes": r.gigabytes}
 
 
 def _parse_time(value: Any) -> datetime:
@@ -139,6 +144,10 @@ def _gateway_from(data: Mapping[str, Any]) -> GatewayRecord:
     return GatewayRecord(**fields)
 
 
+def _quota_from(data: Mapping[str, Any]) -> QuotaRecord:
+    return QuotaRecord(**_pick(data, (), ("tenant", "shares", "gigabytes")))
+
+
 _Encoder = Callable[[Any], dict[str, Any]]
 _Decoder = Callable[[Mapping[str, Any]], Record]
 
@@ -149,6 +158,7 @@ _TABLE: Final[dict[Kind, tuple[type, _Encoder, _Decoder]]] = {
     "instance": (InstanceRecord, _instance_to, _instance_from),
     "token": (TokenRecord, _token_to, _token_from),
     "gateway": (GatewayRecord, _gateway_to, _gateway_from),
+    "quota": (QuotaRecord, _quota_to, _quota_from),
 }
 
 

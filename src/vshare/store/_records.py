@@ -48,9 +48,13 @@ SHARE_CACHE_MODES: Final[tuple[ShareCache, ...]] = get_args(ShareCache)
 #: The cache mode of a share that does not say (a record written before the field existed).
 DEFAULT_SHARE_CACHE: Final[ShareCache] = "meta"
 
-Kind = Literal["share", "rule", "instance", "gateway", "token"]
+Kind = Literal["share", "rule", "instance", "gateway", "token", "quota"]
 Op = Literal["put", "delete"]
-KINDS: Final[tuple[Kind, ...]] = ("share", "rule", "instance", "gateway", "token")
+KINDS: Final[tuple[Kind, ...]] = ("share", "rule", "instance", "gateway", "token", "quota")
+#: A quota limit meaning "no limit" (Manila's -1).
+UNLIMITED: Final = -1
+#: The largest quota limit: 2**53 - 1, the largest integer every JSON reader keeps exact.
+MAX_QUOTA: Final = 2**53 - 1
 
 
 class ShareStatus(enum.StrEnum):
@@ -409,14 +413,53 @@ class GatewayStatus:
     healthy: bool
 
 
-Record = ShareRecord | RuleRecord | InstanceRecord | TokenRecord | GatewayRecord
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaRecord:
+    """A tenant's quota override, or (``tenant`` empty) the defaults of every tenant, in
+    Manila's vocabulary: ``shares`` (how many) and ``gigabytes`` (the sum of their
+    ``size_gib``). A limit is a number, :data:`UNLIMITED` (-1), or None: not set here, so
+    the defaults' limit applies (for the defaults record: the built-in default,
+    ``vshare.store.DEFAULT_QUOTA``). A record that sets nothing is not stored.
+
+    Raises:
+        ValueError: a field is malformed.
+    """
+
+    tenant: str = ""
+    shares: int | None = None
+    gigabytes: int | None = None
+
+    def __post_init__(self) -> None:
+        what = f"quota of tenant {self.tenant!r}" if self.tenant else "default quota"
+        if self.tenant:
+            _text(self.tenant, "quota tenant")
+        elif not isinstance(self.tenant, str):
+            raise ValueError(f"quota tenant must be a string, not {type(self.tenant).__name__}")
+        for name in ("shares", "gigabytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _int(value, f"{what}: {name}", UNLIMITED, MAX_QUOTA)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the defaults record (no tenant)."""
+        return not self.tenant
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether it sets no limit (storing it means removing the override)."""
+        return self.shares is None and self.gigabytes is None
+
+
+Record = ShareRecord | RuleRecord | InstanceRecord | TokenRecord | GatewayRecord | QuotaRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """One entry of the change feed.
 
-    ``key`` is the record's key (share and rule id, instance uuid, token name, gateway id);
+    ``key`` is the record's key (share and rule id, instance uuid, token name, gateway id,
+    a quota's tenant: empty for the defaults);
     ``record`` is the record as written for ``put`` and None for ``delete``. Changes made by
     one write share that write's ``revision``.
     """
@@ -441,9 +484,9 @@ class Snapshot(NamedTuple):
 def apply_changes(snapshot: Snapshot, changes: Sequence[Change]) -> Snapshot:
     """The state of ``snapshot`` with ``changes`` (from ``Store.changes_since(snapshot.
     revision)``) applied on top, in the order ``Store.snapshot`` returns records: what a
-    follower keeps instead of reading the whole store at every change. Tokens and gateways
-    are not part of a snapshot and are passed over. Both stores' conformance suite checks
-    that this equals a fresh ``snapshot()``.
+    follower keeps instead of reading the whole store at every change. Tokens, gateways
+    and quotas are not part of a snapshot (gateways need none of them) and are passed
+    over. Both stores' conformance suite checks that this equals a fresh ``snapshot()``.
 
     Raises:
         ValueError: the changes go back in revision, or a change is malformed.

@@ -15,13 +15,15 @@ Strategy and invariants:
   1 s, up to ``write_timeout``: with a 50 ms cap, 200 writers at once — a fleet
   registering — committed 50 in 10 s and failed the rest; with 1 s, 166; docs/scale.md).
   Since every write modifies ``meta/rev``, the guard makes writes serializable:
-  uniqueness rules (share names, live rules, identities, token hashes) are checked by
-  reads and cannot be raced past — two API servers creating the same share name at once:
+  uniqueness rules (share names, live rules, identities, token hashes) and quotas (a
+  tenant's usage is a scan of ``share/`` in the same view) are checked by reads and
+  cannot be raced past — two API servers creating the same share name at once:
   one commits, the other retries, sees the name, and gets ``Conflict`` (409).
 - **Keys** (under the prefix): ``share/<id>``, ``sharename/<name>`` → id; ``rule/<id>``
   and ``rulesof/<share id>/<rule id>`` (the same JSON, so a share's rules are one range
   read and a share's deletion removes them with one range delete); ``inst/<uuid>``,
   ``ident/<kind>/<value>`` → uuid; ``token/<name>``, ``tokenhash/<hash>`` → name;
+  ``quota/<tenant>`` (``quota/`` alone: the defaults);
   ``gw/<id>`` (what a gateway says about itself), ``seen/<id>`` (its last heartbeat and
   ttl), ``alive/<id>`` (attached to the gateway's lease); ``chg/<revision>`` (the changes of
   one revision, in order); ``meta/rev``, ``meta/compacted``. Values are the JSON of
@@ -76,12 +78,14 @@ from vshare.store._etcd_client import (
     WatchStream,
     prefix_end,
 )
+from vshare.store._quota import QuotaUsage, check_share, grows, tally, usage_of
 from vshare.store._records import (
     Change,
     GatewayRecord,
     GatewayStatus,
     InstanceRecord,
     Kind,
+    QuotaRecord,
     RuleRecord,
     RuleState,
     ShareCache,
@@ -367,6 +371,7 @@ class EtcdStore(Store):
             if tx.get(f"sharename/{stored.id}") is not None:
                 raise Conflict(f"share id {stored.id!r} is the name of another share")
             self._check_share_name(tx, stored.name, stored.id)
+            check_share(self._quota_usage(tx, stored.tenant), None, stored)
             data = dumps(stored)
             tx.put(f"share/{stored.id}", data)
             tx.put(f"sharename/{stored.name}", stored.id)
@@ -425,6 +430,8 @@ class EtcdStore(Store):
                 self._check_share_name(tx, new.name, share_id)
                 tx.delete(f"sharename/{old.name}")
                 tx.put(f"sharename/{new.name}", share_id)
+            if grows(old, new):
+                check_share(self._quota_usage(tx, old.tenant), old, new)
             new = replace(new, revision=tx.revision)
             data = dumps(new)
             tx.put(f"share/{share_id}", data)
@@ -649,6 +656,39 @@ class EtcdStore(Store):
             tx.change("token", name, "delete")
 
         self._write(build)
+
+    # --- quotas ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _quota_usage(view: _View, tenant: str) -> QuotaUsage:
+        # A scan of every share: creates and extends are rare, and a per-tenant index
+        # would need a migration of existing stores (docs/scale.md: 5 MB at 15,000 shares).
+        stored = [view.text(f"quota/{t}") for t in ("", tenant)]
+        defaults, override = (None if d is None else load_as(QuotaRecord, d) for d in stored)
+        shares = (load_as(ShareRecord, kv.value) for kv in view.scan("share/"))
+        return tally(tenant, defaults, override, *usage_of(shares, tenant))
+
+    def put_quota(self, quota: QuotaRecord) -> QuotaRecord:
+        data, key = dumps(quota), f"quota/{quota.tenant}"
+
+        def build(tx: _Tx) -> QuotaRecord:
+            old = tx.text(key)
+            if quota.is_empty and old is not None:
+                tx.delete(key)
+                tx.change("quota", quota.tenant, "delete")
+            elif not quota.is_empty and old != data:
+                tx.put(key, data)
+                tx.change("quota", quota.tenant, "put", data)
+            return quota
+
+        return self._write(build)
+
+    def list_quotas(self) -> list[QuotaRecord]:
+        quotas = self._read(lambda v: [load_as(QuotaRecord, kv.value) for kv in v.scan("quota/")])
+        return sorted(quotas, key=lambda q: q.tenant)
+
+    def quota_usage(self, tenant: str) -> QuotaUsage:
+        return self._read(lambda v: self._quota_usage(v, tenant))
 
     # --- gateways -------------------------------------------------------------------------
 

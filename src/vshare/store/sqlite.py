@@ -50,6 +50,7 @@ from vshare.policy import IdentityFacts, Instance, Level, identity_keys
 from vshare.store._base import Store
 from vshare.store._codec import dumps, load_as, loads
 from vshare.store._errors import Compacted, Conflict, NotFound, StoreUnavailable
+from vshare.store._quota import QuotaUsage, check_share, grows, tally
 from vshare.store._records import (
     Change,
     GatewayRecord,
@@ -57,6 +58,7 @@ from vshare.store._records import (
     InstanceRecord,
     Kind,
     Op,
+    QuotaRecord,
     RuleRecord,
     RuleState,
     ShareCache,
@@ -121,6 +123,9 @@ MIGRATIONS: Final[list[tuple[str, ...]]] = [
             op TEXT NOT NULL,
             data TEXT,
             PRIMARY KEY (revision, seq)) WITHOUT ROWID""",
+    ),
+    (  # 2: per-tenant quotas; tenant '' holds the defaults
+        "CREATE TABLE quotas (tenant TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID",
     ),
 ]
 
@@ -474,6 +479,7 @@ class SqliteStore(Store):
             if db.execute("SELECT 1 FROM shares WHERE name = ?", (stored.id,)).fetchone():
                 raise Conflict(f"share id {stored.id!r} is the name of another share")
             self._check_share_name(db, stored.name, stored.id)
+            check_share(self._quota_usage(db, stored.tenant), None, stored)
             data = dumps(stored)
             db.execute(
                 "INSERT INTO shares (id, name, tenant, data) VALUES (?, ?, ?, ?)",
@@ -529,6 +535,8 @@ class SqliteStore(Store):
                 return old
             if new.name != old.name:
                 self._check_share_name(tx.db, new.name, share_id)
+            if grows(old, new):
+                check_share(self._quota_usage(tx.db, old.tenant), old, new)
             new = replace(new, revision=tx.revision)
             data = dumps(new)
             tx.db.execute(
@@ -743,6 +751,47 @@ class SqliteStore(Store):
             if tx.db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"token {name!r} not found")
             tx.change("token", name, "delete")
+
+    # --- quotas ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _quota_usage(db: sqlite3.Connection, tenant: str) -> QuotaUsage:
+        stored = dict(
+            db.execute("SELECT tenant, data FROM quotas WHERE tenant IN ('', ?)", (tenant,))
+        )
+        used = db.execute(
+            "SELECT count(*), coalesce(sum(json_extract(data, '$.size_gib')), 0) FROM shares"
+            " WHERE tenant = ?",
+            (tenant,),
+        ).fetchone()
+        records = {t: load_as(QuotaRecord, d) for t, d in stored.items()}
+        return tally(tenant, records.get(""), records.get(tenant), *used)
+
+    def put_quota(self, quota: QuotaRecord) -> QuotaRecord:
+        data = dumps(quota)
+        with self._write() as tx:
+            row = tx.db.execute("SELECT data FROM quotas WHERE tenant = ?", (quota.tenant,))
+            old = row.fetchone()
+            if quota.is_empty and old is not None:
+                tx.db.execute("DELETE FROM quotas WHERE tenant = ?", (quota.tenant,))
+                tx.change("quota", quota.tenant, "delete")
+            elif not quota.is_empty and (old is None or old[0] != data):
+                tx.db.execute(
+                    "INSERT INTO quotas (tenant, data) VALUES (?, ?)"
+                    " ON CONFLICT (tenant) DO UPDATE SET data = excluded.data",
+                    (quota.tenant, data),
+                )
+                tx.change("quota", quota.tenant, "put", data)
+        return quota
+
+    def list_quotas(self) -> list[QuotaRecord]:
+        with self._use() as db:
+            rows = db.execute("SELECT data FROM quotas ORDER BY tenant").fetchall()
+        return [load_as(QuotaRecord, r[0]) for r in rows]
+
+    def quota_usage(self, tenant: str) -> QuotaUsage:
+        with self._read() as db:
+            return self._quota_usage(db, tenant)
 
     # --- gateways -------------------------------------------------------------------------
 

@@ -40,11 +40,15 @@ import pytest
 
 from vshare.policy import Instance, InstanceRegistry, Level
 from vshare.store import (
+    DEFAULT_QUOTA,
+    UNLIMITED,
     Compacted,
     Conflict,
     GatewayRecord,
     InstanceRecord,
     NotFound,
+    OverQuota,
+    QuotaRecord,
     RuleRecord,
     RuleState,
     ShareRecord,
@@ -91,6 +95,33 @@ def make_instance(
 
 def _vsock(cid: int) -> PeerIdentity:
     return PeerIdentity(kind="vsock", cid=cid, port=1024)
+
+
+def _race(
+    stores: tuple[Store, Store], act: Callable[[Store, int], object], refused: type[Exception]
+) -> list[str]:
+    """Run ``act(store, n)`` in 4 threads at once, alternating the two store objects;
+    the sorted outcomes: "ok", or "refused" for ``refused`` (anything else fails)."""
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        barrier.wait()
+        try:
+            act(stores[n % 2], n)
+            result = "ok"
+        except refused:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sorted(outcomes)
 
 
 def _elapsed(fn: Callable[[], object]) -> tuple[object, float]:
@@ -730,6 +761,7 @@ class StoreConformance:
         store.remove_instance("vm-2")
         store.delete_share(share.id)
         store.heartbeat(GatewayRecord(id="hv-1"), 10)
+        store.put_quota(QuotaRecord(tenant="acme", shares=7))
         assert apply_changes(base, store.changes_since(base.revision)) == store.snapshot()
 
     def test_snapshot_is_consistent_under_concurrent_writes(
@@ -741,8 +773,8 @@ class StoreConformance:
 
         def writer() -> None:
             try:
-                for i in range(count):
-                    second_store.create_share(make_share(f"s{i:03d}"))
+                for i in range(count):  # 20 tenants: within the default quota
+                    second_store.create_share(make_share(f"s{i:03d}", tenant=f"t{i % 20}"))
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
@@ -811,7 +843,8 @@ class StoreConformance:
             try:
                 barrier.wait()
                 for i in range(each):
-                    record = target.create_share(make_share(f"t{n}-{i:02d}"))
+                    share = make_share(f"t{n}-{i:02d}", tenant=f"t{n}-{i % 5}")  # in quota
+                    record = target.create_share(share)
                     with lock:
                         made.append(record)
             except BaseException as exc:  # reported by the main thread
@@ -833,28 +866,120 @@ class StoreConformance:
         assert {c.key for c in feed} == {r.id for r in made}
 
     def test_concurrent_duplicate_names_one_wins(self, store: Store, second_store: Store) -> None:
-        barrier = threading.Barrier(4)
-        outcomes: list[str] = []
-        lock = threading.Lock()
+        def create(target: Store, n: int) -> object:
+            return target.create_share(make_share("contested"))
 
-        def work(n: int) -> None:
-            target = second_store if n % 2 else store
-            barrier.wait()
-            try:
-                target.create_share(make_share("contested"))
-                result = "ok"
-            except Conflict:
-                result = "conflict"
-            with lock:
-                outcomes.append(result)
-
-        workers = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        assert sorted(outcomes) == ["conflict", "conflict", "conflict", "ok"]
+        outcomes = _race((store, second_store), create, Conflict)
+        assert outcomes == ["ok", "refused", "refused", "refused"]
         assert len(store.list_shares()) == 1
+
+    # --- quotas ---------------------------------------------------------------------------
+
+    def test_quota_defaults_and_usage(self, store: Store) -> None:
+        fresh = store.quota_usage("acme")
+        assert (fresh.shares, fresh.gigabytes) == (DEFAULT_QUOTA.shares, DEFAULT_QUOTA.gigabytes)
+        assert (fresh.used_shares, fresh.used_gigabytes) == (0, 0)
+        assert store.list_quotas() == []
+        store.create_share(make_share("a", size_gib=3))
+        b = store.create_share(make_share("b", size_gib=4, status=ShareStatus.ERROR))
+        store.create_share(make_share("c", tenant="globex", size_gib=100))
+        store.update_share(b.id, status=ShareStatus.DELETING)  # counted until it is gone
+        usage = store.quota_usage("acme")
+        assert (usage.used_shares, usage.used_gigabytes) == (2, 7)
+        store.delete_share(b.id)
+        usage = store.quota_usage("acme")
+        assert (usage.used_shares, usage.used_gigabytes) == (1, 3)
+
+    def test_quota_records_are_writes_in_the_feed(self, store: Store) -> None:
+        start = store.revision()
+        override = store.put_quota(QuotaRecord(tenant="acme", shares=3))
+        assert store.revision() == start + 1
+        assert store.put_quota(QuotaRecord(tenant="acme", shares=3)) == override
+        assert store.revision() == start + 1  # the same values: no write
+        defaults = store.put_quota(QuotaRecord(gigabytes=500))
+        assert store.list_quotas() == [defaults, override]  # defaults first
+        store.put_quota(QuotaRecord(tenant="acme"))  # sets nothing: the override goes
+        assert store.list_quotas() == [defaults]
+        store.put_quota(QuotaRecord(tenant="globex"))  # nothing stored: nothing changes
+        assert store.revision() == start + 3
+        feed = [(c.kind, c.key, c.op, c.record) for c in store.changes_since(start)]
+        assert feed == [
+            ("quota", "acme", "put", override), ("quota", "", "put", defaults),
+            ("quota", "acme", "delete", None),
+        ]  # fmt: skip
+
+    def test_quota_override_falls_back_to_the_defaults(self, store: Store) -> None:
+        store.put_quota(QuotaRecord(tenant="acme", shares=2))
+        usage = store.quota_usage("acme")
+        assert (usage.shares, usage.gigabytes) == (2, DEFAULT_QUOTA.gigabytes)
+        assert usage.override == QuotaRecord(tenant="acme", shares=2)
+        store.put_quota(QuotaRecord(shares=9, gigabytes=UNLIMITED))
+        usage = store.quota_usage("acme")
+        assert (usage.shares, usage.gigabytes) == (2, UNLIMITED)
+        assert usage.defaults == QuotaRecord(shares=9, gigabytes=UNLIMITED)
+        other = store.quota_usage("globex")
+        assert (other.shares, other.gigabytes) == (9, UNLIMITED)
+        assert other.override == QuotaRecord(tenant="globex")
+
+    def test_create_over_the_shares_quota_is_refused(self, store: Store) -> None:
+        store.put_quota(QuotaRecord(tenant="acme", shares=2))
+        store.create_share(make_share("a"))
+        store.create_share(make_share("b"))
+        before = store.revision()
+        with pytest.raises(OverQuota) as info:
+            store.create_share(make_share("c"))
+        assert str(info.value) == "tenant acme is over its quota: 3 shares, the limit (shares) is 2"
+        assert store.revision() == before and store.find_share("c") is None
+        store.create_share(make_share("c", tenant="globex"))  # another tenant's quota
+        store.put_quota(QuotaRecord(tenant="acme", shares=UNLIMITED))
+        store.create_share(make_share("c2"))
+
+    def test_gigabytes_quota_bounds_create_and_growth(self, store: Store) -> None:
+        store.put_quota(QuotaRecord(tenant="acme", gigabytes=25))
+        a = store.create_share(make_share("a", size_gib=10))
+        store.create_share(make_share("b", size_gib=10))
+        with pytest.raises(OverQuota, match=r"30 GiB in its shares, the limit \(gigabytes\) is 25"):
+            store.create_share(make_share("c", size_gib=10))
+        before = store.revision()
+        with pytest.raises(OverQuota, match="26 GiB"):
+            store.update_share(a.id, size_gib=16)
+        assert store.revision() == before and store.get_share(a.id).size_gib == 10
+        a = store.update_share(a.id, size_gib=15)  # exactly the limit
+        # An admin lowers the limit below usage: only growth is refused.
+        store.put_quota(QuotaRecord(tenant="acme", gigabytes=5))
+        a = store.update_share(a.id, status=ShareStatus.EXTENDING)
+        with pytest.raises(OverQuota):
+            store.update_share(a.id, size_gib=16)
+        a = store.update_share(a.id, size_gib=12, status=ShareStatus.AVAILABLE)
+        assert store.quota_usage("acme").used_gigabytes == 22
+
+    def test_racing_creates_cannot_pass_the_quota_together(
+        self, store: Store, second_store: Store
+    ) -> None:
+        # The check reads usage in the write's transaction: with one share left, one wins.
+        store.put_quota(QuotaRecord(tenant="acme", shares=3))
+        store.create_share(make_share("first"))
+        store.create_share(make_share("second"))
+
+        def create(target: Store, n: int) -> object:
+            return target.create_share(make_share(f"racer-{n}"))
+
+        outcomes = _race((store, second_store), create, OverQuota)
+        assert outcomes == ["ok", "refused", "refused", "refused"]
+        assert store.quota_usage("acme").used_shares == 3
+
+    def test_racing_extends_cannot_pass_the_quota_together(
+        self, store: Store, second_store: Store
+    ) -> None:
+        store.put_quota(QuotaRecord(tenant="acme", gigabytes=30))
+        shares = [store.create_share(make_share(f"s{n}", size_gib=5)) for n in range(4)]
+
+        def extend(target: Store, n: int) -> object:  # each +5 GiB: 25 fits, 30 fits, no more
+            return target.update_share(shares[n].id, size_gib=10)
+
+        outcomes = _race((store, second_store), extend, OverQuota)
+        assert outcomes == ["ok", "ok", "refused", "refused"]
+        assert store.quota_usage("acme").used_gigabytes == 30
 
     # --- life cycle -----------------------------------------------------------------------
 
