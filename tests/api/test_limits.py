@@ -83,6 +83,11 @@ def test_the_default_limit_and_a_bad_one(tmp_path: Path) -> None:
     try:
         admin = server.client(server.admin_token)
         body = {"name": "big", "size_gib": DEFAULT_MAX_SHARE_GIB, "tenant": "t"}
+        # The tenant's default quota (1000 GiB) binds first; without one, the limit does.
+        response = admin.post("/v1/shares", json=body)
+        assert "limit (gigabytes) is 1000 GiB" in error_of(response, 413)
+        assert response.json()["error"]["code"] == "over_quota"
+        assert admin.put("/v1/quotas/t", json={"gigabytes": -1}).status_code == 200
         assert admin.post("/v1/shares", json=body).status_code == 201
         response = admin.post("/v1/shares/big/extend", json={"size_gib": 10**9})
         assert "102400 GiB" in error_of(response, 413)

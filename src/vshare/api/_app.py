@@ -16,6 +16,7 @@ status  code             raised as
 404     not_found        ``NotFound`` (also: another tenant's object), an unknown path
 405     method_not_allowed  a path that exists, with another method
 413     over_limit       ``control.OverLimit``: a share size over the operator's limit
+413     over_quota       ``OverQuota``: a create or extend over the tenant's quota
 413     too_large        a request body over 64 KiB (with a valid token: without one,
                          a 401 comes first; a declared Content-Length over it is answered
                          before the body is read)
@@ -59,6 +60,7 @@ from vshare.control import (
     Forbidden,
     NotFound,
     OverLimit,
+    OverQuota,
     StoreUnavailable,
     VolumeUnavailable,
 )
@@ -78,6 +80,7 @@ _STATUS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (OverLimit, 413, "over_limit"),
+    (OverQuota, 413, "over_quota"),
     (StoreUnavailable, 503, "unavailable"),
     (VolumeUnavailable, 503, "unavailable"),
     (ValueError, 400, "bad_request"),
@@ -92,7 +95,8 @@ _ERRORS_DOCUMENTED: Final = {
     403: "The token may not do this.",
     404: "No such object (or not this tenant's).",
     409: "Conflicts with the current state.",
-    413: "A size over the operator's limit (over_limit), or a body over 64 KiB.",
+    413: "A size over the operator's limit (over_limit) or the tenant's quota (over_quota),"
+    " or a body over 64 KiB.",
     503: "The store or a volume cannot serve.",
 }
 _BEARER_CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}

@@ -9,15 +9,17 @@ volume's backend URI (storage details stay on the server; a share names its volu
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from vshare.control import SHARE_NAME
 from vshare.store import (
     DEFAULT_SHARE_CACHE,
+    MAX_QUOTA,
     GatewayStatus,
     InstanceRecord,
+    QuotaUsage,
     RuleRecord,
     ShareCache,
     ShareRecord,
@@ -191,6 +193,59 @@ def instance_out(record: InstanceRecord) -> InstanceOut:
         sockets=sorted(i.sockets), ips=sorted(i.ips), certs=sorted(i.certs),
         created_at=record.created_at,
     )  # fmt: skip
+
+
+# --- quotas -------------------------------------------------------------------------------
+
+QuotaValue = Annotated[StrictInt, Field(ge=-1, le=MAX_QUOTA)]
+_LIMIT_HELP: Final = (
+    "The limit; -1: none; null: back to the defaults' limit. A field left out is kept."
+)
+
+
+class QuotaUpdate(_Request):
+    shares: QuotaValue | None = Field(default=None, description=f"How many shares. {_LIMIT_HELP}")
+    gigabytes: QuotaValue | None = Field(
+        default=None, description=f"GiB in all the tenant's shares together. {_LIMIT_HELP}"
+    )
+
+
+class QuotaLimit(BaseModel):
+    limit: int = Field(description="-1: no limit.")
+    in_use: int | None = Field(description="The tenant's shares in every status; null: defaults.")
+    set_by: Literal["tenant", "defaults", "built-in"] = Field(
+        description="Where the limit comes from: the tenant's override, the defaults an"
+        " admin set, or vshare's built-in default (Manila's: 50 shares, 1000 GiB)."
+    )
+
+
+class Quota(BaseModel):
+    tenant: str | None = Field(description="null: the defaults, for tenants without override.")
+    shares: QuotaLimit
+    gigabytes: QuotaLimit
+
+
+class QuotaList(BaseModel):
+    defaults: Quota
+    quotas: list[Quota] = Field(description="Every tenant with an override or a share.")
+
+
+def quota_out(usage: QuotaUsage) -> Quota:
+    """``usage`` as the API shows it (``tenant`` empty: the defaults, without usage)."""
+
+    def limit(name: Literal["shares", "gigabytes"], limit: int, in_use: int) -> QuotaLimit:
+        set_by: Literal["tenant", "defaults", "built-in"] = "built-in"
+        if usage.tenant and getattr(usage.override, name) is not None:
+            set_by = "tenant"
+        elif getattr(usage.defaults, name) is not None:
+            set_by = "defaults"
+        return QuotaLimit(limit=limit, in_use=in_use if usage.tenant else None, set_by=set_by)
+
+    return Quota(
+        tenant=usage.tenant or None,
+        shares=limit("shares", usage.shares, usage.used_shares),
+        gigabytes=limit("gigabytes", usage.gigabytes, usage.used_gigabytes),
+    )
 
 
 # --- gateways, tokens, health -------------------------------------------------------------

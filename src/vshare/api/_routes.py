@@ -19,6 +19,9 @@ from vshare.api._models import (
     InstanceCreate,
     InstanceList,
     InstanceOut,
+    Quota,
+    QuotaList,
+    QuotaUpdate,
     Rule,
     RuleCreate,
     RuleList,
@@ -34,6 +37,7 @@ from vshare.api._models import (
     WhoAmI,
     gateway_out,
     instance_out,
+    quota_out,
     rule_out,
     share_out,
     token_out,
@@ -224,6 +228,48 @@ def _register(
         caller, uuid, tenant=body.tenant, name=body.name, cids=body.cids,
         sockets=body.sockets, ips=body.ips, certs=body.certs, replace=replace,
     )  # fmt: skip
+
+
+# --- quotas -------------------------------------------------------------------------------
+
+
+@router.get("/quotas", operation_id="list_quotas", tags=["quotas"])
+def list_quotas(service: ServiceDep, caller: CallerDep) -> QuotaList:
+    """The defaults, and the limits and usage of every tenant with an override or a share
+    (admin)."""
+    defaults, tenants = service.list_quotas(caller)
+    return QuotaList(defaults=quota_out(defaults), quotas=[quota_out(q) for q in tenants])
+
+
+@router.get("/quota-defaults", operation_id="get_default_quota", tags=["quotas"])
+def get_default_quota(service: ServiceDep, caller: CallerDep) -> Quota:
+    """The limits of every tenant without an override of its own."""
+    return quota_out(service.default_quota(caller))
+
+
+@router.put("/quota-defaults", operation_id="set_default_quota", tags=["quotas"])
+def set_default_quota(service: ServiceDep, caller: CallerDep, body: QuotaUpdate) -> Quota:
+    """Change the defaults (admin), for every API server of a fleet (they are stored)."""
+    return quota_out(service.set_quota(caller, None, body.model_dump(exclude_unset=True)))
+
+
+@router.get("/quotas/{tenant}", operation_id="get_quota", tags=["quotas"])
+def get_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
+    """A tenant's limits and usage (its own for a tenant token; any for the admin)."""
+    return quota_out(service.get_quota(caller, tenant))
+
+
+@router.put("/quotas/{tenant}", operation_id="set_quota", tags=["quotas"])
+def set_quota(service: ServiceDep, caller: CallerDep, tenant: str, body: QuotaUpdate) -> Quota:
+    """Override a tenant's limits (admin); fields left out are kept, null ones fall back
+    to the defaults. Lowering a limit below usage refuses only what would grow it."""
+    return quota_out(service.set_quota(caller, tenant, body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/quotas/{tenant}", operation_id="reset_quota", tags=["quotas"])
+def reset_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
+    """Remove a tenant's override (admin): the defaults apply; answers the quota now."""
+    return quota_out(service.set_quota(caller, tenant, {"shares": None, "gigabytes": None}))
 
 
 # --- gateways and tokens ------------------------------------------------------------------

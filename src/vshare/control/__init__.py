@@ -24,7 +24,7 @@ from vshare.control._service import (
     issue_token,
 )
 from vshare.control._volumes import DEFAULT_VOLUMES, Volumes, parse_volume
-from vshare.store import Conflict, NotFound, StoreUnavailable
+from vshare.store import Conflict, NotFound, OverQuota, StoreUnavailable
 
 __all__ = [
     "ADMIN",
@@ -40,6 +40,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "OverLimit",
+    "OverQuota",
     "StoreUnavailable",
     "VolumeUnavailable",
     "Volumes",

@@ -10,11 +10,13 @@ exception                  status  when
                                    duplicate rule, a non-empty share, a shrink below use)
 :class:`OverLimit`         413     a size over the largest the operator allows
                                    (``vshare api run --max-share-size``)
+``store.OverQuota``        413     a create or extend over the tenant's quota
+                                   (shares, gigabytes: ``vshare quota``)
 ``store.StoreUnavailable``  503     the store cannot serve
 :class:`VolumeUnavailable`  503     a backend volume cannot be opened or written
 =========================  ======  ==================================================
 
-``NotFound`` and ``Conflict`` are the store's own classes, re-exported by
+``NotFound``, ``Conflict`` and ``OverQuota`` are the store's own classes, re-exported by
 ``vshare.control``, so callers (the REST API) map one family, whichever layer raised it.
 """
 
@@ -27,7 +29,7 @@ class Forbidden(PermissionError):
 
 class OverLimit(Exception):
     """A share size over the largest one the operator allows (create and extend, for every
-    caller: the bound Manila's ``max_share_size`` sets until per-tenant quotas exist)."""
+    caller, whatever the tenant's quota: Manila's ``per_share_gigabytes``)."""
 
 
 class VolumeUnavailable(Exception):

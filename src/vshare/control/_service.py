@@ -33,8 +33,13 @@ Strategy and invariants:
   registering or removing instances (an instance's identities, such as a vsock CID, are
   the hypervisor's facts, which only the operator vouches for: a tenant that could claim a
   CID could claim another tenant's VM), listing gateways, managing tokens.
+- **Quotas**, Manila's per tenant (``shares``, ``gigabytes``; -1: none), are enforced by the
+  store in the transaction of the write (``OverQuota``); extend checks first as well, so a
+  refused extend never passes through ``extending``. Only the admin sets them (defaults,
+  or a tenant's override); a tenant sees its own quota and usage, and everyone the defaults.
 - **Errors**: ``ValueError`` (bad input), :class:`Forbidden`, ``NotFound``, ``Conflict``,
-  ``StoreUnavailable``, :class:`VolumeUnavailable`, each one line (see ``_errors.py``).
+  ``OverQuota``, ``StoreUnavailable``, :class:`VolumeUnavailable`, each one line (see
+  ``_errors.py``).
   Every method blocks (store and backend I/O): call it from a worker thread.
 """
 
@@ -63,6 +68,8 @@ from vshare.store import (
     GatewayStatus,
     InstanceRecord,
     NotFound,
+    QuotaRecord,
+    QuotaUsage,
     RuleRecord,
     RuleState,
     ShareCache,
@@ -71,7 +78,10 @@ from vshare.store import (
     Store,
     StoreError,
     TokenRecord,
+    check_share,
     hash_token,
+    tally,
+    usage_of,
 )
 
 log = logging.getLogger("vshare.control")
@@ -241,6 +251,7 @@ class ControlService:
             ValueError: a malformed name, size or cache mode, a missing tenant, an unknown
                 volume.
             OverLimit: a size over :attr:`max_share_gib`.
+            OverQuota: the tenant's quota (shares or gigabytes) would be exceeded.
             Forbidden: a tenant creating for another tenant.
             Conflict: the name is taken, or the directory already exists (nothing is
                 reused: the record is removed again).
@@ -433,7 +444,8 @@ class ControlService:
 
         Raises:
             NotFound, ValueError (not larger than now), OverLimit (over
-            :attr:`max_share_gib`), Conflict (busy, or raced).
+            :attr:`max_share_gib`), OverQuota (over the tenant's gigabytes), Conflict
+            (busy, or raced).
         """
         share = self._resizable(caller, name_or_id)
         self._check_size(share, size_gib)
@@ -443,6 +455,9 @@ class ControlService:
                 f"share {share.name} has {share.size_gib} GiB; extend needs a larger size,"
                 f" not {size_gib} (shrink makes it smaller)"
             )
+        # Early, so a refusal leaves no trace; the store checks again in the write itself.
+        grown = dataclasses.replace(share, size_gib=size_gib)
+        check_share(self.store.quota_usage(share.tenant), share, grown)
         return self._resize(share, ShareStatus.EXTENDING, size_gib, check=None)
 
     def shrink_share(self, caller: Caller, name_or_id: str, size_gib: int) -> ShareRecord:
@@ -756,6 +771,67 @@ class ControlService:
         """Every registered gateway with its health (admin only: infrastructure)."""
         self._admin_only(caller, "list gateways")
         return self.store.list_gateways()
+
+    # --- quotas ---------------------------------------------------------------------------
+
+    def get_quota(self, caller: Caller, tenant: str | None = None) -> QuotaUsage:
+        """The tenant's limits and usage: a tenant its own (``tenant`` None or its own),
+        the admin any tenant's.
+
+        Raises:
+            Forbidden: a tenant asking for another tenant's.
+            ValueError: the admin naming no tenant.
+        """
+        return self.store.quota_usage(self._tenant_for(caller, tenant, "see quotas"))
+
+    def default_quota(self, caller: Caller) -> QuotaUsage:
+        """The limits of a tenant without an override (anyone may see them), with
+        ``tenant`` empty and no usage."""
+        del caller  # every token may know the defaults, as in Manila
+        stored = {q.tenant: q for q in self.store.list_quotas()}
+        return tally("", stored.get(""), None, 0, 0)
+
+    def list_quotas(self, caller: Caller) -> tuple[QuotaUsage, list[QuotaUsage]]:
+        """The defaults, and each tenant that has an override or a share (admin only),
+        ordered by tenant. For people: read in a few transactions, not one."""
+        self._admin_only(caller, "list quotas")
+        stored = {q.tenant: q for q in self.store.list_quotas()}
+        shares = self.store.list_shares()
+        tenants = sorted({s.tenant for s in shares} | (stored.keys() - {""}))
+        defaults = stored.get("")
+        return tally("", defaults, None, 0, 0), [
+            tally(t, defaults, stored.get(t), *usage_of(shares, t)) for t in tenants
+        ]
+
+    def set_quota(
+        self, caller: Caller, tenant: str | None, changes: Mapping[str, int | None]
+    ) -> QuotaUsage:
+        """Set limits (admin only) of ``tenant``, or of the defaults (``tenant`` None):
+        ``changes`` maps ``shares``/``gigabytes`` to a limit (-1: none) or None (unset:
+        the defaults' limit applies again); limits not named are kept. Returns what
+        :meth:`get_quota` (or :meth:`default_quota`) then says.
+
+        Raises:
+            Forbidden: not the admin.
+            ValueError: nothing to set, an unknown name, a limit below -1.
+        """
+        self._admin_only(caller, "set quotas")
+        unknown = sorted(set(changes) - {"shares", "gigabytes"})
+        if unknown or not changes:
+            raise ValueError("give the limits to set: shares, gigabytes (or both)")
+        key = tenant or ""
+        stored = {q.tenant: q for q in self.store.list_quotas()}
+        old = stored.get(key, QuotaRecord(tenant=key))
+        quota = QuotaRecord(
+            tenant=key,
+            shares=changes.get("shares", old.shares),
+            gigabytes=changes.get("gigabytes", old.gigabytes),
+        )
+        self.store.put_quota(quota)
+        log.info("quota of %s set to shares=%s gigabytes=%s by %s",
+                 f"tenant {tenant}" if tenant else "every tenant (defaults)",
+                 quota.shares, quota.gigabytes, caller)  # fmt: skip
+        return self.get_quota(caller, tenant) if tenant else self.default_quota(caller)
 
     # --- helpers --------------------------------------------------------------------------
 

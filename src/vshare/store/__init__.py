@@ -24,7 +24,7 @@ from vshare.store._errors import (
     StoreError,
     StoreUnavailable,
 )
-from vshare.store._quota import DEFAULT_QUOTA, QuotaUsage
+from vshare.store._quota import DEFAULT_QUOTA, QuotaUsage, check_share, tally, usage_of
 from vshare.store._records import (
     DEFAULT_SHARE_CACHE,
     KINDS,
@@ -85,6 +85,7 @@ __all__ = [
     "StoreUnavailable",
     "TokenRecord",
     "apply_changes",
+    "check_share",
     "dumps",
     "hash_token",
     "load_as",
@@ -92,6 +93,8 @@ __all__ = [
     "open_store",
     "record_from_dict",
     "record_to_dict",
+    "tally",
+    "usage_of",
 ]
 
 _USAGE = (
