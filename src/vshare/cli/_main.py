@@ -11,6 +11,7 @@ from vshare.cli._api import api, gateway_list
 from vshare.cli._gateway import gateway
 from vshare.cli._instance import instance
 from vshare.cli._mount import mount
+from vshare.cli._quota import quota
 from vshare.cli._share import share
 from vshare.cli._umount import umount
 from vshare.cli._up import up
@@ -31,6 +32,7 @@ cli.add_command(up)
 cli.add_command(share)
 cli.add_command(access)
 cli.add_command(instance)
+cli.add_command(quota)
 cli.add_command(api)
 cli.add_command(mount)
 cli.add_command(umount)
