@@ -5,21 +5,15 @@ code 1 (the real binary) or 2 (a usage mistake)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from tests.api.server import ApiServer, start_api
-from tests.cli.test_control_cli import clean_env, ok, real_vshare, refused, table
+from tests.api.server import ApiServer
 
+# The same fixture: a real API process of this module's own.
+from tests.cli.test_control_cli import api, clean_env, ok, real_vshare, refused, table
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_api(tmp_path_factory.mktemp("quota-api"))
-    try:
-        yield server
-    finally:
-        assert server.stop() == 0
+__all__ = ["api"]
 
 
 def test_set_show_list_reset(api: ApiServer) -> None:
