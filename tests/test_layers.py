@@ -15,7 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vshare"
 
-LAYER0 = {"protocol", "policy"}
+LAYER0 = {"protocol", "policy", "terms"}
 LAYER1 = {"transport", "backend", "store"}
 ANY = {"*"}
 
@@ -23,8 +23,9 @@ ANY = {"*"}
 RULES: dict[str, tuple[set[str], set[str]]] = {
     "protocol": (set(), set()),
     "policy": (set(), set()),
+    "terms": (set(), set()),
     "transport": (set(), {"anyio", "uvloop"}),
-    "backend": (set(), set()),
+    "backend": ({"terms"}, set()),
     "store": (LAYER0, ANY),
     "gateway": (LAYER0 | LAYER1, ANY),
     "control": (LAYER0 | LAYER1, ANY),
