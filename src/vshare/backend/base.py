@@ -20,18 +20,33 @@ import errno
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple
+from typing import Final, NamedTuple
+
+from vshare.terms import CACHE_MODES, CacheMode
+
+__all__ = [
+    "CACHE_MODES",
+    "TIME_NOW",
+    "Attr",
+    "Backend",
+    "CacheMode",
+    "CacheStats",
+    "DirEntry",
+    "Node",
+    "OpenFile",
+    "StatFs",
+    "check_name",
+]
 
 #: For :meth:`Backend.setattr`: set this time to the current time of the server.
 TIME_NOW: Final = -1
 
-#: What a share's requests may be answered from without asking the storage (per share):
-#: ``none`` asks it every time (strict coherence across hosts), ``meta`` caches attributes
-#: and name lookups, ``all`` also file data. Caches are invalidated when the storage says an
-#: object changed; a backend without such a cache (POSIX: the host's page and dentry caches
-#: already do it, coherently) treats every mode as ``none``.
-CacheMode = Literal["none", "meta", "all"]
-CACHE_MODES: Final[tuple[CacheMode, ...]] = ("none", "meta", "all")
+# ``CacheMode``/``CACHE_MODES`` are the shared vocabulary's (:mod:`vshare.terms`), kept
+# importable from here. What each mode means to a backend: ``none`` asks the storage every
+# time (strict coherence across hosts), ``meta`` caches attributes and name lookups, ``all``
+# also file data. Caches are invalidated when the storage says an object changed; a backend
+# without such a cache (POSIX: the host's page and dentry caches already do it, coherently)
+# treats every mode as ``none``.
 
 
 def check_name(name: str) -> None:

@@ -138,78 +138,45 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import stat
-import threading
-from collections.abc import Callable, Sequence
-from typing import Final, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Final
 
 from vshare.backend import _linux
-from vshare.backend._handle import UseCounted
-from vshare.backend.base import (
-    TIME_NOW,
-    Attr,
-    Backend,
-    CacheMode,
-    DirEntry,
-    Node,
-    OpenFile,
-    StatFs,
-    check_name,
+from vshare.backend._common import (
+    IO_FLAGS_KEPT,
+    NS,
+    U64,
+    check_link_target,
+    check_offset,
+    check_open,
+    check_readlink,
+    check_setattr,
+    check_xattr_flags,
+    decode,
+    einval_on_value_error,
+    err,
+    mknod_kind,
+    name_bytes,
+    owned,
+    owner_id,
+    readdir_position,
 )
+from vshare.backend._handle import UseCounted
+from vshare.backend._posix_handles import InodeMap, PosixNode, PosixOpenFile, QidMap
+from vshare.backend.base import TIME_NOW, Attr, Backend, CacheMode, DirEntry, Node, OpenFile, StatFs
 
 __all__ = ["PosixBackend", "PosixNode", "PosixOpenFile"]
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
 _PATH_FLAGS: Final = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _RESOLVE: Final = _linux.RESOLVE_BENEATH | _linux.RESOLVE_NO_SYMLINKS | _linux.RESOLVE_NO_MAGICLINKS
-_IO_FLAGS_KEPT: Final = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_DSYNC | os.O_SYNC
 _EMPTY_NOFOLLOW: Final = _linux.AT_EMPTY_PATH | _linux.AT_SYMLINK_NOFOLLOW
 _READDIR_MIN_BUFSIZE: Final = 4096
 _READDIR_MAX_BUFSIZE: Final = 32 * 1024
-_U64: Final = (1 << 64) - 1
-_INO_BITS: Final = 56
-_INO_MASK: Final = (1 << _INO_BITS) - 1
-_OVERFLOW_INDEX: Final = 255
-_NS: Final = 1_000_000_000
 
-
-def _err(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
-
-
-class _ClosedRef:
-    closed = True
-
-
-_CLOSED_REF: Final = _ClosedRef()  # what a node half-made (its __init__ failed) looks like
-
-
-def _einval_on_value_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn ValueError/OverflowError (NUL in a string, a number out of range) into EINVAL."""
-
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except (ValueError, OverflowError) as e:
-            raise _err(errno.EINVAL) from e
-
-    return wrapper
-
-
-def _name(name: str) -> bytes:
-    """One path component (:func:`~vshare.backend.base.check_name`), as bytes for the kernel;
-    EINVAL if it is not one (or holds a lone surrogate that no byte string encodes)."""
-    check_name(name)
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+#: Kept importable here (tests): the qid-path map of the module note.
+_QidMap = QidMap
 
 
 def _proc(fd: int) -> bytes:
@@ -218,165 +185,8 @@ def _proc(fd: int) -> bytes:
 
 def _io_flags(flags: int) -> int:
     if flags & os.O_ACCMODE == os.O_ACCMODE:
-        raise _err(errno.EINVAL)
-    return (flags & _IO_FLAGS_KEPT) | os.O_CLOEXEC
-
-
-def _id(ident: int | None) -> int:
-    """A uid/gid for fchownat: -1 (unchanged) for None; EINVAL if not a valid id."""
-    if ident is None:
-        return -1
-    if not 0 <= ident < 0xFFFFFFFF:
-        raise _err(errno.EINVAL)
-    return ident
-
-
-def _mix(a: int, b: int) -> int:
-    """A deterministic 64-bit hash of two integers (splitmix64 finaliser)."""
-    x = (a * 0x9E3779B97F4A7C15 + b) & _U64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
-    return x ^ (x >> 31)
-
-
-class _QidMap:
-    """``(st_dev, st_ino)`` → a 64-bit qid path; the rule is in the module docstring."""
-
-    def __init__(self, root_dev: int) -> None:
-        self._index: dict[tuple[int, int], int] = {(root_dev, 0): 0}
-        self._used: set[int] = {0}
-        self._lock = threading.Lock()
-
-    def qid(self, dev: int, ino: int) -> int:
-        key = (dev, ino >> _INO_BITS)
-        index = self._index.get(key)
-        if index is None:
-            index = self._assign(key)
-        if index == _OVERFLOW_INDEX:
-            return _OVERFLOW_INDEX << _INO_BITS | (_mix(dev, ino) & _INO_MASK)
-        return index << _INO_BITS | (ino & _INO_MASK)
-
-    def _assign(self, key: tuple[int, int]) -> int:
-        with self._lock:
-            index = self._index.get(key)
-            if index is not None:
-                return index
-            first = _mix(*key) % 254
-            for step in range(254):
-                candidate = 1 + (first + step) % 254
-                if candidate not in self._used:
-                    self._used.add(candidate)
-                    break
-            else:
-                candidate = _OVERFLOW_INDEX
-            self._index[key] = candidate
-            return candidate
-
-
-_InodeKey = tuple[int, int, int]  # (st_dev, st_ino, mnt_id)
-
-
-class _Inode:
-    """One object of the volume that nodes hold: its ``O_PATH | O_NOFOLLOW`` fd, shared by
-    every node on it (see Inodes in the module docstring). ``refs`` counts those nodes; it
-    changes only under the backend's inode lock."""
-
-    __slots__ = ("dev", "file_type", "key", "qid_path", "ref", "refs")
-
-    def __init__(self, key: _InodeKey, fd: int, file_type: int, qid_path: int) -> None:
-        self.key = key
-        self.dev = key[0]
-        self.ref = UseCounted(fd, os.close)
-        self.file_type = file_type
-        self.qid_path = qid_path
-        self.refs = 1
-
-
-class _NodeRef:
-    """How a node's fd is used: ``with node._ref as fd``. EBADF once the node is closed,
-    even while other nodes still hold the inode; the fd itself is the inode's, which stays
-    open until its last use ends (``UseCounted``)."""
-
-    __slots__ = ("closed", "shared")
-
-    def __init__(self, shared: UseCounted) -> None:
-        self.closed = False
-        self.shared = shared
-
-    def __enter__(self) -> int:
-        if self.closed:
-            raise _err(errno.EBADF)
-        return self.shared.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.shared.__exit__(None, None, None)
-
-
-class PosixNode(Node):
-    """A handle on one object of the volume: a reference to its shared ``O_PATH`` fd."""
-
-    __slots__ = ("_inode", "_owner", "_ref")
-
-    def __init__(self, owner: PosixBackend, inode: _Inode) -> None:
-        self._owner = owner
-        self._inode = inode
-        self._ref = _NodeRef(inode.ref)
-
-    @property
-    def qid_path(self) -> int:
-        return self._inode.qid_path
-
-    @property
-    def file_type(self) -> int:
-        return self._inode.file_type
-
-    @property
-    def _dev(self) -> int:
-        return self._inode.dev
-
-    @property
-    def closed(self) -> bool:
-        return self._ref.closed
-
-    def close(self) -> None:
-        self._owner._release(self)
-
-    def __del__(self) -> None:  # dropped without close(): give the inode its reference back
-        if not getattr(self, "_ref", _CLOSED_REF).closed:
-            try:
-                self.close()
-            except Exception:
-                pass
-
-    def __repr__(self) -> str:
-        return f"<PosixNode qid={self.qid_path:#x} type={self.file_type:#o}>"
-
-
-class PosixOpenFile(OpenFile):
-    """A real fd (not ``O_PATH``) on a regular file or a directory."""
-
-    __slots__ = ("_append", "_dev", "_dir_lock", "_is_dir", "_owner", "_ref")
-
-    def __init__(
-        self, owner: PosixBackend, fd: int, *, is_dir: bool, dev: int, append: bool
-    ) -> None:
-        self._owner = owner
-        self._ref = UseCounted(fd, os.close)
-        self._is_dir = is_dir
-        self._dev = dev
-        self._append = append
-        # readdir moves the fd's position: one listing at a time per open directory.
-        self._dir_lock = threading.Lock()
-
-    @property
-    def closed(self) -> bool:
-        return self._ref.closed
-
-    def close(self) -> None:
-        self._ref.close()
-
-    def __repr__(self) -> str:
-        return f"<PosixOpenFile dir={self._is_dir} append={self._append}>"
+        raise err(errno.EINVAL)
+    return (flags & IO_FLAGS_KEPT) | os.O_CLOEXEC
 
 
 #: statfs f_type of filesystems whose metadata calls never wait on a network: ext2/3/4,
@@ -418,11 +228,8 @@ class PosixBackend(Backend):
         self._nowait = hasattr(os, "RWF_NOWAIT")
         self._openat2 = probe_ok if use_openat2 is None else use_openat2
         self._root = UseCounted(fd, os.close)
-        self._qids = _QidMap(st.dev)
-        #: The inodes nodes hold (see Inodes). Reentrant: a node dropped without close()
-        #: may be collected, and release its inode, while this thread holds the lock.
-        self._inodes: dict[_InodeKey, _Inode] = {}
-        self._inodes_lock = threading.RLock()
+        self._qids = QidMap(st.dev)
+        self._inodes = InodeMap()  # the inodes nodes hold (see Inodes)
 
     @staticmethod
     def _probe_openat2(dirfd: int) -> bool:
@@ -447,14 +254,10 @@ class PosixBackend(Backend):
     # -- helpers -------------------------------------------------------------------------------
 
     def _node(self, node: Node) -> PosixNode:
-        if not isinstance(node, PosixNode) or node._owner is not self:
-            raise TypeError(f"{node!r} is not a handle of {self!r}")
-        return node
+        return owned(self, node, PosixNode)
 
     def _file(self, file: OpenFile) -> PosixOpenFile:
-        if not isinstance(file, PosixOpenFile) or file._owner is not self:
-            raise TypeError(f"{file!r} is not an open file of {self!r}")
-        return file
+        return owned(self, file, PosixOpenFile)
 
     def _open_beneath(self, dirfd: int, name: bytes, extra: int = 0) -> int:
         """The one place that resolves a name: one component, no symlink followed."""
@@ -481,32 +284,12 @@ class PosixBackend(Backend):
         except BaseException:
             os.close(fd)
             raise
-        with self._inodes_lock:
-            inode = self._inodes.get(key)
-            if inode is None:
-                inode = self._inodes[key] = _Inode(key, fd, stat.S_IFMT(st.mode), qid_path)
-                fd = -1  # the inode's now
-            else:
-                inode.refs += 1
-        if fd >= 0:
-            os.close(fd)  # the inode was held already: its fd serves this node too
-        return PosixNode(self, inode)
+        return PosixNode(self, self._inodes.hold(key, fd, stat.S_IFMT(st.mode), qid_path))
 
     def _release(self, node: PosixNode) -> None:
         """Close ``node``: one reference fewer on its inode, whose fd is closed with the
         last (once no call uses it any more)."""
-        with self._inodes_lock:
-            ref = node._ref
-            if ref.closed:
-                return
-            ref.closed = True
-            inode = node._inode
-            inode.refs -= 1
-            if inode.refs:
-                return
-            if self._inodes.get(inode.key) is inode:
-                del self._inodes[inode.key]
-        inode.ref.close()
+        self._inodes.release(node)
 
     def _child(self, parent: PosixNode, name: bytes, extra: int = 0) -> PosixNode:
         with parent._ref as pfd:
@@ -515,11 +298,11 @@ class PosixBackend(Backend):
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
         # ``cache`` is ignored: the host's page and dentry caches serve repeats, coherently.
         parts = path.split("/") if path else []
-        names = [_name(part) for part in parts]  # "/x", "x//y", "x/" → an empty part: EINVAL
+        names = [name_bytes(part) for part in parts]  # "/x", "x//y", "x/" → an empty part: EINVAL
         with self._root as rootfd:
             fd = os.dup(rootfd)
         try:
@@ -533,16 +316,11 @@ class PosixBackend(Backend):
         return self._adopt(fd)
 
     def clone(self, node: Node) -> Node:
-        n = self._node(node)
-        with self._inodes_lock:  # no syscall: one more reference on the same inode
-            if n._ref.closed:
-                raise _err(errno.EBADF)
-            n._inode.refs += 1
-        return PosixNode(self, n._inode)
+        return PosixNode(self, self._inodes.share(self._node(node)))
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def lookup(self, parent: Node, name: str) -> Node:
-        return self._child(self._node(parent), _name(name))
+        return self._child(self._node(parent), name_bytes(name))
 
     def getattr(self, node: Node) -> Attr:
         n = self._node(node)
@@ -564,7 +342,7 @@ class PosixBackend(Backend):
             btime_ns=st.btime_ns,
         )
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def setattr(
         self,
         node: Node,
@@ -578,23 +356,12 @@ class PosixBackend(Backend):
     ) -> None:
         n = self._node(node)
         ftype = n.file_type
-        if mode is not None:
-            if not 0 <= mode <= 0o7777:
-                raise _err(errno.EINVAL)
-            if ftype == stat.S_IFLNK:
-                raise _err(errno.EOPNOTSUPP)  # Linux has no symlink modes
-        if size is not None:
-            if size < 0:
-                raise _err(errno.EINVAL)
-            if ftype == stat.S_IFDIR:
-                raise _err(errno.EISDIR)
-            if ftype != stat.S_IFREG:
-                raise _err(errno.EINVAL)
+        check_setattr(ftype, mode, size)
         atime = self._utime(atime_ns)
         mtime = self._utime(mtime_ns)
         with n._ref as fd:
             if uid is not None or gid is not None:
-                _linux.fchownat(fd, b"", _id(uid), _id(gid), _EMPTY_NOFOLLOW)
+                _linux.fchownat(fd, b"", owner_id(uid), owner_id(gid), _EMPTY_NOFOLLOW)
             if mode is not None:
                 os.chmod(_proc(fd), mode)
             if size is not None:
@@ -611,21 +378,14 @@ class PosixBackend(Backend):
             return _linux.UTIME_OMIT
         if ns == TIME_NOW:
             return _linux.UTIME_NOW
-        return divmod(ns, _NS)
+        return divmod(ns, NS)
 
     # -- I/O -----------------------------------------------------------------------------------
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def open(self, node: Node, flags: int) -> OpenFile:
         n = self._node(node)
-        ftype = n.file_type
-        if ftype == stat.S_IFLNK:
-            raise _err(errno.ELOOP)
-        if ftype not in (stat.S_IFREG, stat.S_IFDIR):
-            raise _err(errno.EPERM)
-        is_dir = ftype == stat.S_IFDIR
-        if flags & os.O_DIRECTORY and not is_dir:
-            raise _err(errno.ENOTDIR)
+        is_dir, _ = check_open(n.file_type, flags)
         oflags = _io_flags(flags) | (os.O_DIRECTORY if is_dir else 0)
         with n._ref as fd:
             iofd = os.open(_proc(fd), oflags)
@@ -633,10 +393,10 @@ class PosixBackend(Backend):
             self, iofd, is_dir=is_dir, dev=n._dev, append=bool(oflags & os.O_APPEND)
         )
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def create(self, parent: Node, name: str, flags: int, mode: int) -> tuple[Node, OpenFile]:
         p = self._node(parent)
-        raw = _name(name)
+        raw = name_bytes(name)
         oflags = _io_flags(flags) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         with p._ref as pfd:
             iofd = os.open(raw, oflags, mode & 0o7777, dir_fd=pfd)
@@ -651,11 +411,10 @@ class PosixBackend(Backend):
         )
         return node, file
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         f = self._file(file)
-        if offset < 0:
-            raise _err(errno.EINVAL)
+        check_offset(offset)
         with f._ref as fd:
             return os.preadv(fd, (buf,), offset)
 
@@ -665,8 +424,7 @@ class PosixBackend(Backend):
         if not self._nowait:
             return None
         f = self._file(file)
-        if offset < 0:
-            raise _err(errno.EINVAL)
+        check_offset(offset)
         with f._ref as fd:
             try:
                 n = os.preadv(fd, (buf,), offset, os.RWF_NOWAIT)
@@ -681,25 +439,21 @@ class PosixBackend(Backend):
                 return None
             return n
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def write(self, file: OpenFile, offset: int, data: memoryview) -> int:
         f = self._file(file)
-        if offset < 0:
-            raise _err(errno.EINVAL)
+        check_offset(offset)
         with f._ref as fd:
             if f._append:
                 return os.write(fd, data)
             return os.pwrite(fd, data, offset)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
         f = self._file(file)
         if not f._is_dir:
-            raise _err(errno.ENOTDIR)
-        if max_entries < 1 or not 0 <= cookie <= _U64:
-            raise _err(errno.EINVAL)
-        # Cookies are the kernel's d_off (loff_t) seen as unsigned 64-bit numbers.
-        position = cookie - (1 << 64) if cookie >= 1 << 63 else cookie
+            raise err(errno.ENOTDIR)
+        position = readdir_position(cookie, max_entries)  # the kernel's d_off
         qids = self._qids
         dev = f._dev
         out: list[DirEntry] = []
@@ -715,12 +469,12 @@ class PosixBackend(Backend):
                 if not data:
                     break
                 for ino, off, dtype, raw in _linux.iter_dirents(data):
-                    out.append(DirEntry(_decode(raw), qids.qid(dev, ino), dtype << 12, off & _U64))
+                    out.append(DirEntry(decode(raw), qids.qid(dev, ino), dtype << 12, off & U64))
                     if len(out) == max_entries:
                         break
         return out
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def fsync(self, file: OpenFile, *, datasync: bool) -> None:
         f = self._file(file)
         with f._ref as fd:
@@ -731,34 +485,30 @@ class PosixBackend(Backend):
 
     # -- names ---------------------------------------------------------------------------------
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def mkdir(self, parent: Node, name: str, mode: int) -> Node:
         p = self._node(parent)
-        raw = _name(name)
+        raw = name_bytes(name)
         with p._ref as pfd:
             os.mkdir(raw, mode & 0o7777, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw, os.O_DIRECTORY)
         return self._adopt(fd, stat.S_IFDIR | (mode & 0o7777))
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def symlink(self, parent: Node, name: str, target: str) -> Node:
         p = self._node(parent)
-        raw = _name(name)
+        raw = name_bytes(name)
         raw_target = target.encode("utf-8", "surrogateescape")
         with p._ref as pfd:
             os.symlink(raw_target, raw, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw)
         return self._adopt(fd)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
         p = self._node(parent)
-        raw = _name(name)
-        kind = stat.S_IFMT(mode)
-        if kind in (stat.S_IFCHR, stat.S_IFBLK):
-            raise _err(errno.EPERM)  # never device nodes, whoever asks
-        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
-            raise _err(errno.EINVAL)  # regular files: create(); directories: mkdir()
+        raw = name_bytes(name)
+        kind = mknod_kind(mode)
         with p._ref as pfd:
             os.mknod(raw, kind | (mode & 0o7777), 0, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw)
@@ -766,36 +516,34 @@ class PosixBackend(Backend):
 
     def readlink(self, node: Node) -> str:
         n = self._node(node)
-        if n.file_type != stat.S_IFLNK:
-            raise _err(errno.EINVAL)
+        check_readlink(n.file_type)
         with n._ref as fd:
-            return _decode(os.readlink(b"", dir_fd=fd))
+            return decode(os.readlink(b"", dir_fd=fd))
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def link(self, parent: Node, name: str, target: Node) -> None:
         p = self._node(parent)
         t = self._node(target)
-        raw = _name(name)
-        if t.file_type == stat.S_IFDIR:
-            raise _err(errno.EPERM)
+        raw = name_bytes(name)
+        check_link_target(t.file_type)
         with p._ref as pfd, t._ref as tfd:
             # linkat(AT_FDCWD, "/proc/self/fd/N", pfd, name, AT_SYMLINK_FOLLOW): the magic
             # link resolves to the object itself (a symlink node links the symlink).
             os.link(_proc(tfd), raw, dst_dir_fd=pfd, follow_symlinks=True)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
         op = self._node(old_parent)
-        np_ = self._node(new_parent)
-        old_raw = _name(old_name)
-        new_raw = _name(new_name)
-        with op._ref as ofd, np_._ref as nfd:
+        new_dir = self._node(new_parent)
+        old_raw = name_bytes(old_name)
+        new_raw = name_bytes(new_name)
+        with op._ref as ofd, new_dir._ref as nfd:
             os.rename(old_raw, new_raw, src_dir_fd=ofd, dst_dir_fd=nfd)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
         p = self._node(parent)
-        raw = _name(name)
+        raw = name_bytes(name)
         with p._ref as pfd:
             if rmdir:
                 os.rmdir(raw, dir_fd=pfd)
@@ -820,27 +568,26 @@ class PosixBackend(Backend):
 
     # -- xattrs (namespace policy is the gateway's) ----------------------------------------------
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def getxattr(self, node: Node, name: str) -> bytes:
         n = self._node(node)
         with n._ref as fd:
             return os.getxattr(_proc(fd), name)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def listxattr(self, node: Node) -> list[str]:
         n = self._node(node)
         with n._ref as fd:
             return os.listxattr(_proc(fd))
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def setxattr(self, node: Node, name: str, value: bytes, flags: int) -> None:
         n = self._node(node)
-        if flags not in (0, os.XATTR_CREATE, os.XATTR_REPLACE):
-            raise _err(errno.EINVAL)
+        check_xattr_flags(flags)
         with n._ref as fd:
             os.setxattr(_proc(fd), name, value, flags)
 
-    @_einval_on_value_error
+    @einval_on_value_error
     def removexattr(self, node: Node, name: str) -> None:
         n = self._node(node)
         with n._ref as fd:
