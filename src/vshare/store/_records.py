@@ -24,9 +24,10 @@ import uuid as uuid_mod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final, Literal, NamedTuple, TypeVar, get_args
+from typing import Final, Literal, NamedTuple, TypeVar
 
 from vshare.policy import ACCESS_TYPES, AccessRule, Instance, Level, normalize_fingerprint
+from vshare.terms import CACHE_MODES, DEFAULT_CACHE_MODE, CacheMode
 
 #: The longest name, tenant or id a store accepts, in UTF-8 bytes (Manila's limit).
 MAX_NAME: Final = 255
@@ -38,15 +39,11 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _E = TypeVar("_E", bound=enum.StrEnum)
 
-#: What a share's requests may be answered from without asking the storage: ``none`` (every
-#: request asks it: strict coherence across hosts), ``meta`` (attributes and name lookups are
-#: cached), ``all`` (file data too). The gateways pass it to ``Backend.open_root``; these are
-#: the values of ``vshare.backend.base.CacheMode``, which the store may not import (layering;
-#: a test pins the two equal).
-ShareCache = Literal["none", "meta", "all"]
-SHARE_CACHE_MODES: Final[tuple[ShareCache, ...]] = get_args(ShareCache)
-#: The cache mode of a share that does not say (a record written before the field existed).
-DEFAULT_SHARE_CACHE: Final[ShareCache] = "meta"
+#: What a share's requests may be answered from without asking the storage (``none``,
+#: ``meta``, ``all``): the shared vocabulary of :mod:`vshare.terms`, under the store's names.
+ShareCache = CacheMode
+SHARE_CACHE_MODES: Final = CACHE_MODES
+DEFAULT_SHARE_CACHE: Final = DEFAULT_CACHE_MODE
 
 Kind = Literal["share", "rule", "instance", "gateway", "token", "quota"]
 Op = Literal["put", "delete"]

@@ -60,14 +60,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from vshare.policy import IdentityFacts, Instance, Level, identity_keys
-from vshare.store._base import Store
 from vshare.store._codec import dumps, load_as, loads
-from vshare.store._errors import Compacted, Conflict, NotFound, StoreUnavailable
+from vshare.store._errors import NotFound, StoreUnavailable
 from vshare.store._etcd_client import (
     Compare,
     EtcdClient,
@@ -78,22 +75,13 @@ from vshare.store._etcd_client import (
     WatchStream,
     prefix_end,
 )
-from vshare.store._quota import QuotaUsage, check_share, grows, tally, usage_of
+from vshare.store._etcd_view import COMPACTED, REV, EtcdTx, EtcdView, Retry, chg_key
+from vshare.store._ledger import LedgerStore, Tx, View, check_compact, check_feed, snapshot_of
 from vshare.store._records import (
     Change,
     GatewayRecord,
     GatewayStatus,
-    InstanceRecord,
-    Kind,
-    QuotaRecord,
-    RuleRecord,
-    RuleState,
-    ShareCache,
-    ShareRecord,
-    ShareStatus,
     Snapshot,
-    TokenRecord,
-    new_id,
 )
 
 __all__ = ["DEFAULT_PREFIX", "EtcdStore"]
@@ -101,91 +89,10 @@ __all__ = ["DEFAULT_PREFIX", "EtcdStore"]
 log = logging.getLogger("vshare.store")
 
 DEFAULT_PREFIX: Final = "/vshare/"
-_REV: Final = "meta/rev"
-_COMPACTED: Final = "meta/compacted"
 _T = TypeVar("_T")
 
 
-def _chg(revision: int) -> str:
-    return f"chg/{revision:020d}"
-
-
-class _Retry(Exception):
-    """A read hit a compacted etcd revision: read again."""
-
-
-class _View:
-    """Reads at one etcd revision (the first read fixes it): a consistent view."""
-
-    def __init__(self, client: EtcdClient, prefix: bytes) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.at = 0
-
-    def key(self, name: str) -> bytes:
-        return self.prefix + name.encode()
-
-    def _range(self, key: bytes, end: bytes | None) -> list[KeyValue]:
-        try:
-            at, kvs = self.client.range(key, end, revision=self.at)
-        except EtcdError as exc:
-            if exc.compacted:
-                raise _Retry from None
-            raise
-        if not self.at:
-            self.at = at
-        return kvs
-
-    def get(self, name: str) -> KeyValue | None:
-        kvs = self._range(self.key(name), None)
-        return kvs[0] if kvs else None
-
-    def text(self, name: str) -> str | None:
-        kv = self.get(name)
-        return None if kv is None else kv.value.decode()
-
-    def scan(self, name_prefix: str) -> list[KeyValue]:
-        """Every key under ``name_prefix``, in key order."""
-        key = self.key(name_prefix)
-        return self._range(key, prefix_end(key))
-
-    def meta(self) -> tuple[int, int, int]:
-        """(the store's revision, the feed's compaction point, ``meta/rev``'s mod_revision)."""
-        revision = compacted = mod = 0
-        for kv in self.scan("meta/"):
-            name = kv.key[len(self.prefix) :].decode()
-            if name == _REV:
-                revision, mod = int(kv.value), kv.mod_revision
-            elif name == _COMPACTED:
-                compacted = int(kv.value)
-        return revision, compacted, mod
-
-
-class _Tx(_View):
-    """One optimistic write: what it read (through the view) and what it will write."""
-
-    def __init__(self, client: EtcdClient, prefix: bytes) -> None:
-        super().__init__(client, prefix)
-        current, self.compacted, self.rev_mod = self.meta()
-        self.revision = current + 1  # the revision this write's changes get
-        self.ops: list[dict[str, Any]] = []
-        self.changes: list[list[Any]] = []
-
-    def put(self, name: str, value: str) -> None:
-        self.ops.append(Op.put(self.key(name), value.encode()))
-
-    def delete(self, name: str) -> None:
-        self.ops.append(Op.delete(self.key(name)))
-
-    def delete_prefix(self, name_prefix: str) -> None:
-        key = self.key(name_prefix)
-        self.ops.append(Op.delete(key, prefix_end(key)))
-
-    def change(self, kind: Kind, key: str, op: str, data: str | None = None) -> None:
-        self.changes.append([kind, key, op, data])
-
-
-class EtcdStore(Store):
+class EtcdStore(LedgerStore):
     """A :class:`Store` in etcd (see the module note).
 
     Args:
@@ -256,7 +163,7 @@ class EtcdStore(Store):
         delay = 0.2
         while True:
             try:
-                self._client.range(self._prefix + _REV.encode())
+                self._client.range(self._prefix + REV.encode())
                 return
             except EtcdUnavailable as exc:
                 left = deadline - time.monotonic()
@@ -291,18 +198,24 @@ class EtcdStore(Store):
         except EtcdError as exc:
             raise StoreUnavailable(f"store {self.label}: etcd: {exc.message}") from None
 
-    def _read(self, fn: Callable[[_View], _T]) -> _T:
+    def _read(self, fn: Callable[[View], _T]) -> _T:
+        return self._reading(fn)
+
+    def _write(self, fn: Callable[[Tx], _T]) -> _T:
+        return self._writing(fn)
+
+    def _reading(self, fn: Callable[[EtcdView], _T]) -> _T:
         """``fn`` over one consistent view (retried if etcd compacts under it)."""
         for _ in range(5):
             self._check_open()
             with self._errors():
                 try:
-                    return fn(_View(self._client, self._prefix))
-                except _Retry:
+                    return fn(EtcdView(self._client, self._prefix))
+                except Retry:
                     continue
         raise StoreUnavailable(f"store {self.label}: etcd keeps compacting under a read")
 
-    def _write(self, fn: Callable[[_Tx], _T]) -> _T:
+    def _writing(self, fn: Callable[[EtcdTx], _T]) -> _T:
         """``fn`` builds a write from what it reads; commit it atomically, retrying lost
         races (see the module note). ``fn`` may raise to abort (nothing is written)."""
         deadline = time.monotonic() + self.write_timeout
@@ -311,20 +224,22 @@ class EtcdStore(Store):
             self._check_open()
             with self._errors():
                 try:
-                    tx = _Tx(self._client, self._prefix)
+                    tx = EtcdTx(self._client, self._prefix)
                     result = fn(tx)
-                except _Retry:
+                except Retry:
                     continue
                 if not tx.ops and not tx.changes:
                     return result
                 ops = list(tx.ops)
                 if tx.changes:
-                    ops.append(Op.put(tx.key(_REV), str(tx.revision).encode()))
-                    ops.append(Op.put(tx.key(_chg(tx.revision)), json.dumps(tx.changes).encode()))
+                    ops.append(Op.put(tx.key(REV), str(tx.revision).encode()))
+                    ops.append(
+                        Op.put(tx.key(chg_key(tx.revision)), json.dumps(tx.changes).encode())
+                    )
                     upto = tx.revision - self.keep_revisions
                     if upto > tx.compacted:
                         ops += self._trim_ops(tx, upto)
-                guard = Compare.mod_revision(tx.key(_REV), tx.rev_mod)
+                guard = Compare.mod_revision(tx.key(REV), tx.rev_mod)
                 won, _, _ = self._client.txn([guard], ops)
             if won:
                 if tx.changes:
@@ -339,356 +254,12 @@ class EtcdStore(Store):
             pause = min(pause * 2, 1.0)
 
     @staticmethod
-    def _trim_ops(tx: _Tx, upto: int) -> list[dict[str, Any]]:
+    def _trim_ops(tx: EtcdTx, upto: int) -> list[dict[str, Any]]:
         """Drop the feed up to and including revision ``upto``."""
         return [
-            Op.delete(tx.key("chg/"), tx.key(_chg(upto + 1))),
-            Op.put(tx.key(_COMPACTED), str(upto).encode()),
+            Op.delete(tx.key("chg/"), tx.key(chg_key(upto + 1))),
+            Op.put(tx.key(COMPACTED), str(upto).encode()),
         ]
-
-    # --- shares ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _share(view: _View, share_id: str) -> ShareRecord:
-        kv = view.get(f"share/{share_id}")
-        if kv is None:
-            raise NotFound(f"share {share_id} not found")
-        return load_as(ShareRecord, kv.value)
-
-    @staticmethod
-    def _check_share_name(view: _View, name: str, share_id: str) -> None:
-        owner = view.text(f"sharename/{name}")
-        if owner is not None and owner != share_id:
-            raise Conflict(f"share name {name!r} is taken (share {owner})")
-        if name != share_id and view.get(f"share/{name}") is not None:
-            raise Conflict(f"share name {name!r} is the id of another share")
-
-    def create_share(self, share: ShareRecord) -> ShareRecord:
-        def build(tx: _Tx) -> ShareRecord:
-            stored = replace(share, id=share.id or new_id(), revision=tx.revision)
-            if tx.get(f"share/{stored.id}") is not None:
-                raise Conflict(f"share {stored.id} exists")
-            if tx.get(f"sharename/{stored.id}") is not None:
-                raise Conflict(f"share id {stored.id!r} is the name of another share")
-            self._check_share_name(tx, stored.name, stored.id)
-            check_share(self._quota_usage(tx, stored.tenant), None, stored)
-            data = dumps(stored)
-            tx.put(f"share/{stored.id}", data)
-            tx.put(f"sharename/{stored.name}", stored.id)
-            tx.change("share", stored.id, "put", data)
-            return stored
-
-        return self._write(build)
-
-    def get_share(self, share_id: str) -> ShareRecord:
-        return self._read(lambda v: self._share(v, share_id))
-
-    def find_share(self, name_or_id: str) -> ShareRecord | None:
-        def read(view: _View) -> ShareRecord | None:
-            if not name_or_id:
-                return None
-            kv = view.get(f"share/{name_or_id}")
-            if kv is None:
-                share_id = view.text(f"sharename/{name_or_id}")
-                kv = None if share_id is None else view.get(f"share/{share_id}")
-            return None if kv is None else load_as(ShareRecord, kv.value)
-
-        return self._read(read)
-
-    def list_shares(self, tenant: str | None = None) -> list[ShareRecord]:
-        shares = self._read(lambda v: [load_as(ShareRecord, kv.value) for kv in v.scan("share/")])
-        return sorted(
-            (s for s in shares if tenant is None or s.tenant == tenant), key=lambda s: s.name
-        )
-
-    def update_share(
-        self,
-        share_id: str,
-        *,
-        expect_revision: int | None = None,
-        name: str | None = None,
-        size_gib: int | None = None,
-        status: ShareStatus | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        cache: ShareCache | None = None,
-    ) -> ShareRecord:
-        given = {"name": name, "size_gib": size_gib, "status": status, "uid": uid, "gid": gid,
-                 "cache": cache}  # fmt: skip
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-
-        def build(tx: _Tx) -> ShareRecord:
-            old = self._share(tx, share_id)
-            if expect_revision is not None and old.revision != expect_revision:
-                raise Conflict(
-                    f"share {share_id} changed: revision {old.revision}, not {expect_revision}"
-                )
-            new = replace(old, **changes)  # validates the new values
-            if new == old:
-                return old
-            if new.name != old.name:
-                self._check_share_name(tx, new.name, share_id)
-                tx.delete(f"sharename/{old.name}")
-                tx.put(f"sharename/{new.name}", share_id)
-            if grows(old, new):
-                check_share(self._quota_usage(tx, old.tenant), old, new)
-            new = replace(new, revision=tx.revision)
-            data = dumps(new)
-            tx.put(f"share/{share_id}", data)
-            tx.change("share", share_id, "put", data)
-            return new
-
-        return self._write(build)
-
-    def delete_share(self, share_id: str) -> None:
-        def build(tx: _Tx) -> None:
-            share = self._share(tx, share_id)
-            rules = sorted(
-                load_as(RuleRecord, kv.value).id for kv in tx.scan(f"rulesof/{share_id}/")
-            )
-            for rule_id in rules:
-                tx.delete(f"rule/{rule_id}")
-                tx.change("rule", rule_id, "delete")
-            tx.delete_prefix(f"rulesof/{share_id}/")
-            tx.delete(f"share/{share_id}")
-            tx.delete(f"sharename/{share.name}")
-            tx.change("share", share_id, "delete")
-
-        self._write(build)
-
-    # --- access rules ---------------------------------------------------------------------
-
-    @staticmethod
-    def _rule(view: _View, rule_id: str) -> RuleRecord:
-        kv = view.get(f"rule/{rule_id}")
-        if kv is None:
-            raise NotFound(f"access rule {rule_id} not found")
-        return load_as(RuleRecord, kv.value)
-
-    @staticmethod
-    def _check_live_duplicate(view: _View, rule: RuleRecord) -> None:
-        if rule.state is RuleState.DELETED:
-            return
-        for kv in view.scan(f"rulesof/{rule.share_id}/"):
-            other = load_as(RuleRecord, kv.value)
-            if (
-                other.id != rule.id
-                and other.state is not RuleState.DELETED
-                and (other.access_type, other.access_to) == (rule.access_type, rule.access_to)
-            ):
-                raise Conflict(
-                    f"share {rule.share_id} already has an {rule.access_type} rule for"
-                    f" {rule.access_to!r} (rule {other.id})"
-                )
-
-    @staticmethod
-    def _put_rule(tx: _Tx, rule: RuleRecord) -> None:
-        data = dumps(rule)
-        tx.put(f"rule/{rule.id}", data)
-        tx.put(f"rulesof/{rule.share_id}/{rule.id}", data)
-        tx.change("rule", rule.id, "put", data)
-
-    def add_rule(self, rule: RuleRecord) -> RuleRecord:
-        def build(tx: _Tx) -> RuleRecord:
-            stored = replace(rule, id=rule.id or new_id(), revision=tx.revision)
-            self._share(tx, stored.share_id)
-            if tx.get(f"rule/{stored.id}") is not None:
-                raise Conflict(f"access rule {stored.id} exists")
-            self._check_live_duplicate(tx, stored)
-            self._put_rule(tx, stored)
-            return stored
-
-        return self._write(build)
-
-    def get_rule(self, rule_id: str) -> RuleRecord:
-        return self._read(lambda v: self._rule(v, rule_id))
-
-    def list_rules(self, share_id: str) -> list[RuleRecord]:
-        def read(view: _View) -> list[RuleRecord]:
-            self._share(view, share_id)
-            return [load_as(RuleRecord, kv.value) for kv in view.scan(f"rulesof/{share_id}/")]
-
-        return sorted(self._read(read), key=lambda r: (r.created_at, r.id))
-
-    def update_rule(
-        self,
-        rule_id: str,
-        *,
-        expect_revision: int | None = None,
-        state: RuleState | None = None,
-        level: Level | None = None,
-    ) -> RuleRecord:
-        given = {"state": state, "level": level}
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-
-        def build(tx: _Tx) -> RuleRecord:
-            old = self._rule(tx, rule_id)
-            if expect_revision is not None and old.revision != expect_revision:
-                raise Conflict(
-                    f"access rule {rule_id} changed: revision {old.revision}, not {expect_revision}"
-                )
-            new = replace(old, **changes)
-            if new == old:
-                return old
-            self._check_live_duplicate(tx, new)
-            new = replace(new, revision=tx.revision)
-            self._put_rule(tx, new)
-            return new
-
-        return self._write(build)
-
-    def delete_rule(self, rule_id: str) -> None:
-        def build(tx: _Tx) -> None:
-            rule = self._rule(tx, rule_id)
-            tx.delete(f"rule/{rule_id}")
-            tx.delete(f"rulesof/{rule.share_id}/{rule_id}")
-            tx.change("rule", rule_id, "delete")
-
-        self._write(build)
-
-    # --- instances ------------------------------------------------------------------------
-
-    def put_instance(self, record: InstanceRecord) -> InstanceRecord:
-        uuid = record.uuid
-
-        def build(tx: _Tx) -> InstanceRecord:
-            stored = record
-            for kind, value in sorted(record.instance.keys):
-                owner = tx.text(f"ident/{kind}/{value}")
-                if owner is not None and owner != uuid:
-                    raise Conflict(f"instance {uuid}: {kind} {value} belongs to instance {owner}")
-            kv = tx.get(f"inst/{uuid}")
-            old_keys: frozenset[tuple[str, str]] = frozenset()
-            if kv is not None:
-                old = load_as(InstanceRecord, kv.value)
-                if old.instance == record.instance:
-                    return old
-                stored = replace(record, created_at=old.created_at)
-                old_keys = old.instance.keys
-            new_keys = record.instance.keys
-            for kind, value in sorted(old_keys - new_keys):
-                tx.delete(f"ident/{kind}/{value}")
-            for kind, value in sorted(new_keys):
-                tx.put(f"ident/{kind}/{value}", uuid)
-            data = dumps(stored)
-            tx.put(f"inst/{uuid}", data)
-            tx.change("instance", uuid, "put", data)
-            return stored
-
-        return self._write(build)
-
-    def get_instance(self, uuid: str) -> InstanceRecord:
-        kv = self._read(lambda v: v.get(f"inst/{uuid}"))
-        if kv is None:
-            raise NotFound(f"instance {uuid} not found")
-        return load_as(InstanceRecord, kv.value)
-
-    def remove_instance(self, uuid: str) -> None:
-        def build(tx: _Tx) -> None:
-            kv = tx.get(f"inst/{uuid}")
-            if kv is None:
-                raise NotFound(f"instance {uuid} not found")
-            for kind, value in sorted(load_as(InstanceRecord, kv.value).instance.keys):
-                tx.delete(f"ident/{kind}/{value}")
-            tx.delete(f"inst/{uuid}")
-            tx.change("instance", uuid, "delete")
-
-        self._write(build)
-
-    def list_instances(self, tenant: str | None = None) -> list[InstanceRecord]:
-        found = self._read(lambda v: [load_as(InstanceRecord, kv.value) for kv in v.scan("inst/")])
-        return sorted(
-            (i for i in found if tenant is None or i.tenant == tenant), key=lambda i: i.uuid
-        )
-
-    def resolve(self, facts: IdentityFacts) -> Instance | None:
-        keys = identity_keys(facts)
-        if not keys:
-            return None
-
-        def read(view: _View) -> Instance | None:
-            for kind, value in keys:  # strongest first: the first match wins
-                uuid = view.text(f"ident/{kind}/{value}")
-                if uuid is not None:
-                    kv = view.get(f"inst/{uuid}")
-                    if kv is not None:
-                        return load_as(InstanceRecord, kv.value).instance
-            return None
-
-        return self._read(read)
-
-    # --- API tokens -----------------------------------------------------------------------
-
-    def add_token(self, token: TokenRecord) -> TokenRecord:
-        def build(tx: _Tx) -> TokenRecord:
-            if tx.get(f"token/{token.name}") is not None:
-                raise Conflict(f"token {token.name!r} exists")
-            if tx.get(f"tokenhash/{token.hash}") is not None:
-                raise Conflict(f"token {token.name!r}: another token has the same secret")
-            data = dumps(token)
-            tx.put(f"token/{token.name}", data)
-            tx.put(f"tokenhash/{token.hash}", token.name)
-            tx.change("token", token.name, "put", data)
-            return token
-
-        return self._write(build)
-
-    def find_token(self, token_hash: str) -> TokenRecord | None:
-        # The lookup leaks timing about the *hash* only (see SqliteStore.find_token).
-        def read(view: _View) -> TokenRecord | None:
-            name = view.text(f"tokenhash/{token_hash.lower()}")
-            kv = None if name is None else view.get(f"token/{name}")
-            return None if kv is None else load_as(TokenRecord, kv.value)
-
-        return self._read(read)
-
-    def list_tokens(self) -> list[TokenRecord]:
-        tokens = self._read(lambda v: [load_as(TokenRecord, kv.value) for kv in v.scan("token/")])
-        return sorted(tokens, key=lambda t: t.name)
-
-    def remove_token(self, name: str) -> None:
-        def build(tx: _Tx) -> None:
-            kv = tx.get(f"token/{name}")
-            if kv is None:
-                raise NotFound(f"token {name!r} not found")
-            tx.delete(f"token/{name}")
-            tx.delete(f"tokenhash/{load_as(TokenRecord, kv.value).hash}")
-            tx.change("token", name, "delete")
-
-        self._write(build)
-
-    # --- quotas ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _quota_usage(view: _View, tenant: str) -> QuotaUsage:
-        # A scan of every share: creates and extends are rare, and a per-tenant index
-        # would need a migration of existing stores (docs/scale.md: 5 MB at 15,000 shares).
-        stored = [view.text(f"quota/{t}") for t in ("", tenant)]
-        defaults, override = (None if d is None else load_as(QuotaRecord, d) for d in stored)
-        shares = (load_as(ShareRecord, kv.value) for kv in view.scan("share/"))
-        return tally(tenant, defaults, override, *usage_of(shares, tenant))
-
-    def put_quota(self, quota: QuotaRecord) -> QuotaRecord:
-        data, key = dumps(quota), f"quota/{quota.tenant}"
-
-        def build(tx: _Tx) -> QuotaRecord:
-            old = tx.text(key)
-            if quota.is_empty and old is not None:
-                tx.delete(key)
-                tx.change("quota", quota.tenant, "delete")
-            elif not quota.is_empty and old != data:
-                tx.put(key, data)
-                tx.change("quota", quota.tenant, "put", data)
-            return quota
-
-        return self._write(build)
-
-    def list_quotas(self) -> list[QuotaRecord]:
-        quotas = self._read(lambda v: [load_as(QuotaRecord, kv.value) for kv in v.scan("quota/")])
-        return sorted(quotas, key=lambda q: q.tenant)
-
-    def quota_usage(self, tenant: str) -> QuotaUsage:
-        return self._read(lambda v: self._quota_usage(v, tenant))
 
     # --- gateways -------------------------------------------------------------------------
 
@@ -697,12 +268,12 @@ class EtcdStore(Store):
             raise ValueError("a gateway's ttl must be more than 0 seconds")
         data = dumps(gateway.registration())  # the load goes with the heartbeat, below
 
-        def register(tx: _Tx) -> None:
+        def register(tx: EtcdTx) -> None:
             if tx.text(f"gw/{gateway.id}") != data:
                 tx.put(f"gw/{gateway.id}", data)
                 tx.change("gateway", gateway.id, "put", data)
 
-        self._write(register)
+        self._writing(register)
         self._check_open()
         with self._errors():
             lease, replaced = self._lease(gateway.id, max(1, math.ceil(ttl_seconds)))
@@ -742,7 +313,7 @@ class EtcdStore(Store):
             self._client.lease_revoke(lease)
 
     def list_gateways(self) -> list[GatewayStatus]:
-        def read(view: _View) -> list[tuple[KeyValue, KeyValue | None, bool]]:
+        def read(view: EtcdView) -> list[tuple[KeyValue, KeyValue | None, bool]]:
             records = view.scan("gw/")
             seen = {kv.key.rsplit(b"/", 1)[-1]: kv for kv in view.scan("seen/")}
             alive = {kv.key.rsplit(b"/", 1)[-1] for kv in view.scan("alive/")}
@@ -754,7 +325,7 @@ class EtcdStore(Store):
 
         now = time.time()
         statuses = []
-        for kv, seen, alive in self._read(read):
+        for kv, seen, alive in self._reading(read):
             last_seen, ttl, load = 0.0, 0.0, (0, 0)
             if seen is not None:
                 info = json.loads(seen.value)
@@ -771,7 +342,7 @@ class EtcdStore(Store):
         return statuses
 
     def remove_gateway(self, gateway_id: str) -> None:
-        def build(tx: _Tx) -> None:
+        def build(tx: EtcdTx) -> None:
             if tx.get(f"gw/{gateway_id}") is None:
                 raise NotFound(f"gateway {gateway_id!r} not found")
             tx.delete(f"gw/{gateway_id}")
@@ -779,7 +350,7 @@ class EtcdStore(Store):
             tx.delete(f"alive/{gateway_id}")
             tx.change("gateway", gateway_id, "delete")
 
-        self._write(build)
+        self._writing(build)
         with self._leases_lock:
             held = self._leases.pop(gateway_id, None)
         if held is not None:
@@ -788,26 +359,18 @@ class EtcdStore(Store):
     # --- revision and change feed ---------------------------------------------------------
 
     def revision(self) -> int:
-        return self._read(lambda v: v.meta()[0])
+        return self._reading(lambda v: v.meta()[0])
 
     def changes_since(self, revision: int) -> list[Change]:
-        def read(view: _View) -> list[Change]:
+        def read(view: EtcdView) -> list[Change]:
             current, compacted, _ = view.meta()
-            if revision < compacted:
-                raise Compacted(
-                    f"changes after revision {revision} were compacted (the feed starts after"
-                    f" {compacted}); reload a snapshot"
-                )
-            if revision > current:
-                raise Compacted(
-                    f"revision {revision} is ahead of the store ({current}); reload a snapshot"
-                )
-            start = view.key(_chg(revision + 1))
+            check_feed(revision, current, compacted)
+            start = view.key(chg_key(revision + 1))
             try:
                 _, kvs = view.client.range(start, prefix_end(view.key("chg/")), revision=view.at)
             except EtcdError as exc:
                 if exc.compacted:
-                    raise _Retry from None
+                    raise Retry from None
                 raise
             changes = []
             for kv in kvs:
@@ -817,7 +380,7 @@ class EtcdStore(Store):
                     changes.append(Change(revision=rev, kind=kind, key=key, op=op, record=record))
             return changes
 
-        return self._read(read)
+        return self._reading(read)
 
     def wait_for_change(self, revision: int, timeout: float) -> int:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -840,29 +403,15 @@ class EtcdStore(Store):
         return current
 
     def compact(self, revision: int) -> None:
-        def build(tx: _Tx) -> None:
-            current = tx.revision - 1
-            if revision > current:
-                raise ValueError(f"cannot compact to {revision}: the store is at {current}")
+        def build(tx: EtcdTx) -> None:
+            check_compact(revision, tx.revision - 1)
             if revision > tx.compacted:
                 tx.ops += self._trim_ops(tx, revision)
 
-        self._write(build)
+        self._writing(build)
 
     def snapshot(self) -> Snapshot:
-        def read(view: _View) -> Snapshot:
-            revision = view.meta()[0]
-            shares = [load_as(ShareRecord, kv.value) for kv in view.scan("share/")]
-            rules = [load_as(RuleRecord, kv.value) for kv in view.scan("rule/")]
-            instances = [load_as(InstanceRecord, kv.value) for kv in view.scan("inst/")]
-            return Snapshot(
-                revision=revision,
-                shares=tuple(sorted(shares, key=lambda s: s.name)),
-                rules=tuple(sorted(rules, key=lambda r: (r.share_id, r.created_at, r.id))),
-                instances=tuple(sorted(instances, key=lambda i: i.uuid)),
-            )
-
-        return self._read(read)
+        return self._reading(lambda v: snapshot_of(v.meta()[0], v, v.every_rule()))
 
     # --- the watch ------------------------------------------------------------------------
 
@@ -882,7 +431,7 @@ class EtcdStore(Store):
             self._watcher.start()
 
     def _watch_loop(self) -> None:
-        key = self._prefix + _REV.encode()
+        key = self._prefix + REV.encode()
         resume = 0  # the etcd revision to resume from; 0: read meta/rev first
         resyncing = False  # counted once the fresh read is published, not before
         pause = 0.1
