@@ -232,6 +232,35 @@ async def test_directories_links_and_renames(gw: Running) -> None:
             await c.rpc(p.Tclunk(hard))
 
 
+@pytest.mark.parametrize("mover", ["another fid", "the host"])
+async def test_rename_of_a_fid_whose_file_moved_is_estale(gw: Running, mover: str) -> None:
+    """Trename, like Tremove, only acts on the fid's remembered name while it still names
+    the fid's file: moved away (and something else put there), the fid is stale."""
+    share = gw.share_dir("alpha")
+    (share / "d").mkdir()
+    (share / "d" / "a").write_bytes(b"mine")
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        d = await walk(c, root, "d")
+        f = await walk(c, root, "d", "a")
+        if mover == "another fid":
+            await c.call(p.Trenameat(d, "a", root, "moved"), p.Rrenameat)
+            await c.clunk(await create(c, d, "a", b"someone else's"))
+        else:
+            os.rename(share / "d" / "a", share / "moved")
+            (share / "d" / "a").write_bytes(b"someone else's")
+        other_ino = os.stat(share / "d" / "a").st_ino
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Trename(f, root, "renamed"))
+        assert info.value.errno == errno.ESTALE
+        assert (share / "d" / "a").read_bytes() == b"someone else's"
+        assert os.stat(share / "d" / "a").st_ino == other_ino
+        assert (share / "moved").read_bytes() == b"mine"
+        assert not (share / "renamed").exists()
+        # the fid is still usable, and still the file it was walked to
+        assert (await getattr_(c, f)).qid.path == os.stat(share / "moved").st_ino
+
+
 async def test_mknod_fifo_and_socket_but_never_devices(gw: Running) -> None:
     share = gw.share_dir("alpha")
     async with gw.client() as c:

@@ -1,0 +1,287 @@
+"""Handlers for a session's fids and their attributes: attach, walk, clunk, remove,
+getattr, setattr, statfs (see ops.py for how they are put together)."""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+from vshare.backend.base import TIME_NOW, Attr, Node, check_name
+from vshare.gateway.context import audit_log
+from vshare.gateway.fids import Attachment, Fid, node_qid, qid_of
+from vshare.gateway.fids import walk as walk_names
+from vshare.gateway.ops_base import (
+    MAX_OFFSET,
+    NO_ID,
+    OperationsBase,
+    os_error,
+)
+from vshare.policy import decide, squash_mode
+from vshare.protocol import (
+    GETATTR_BASIC,
+    GETATTR_BTIME,
+    NOFID,
+    SETATTR_ATIME,
+    SETATTR_ATIME_SET,
+    SETATTR_GID,
+    SETATTR_MODE,
+    SETATTR_MTIME,
+    SETATTR_MTIME_SET,
+    SETATTR_SIZE,
+    SETATTR_UID,
+    Message,
+    Rattach,
+    Rclunk,
+    Rgetattr,
+    Rremove,
+    Rsetattr,
+    Rstatfs,
+    Rwalk,
+    Tattach,
+    Tauth,
+    Tclunk,
+    Tgetattr,
+    Tremove,
+    Tsetattr,
+    Tstatfs,
+    Twalk,
+)
+
+
+def _parse_aname(aname: str) -> str:
+    """``NAME;key=value;...`` (as WSL sends) → NAME. Options are accepted and ignored."""
+    return aname.split(";", 1)[0].strip().strip("/")
+
+
+class FidOps(OperationsBase):
+    """Tauth, Tattach, Twalk, Tclunk, Tremove, Tgetattr, Tsetattr, Tstatfs."""
+
+    async def auth(self, msg: Tauth) -> Message:
+        # Identity comes from the transport, never from 9P auth. ENOENT is how diod says
+        # "no authentication needed", and its clients (diodls, diodcat) go on to attach.
+        raise os_error(errno.ENOENT)
+
+    async def attach(self, msg: Tattach) -> Message:
+        self._new_fid_allowed(msg.fid)
+        if msg.afid != NOFID:
+            raise os_error(errno.EINVAL)
+        aname = _parse_aname(msg.aname)
+        share = self.ctx.find_share(aname)
+        requester = self.ctx.resolve(self.identity)
+        level = decide(requester, share.access) if share is not None else None
+        decision = "allow" if level is not None else "deny"
+        self.ctx.metrics.attaches.labels(decision=decision).inc()
+        fields = {
+            "event": "attach", "identity": str(self.identity),
+            "instance": requester.instance_id, "tenant": requester.tenant, "share": aname,
+            "decision": decision, "access": level.value if level else None,
+            "uname": msg.uname, "session": self.session_id,
+        }  # fmt: skip
+        if share is None:
+            fields["reason"] = "no-such-share"
+        # uname is recorded, never believed: identity is the transport's.
+        audit_log.info(
+            "attach %s: share %r for %s", decision, aname, self.identity, extra={"fields": fields}
+        )
+        if share is None or level is None:
+            # The same answer for "no such share" and "not yours": no probing of names.
+            raise os_error(errno.EACCES)
+        limiter = self.ctx.limiter(share)
+        usage = self.ctx.usage(share)
+
+        def open_root() -> tuple[Node, Node]:
+            root = self.backend.open_root(share.path, cache=share.cache)
+            try:
+                if share.size_gib is not None and usage.stale():
+                    usage.scan(self.backend, root)  # the quota needs the usage: see quota.py
+                return root, self.backend.clone(root)
+            except BaseException:
+                root.close()
+                raise
+
+        # One trip to a worker thread, whose result comes back even if the request is
+        # cancelled meanwhile; from here on no await until the fid holds both nodes.
+        root, node = await limiter.run(open_root)
+        uid = None if msg.n_uname == NO_ID else msg.n_uname
+        att = Attachment(share, level, root, limiter, usage, uid)
+        try:
+            self._add_fid(msg.fid, Fid(att, node))
+        except OSError:
+            await self._close_shielded(att, node, root)
+            raise
+        self._attachments.add(att)
+        return Rattach(node_qid(root))
+
+    def reevaluate(self) -> str | None:
+        """Apply the gateway's current shares and rules to this session's attachments:
+        new levels and sizes take effect at once. Returns why the session lost access, if
+        it did (its share is gone or no rule admits it any more)."""
+        requester = self.ctx.resolve(self.identity)
+        for att in [a for a in self._attachments if a.refs > 0]:
+            share = self.ctx.shares.get(att.share.key)
+            if share is None:
+                return f"share {att.share.name!r} is no longer served"
+            level = decide(requester, share.access)
+            if level is None:
+                return f"access to share {share.name!r} was denied"
+            att.share, att.level = share, level
+        self._attachments = {a for a in self._attachments if a.refs > 0}
+        return None
+
+    async def walk(self, msg: Twalk) -> Message:
+        fid = self._fid(msg.fid)
+        # walk(5) forbids walking from an opened fid. We refuse to walk one in place and
+        # to walk an xattr fid, but let an open file or directory be the *start* of a walk
+        # to a new, unopened fid: diod allows it and diodls -l depends on it.
+        if fid.is_open and (msg.newfid == msg.fid or fid.file is None):
+            raise os_error(errno.EBUSY)
+        if msg.newfid != msg.fid:
+            self._new_fid_allowed(msg.newfid)
+        real = sum(name not in (".", "..") for name in msg.wnames)
+        for name in msg.wnames:
+            if name not in (".", ".."):
+                check_name(name)
+        # Links the walk may make (fids.py): one per name walked down, but none for the
+        # share root's; they may hold fds, so they are charged as fids.
+        links = real - (1 if real and fid.at_root else 0)
+        if not self.fid_budget.fits(links + (msg.newfid != msg.fid)):
+            raise os_error(errno.EMFILE)
+        qids, walked, links_made, freed = await self._run(
+            fid.att, walk_names, self.backend, fid, msg.wnames
+        )
+        self.fid_budget.force(links_made)
+        self.fid_budget.give(freed)
+        if walked is None:
+            return Rwalk(tuple(qids))  # partial walk: newfid is not created
+        if msg.newfid == msg.fid:
+            old = (fid.node, fid.here, fid.up)
+            fid.node, fid.up, fid.name, fid.here = walked.node, walked.up, walked.name, None
+            self._hold(fid.att, fid.node)
+            self._let_go(fid.att, old[0])
+            await self._leave_shielded(fid.att, *old)
+        else:
+            try:
+                self._add_fid(msg.newfid, Fid(fid.att, walked.node, walked.up, walked.name))
+            except OSError:
+                await self._leave_shielded(fid.att, walked.node, walked.up)
+                raise
+        return Rwalk(tuple(qids))
+
+    async def clunk(self, msg: Tclunk) -> Message:
+        fid = self._drop_fid(msg.fid)
+        pending = fid.xattr_write
+        # An xattr write takes effect here: the access level is checked now, not only at
+        # Txattrcreate (an rw→ro change meanwhile drops it; the client learns EROFS).
+        refused = pending is not None and not fid.att.writable
+        if refused:
+            pending = None
+
+        freed = 0
+
+        def finish() -> None:
+            nonlocal freed
+            try:
+                if pending is not None:
+                    self._apply_xattr(fid, pending)
+            finally:
+                freed = fid.close()
+                if fid.att.refs == 0:
+                    fid.att.root.close()
+
+        try:
+            await self._run_shielded(fid.att, finish)  # the fid is gone: its handles go too
+        finally:
+            self.fid_budget.give(freed)
+        if refused:
+            raise os_error(errno.EROFS)
+        return Rclunk()
+
+    async def remove(self, msg: Tremove) -> Message:
+        fid = self._fid(msg.fid)
+        try:
+            self._writable(fid)
+            if fid.at_root:
+                raise os_error(errno.EBUSY)  # the share root itself
+            await self._run(fid.att, self._remove, fid)
+        finally:
+            await self.clunk(Tclunk(msg.fid))  # Tremove clunks the fid even when it fails
+        return Rremove()
+
+    def _remove(self, fid: Fid) -> None:
+        # The name the fid was walked by may be stale (renamed by someone else): only
+        # remove the name if it still names the fid's file.
+        parent, name = self._check_still_named(fid)
+        self._unlink(fid.att, parent, name, rmdir=fid.node.is_dir)
+
+    # --- attributes ---------------------------------------------------------------------
+
+    async def getattr(self, msg: Tgetattr) -> Message:
+        fid = self._fid(msg.fid)
+        attr = await self._run(fid.att, self.backend.getattr, fid.node)
+        return self._rgetattr(fid, attr)
+
+    def _rgetattr(self, fid: Fid, a: Attr) -> Rgetattr:
+        uid, gid = (fid.att.share.uid, fid.att.share.gid) if self.squash else (a.uid, a.gid)
+        valid = GETATTR_BASIC | (GETATTR_BTIME if a.btime_ns else 0)
+        return Rgetattr(
+            valid, qid_of(stat.S_IFMT(a.mode), a.qid_path), a.mode, uid, gid, a.nlink, a.rdev,
+            a.size, a.blksize, a.blocks, a.atime_ns // 1_000_000_000, a.atime_ns % 1_000_000_000,
+            a.mtime_ns // 1_000_000_000, a.mtime_ns % 1_000_000_000,
+            a.ctime_ns // 1_000_000_000, a.ctime_ns % 1_000_000_000,
+            a.btime_ns // 1_000_000_000, a.btime_ns % 1_000_000_000, a.generation,
+            a.data_version,
+        )  # fmt: skip
+
+    async def setattr(self, msg: Tsetattr) -> Message:
+        fid = self._fid(msg.fid)
+        self._writable(fid)
+        v = msg.valid
+        changes: dict[str, int] = {}
+        if v & SETATTR_MODE:
+            changes["mode"] = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+        if not self.squash:  # in squash mode ownership changes are accepted and ignored
+            if v & SETATTR_UID:
+                changes["uid"] = msg.uid
+            if v & SETATTR_GID:
+                changes["gid"] = msg.gid
+        if v & SETATTR_SIZE:
+            if msg.size > MAX_OFFSET:
+                raise os_error(errno.EFBIG)
+            changes["size"] = msg.size
+        if v & SETATTR_ATIME:
+            changes["atime_ns"] = (
+                msg.atime_sec * 1_000_000_000 + msg.atime_nsec
+                if v & SETATTR_ATIME_SET
+                else TIME_NOW
+            )
+        if v & SETATTR_MTIME:
+            changes["mtime_ns"] = (
+                msg.mtime_sec * 1_000_000_000 + msg.mtime_nsec
+                if v & SETATTR_MTIME_SET
+                else TIME_NOW
+            )
+        if changes:
+            await self._run(fid.att, self._setattr, fid, changes)
+        return Rsetattr()
+
+    def _setattr(self, fid: Fid, changes: dict[str, int]) -> None:
+        if "size" not in changes or fid.att.share.size_bytes is None:
+            self.backend.setattr(fid.node, **changes)
+            return
+        growth = changes["size"] - self.backend.getattr(fid.node).size
+        with fid.att.usage.growing(fid.att.share.size_bytes, growth, fid.node.qid_path):
+            self.backend.setattr(fid.node, **changes)
+
+    async def statfs(self, msg: Tstatfs) -> Message:
+        fid = self._fid(msg.fid)
+        s = await self._run(fid.att, self.backend.statfs, fid.node)
+        limit = fid.att.share.size_bytes
+        if limit is None:
+            blocks, bfree, bavail = s.blocks, s.bfree, s.bavail
+        else:  # the guest's df shows the share: its size, and what is left of it
+            blocks = limit // s.bsize
+            free = max(0, blocks - -(-fid.att.usage.used // s.bsize))
+            bfree = bavail = min(free, s.bavail)  # never more than the volume has
+        return Rstatfs(
+            s.fs_type, s.bsize, blocks, bfree, bavail, s.files, s.ffree, s.fsid, s.namelen
+        )

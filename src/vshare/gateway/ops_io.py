@@ -1,0 +1,194 @@
+"""Handlers for file I/O: lopen, lcreate, read, write, readdir, fsync (see ops.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Final
+
+from vshare.backend.base import Node, check_name
+from vshare.gateway.fids import Fid, node_qid, qid_of
+from vshare.gateway.ops_base import (
+    INLINE,
+    MAX_OFFSET,
+    OperationsBase,
+    WouldBlock,
+    os_error,
+)
+from vshare.policy import squash_mode
+from vshare.protocol import (
+    IOHDRSZ,
+    DirentPacker,
+    Message,
+    Rfsync,
+    Rlcreate,
+    Rlopen,
+    Rread,
+    Rreaddir,
+    Rwrite,
+    Tfsync,
+    Tlcreate,
+    Tlopen,
+    Tread,
+    Treaddir,
+    Twrite,
+    dotl_to_os_flags,
+)
+
+_DIRENT_MIN: Final = 24  # a packed entry without its name
+
+
+class IoOps(OperationsBase):
+    """Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync."""
+
+    async def lopen(self, msg: Tlopen) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.is_open:
+            raise os_error(errno.EBUSY)
+        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self._writable(fid)
+        fid.file = await self._run(fid.att, self.backend.open, fid.node, flags)
+        fid.flags = flags
+        return Rlopen(node_qid(fid.node), self.msize - IOHDRSZ)
+
+    async def lcreate(self, msg: Tlcreate) -> Message:
+        fid = self._fid(msg.fid)
+        self._dir(fid)
+        check_name(msg.name)
+        self._writable(fid)
+        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+
+        def create() -> tuple[Node, int, int]:
+            node, file = self.backend.create(fid.node, msg.name, flags, mode)
+            try:
+                self._own(fid.att, node, msg.gid, mode)
+                link, links_made = fid.link_here(self.backend)  # the directory: the file's up
+            except BaseException:
+                file.close()
+                node.close()
+                raise
+            old = fid.node
+            fid.node, fid.file, fid.flags = node, file, flags
+            self._hold(fid.att, node)
+            old.close()  # a directory: nothing to let go
+            freed = fid.leave()
+            fid.up, fid.name = link, msg.name
+            return node, links_made, freed
+
+        node, links_made, freed = await self._run(fid.att, create)
+        self.fid_budget.force(links_made)
+        self.fid_budget.give(freed)
+        return Rlcreate(node_qid(node), self.msize - IOHDRSZ)
+
+    async def read(self, msg: Tread) -> Message:
+        fid = self._fid(msg.fid)
+        if msg.offset > MAX_OFFSET:
+            raise os_error(errno.EINVAL)
+        count = min(msg.count, self.msize - IOHDRSZ)
+        if fid.xattr_data is not None:
+            data = fid.xattr_data[msg.offset : msg.offset + count]
+            return Rread(data)
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY:
+            raise os_error(errno.EBADF)
+        if fid.node.is_dir:
+            raise os_error(errno.EISDIR)
+        # A pooled buffer: the session gives it back once the reply is sent. It may hold an
+        # earlier read's bytes, so only the n bytes read now are ever sent. A small read
+        # gets a buffer of its size: the memory it holds is what it was charged (session.py).
+        pool = self.ctx.read_buffers
+        buf = pool.take() if count > pool.size // 4 else bytearray(count)
+        view = memoryview(buf)[:count]
+        try:
+            if INLINE.get():
+                n = self.backend.read_nowait(file, msg.offset, view)
+                if n is None:
+                    raise WouldBlock  # not cached: the session reads it in a worker thread
+            else:
+                n = await self._run(fid.att, self.backend.read, file, msg.offset, view)
+        except BaseException:
+            view.release()
+            self.ctx.read_buffers.give(buf)
+            raise
+        self.ctx.metrics.bytes_read.inc(n)
+        return Rread(view[:n])
+
+    async def write(self, msg: Twrite) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.xattr_write is not None:
+            pending = fid.xattr_write
+            self._writable(fid)  # and again at Tclunk, where it takes effect
+            if msg.offset != len(pending.data) or msg.offset + len(msg.data) > pending.size:
+                raise os_error(errno.EINVAL)
+            pending.data += msg.data
+            return Rwrite(len(msg.data))
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_RDONLY:
+            raise os_error(errno.EBADF)
+        self._writable(fid)  # checked on every write: an rw→ro change applies at once
+        if msg.offset > MAX_OFFSET or msg.offset + len(msg.data) > MAX_OFFSET:
+            raise os_error(errno.EFBIG)
+        data = msg.data if isinstance(msg.data, memoryview) else memoryview(msg.data)
+        limit = fid.att.share.size_bytes
+        if limit is None:
+            n = await self._run(fid.att, self.backend.write, file, msg.offset, data)
+        else:
+            n = await self._run(fid.att, self._write_within, fid, limit, msg.offset, data)
+        self.ctx.metrics.bytes_written.inc(n)
+        return Rwrite(n)
+
+    def _write_within(self, fid: Fid, limit: int, offset: int, data: memoryview) -> int:
+        """A write that keeps the share within its size (EDQUOT before writing anything)."""
+        assert fid.file is not None
+        size = self.backend.getattr(fid.node).size
+        start = size if fid.flags & os.O_APPEND else offset
+        growth = max(0, start + len(data) - size)
+        qid_path = fid.node.qid_path
+        with fid.att.usage.growing(limit, growth, qid_path):
+            n = self.backend.write(fid.file, offset, data)
+        if n < len(data):  # a short write grew the file less than reserved
+            fid.att.usage.adjust(max(0, start + n - size) - growth, qid_path)
+        return n
+
+    async def readdir(self, msg: Treaddir) -> Message:
+        fid = self._fid(msg.fid)
+        file = fid.file
+        if file is None or not fid.node.is_dir:
+            raise os_error(errno.EBADF if file is None else errno.ENOTDIR)
+        if msg.offset > MAX_OFFSET:
+            raise os_error(errno.EINVAL)
+        count = min(msg.count, self.msize - IOHDRSZ)
+        at_root = fid.at_root
+        root_qid_path = fid.att.root.qid_path
+
+        def fill() -> bytes:
+            packer = DirentPacker(count)
+            cookie = msg.offset
+            while True:
+                want = max(1, (count - packer.size) // (_DIRENT_MIN + 8))
+                entries = self.backend.readdir(file, cookie, want)
+                if not entries:
+                    return packer.getvalue()
+                for entry in entries:
+                    qid_path = entry.qid_path
+                    if at_root and entry.name == "..":
+                        qid_path = root_qid_path  # never reveal what is above the share
+                    # Names are bytes (surrogate-escaped): every name a backend lists packs.
+                    kind = entry.file_type
+                    qid = qid_of(kind, qid_path)
+                    fits = packer.add(qid, entry.cookie, kind >> 12, entry.name)
+                    if not fits:
+                        return packer.getvalue()
+                    cookie = entry.cookie
+
+        return Rreaddir(await self._run(fid.att, fill))
+
+    async def fsync(self, msg: Tfsync) -> Message:
+        fid = self._fid(msg.fid)
+        if fid.file is None:
+            raise os_error(errno.EBADF)
+        file, datasync = fid.file, bool(msg.datasync)
+        await self._run(fid.att, lambda: self.backend.fsync(file, datasync=datasync))
+        return Rfsync()
