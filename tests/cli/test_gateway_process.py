@@ -19,9 +19,9 @@ import pytest
 from tests.processes import VSHARE, free_port
 from vshare import protocol as p
 from vshare.backend import Backend
-from vshare.cli import _gateway as gateway_cli
 from vshare.client import open_client
-from vshare.gateway.config import GatewayConfig
+from vshare.gateway import GatewayConfig
+from vshare.node import gateway as gateway_node
 
 
 @pytest.fixture
@@ -165,9 +165,9 @@ async def test_the_backend_is_opened_with_cache_memory_mib(monkeypatch: pytest.M
         opened.append((uri, cache_bytes))
         raise OSError(errno.ENOENT, "no volume")
 
-    monkeypatch.setattr(gateway_cli, "open_backend", open_backend)
+    monkeypatch.setattr(gateway_node, "open_backend", open_backend)
     with pytest.raises(OSError, match="no volume"):
-        await gateway_cli.run_gateway(GatewayConfig(backend="posix:/vol", cache_memory_mib=8))
+        await gateway_node.run_gateway(GatewayConfig(backend="posix:/vol", cache_memory_mib=8))
     assert opened == [("posix:/vol", 8 * 2**20)]
 
 
@@ -185,7 +185,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def test_example_gateway_toml_is_a_valid_config() -> None:
-    from vshare.gateway.config import load_config
+    from vshare.gateway import load_config
 
     config = load_config(DEPLOY / "gateway.toml")
     assert config.store and "vsock://any:564" in config.listen and config.tls_client_ca

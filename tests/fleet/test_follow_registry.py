@@ -14,9 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vshare.gateway.config import Share
-from vshare.gateway.follow import StoreFollower
-from vshare.gateway.instances import InstanceTable
+from vshare.gateway import InstanceTable, Share, StoreFollower
 from vshare.policy import Level
 from vshare.store import GatewayRecord, RuleState, ShareStatus, Snapshot, Store
 from vshare.store.etcd import EtcdStore

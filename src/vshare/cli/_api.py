@@ -13,8 +13,9 @@ from typing import Final
 
 import click
 
+from vshare.cli._fail import EXIT_USAGE, fail
 from vshare.cli._logging import setup_logging
-from vshare.cli._remote import EXIT_USAGE, Remote, fail, remote_options, table
+from vshare.cli._remote import Remote, remote_options, table
 
 DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
 #: ``control.DEFAULT_MAX_SHARE_GIB``, repeated so that the client commands need not import

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from vshare.cli._remote import Remote, fail, fields, remote_options, segment, table
+from vshare.cli._fail import EXIT_USAGE, fail
+from vshare.cli._remote import Remote, fields, remote_options, segment, table
 
 
 @click.group()
@@ -47,7 +48,7 @@ def instance_register(
 ) -> None:
     """Register instance UUID and the identities it connects with (admin)."""
     if not (cids or sockets or ips or certs):
-        fail("give at least one identity: --cid, --socket, --ip or --cert", 2)
+        fail("give at least one identity: --cid, --socket, --ip or --cert", EXIT_USAGE)
     remote = Remote.resolve(endpoint, token, as_json)
     body: dict[str, Any] = {
         "tenant": tenant, "name": name, "cids": list(cids), "sockets": list(sockets),

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from vshare.cli._remote import EXIT_USAGE, Remote, fail, remote_options, segment, table
+from vshare.cli._fail import EXIT_USAGE, fail
+from vshare.cli._remote import Remote, remote_options, segment, table
 
 _RESOURCES = ("shares", "gigabytes")
 

@@ -11,10 +11,11 @@ Where the endpoint and token come from, first found wins:
 4. the endpoint defaults to ``http://127.0.0.1:8564`` (the all-in-one node); a token has
    no default.
 
-Exit codes: 0 done; 1 the API refused (its message, one line); 2 a usage mistake (click's,
-a missing or malformed token (not printable ASCII, a line break), a bad config file, or a
-``$VSHARE_CONFIG`` that names no file); 3 the API cannot be reached (the endpoint is
-named). Never a traceback: every failure is one ``vshare: <message>`` line on stderr.
+Exit codes (``cli/_fail.py`` has the policy): 0 done; 1 the API refused (its message, one
+line); 2 a usage mistake (click's, a missing or malformed token (not printable ASCII, a line
+break), a bad config file, or a ``$VSHARE_CONFIG`` that names no file); 3 the API cannot be
+reached (the endpoint is named). Never a traceback: every failure is one
+``vshare: <message>`` line on stderr.
 """
 
 from __future__ import annotations
@@ -22,40 +23,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import click
+
+from vshare.cli._fail import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, fail, one_line
 
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:8564"
 #: Seconds to wait for a connection, and for an answer (a forced delete of a large share
 #: removes every file before it answers).
 CONNECT_TIMEOUT: Final = 5.0
 ANSWER_TIMEOUT: Final = 600.0
-_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TOKEN: Final = re.compile(r"[\x21-\x7e]+")
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-EXIT_REFUSED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_UNREACHABLE: Final = 3
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    """Print ``vshare: <message>`` (one line) on stderr and exit with ``code``."""
-    click.echo(f"vshare: {one_line(message)}", err=True)
-    sys.exit(code)
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line with nothing a terminal would interpret (messages from a server
-    quote input, which may be anybody's)."""
-    return " ".join(_UNPRINTABLE.sub("?", text.replace("\n", " ")).split())
 
 
 def config_path() -> Path:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from vshare.cli._remote import Remote, fields, remote_options, segment, table
-from vshare.store import DEFAULT_SHARE_CACHE, SHARE_CACHE_MODES
+from vshare.terms import CACHE_MODES, DEFAULT_CACHE_MODE
 
 #: What each cache mode means: the epilog of the commands that set one.
 _CACHE_MODES_HELP = """\b
@@ -39,7 +39,7 @@ def _summary(s: dict[str, Any]) -> str:
               help="Size (quota) in GiB.")  # fmt: skip
 @click.option("--tenant", help="Whose share (the admin must say; a tenant gets its own).")
 @click.option("--volume", help="Volume name (default: the API's first volume).")
-@click.option("--cache", type=click.Choice(SHARE_CACHE_MODES), default=DEFAULT_SHARE_CACHE,
+@click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE_MODE,
               show_default=True, help="Cache mode (see below).")  # fmt: skip
 @remote_options
 def share_create(
@@ -138,7 +138,7 @@ def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None
 
 @share.command("update", epilog=_CACHE_MODES_HELP)
 @click.argument("share_name", metavar="SHARE")
-@click.option("--cache", type=click.Choice(SHARE_CACHE_MODES), required=True,
+@click.option("--cache", type=click.Choice(CACHE_MODES), required=True,
               help="The new cache mode (see below).")  # fmt: skip
 @remote_options
 def share_update(

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from vshare._mounts import find_mount
+from vshare.node.mounts import find_mount
 
 
 def mounted_type(mountpoint: str) -> str | None:

@@ -61,14 +61,24 @@ from pathlib import Path
 from typing import Any, Final
 
 from vshare.backend import DEFAULT_CACHE_BYTES
-from vshare.backend.base import CACHE_MODES, CacheMode
+from vshare.gateway.share import ConfigError, GiB, KiB, MiB, Share
 from vshare.policy import AccessRule, Instance, Level, check_unique
-from vshare.store import DEFAULT_SHARE_CACHE
+from vshare.terms import DEFAULT_CACHE_MODE
 from vshare.transport import DEFAULT_PORT, TlsSettings, parse_uri
 
-KiB: Final = 1024
-MiB: Final = 1024 * KiB
-GiB: Final = 1024 * MiB
+__all__ = [
+    "DEFAULT_MSIZE",
+    "MIN_MSIZE",
+    "MSIZE_CEILING",
+    "ConfigError",
+    "GatewayConfig",
+    "GiB",
+    "KiB",
+    "MiB",
+    "Share",
+    "load_config",
+]
+
 #: The largest msize the gateway will ever agree to: 1 MiB of payload + the I/O header.
 MSIZE_CEILING: Final = MiB + 24
 #: Offered by default: a 1 MiB FUSE write or read crosses as one message.
@@ -76,53 +86,19 @@ DEFAULT_MSIZE: Final = MSIZE_CEILING
 MIN_MSIZE: Final = 4 * KiB
 
 
-class ConfigError(ValueError):
-    """A configuration mistake; the message is one line meant for the operator."""
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """A share as the gateway serves it."""
-
-    name: str
-    path: str  # relative to the backend volume
-    id: str = ""
-    access: tuple[AccessRule, ...] = ()
-    uid: int = 0
-    gid: int = 0
-    readonly: bool = False
-    #: The quota: the share's size in GiB (None: no limit, statfs shows the volume's).
-    size_gib: int | None = None
-    tenant: str = ""
-    #: What its requests may be answered from without asking the storage (see
-    #: ``vshare.backend.base.CacheMode``); applied when a session attaches.
-    cache: CacheMode = DEFAULT_SHARE_CACHE
-
-    @property
-    def key(self) -> str:
-        """What stays the same when a share's rules or size change: its id, else its name."""
-        return self.id or self.name
-
-    @property
-    def size_bytes(self) -> int | None:
-        return None if self.size_gib is None else self.size_gib * GiB
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or ";" in self.name:
-            raise ConfigError(f"share name {self.name!r}: must be non-empty, no '/' or ';'")
-        if self.size_gib is not None and (type(self.size_gib) is not int or self.size_gib < 1):
-            raise ConfigError(f"share {self.name!r}: size_gib must be a whole number ≥ 1")
-        if not isinstance(self.cache, str) or self.cache not in CACHE_MODES:
-            raise ConfigError(
-                f"share {self.name!r}: cache must be one of {', '.join(CACHE_MODES)},"
-                f" not {self.cache!r}"
-            )
-        parts = [p for p in self.path.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts) or "\0" in self.path:
-            raise ConfigError(
-                f"share {self.name!r}: path {self.path!r} must be a subdirectory of the volume"
-                " (relative, no '.' or '..')"
-            )
+#: Budgets that must be 1 or more, and those where 0 means: derived (see ``Limits.derive``).
+_AT_LEAST_ONE: Final = (
+    "max_sessions",
+    "max_fids",
+    "max_inflight",
+    "share_threads",
+    "max_partial_bytes_per_identity",
+    "max_reply_bytes",
+    "max_reply_bytes_per_identity",
+    "max_locks",
+    "max_locks_per_identity",
+)
+_ZERO_DERIVED: Final = ("max_sessions_per_identity", "max_fids_per_identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,19 +193,12 @@ class GatewayConfig:
         names = [s.name for s in self.shares]
         if len(set(names)) != len(names):
             raise ConfigError("two shares have the same name")
-        for value, what in ((self.max_sessions, "max_sessions"), (self.max_fids, "max_fids"),
-                            (self.max_inflight, "max_inflight"),
-                            (self.share_threads, "share_threads"),
-                            (self.max_partial_bytes_per_identity,
-                             "max_partial_bytes_per_identity"),
-                            (self.max_reply_bytes, "max_reply_bytes"),
-                            (self.max_reply_bytes_per_identity, "max_reply_bytes_per_identity"),
-                            (self.max_locks, "max_locks"),
-                            (self.max_locks_per_identity, "max_locks_per_identity")):  # fmt: skip
+        for what in _AT_LEAST_ONE:
+            value = getattr(self, what)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"{what} must be a whole number ≥ 1")
-        for value, what in ((self.max_sessions_per_identity, "max_sessions_per_identity"),
-                            (self.max_fids_per_identity, "max_fids_per_identity")):  # fmt: skip
+        for what in _ZERO_DERIVED:
+            value = getattr(self, what)
             if type(value) is not int or value < 0:
                 raise ConfigError(f"{what} must be a whole number ≥ 0 (0: derived)")
         if not self.handshake_timeout > 0:
@@ -247,9 +216,11 @@ class GatewayConfig:
         if not self.tls_cert:
             return None
         return TlsSettings(
-            cert=self.tls_cert, key=self.tls_key, ca=self.tls_client_ca,
+            cert=self.tls_cert,
+            key=self.tls_key,
+            ca=self.tls_client_ca,
             handshake_timeout=self.tls_handshake_timeout,
-        )  # fmt: skip
+        )
 
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         """A copy with the given settings replaced (None means: keep)."""
@@ -265,8 +236,7 @@ def _rule(raw: Mapping[str, Any], share: str) -> AccessRule:
         raise ConfigError(f"share {share!r}: {exc}") from None
 
 
-_SHARE_KEYS: Final = {"name", "path", "id", "access", "uid", "gid", "readonly", "size_gib",
-                      "tenant", "cache"}  # fmt: skip
+_SHARE_KEYS: Final = frozenset(Share.__dataclass_fields__)
 
 
 def _share(raw: Mapping[str, Any]) -> Share:
@@ -288,19 +258,16 @@ def _share(raw: Mapping[str, Any]) -> Share:
         readonly=bool(raw.get("readonly", False)),
         size_gib=size,
         tenant=str(raw.get("tenant", "")),
-        cache=raw.get("cache", DEFAULT_SHARE_CACHE),
+        cache=raw.get("cache", DEFAULT_CACHE_MODE),
     )
 
 
-_KEYS: Final = {
-    "listen", "backend", "metrics", "msize", "ownership", "xattr_namespaces", "max_sessions",
-    "max_fids", "max_inflight", "idle_timeout", "max_sessions_per_identity",
-    "max_fids_per_identity", "max_partial_bytes_per_identity", "max_reply_bytes",
-    "max_reply_bytes_per_identity", "max_locks", "max_locks_per_identity", "handshake_timeout",
-    "share_threads", "shutdown_grace",
-    "inline_metadata", "store", "share", "instance", "tls_cert", "tls_key", "tls_client_ca",
-    "tls_handshake_timeout", "hvsock_port", "libvirt", "libvirt_poll", "cache_memory_mib",
-}  # fmt: skip
+#: The settings of a gateway.toml: the config's fields, with [[share]] and [[instance]]
+#: tables for ``shares`` and ``instances``.
+_KEYS: Final = (set(GatewayConfig.__dataclass_fields__) - {"shares", "instances"}) | {
+    "share",
+    "instance",
+}
 _INSTANCE_KEYS: Final = ("uuid", "tenant", "name", "cid", "socket", "ip", "cert")
 
 

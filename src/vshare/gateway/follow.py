@@ -5,9 +5,9 @@ One task (:meth:`StoreFollower.run`) owns the loop: read a snapshot, apply it, t
 for the store's revision to move (``Store.wait_for_change`` in a worker thread, one second
 at a time so cancellation is prompt), read only the changes since (``changes_since``) and
 apply the view with them applied (``apply_changes``); changes that are only gateway
-registrations or tokens, which no snapshot holds, just move the revision. A full snapshot
-is read again only when the feed was compacted past the follower's revision, or after
-failing closed. Applying is
+registrations, tokens or quotas, which no snapshot holds, just move the revision. A full
+snapshot is read again only when the feed was compacted past the follower's revision, or
+after failing closed. Applying is
 ``Gateway.set_shares`` (levels change at once, sessions that lost access are cut) and
 ``InstanceTable.sync("store", ...)``. A change reaches live sessions within the store's
 wake-up delay (≤ 0.5 s for SQLite) plus one read of the feed.
@@ -51,8 +51,8 @@ import anyio
 from prometheus_client import CollectorRegistry, Gauge
 
 from vshare import __version__
-from vshare.gateway.config import Share
 from vshare.gateway.instances import InstanceTable
+from vshare.gateway.share import Share
 from vshare.store import (
     Compacted,
     Conflict,
@@ -72,8 +72,10 @@ log = logging.getLogger("vshare.gateway")
 
 GRANTING: Final = frozenset({RuleState.QUEUED_TO_APPLY, RuleState.APPLYING, RuleState.ACTIVE})
 _WITHDRAWN: Final = frozenset({RuleState.QUEUED_TO_DENY, RuleState.DENYING})
-#: Change kinds a snapshot does not hold: a gateway registering or a token made.
-_NOT_SERVED: Final = frozenset({"gateway", "token"})
+#: Change kinds a snapshot does not hold, which change nothing served: a gateway
+#: registering, a token made, a quota set (it bounds creates and extends in the control
+#: plane; the gateway serves the sizes the shares get).
+_NOT_SERVED: Final = frozenset({"gateway", "token", "quota"})
 #: Shares a guest may use; a share being created, deleted or in error is not served.
 SERVED: Final = frozenset({ShareStatus.AVAILABLE, ShareStatus.EXTENDING, ShareStatus.SHRINKING})
 
@@ -197,7 +199,7 @@ class StoreFollower:
     def _catch_up(self) -> Snapshot | int | None:
         """Read only the changes since our revision (in a worker thread). Returns the view
         with them applied; or, when they are all changes no snapshot holds (gateways
-        registering, tokens), just the revision to move to; or None when the feed cannot
+        registering, tokens, quotas), just the revision to move to; or None when the feed cannot
         say (compacted past us, or empty though the revision moved): read a full snapshot.
         In a fleet a full read per change costs the store (gateways * records); the feed
         costs (gateways * the change) (docs/scale.md)."""

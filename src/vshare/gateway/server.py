@@ -30,11 +30,12 @@ import anyio.abc
 
 from vshare.backend.base import Backend
 from vshare.gateway import libvirt
-from vshare.gateway.config import GatewayConfig, Share
+from vshare.gateway.config import GatewayConfig
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.instances import Change, InstanceTable
 from vshare.gateway.metrics import Metrics
 from vshare.gateway.session import Session
+from vshare.gateway.share import Share
 from vshare.policy import Instance, identity_keys
 from vshare.transport import Address, Connection, Listener, listen, parse_uri
 
