@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from vshare.client._share import io_limit
+from vshare.client._session import io_limit
 from vshare.protocol import IOHDRSZ
 from vshare.transport._connection import SOCKET_BUFFER, SocketConnection
 from vshare.transport._identity import PeerIdentity

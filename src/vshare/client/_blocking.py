@@ -15,21 +15,17 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from vshare.client._share import (
-    DEFAULT_MSIZE,
-    AsyncFile,
-    AsyncShare,
-    DirEntry,
-    StatResult,
-    open_share,
-)
+from vshare.client._file import AsyncFile
+from vshare.client._session import DEFAULT_MSIZE
+from vshare.client._share import AsyncShare, open_share
+from vshare.client._stat import DirEntry, StatResult
 from vshare.protocol import Rgetlock
 
 T = TypeVar("T")
 
 
 class File:
-    """A blocking open file (see :class:`~._share.AsyncFile` for the semantics)."""
+    """A blocking open file (see :class:`~._file.AsyncFile` for the semantics)."""
 
     def __init__(self, portal: BlockingPortal, f: AsyncFile) -> None:
         self._portal = portal
@@ -201,9 +197,12 @@ class Share:
         self._call(self.aio.truncate, path, length)
 
     def utime(
-        self, path: str, times: tuple[float, float] | None = None, *,
+        self,
+        path: str,
+        times: tuple[float, float] | None = None,
+        *,
         ns: tuple[int, int] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._portal.call(lambda: self.aio.utime(path, times, ns=ns))
 
     def getxattr(self, path: str, name: str) -> bytes:

@@ -15,16 +15,26 @@ from typing import Any
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem  # type: ignore[import-untyped]
 
 from vshare.client._blocking import File, Share
-from vshare.client._share import StatResult
+from vshare.client._stat import StatResult
 
 
 def _info(path: str, st: StatResult) -> dict[str, Any]:
     kind = (
-        "directory" if stat_mod.S_ISDIR(st.st_mode)
-        else "link" if stat_mod.S_ISLNK(st.st_mode) else "file"
-    )  # fmt: skip
-    return {"name": path, "size": st.st_size, "type": kind, "mode": st.st_mode,
-            "mtime": st.st_mtime, "ino": st.st_ino, "nlink": st.st_nlink}  # fmt: skip
+        "directory"
+        if stat_mod.S_ISDIR(st.st_mode)
+        else "link"
+        if stat_mod.S_ISLNK(st.st_mode)
+        else "file"
+    )
+    return {
+        "name": path,
+        "size": st.st_size,
+        "type": kind,
+        "mode": st.st_mode,
+        "mtime": st.st_mtime,
+        "ino": st.st_ino,
+        "nlink": st.st_nlink,
+    }
 
 
 class VshareFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untyped
@@ -121,11 +131,23 @@ class VshareFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is u
         return datetime.datetime.fromtimestamp(st.st_mtime, tz=datetime.UTC)
 
     def _open(
-        self, path: str, mode: str = "rb", block_size: int | None = None,
-        autocommit: bool = True, cache_options: dict[str, Any] | None = None, **kwargs: Any,
-    ) -> VshareFile:  # fmt: skip
-        return VshareFile(self, self._strip_protocol(path), mode, block_size or "default",
-                          autocommit=autocommit, cache_options=cache_options, **kwargs)  # fmt: skip
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> VshareFile:
+        return VshareFile(
+            self,
+            self._strip_protocol(path),
+            mode,
+            block_size or "default",
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
 
 
 class VshareFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec is untyped
