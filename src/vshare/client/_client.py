@@ -205,8 +205,9 @@ class Client:
     def _violation(self, what: str) -> None:
         """Log a reply we cannot use; past :data:`MAX_VIOLATIONS`, give up on the server."""
         self.violations += 1
-        log.warning("9P server broke the protocol (%d/%d): %s",
-                    self.violations, MAX_VIOLATIONS, what)  # fmt: skip
+        log.warning(
+            "9P server broke the protocol (%d/%d): %s", self.violations, MAX_VIOLATIONS, what
+        )
         if self.violations >= MAX_VIOLATIONS:
             raise RemoteProtocolError(
                 f"closing the connection: {self.violations} replies broke the protocol"
@@ -264,11 +265,28 @@ class Client:
             await self.clunk_nowait(self._clunk_again.pop())
 
     async def send_frame(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        """Send encoded requests in one write; a failed send is :class:`ConnectionLost`."""
         await self._send_turn.acquire()
         try:
             await self.conn.send(parts)
+        except OSError as exc:
+            raise ConnectionLost(str(exc)) from exc
         finally:
             self._send_turn.release()
+
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise ConnectionLost(str(self._dead))
+
+    def _end_wait(self, tag: int, pending: _Pending) -> None:
+        """A request's wait is over (answered, failed or cancelled): its tag is free again,
+        unless the reply may still come (cancelled on a live connection): then the tag
+        stays reserved until it does (:meth:`_reader` frees it)."""
+        del self._pending[tag]
+        if pending.reply is None and self._dead is None:
+            self._abandoned.add(tag)
+        else:
+            self._free_tags.append(tag)
 
     async def rpc(self, msg: Message, tag: int | None = None) -> Message:
         """Send a request, wait for its reply. Rlerror becomes ``OSError``. EAGAIN (a
@@ -284,8 +302,7 @@ class Client:
         return await self._rpc_once(msg, tag)
 
     async def _rpc_once(self, msg: Message, tag: int | None) -> Message:
-        if self._dead is not None:
-            raise ConnectionLost(str(self._dead))
+        self._check_alive()
         if tag is None:
             await self._room_for(1)
             if not self._free_tags:
@@ -297,18 +314,13 @@ class Client:
         pending = self._pending[tag] = _Pending(_reply_type(msg))
         try:
             head, payload = encode_parts(tag, msg, self.msize)
-            try:
-                await self.send_frame((head,) if payload is None else (head, payload))
-            except OSError as exc:
-                raise ConnectionLost(str(exc)) from exc
+            await self.send_frame((head,) if payload is None else (head, payload))
             await pending.event.wait()
         finally:
-            del self._pending[tag]
             if recycle:
-                if pending.reply is None and self._dead is None:
-                    self._abandoned.add(tag)  # the reply may still come: keep the tag
-                else:
-                    self._free_tags.append(tag)
+                self._end_wait(tag, pending)
+            else:
+                del self._pending[tag]
         reply = pending.reply
         if isinstance(msg, Tflush):
             # A flushed request that got no reply before Rflush never will: end it.
@@ -318,14 +330,10 @@ class Client:
                 flushed.event.set()
         if isinstance(reply, OSError) and reply.errno == errno.EINTR:
             raise reply
-        if isinstance(reply, _Failed):
-            raise reply.error
-        if isinstance(reply, BaseException):
-            raise ConnectionLost(str(reply))
-        if isinstance(reply, Rlerror):
-            raise OSError(reply.ecode, os.strerror(reply.ecode))
-        assert reply is not None
-        return reply
+        result = _outcome(reply)
+        if isinstance(result, OSError):
+            raise result
+        return result
 
     async def pipeline(self, msgs: Sequence[Message]) -> list[Message | OSError]:
         """Send ``msgs`` back to back in one send, then wait for every reply: a request
@@ -334,8 +342,7 @@ class Client:
         fid in the order they were sent (:attr:`ordered`). A server that does not promise
         that gets them one after the other. Each result is the reply, or the ``OSError``
         of its Rlerror; a lost connection raises :class:`ConnectionLost`."""
-        if self._dead is not None:
-            raise ConnectionLost(str(self._dead))
+        self._check_alive()
         if not self.ordered and len(msgs) > 1:
             return [await self._rpc_or_error(msg) for msg in msgs]
         await self._room_for(len(msgs))
@@ -351,31 +358,13 @@ class Client:
             if payload is not None:
                 parts.append(payload)
         try:
-            try:
-                await self.send_frame(tuple(parts))
-            except OSError as exc:
-                raise ConnectionLost(str(exc)) from exc
+            await self.send_frame(tuple(parts))
             for pending in pendings:
                 await pending.event.wait()
         finally:
             for tag, pending in zip(tags, pendings, strict=True):
-                del self._pending[tag]
-                if pending.reply is None and self._dead is None:
-                    self._abandoned.add(tag)
-                else:
-                    self._free_tags.append(tag)
-        out: list[Message | OSError] = []
-        for pending in pendings:
-            reply = pending.reply
-            if isinstance(reply, BaseException):
-                raise ConnectionLost(str(reply))
-            assert reply is not None
-            if isinstance(reply, _Failed):
-                out.append(reply.error)
-            elif isinstance(reply, Rlerror):
-                out.append(OSError(reply.ecode, os.strerror(reply.ecode)))
-            else:
-                out.append(reply)
+                self._end_wait(tag, pending)
+        out = [_outcome(pending.reply) for pending in pendings]
         # Refused (EAGAIN: a bound on requests in flight) means not carried out, and the
         # requests after it that needed it failed for want of it (EBADF): those are sent
         # again, one by one. The others stand.
@@ -468,10 +457,21 @@ class Client:
         tag = self._free_tags.pop()
         self._unwaited_clunks[tag] = fid
         head, _ = encode_parts(tag, Tclunk(fid), self.msize)
-        try:
-            await self.send_frame((head,))
-        except OSError as exc:
-            raise ConnectionLost(str(exc)) from exc
+        await self.send_frame((head,))
+
+
+def _outcome(reply: Message | _Failed | BaseException | None) -> Message | OSError:
+    """What a request's reply means to its caller: the reply, or the ``OSError`` of an
+    Rlerror or of a reply that could not be used; a connection that died first (the
+    reply is its exception) raises :class:`ConnectionLost`."""
+    if isinstance(reply, _Failed):
+        return reply.error
+    if isinstance(reply, BaseException):
+        raise ConnectionLost(str(reply))
+    if isinstance(reply, Rlerror):
+        return OSError(reply.ecode, os.strerror(reply.ecode))
+    assert reply is not None
+    return reply
 
 
 def _name(frame: Message | Undecodable) -> str:
