@@ -21,9 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--foreground", action="store_true")
     a = p.parse_args(argv)
     return mount_main(
-        [a.uri, *a.gateway], a.share, a.mountpoint, cache=a.cache, readonly=a.readonly,
-        reconnect_timeout=a.reconnect_timeout, foreground=a.foreground, msize=a.msize,
-    )  # fmt: skip
+        [a.uri, *a.gateway],
+        a.share,
+        a.mountpoint,
+        cache=a.cache,
+        readonly=a.readonly,
+        reconnect_timeout=a.reconnect_timeout,
+        foreground=a.foreground,
+        msize=a.msize,
+    )
 
 
 if __name__ == "__main__":

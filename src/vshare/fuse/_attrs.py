@@ -81,9 +81,15 @@ def setattr_from_fields(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFi
     if fields.update_ctime:
         valid |= SETATTR_CTIME
     return Tsetattr(
-        0, valid, stat_mod.S_IMODE(attr.st_mode), attr.st_uid, attr.st_gid, attr.st_size,
-        *divmod(attr.st_atime_ns, 10**9), *divmod(attr.st_mtime_ns, 10**9),
-    )  # fmt: skip
+        0,
+        valid,
+        stat_mod.S_IMODE(attr.st_mode),
+        attr.st_uid,
+        attr.st_gid,
+        attr.st_size,
+        *divmod(attr.st_atime_ns, 10**9),
+        *divmod(attr.st_mtime_ns, 10**9),
+    )
 
 
 def merge(first: Tsetattr | None, then: Tsetattr) -> Tsetattr:
@@ -92,7 +98,8 @@ def merge(first: Tsetattr | None, then: Tsetattr) -> Tsetattr:
         return then
     v = then.valid
     return Tsetattr(
-        then.fid, first.valid | v,
+        then.fid,
+        first.valid | v,
         then.mode if v & SETATTR_MODE else first.mode,
         then.uid if v & SETATTR_UID else first.uid,
         then.gid if v & SETATTR_GID else first.gid,
@@ -101,7 +108,7 @@ def merge(first: Tsetattr | None, then: Tsetattr) -> Tsetattr:
         then.atime_nsec if v & SETATTR_ATIME else first.atime_nsec,
         then.mtime_sec if v & SETATTR_MTIME else first.mtime_sec,
         then.mtime_nsec if v & SETATTR_MTIME else first.mtime_nsec,
-    )  # fmt: skip
+    )
 
 
 def is_known_effect(msg: Tsetattr, owners_honoured: bool | None) -> bool:
@@ -177,10 +184,20 @@ def new_file(qid: Qid, mode: int, uid: int, gid: int, blksize: int) -> StatResul
     """A regular file this client just made with O_EXCL: empty, one link, now."""
     now = time.time_ns()
     return StatResult(
-        st_mode=stat_mod.S_IFREG | (mode & 0o7777), st_ino=qid.path, st_nlink=1, st_uid=uid,
-        st_gid=gid, st_size=0, st_atime_ns=now, st_mtime_ns=now, st_ctime_ns=now,
-        st_blksize=blksize, st_blocks=0, st_rdev=0, qid=qid,
-    )  # fmt: skip
+        st_mode=stat_mod.S_IFREG | (mode & 0o7777),
+        st_ino=qid.path,
+        st_nlink=1,
+        st_uid=uid,
+        st_gid=gid,
+        st_size=0,
+        st_atime_ns=now,
+        st_mtime_ns=now,
+        st_ctime_ns=now,
+        st_blksize=blksize,
+        st_blocks=0,
+        st_rdev=0,
+        qid=qid,
+    )
 
 
 def predictable_owner(parent: StatResult | None, uid: int, gid: int, mode: int) -> bool:

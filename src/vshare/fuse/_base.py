@@ -91,9 +91,13 @@ class FidOperations(pyfuse3.Operations):
     supports_dot_lookup = False
 
     def __init__(
-        self, share: AsyncShare, *, cache: str = "auto", readonly: bool = False,
+        self,
+        share: AsyncShare,
+        *,
+        cache: str = "auto",
+        readonly: bool = False,
         max_fids: int = MAX_INODE_FIDS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         if cache not in TIMEOUTS:
             raise ValueError(f"cache must be none, auto or always, not {cache!r}")

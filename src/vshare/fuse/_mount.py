@@ -30,9 +30,15 @@ def is_mounted(mountpoint: str) -> bool:
 
 
 async def _serve(
-    gateways: Sequence[str], share: str, mountpoint: str, *, cache: str, readonly: bool,
-    reconnect_timeout: float, msize: int,
-) -> None:  # fmt: skip
+    gateways: Sequence[str],
+    share: str,
+    mountpoint: str,
+    *,
+    cache: str,
+    readonly: bool,
+    reconnect_timeout: float,
+    msize: int,
+) -> None:
     import anyio
     import pyfuse3
 
@@ -47,9 +53,13 @@ async def _serve(
     except KeyError:
         uname = str(uid)
     async with open_share(
-        list(gateways), share, msize=msize, reconnect_timeout=reconnect_timeout,
-        uname=uname, n_uname=uid,
-    ) as shared:  # fmt: skip
+        list(gateways),
+        share,
+        msize=msize,
+        reconnect_timeout=reconnect_timeout,
+        uname=uname,
+        n_uname=uid,
+    ) as shared:
         ops = VshareOperations(shared, cache=cache, readonly=readonly)
         options = set(pyfuse3.default_options)
         # nosuid: set-id bits and file capabilities of a share never apply here (and the
@@ -131,8 +141,15 @@ def mount_main(
         print(f"vshare: {mountpoint}: not a directory", file=sys.stderr)
         return 1
     if not foreground:
-        return _background(gateways, share, mountpoint, cache=cache, readonly=readonly,
-                           reconnect_timeout=reconnect_timeout, msize=msize)  # fmt: skip
+        return _background(
+            gateways,
+            share,
+            mountpoint,
+            cache=cache,
+            readonly=readonly,
+            reconnect_timeout=reconnect_timeout,
+            msize=msize,
+        )
     try:
         import pyfuse3
         import pyfuse3.asyncio
@@ -143,9 +160,14 @@ def mount_main(
         return 1
     try:
         serve = _serve(
-            gateways, share, mountpoint, cache=cache, readonly=readonly,
-            reconnect_timeout=reconnect_timeout, msize=msize,
-        )  # fmt: skip
+            gateways,
+            share,
+            mountpoint,
+            cache=cache,
+            readonly=readonly,
+            reconnect_timeout=reconnect_timeout,
+            msize=msize,
+        )
         # pyfuse3's asyncio mode, on uvloop: the same handlers cost about a sixth less
         # of this process's CPU than on trio (docs/benchmarks.md), and the connection to
         # the gateway keeps its socket registered with the loop between replies.
@@ -163,20 +185,41 @@ def mount_main(
 
 
 def _background(
-    gateways: list[str], share: str, mountpoint: str, *, cache: str, readonly: bool,
-    reconnect_timeout: float, msize: int,
-) -> int:  # fmt: skip
-    argv = [sys.executable, "-m", "vshare.fuse", *gateways[:1], share, mountpoint,
-            "--cache", cache, "--reconnect-timeout", str(reconnect_timeout),
-            "--msize", str(msize), "--foreground"]  # fmt: skip
+    gateways: list[str],
+    share: str,
+    mountpoint: str,
+    *,
+    cache: str,
+    readonly: bool,
+    reconnect_timeout: float,
+    msize: int,
+) -> int:
+    argv = [
+        sys.executable,
+        "-m",
+        "vshare.fuse",
+        *gateways[:1],
+        share,
+        mountpoint,
+        "--cache",
+        cache,
+        "--reconnect-timeout",
+        str(reconnect_timeout),
+        "--msize",
+        str(msize),
+        "--foreground",
+    ]
     for uri in gateways[1:]:
         argv += ["--gateway", uri]
     if readonly:
         argv.append("--readonly")
     child = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + MOUNT_WAIT
     while time.monotonic() < deadline:
         if is_mounted(mountpoint):

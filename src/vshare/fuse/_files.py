@@ -1,0 +1,252 @@
+"""File handlers of the FUSE client: open, create, read, write, flush, fsync, release.
+
+Each open file holds its own opened fid (``_inodes.OpenFile``): a read or write is one
+Tread/Twrite on it. Writes answer the kernel before the gateway answers (write-behind, up
+to ``WRITE_BEHIND_BYTES`` per file; an error is told at the next operation on the file, as
+a page cache does), and attribute changes made through the file are merged into one
+``Tsetattr`` sent before the next request on it or at close (see ``_ops.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import stat as stat_mod
+
+import pyfuse3
+
+from vshare.client import Session, StatResult
+from vshare.fuse import _attrs
+from vshare.fuse._base import (
+    WRITE_BEHIND_BYTES,
+    WRITE_FLAGS,
+    checked_name,
+    fuse_errors,
+    ok,
+)
+from vshare.fuse._dirs import DirectoryOperations
+from vshare.fuse._inodes import OpenFile
+from vshare.protocol import (
+    DOTL_CREATE,
+    DOTL_EXCL,
+    DOTL_TRUNC,
+    GETATTR_ALL,
+    SETATTR_GID,
+    SETATTR_MTIME,
+    SETATTR_SIZE,
+    SETATTR_UID,
+    Message,
+    Rlcreate,
+    Rread,
+    Rwrite,
+    Tclunk,
+    Tfsync,
+    Tgetattr,
+    Tlcreate,
+    Tread,
+    Tsetattr,
+    Twalk,
+    Twrite,
+    os_to_dotl_flags,
+)
+
+
+class FileOperations(DirectoryOperations):
+    """The handlers of open files, under :class:`~vshare.fuse._ops.VshareOperations`."""
+
+    def _chown_to_caller(self, fid: int, ctx: pyfuse3.RequestContext) -> list[Message]:
+        """The gateway gives what we create to the uid we attached as; a caller with
+        another uid gets it (passthrough; squash ignores it)."""
+        if ctx.uid == self._uid:
+            return []
+        valid = SETATTR_UID | SETATTR_GID
+        return [Tsetattr(fid, valid, 0, ctx.uid, ctx.gid, 0, 0, 0, 0, 0)]
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & WRITE_FLAGS:
+            self._writable()
+        node = self._node(inode)
+        await self._flush_pending(node)
+        dotl = os_to_dotl_flags(self._cached_flags(flags & ~(os.O_CREAT | os.O_EXCL)))
+        f = OpenFile(node, dotl)
+
+        async def fn(s: Session, fids: list[int], _: bool) -> None:
+            f.fid, f.iounit = await self._open_fid(s, fids[0], dotl)
+            f.epoch = s.epoch
+
+        await self._on([node], fn)
+        if dotl & DOTL_TRUNC and node.attrs is not None:
+            truncated = Tsetattr(0, SETATTR_SIZE | SETATTR_MTIME, 0, 0, 0, 0, 0, 0, 0, 0)
+            node.attrs = _attrs.after_setattr(node.attrs, truncated, False)
+        return self._file_info(self._add_file(f), node)
+
+    @fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._writable()
+        parent = self._node(parent_inode)
+        child = checked_name(name)
+        perm = stat_mod.S_IMODE(mode)
+        dotl = os_to_dotl_flags(self._cached_flags(flags | os.O_CREAT))
+        # A file made with O_EXCL is new: its attributes are known (see _attrs).
+        predict = (
+            self.cache != "none"
+            and dotl & DOTL_EXCL
+            and _attrs.predictable_owner(parent.attrs, ctx.uid, ctx.gid, perm)
+        )
+
+        async def fn(s: Session, fids: list[int], retried: bool) -> tuple[OpenFile, StatResult]:
+            fid = s.client.new_fid()
+            msgs: list[Message] = [
+                Twalk(fids[0], fid, ()),
+                Tlcreate(fid, child, dotl & ~DOTL_TRUNC, perm, ctx.gid),
+            ]
+            msgs += self._chown_to_caller(fid, ctx)
+            if not predict:
+                msgs.append(Tgetattr(fid, GETATTR_ALL))
+            replies = await s.client.pipeline(msgs)
+            if isinstance(replies[0], OSError):
+                s.client.release_fid(fid)
+                raise replies[0]
+            created = replies[1]
+            if isinstance(created, OSError):
+                await self.share.forget_fid(s, fid)
+                if created.errno != errno.EEXIST or (dotl & DOTL_EXCL and not retried):
+                    raise created
+                # Our own earlier create (retried), or a concurrent one (not O_EXCL).
+                return await self._open_existing(s, fids[0], child, dotl)
+            assert isinstance(created, Rlcreate)
+            f = OpenFile(parent, dotl & ~(DOTL_CREATE | DOTL_EXCL | DOTL_TRUNC), fid, s.epoch)
+            f.iounit = created.iounit
+            if predict:
+                blksize = parent.attrs.st_blksize if parent.attrs else 4096
+                return f, _attrs.new_file(created.qid, perm, ctx.uid, ctx.gid, blksize)
+            return f, StatResult.from_rgetattr(ok(replies[-1]))  # type: ignore[arg-type]
+
+        f, st = await self._on([parent], fn)
+        node = self.inodes.for_qid([*parent.parts, child], st.qid.path)
+        node.lookups += 1
+        parent.name_added(child)
+        self._dir_changed(parent)
+        f.node = node
+        node.seen = None
+        e = self._entry(node, st)
+        return self._file_info(self._add_file(f), node), e
+
+    async def _open_existing(
+        self, s: Session, pfid: int, name: str, dotl: int
+    ) -> tuple[OpenFile, StatResult]:
+        wfid, st = await self._walk_stat(s, pfid, name)
+        try:
+            flags = dotl & ~(DOTL_CREATE | DOTL_EXCL)
+            fid, iounit = await self._open_fid(s, wfid, flags)
+        finally:
+            await self.share.forget_fid(s, wfid)
+        placeholder = self.inodes.root  # replaced by the caller
+        f = OpenFile(placeholder, flags & ~DOTL_TRUNC, fid, s.epoch, iounit)
+        return f, st
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        f = self._files[fh]
+        await self._drain(f, tell=True)
+        await self._flush_pending(f.node)
+        out = bytearray()
+        while len(out) < size:
+            call = functools.partial(self._read, f, off + len(out), size - len(out))
+            data, asked = await self._file_call(f, call)
+            if not out and len(data) == size:
+                return data
+            out += data
+            if len(data) < asked:
+                break  # a short read is the end of the file: asking again would say 0
+        return bytes(out)
+
+    async def _read(
+        self, f: OpenFile, at: int, want: int, s: Session, fid: int
+    ) -> tuple[bytes, int]:
+        asked = min(want, self._io_size(s, f))
+        r = await s.client.call(Tread(fid, at, asked), Rread)
+        return bytes(r.data), asked
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        f = self._files[fh]
+        if f.error is not None or f.behind_bytes + len(buf) > WRITE_BEHIND_BYTES:
+            await self._drain(f, tell=True)
+        if f.pending is not None:
+            await self._send_pending(f)  # changes made before this write go first
+        # The kernel's writeback cache already answers the application before the data
+        # reaches us; we answer the kernel before it reaches the gateway, and tell an
+        # error at the next operation on the file (close, fsync), as a page cache does.
+        if self.cache == "none" or not self._behind(
+            f, functools.partial(self._write_all, f, off, buf), len(buf)
+        ):
+            await self._write_all(f, off, buf)
+        if f.node.attrs is not None:
+            f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
+        return len(buf)
+
+    async def _write_all(self, f: OpenFile, off: int, buf: bytes) -> None:
+        view = memoryview(buf)
+        done = 0
+        while done < len(view):
+            call = functools.partial(self._write, f, off + done, view[done:])
+            n = await self._file_call(f, call)
+            if n <= 0:
+                raise OSError(errno.EIO, "the server wrote nothing")
+            done += n
+
+    async def _write(self, f: OpenFile, at: int, rest: memoryview, s: Session, fid: int) -> int:
+        chunk = rest[: self._io_size(s, f)]
+        return int((await s.client.call(Twrite(fid, at, chunk), Rwrite)).count)
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        f = self._files.get(fh)
+        if f is None:
+            return
+        await self._drain(f, tell=True)  # close() is where a write's error is told
+        if f.pending is not None and self._behind(f, functools.partial(self._send_pending, f)):
+            return  # merged attribute changes: their reply is not waited for (see release)
+        await self._send_pending(f)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        f = self._files[fh]
+        await self._drain(f, tell=True)
+        await self._flush_pending(f.node)
+
+        async def one(s: Session, fid: int) -> None:
+            await s.client.rpc(Tfsync(fid, int(datasync)))
+
+        await self._file_call(f, one)
+
+    async def release(self, fh: int) -> None:
+        f = self._files.pop(fh, None)
+        if f is None:
+            return
+        node = f.node
+        await self._drain(f, tell=False)  # the Tclunk goes after what was sent behind
+        node.opens.discard(f)
+        s = self.share.session
+        if s is not None and f.epoch == s.epoch:
+            msgs: list[Message] = []
+            if f.pending is not None:
+                msgs.append(f.pending._replace(fid=f.fid))
+            f.pending = None
+            try:
+                if msgs:
+                    await s.client.pipeline([*msgs, Tclunk(f.fid)])
+                    s.client.release_fid(f.fid)
+                else:
+                    await self.share.forget_fid(s, f.fid)
+            except OSError:
+                pass  # the fid is gone either way
+        if node.lookups <= 0 and not node.opens and node is not self.inodes.root:
+            self.inodes.drop(node)
+            if node.busy == 0:
+                await self._give_back(s, node)
