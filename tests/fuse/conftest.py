@@ -48,10 +48,20 @@ class GatewayProc:
         if self.sock.exists():
             self.sock.unlink()  # left by a SIGKILLed gateway
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "vshare"), "gateway", "run", "--listen", self.uri,
-             "--backend", f"posix:{self.volume}", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
-        )  # fmt: skip
+            [
+                str(VENV_BIN / "vshare"),
+                "gateway",
+                "run",
+                "--listen",
+                self.uri,
+                "--backend",
+                f"posix:{self.volume}",
+                "--config",
+                str(self.config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
         proc = self.proc
         wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
         if proc.poll() is not None:
@@ -121,16 +131,28 @@ def mount(tmp_path: Path) -> Iterator[MountFactory]:
     """``mount(uri, share, cache="auto", *extra_args) -> Mount``: mounted, or raises."""
     made: list[Mount] = []
 
-    def make(uri: str, share: str = "alpha", cache: str = "auto", *extra: str,
-             expect_fail: bool = False) -> Mount:  # fmt: skip
+    def make(
+        uri: str, share: str = "alpha", cache: str = "auto", *extra: str, expect_fail: bool = False
+    ) -> Mount:
         mnt = tmp_path / f"mnt{len(made)}"
         mnt.mkdir()
         log = tmp_path / f"mount{len(made)}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vshare.fuse", uri, share, str(mnt), "--cache", cache,
-             "--foreground", *extra],
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "vshare.fuse",
+                uri,
+                share,
+                str(mnt),
+                "--cache",
+                cache,
+                "--foreground",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
         m = Mount(mnt, proc, log, list(extra))
         made.append(m)
         if expect_fail:
@@ -164,14 +186,25 @@ class TunedGateway(GatewayProc):
     def start(self) -> None:
         if self.sock.exists():
             self.sock.unlink()
-        argv = [str(VENV_BIN / "vshare"), "gateway", "run", "--listen", self.uri,
-                "--backend", f"posix:{self.volume}", "--config", str(self.config)]  # fmt: skip
+        argv = [
+            str(VENV_BIN / "vshare"),
+            "gateway",
+            "run",
+            "--listen",
+            self.uri,
+            "--backend",
+            f"posix:{self.volume}",
+            "--config",
+            str(self.config),
+        ]
         if self.metrics_port is not None:
             argv += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
             umask=-1 if self.umask is None else self.umask,
-        )  # fmt: skip
+        )
         proc = self.proc
         wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
         if proc.poll() is not None:
@@ -195,9 +228,13 @@ def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
     uid) from its own volume; ``settings``: more top-level TOML lines."""
     made: list[TunedGateway] = []
 
-    def make(ownership: str = "squash", metrics: bool = False,
-             umask: int | None = None, size_gib: int | None = None,
-             settings: str = "") -> TunedGateway:  # fmt: skip
+    def make(
+        ownership: str = "squash",
+        metrics: bool = False,
+        umask: int | None = None,
+        size_gib: int | None = None,
+        settings: str = "",
+    ) -> TunedGateway:
         base = tmp_path / f"gw{len(made)}"
         vol = base / "vol"
         (vol / "shares" / "alpha").mkdir(parents=True)
@@ -210,8 +247,14 @@ def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
             f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
             + (f"size_gib = {size_gib}\n" if size_gib is not None else "")
         )
-        gw = TunedGateway(base / "gw.sock", vol, config, base / "gateway.log",
-                          metrics_port=free_port() if metrics else None, umask=umask)  # fmt: skip
+        gw = TunedGateway(
+            base / "gw.sock",
+            vol,
+            config,
+            base / "gateway.log",
+            metrics_port=free_port() if metrics else None,
+            umask=umask,
+        )
         made.append(gw)
         gw.start()
         return gw

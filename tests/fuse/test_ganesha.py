@@ -67,10 +67,21 @@ def ganesha(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     log = tmp_path / "ganesha.log"
     proc = subprocess.Popen(
-        [binary, "-F", "-f", str(conf), "-L", str(log), "-p", str(tmp_path / "ganesha.pid"),
-         "-N", "NIV_WARN"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            binary,
+            "-F",
+            "-f",
+            str(conf),
+            "-L",
+            str(log),
+            "-p",
+            str(tmp_path / "ganesha.pid"),
+            "-N",
+            "NIV_WARN",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: _port_open(port) or proc.poll() is not None, 30, "ganesha's 9P port")
         if proc.poll() is not None:

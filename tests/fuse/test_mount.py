@@ -259,8 +259,19 @@ def test_background_mount_main(gateway_proc: GatewayProc, tmp_path: Path) -> Non
     mnt = tmp_path / "bg"
     mnt.mkdir()
     try:
-        assert mount_main([gateway_proc.uri], "alpha", str(mnt), cache="auto", readonly=False,
-                          reconnect_timeout=5, foreground=False, msize=65536 + 24) == 0  # fmt: skip
+        assert (
+            mount_main(
+                [gateway_proc.uri],
+                "alpha",
+                str(mnt),
+                cache="auto",
+                readonly=False,
+                reconnect_timeout=5,
+                foreground=False,
+                msize=65536 + 24,
+            )
+            == 0
+        )
         assert is_mounted(str(mnt))
         (mnt / "bg.txt").write_text("bg")
         assert (gateway_proc.share_dir("alpha") / "bg.txt").read_text() == "bg"
@@ -281,8 +292,9 @@ def test_vshare_mount_and_umount_commands(gateway_proc: GatewayProc, tmp_path: P
     mnt.mkdir()
 
     def vshare(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([VSHARE, *args], capture_output=True, text=True, check=False,
-                              timeout=60)  # fmt: skip
+        return subprocess.run(
+            [VSHARE, *args], capture_output=True, text=True, check=False, timeout=60
+        )
 
     try:
         done = vshare("mount", gateway_proc.uri, "alpha", str(mnt))

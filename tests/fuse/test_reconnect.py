@@ -73,8 +73,10 @@ def test_gateway_killed_and_restarted_under_fuse_writes(
     assert len(data) == BLOCK * BLOCKS
     for i in range(BLOCKS):
         assert data[i * BLOCK : (i + 1) * BLOCK] == block(i), f"block {i}"
-    print(f"reconnect pause seen by the writer: {w.longest_gap:.2f} s "
-          f"(gateway down {time.monotonic() - killed_at:.2f} s incl. restart)")  # fmt: skip
+    print(
+        f"reconnect pause seen by the writer: {w.longest_gap:.2f} s "
+        f"(gateway down {time.monotonic() - killed_at:.2f} s incl. restart)"
+    )
     assert 1.0 <= w.longest_gap < 10
 
 

@@ -17,11 +17,11 @@ import stat
 import subprocess
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.metrics import by_label, scrape, value
 from vshare.testing.processes import free_port
 
 from .conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway, force_unmount
@@ -215,16 +215,26 @@ def test_passthrough_creates_owned_by_the_caller(
     # drop to nobody: the mount is allow_other + default_permissions.
     done = subprocess.run(
         ["/bin/sh", "-c", "echo data > file && mkdir dir && ln -s file link && mkfifo fifo"],
-        cwd=m / "pub", user=NOBODY, group=NOBODY, extra_groups=[],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        cwd=m / "pub",
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, f"as {NOBODY}: {done.stderr}"
-    owners = {name: (os.lstat(back / "pub" / name).st_uid, os.lstat(back / "pub" / name).st_gid)
-              for name in ("file", "dir", "link", "fifo")}  # fmt: skip
+    owners = {
+        name: (os.lstat(back / "pub" / name).st_uid, os.lstat(back / "pub" / name).st_gid)
+        for name in ("file", "dir", "link", "fifo")
+    }
     assert owners == dict.fromkeys(("file", "dir", "link", "fifo"), (NOBODY, NOBODY))
     # and the mount says the same
-    seen = {name: (os.lstat(m / "pub" / name).st_uid, os.lstat(m / "pub" / name).st_gid)
-            for name in ("file", "dir", "link", "fifo")}  # fmt: skip
+    seen = {
+        name: (os.lstat(m / "pub" / name).st_uid, os.lstat(m / "pub" / name).st_gid)
+        for name in ("file", "dir", "link", "fifo")
+    }
     assert seen == owners
     assert (back / "pub" / "file").read_text() == "data\n"
 
@@ -265,25 +275,12 @@ def test_modes_verbatim_whatever_the_gateway_umask(
 
 def requests(gw: TunedGateway) -> dict[str, int]:
     """``vshare_requests_total`` of the gateway, summed over results, by op."""
-    url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    counts: dict[str, int] = {}
-    for line in text.splitlines():
-        if line.startswith("vshare_requests_total{"):
-            labels, _, value = line.rpartition(" ")
-            op = labels.split('op="', 1)[1].split('"', 1)[0]
-            counts[op] = counts.get(op, 0) + int(float(value))
-    return counts
+    by_op = by_label(scrape(gw.metrics_port or 0), "vshare_requests_total", "op")
+    return {op: int(n) for op, n in by_op.items()}
 
 
 def gauge(gw: TunedGateway, name: str) -> float:
-    url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"no {name} in the gateway's metrics")
+    return value(scrape(gw.metrics_port or 0), name)
 
 
 def settled(gw: TunedGateway) -> dict[str, int]:
@@ -327,8 +324,13 @@ def test_tar_x_costs_few_requests_per_file(
     archive.write_bytes(small_tree_tar(5, 40))
     files = 200
     before = settled(gw)
-    done = subprocess.run(["tar", "-xf", str(archive), "-C", str(m)],
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["tar", "-xf", str(archive), "-C", str(m)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     spent = delta(before, settled(gw))
     back = gw.share_dir("alpha")
@@ -365,8 +367,9 @@ def test_stat_after_listing_costs_no_requests(
     if lister == "listdir":
         names = sorted(os.listdir(m / "d"))
     else:
-        out = subprocess.run(["ls", "-l", str(m / "d")], capture_output=True, text=True,
-                             timeout=30, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["ls", "-l", str(m / "d")], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
         names = sorted(line.split()[-1] for line in out.splitlines()[1:])
     before = settled(gw)
     sizes = {name: os.stat(m / "d" / name).st_size for name in names}
@@ -490,9 +493,20 @@ def test_fuse_client_on_diod(tmp_path: Path, mount: MountFactory) -> None:
     export.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        ["diod", "-f", "-n", "-l", f"127.0.0.1:{port}", "-e", str(export), "-c", "/dev/null",
-         "-L", str(tmp_path / "diod.log")],
-    )  # fmt: skip
+        [
+            "diod",
+            "-f",
+            "-n",
+            "-l",
+            f"127.0.0.1:{port}",
+            "-e",
+            str(export),
+            "-c",
+            "/dev/null",
+            "-L",
+            str(tmp_path / "diod.log"),
+        ],
+    )
     try:
         m = mount(f"tcp://127.0.0.1:{port}", str(export), "auto").path
         for i in range(50):
