@@ -29,9 +29,11 @@ pytestmark = pytest.mark.anyio
 
 def server_settings(certs: Certs, *, client_ca: bool = True, timeout: float = 10.0) -> TlsSettings:
     return TlsSettings(
-        cert=certs.server.cert, key=certs.server.key, ca=certs.ca if client_ca else None,
+        cert=certs.server.cert,
+        key=certs.server.key,
+        ca=certs.ca if client_ca else None,
         handshake_timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 @asynccontextmanager
@@ -60,9 +62,11 @@ async def echo_server(settings: TlsSettings) -> AsyncIterator[tuple[int, list[Pe
 def client(certs: Certs, leaf: str | None = "a", **kw: object) -> TlsSettings:
     chosen = {"a": certs.client_a, "b": certs.client_b, "stranger": certs.stranger}.get(leaf or "")
     return TlsSettings(
-        cert=chosen.cert if chosen else None, key=chosen.key if chosen else None,
-        ca=certs.ca, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+        cert=chosen.cert if chosen else None,
+        key=chosen.key if chosen else None,
+        ca=certs.ca,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def test_verified_client_identity_and_echo(certs: Certs) -> None:

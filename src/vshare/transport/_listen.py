@@ -139,8 +139,7 @@ class Listener:
                 await conn.handshake()
         except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            log.warning("%s: TLS handshake with %s failed: %s", self._label, conn.identity,
-                        reason)  # fmt: skip
+            log.warning("%s: TLS handshake with %s failed: %s", self._label, conn.identity, reason)
             await conn.aclose()
             return
         await handler(conn)
@@ -267,9 +266,10 @@ async def _hvsock_handshake(sock: socket.socket, address: Address) -> None:
             continue
         if not byte:
             raise ConnectionRefusedError(
-                errno.ECONNREFUSED, f"{address}: the VMM closed the connection (guest port "
-                f"{address.port} not listening?)"
-            )  # fmt: skip
+                errno.ECONNREFUSED,
+                f"{address}: the VMM closed the connection (guest port "
+                f"{address.port} not listening?)",
+            )
         line += byte
     if not line.startswith(b"OK "):
         raise ConnectionRefusedError(
@@ -326,9 +326,12 @@ async def connect(uri: str | Address, *, tls: TlsSettings | None = None) -> Conn
         if scheme == "tls":
             settings = tls or TlsSettings()
             conn = TlsConnection(
-                sock, settings.client_context(), identity, server_side=False,
+                sock,
+                settings.client_context(),
+                identity,
+                server_side=False,
                 server_hostname=settings.server_name or address.host,
-            )  # fmt: skip
+            )
             with anyio.fail_after(settings.handshake_timeout):
                 await conn.handshake()
             return conn

@@ -47,10 +47,16 @@ _JOIN_BELOW: Final = 16 * 1024
 
 #: getpeercert() attribute names → RFC 4514 short names.
 _SHORT_NAMES: Final = {
-    "commonName": "CN", "localityName": "L", "stateOrProvinceName": "ST",
-    "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
-    "streetAddress": "STREET", "domainComponent": "DC", "userId": "UID",
-}  # fmt: skip
+    "commonName": "CN",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +180,11 @@ class TlsConnection:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=server_side,
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
             server_hostname=None if server_side else server_hostname,
-        )  # fmt: skip
+        )
         self._server_side = server_side
         self._wire = anyio.Lock()  # one writer of ciphertext at a time, in BIO order
         self._closed = False
