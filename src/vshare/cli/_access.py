@@ -18,8 +18,13 @@ def access() -> None:
 @click.argument("share_name", metavar="SHARE")
 @click.argument("access_type", metavar="instance|ip|cert|user", type=click.Choice(ACCESS_TYPES))
 @click.argument("access_to", metavar="VALUE")
-@click.option("--level", type=click.Choice(("ro", "rw")), default="rw", show_default=True,
-              help="Read-only or read-write.")  # fmt: skip
+@click.option(
+    "--level",
+    type=click.Choice(("ro", "rw")),
+    default="rw",
+    show_default=True,
+    help="Read-only or read-write.",
+)
 @remote_options
 def access_allow(
     share_name: str,
@@ -68,8 +73,9 @@ def access_deny(
 @access.command("update")
 @click.argument("share_name", metavar="SHARE")
 @click.argument("rule_id")
-@click.option("--level", type=click.Choice(("ro", "rw")), required=True,
-              help="The new access level.")  # fmt: skip
+@click.option(
+    "--level", type=click.Choice(("ro", "rw")), required=True, help="The new access level."
+)
 @remote_options
 def access_update(
     share_name: str,
@@ -81,8 +87,11 @@ def access_update(
 ) -> None:
     """Change the access level of rule RULE_ID of SHARE (live sessions follow at once)."""
     remote = Remote.resolve(endpoint, token, as_json)
-    rule = remote.call("PUT", f"/v1/shares/{segment(share_name)}/access/{segment(rule_id)}",
-                       body={"access_level": level})  # fmt: skip
+    rule = remote.call(
+        "PUT",
+        f"/v1/shares/{segment(share_name)}/access/{segment(rule_id)}",
+        body={"access_level": level},
+    )
     if as_json:
         remote.print_json(rule)
     else:

@@ -23,10 +23,14 @@ DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
 DEFAULT_MAX_SHARE_GIB: Final = 100 * 1024
 
 _store_option = click.option(
-    "--store", default=DEFAULT_STORE, envvar="VSHARE_STORE", show_default=True, metavar="URI",
+    "--store",
+    default=DEFAULT_STORE,
+    envvar="VSHARE_STORE",
+    show_default=True,
+    metavar="URI",
     help="The control-plane store [env VSHARE_STORE]: sqlite:///path/state.db, or"
     " etcd://host:2379[,host:2379...][/prefix] for a fleet.",
-)  # fmt: skip
+)
 
 
 @click.group()
@@ -35,18 +39,34 @@ def api() -> None:
 
 
 @api.command("run")
-@click.option("--listen", default="127.0.0.1:8564", show_default=True, metavar="HOST:PORT",
-              envvar="VSHARE_API_LISTEN",
-              help="Address to serve HTTP on [env VSHARE_API_LISTEN].")  # fmt: skip
+@click.option(
+    "--listen",
+    default="127.0.0.1:8564",
+    show_default=True,
+    metavar="HOST:PORT",
+    envvar="VSHARE_API_LISTEN",
+    help="Address to serve HTTP on [env VSHARE_API_LISTEN].",
+)
 @_store_option
-@click.option("--volume", "volumes", multiple=True, metavar="NAME=URI",
-              help="A volume shares are made in (repeatable; the first is the default) "
-                   "[default: default=posix:/var/lib/vshare/volume].")  # fmt: skip
-@click.option("--max-share-size", "max_share_gib", type=click.IntRange(min=1),
-              default=DEFAULT_MAX_SHARE_GIB, show_default=True, metavar="GIB",
-              envvar="VSHARE_MAX_SHARE_SIZE",
-              help="The largest size, in GiB, a share may be created with or extended to, by"
-                   " anyone [env VSHARE_MAX_SHARE_SIZE].")  # fmt: skip
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NAME=URI",
+    help="A volume shares are made in (repeatable; the first is the default) "
+    "[default: default=posix:/var/lib/vshare/volume].",
+)
+@click.option(
+    "--max-share-size",
+    "max_share_gib",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SHARE_GIB,
+    show_default=True,
+    metavar="GIB",
+    envvar="VSHARE_MAX_SHARE_SIZE",
+    help="The largest size, in GiB, a share may be created with or extended to, by"
+    " anyone [env VSHARE_MAX_SHARE_SIZE].",
+)
 @click.option("-v", "--verbose", count=True, help="Debug logs.")
 def api_run(
     listen: str, store: str, volumes: tuple[str, ...], max_share_gib: int, verbose: int
@@ -116,8 +136,12 @@ def token_create(name: str, tenant: str | None, store: str, as_json: bool) -> No
     except StoreError as exc:
         fail(str(exc))
     if as_json:
-        out = {"name": record.name, "tenant": record.tenant, "admin": record.is_admin,
-               "secret": secret}  # fmt: skip
+        out = {
+            "name": record.name,
+            "tenant": record.tenant,
+            "admin": record.is_admin,
+            "secret": secret,
+        }
         click.echo(json.dumps(out, indent=2))
         return
     who = "an admin token" if record.is_admin else f"a token of tenant {record.tenant}"
@@ -140,10 +164,14 @@ def token_list(store: str, as_json: bool) -> None:
     except StoreError as exc:
         fail(str(exc))
     rows = [
-        {"name": t.name, "tenant": t.tenant, "admin": t.is_admin,
-         "created_at": t.created_at.isoformat()}
+        {
+            "name": t.name,
+            "tenant": t.tenant,
+            "admin": t.is_admin,
+            "created_at": t.created_at.isoformat(),
+        }
         for t in tokens
-    ]  # fmt: skip
+    ]
     if as_json:
         click.echo(json.dumps({"tokens": rows}, indent=2))
         return
@@ -173,8 +201,12 @@ def token_revoke(name: str, store: str) -> None:
 
 
 @click.command("list")
-@click.option("--all", "show_all", is_flag=True,
-              help="Also the gateways whose heartbeat ran out (shown as gone).")  # fmt: skip
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also the gateways whose heartbeat ran out (shown as gone).",
+)
 @remote_options
 def gateway_list(endpoint: str | None, token: str | None, as_json: bool, show_all: bool) -> None:
     """List the live gateways registered with the control plane, with their load at their
@@ -190,9 +222,16 @@ def gateway_list(endpoint: str | None, token: str | None, as_json: bool, show_al
     table(
         ("ID", "HEALTHY", "SESSIONS", "IN_FLIGHT", "LAST_SEEN", "HOST", "VERSION", "ADDRESSES"),
         [
-            (g["id"], "yes" if g["healthy"] else "gone", str(g.get("sessions", 0)),
-             str(g.get("requests_in_flight", 0)), g["last_seen"], g["host"] or "-",
-             g["version"] or "-", " ".join(g["addresses"]) or "-")
+            (
+                g["id"],
+                "yes" if g["healthy"] else "gone",
+                str(g.get("sessions", 0)),
+                str(g.get("requests_in_flight", 0)),
+                g["last_seen"],
+                g["host"] or "-",
+                g["version"] or "-",
+                " ".join(g["addresses"]) or "-",
+            )
             for g in answer["gateways"]
         ],
-    )  # fmt: skip
+    )

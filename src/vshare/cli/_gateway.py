@@ -21,24 +21,40 @@ def gateway() -> None:
 
 
 @gateway.command("run")
-@click.option("--listen", "listen", multiple=True, metavar="URI",
-              help="vsock://any:564, unix:///path, tcp://host:port, tls://host:port or "
-                   "hvsock:///vm.sock (repeatable; default port 564).")  # fmt: skip
-@click.option("--backend", metavar="URI",
-              help="The volume to serve: posix:/path (a local directory, or a kernel mount of"
-                   " CephFS, NFS, GlusterFS...) or gluster://HOST[:PORT]/VOLUME[/DIR] (a"
-                   " GlusterFS volume through libgfapi; DIR: a subdirectory of it).")  # fmt: skip
-@click.option("--store", metavar="URI",
-              help="sqlite:///path/state.db or etcd://host:2379[,host:2379...]: serve the "
-                   "control plane's shares, live.")  # fmt: skip
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="URI",
+    help="vsock://any:564, unix:///path, tcp://host:port, tls://host:port or "
+    "hvsock:///vm.sock (repeatable; default port 564).",
+)
+@click.option(
+    "--backend",
+    metavar="URI",
+    help="The volume to serve: posix:/path (a local directory, or a kernel mount of"
+    " CephFS, NFS, GlusterFS...) or gluster://HOST[:PORT]/VOLUME[/DIR] (a"
+    " GlusterFS volume through libgfapi; DIR: a subdirectory of it).",
+)
+@click.option(
+    "--store",
+    metavar="URI",
+    help="sqlite:///path/state.db or etcd://host:2379[,host:2379...]: serve the "
+    "control plane's shares, live.",
+)
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics here.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="A gateway.toml; flags override it.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A gateway.toml; flags override it.",
+)
 @click.option("--msize", type=int, help="Largest msize to agree to (default 512 KiB).")
 @click.option("--tls-cert", metavar="PEM", help="Certificate (chain) of tls:// listeners.")
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
-@click.option("--tls-client-ca", metavar="PEM",
-              help="Require client certificates this CA signed (tls://).")  # fmt: skip
+@click.option(
+    "--tls-client-ca", metavar="PEM", help="Require client certificates this CA signed (tls://)."
+)
 @click.option("-v", "--verbose", count=True, help="Debug logs (every request's errors).")
 def gateway_run(
     listen: tuple[str, ...],

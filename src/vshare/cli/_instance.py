@@ -26,11 +26,21 @@ def _identities(i: dict[str, Any]) -> str:
 @click.option("--tenant", required=True, help="The project the instance belongs to.")
 @click.option("--name", default="", help="A display name.")
 @click.option("--cid", "cids", type=int, multiple=True, help="Its vsock CID (repeatable).")
-@click.option("--socket", "sockets", multiple=True, metavar="PATH",
-              help="Its hybrid-vsock socket, the VMM's uds_path (repeatable).")  # fmt: skip
+@click.option(
+    "--socket",
+    "sockets",
+    multiple=True,
+    metavar="PATH",
+    help="Its hybrid-vsock socket, the VMM's uds_path (repeatable).",
+)
 @click.option("--ip", "ips", multiple=True, metavar="ADDR", help="Its IP address (repeatable).")
-@click.option("--cert", "certs", multiple=True, metavar="FINGERPRINT",
-              help="Its TLS client certificate's SHA-256 (repeatable).")  # fmt: skip
+@click.option(
+    "--cert",
+    "certs",
+    multiple=True,
+    metavar="FINGERPRINT",
+    help="Its TLS client certificate's SHA-256 (repeatable).",
+)
 @click.option("--replace", is_flag=True, help="Replace the instance if it is registered.")
 @remote_options
 def instance_register(
@@ -51,9 +61,13 @@ def instance_register(
         fail("give at least one identity: --cid, --socket, --ip or --cert", EXIT_USAGE)
     remote = Remote.resolve(endpoint, token, as_json)
     body: dict[str, Any] = {
-        "tenant": tenant, "name": name, "cids": list(cids), "sockets": list(sockets),
-        "ips": list(ips), "certs": list(certs),
-    }  # fmt: skip
+        "tenant": tenant,
+        "name": name,
+        "cids": list(cids),
+        "sockets": list(sockets),
+        "ips": list(ips),
+        "certs": list(certs),
+    }
     if replace:
         i = remote.call("PUT", f"/v1/instances/{segment(uuid)}", body=body)
     else:
@@ -107,9 +121,13 @@ def instance_show(uuid: str, endpoint: str | None, token: str | None, as_json: b
         return
     fields(
         [
-            ("uuid", i["uuid"]), ("tenant", i["tenant"]), ("name", i["name"] or "-"),
+            ("uuid", i["uuid"]),
+            ("tenant", i["tenant"]),
+            ("name", i["name"] or "-"),
             ("cids", " ".join(map(str, i["cids"])) or "-"),
-            ("sockets", " ".join(i["sockets"]) or "-"), ("ips", " ".join(i["ips"]) or "-"),
-            ("certs", " ".join(i["certs"]) or "-"), ("created_at", i["created_at"]),
+            ("sockets", " ".join(i["sockets"]) or "-"),
+            ("ips", " ".join(i["ips"]) or "-"),
+            ("certs", " ".join(i["certs"]) or "-"),
+            ("created_at", i["created_at"]),
         ]
-    )  # fmt: skip
+    )

@@ -19,9 +19,14 @@ from vshare.cli._up import up
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vshare")
-@click.option("--log-format", type=click.Choice(_logging.FORMATS), default="text",
-              envvar="VSHARE_LOG_FORMAT", show_default=True,
-              help="Logs on stderr as text lines or as one JSON object per line.")  # fmt: skip
+@click.option(
+    "--log-format",
+    type=click.Choice(_logging.FORMATS),
+    default="text",
+    envvar="VSHARE_LOG_FORMAT",
+    show_default=True,
+    help="Logs on stderr as text lines or as one JSON object per line.",
+)
 def cli(log_format: str) -> None:
     """vshare: shared file systems for virtual machines, through the hypervisor."""
     _logging.default_format = log_format

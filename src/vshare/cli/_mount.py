@@ -49,9 +49,13 @@ Run = Callable[..., "subprocess.CompletedProcess[bytes]"]
 
 
 def kernel_options(
-    fd: int | str, share: str, *, msize: int = KERNEL_MSIZE_DEFAULT, cache: str = "none",
+    fd: int | str,
+    share: str,
+    *,
+    msize: int = KERNEL_MSIZE_DEFAULT,
+    cache: str = "none",
     readonly: bool = False,
-) -> str:  # fmt: skip
+) -> str:
     """The ``-o`` string of the kernel mount over descriptor ``fd``.
 
     Raises:
@@ -64,9 +68,14 @@ def kernel_options(
     if cache not in KERNEL_CACHE_MODES:
         raise ValueError(f"--cache must be one of {', '.join(KERNEL_CACHE_MODES)} with --kernel")
     options = [
-        "trans=fd", f"rfdno={fd}", f"wfdno={fd}", "version=9p2000.L", f"msize={msize}",
-        f"aname={share}", f"cache={cache}",
-    ]  # fmt: skip
+        "trans=fd",
+        f"rfdno={fd}",
+        f"wfdno={fd}",
+        "version=9p2000.L",
+        f"msize={msize}",
+        f"aname={share}",
+        f"cache={cache}",
+    ]
     if readonly:
         options.append("ro")
     return ",".join(options)
@@ -103,10 +112,17 @@ def dial(uri: str) -> socket.socket:
 
 
 def mount_kernel(
-    uri: str, share: str, mountpoint: str, *, msize: int = KERNEL_MSIZE_DEFAULT,
-    cache: str = "none", readonly: bool = False, dry_run: bool = False,
-    dialer: Dial | None = None, runner: Run | None = None,
-) -> int:  # fmt: skip
+    uri: str,
+    share: str,
+    mountpoint: str,
+    *,
+    msize: int = KERNEL_MSIZE_DEFAULT,
+    cache: str = "none",
+    readonly: bool = False,
+    dry_run: bool = False,
+    dialer: Dial | None = None,
+    runner: Run | None = None,
+) -> int:
     """Dial (``dialer``, default :func:`dial`), print the mount line, run it (``runner``,
     default ``subprocess.run``) with the socket inherited; the exit status."""
     try:
@@ -145,27 +161,55 @@ def mount_kernel(
 @click.argument("uri")
 @click.argument("share")
 @click.argument("mountpoint")
-@click.option("--kernel", is_flag=True,
-              help="Mount with the Linux 9P client (trans=fd), not the FUSE client.")  # fmt: skip
-@click.option("--gateway", "gateways", multiple=True, metavar="URI",
-              help="FUSE: another gateway to fail over to (repeatable).")  # fmt: skip
-@click.option("--cache", default=None,
-              help="--kernel: none (default), loose, fscache or mmap. "
-                   "FUSE: auto (default), none or always.")  # fmt: skip
-@click.option("--msize", type=int, default=None,
-              help=f"Largest 9P message (--kernel: default {KERNEL_MSIZE_DEFAULT}, "
-                   f"at most {KERNEL_MSIZE_MAX}).")  # fmt: skip
+@click.option(
+    "--kernel", is_flag=True, help="Mount with the Linux 9P client (trans=fd), not the FUSE client."
+)
+@click.option(
+    "--gateway",
+    "gateways",
+    multiple=True,
+    metavar="URI",
+    help="FUSE: another gateway to fail over to (repeatable).",
+)
+@click.option(
+    "--cache",
+    default=None,
+    help="--kernel: none (default), loose, fscache or mmap. FUSE: auto (default), none or always.",
+)
+@click.option(
+    "--msize",
+    type=int,
+    default=None,
+    help=f"Largest 9P message (--kernel: default {KERNEL_MSIZE_DEFAULT}, "
+    f"at most {KERNEL_MSIZE_MAX}).",
+)
 @click.option("--ro", "readonly", is_flag=True, help="Mount read-only.")
-@click.option("--reconnect-timeout", type=float, default=30.0, show_default=True,
-              help="FUSE: how long to keep trying gateways after a disconnection.")  # fmt: skip
+@click.option(
+    "--reconnect-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="FUSE: how long to keep trying gateways after a disconnection.",
+)
 @click.option("--foreground", is_flag=True, help="FUSE: serve in this process until unmounted.")
-@click.option("--dry-run", is_flag=True,
-              help="--kernel: print the mount command and stop (nothing is dialed).")  # fmt: skip
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="--kernel: print the mount command and stop (nothing is dialed).",
+)
 def mount(
-    uri: str, share: str, mountpoint: str, kernel: bool, gateways: Sequence[str],
-    cache: str | None, msize: int | None, readonly: bool, reconnect_timeout: float,
-    foreground: bool, dry_run: bool,
-) -> None:  # fmt: skip
+    uri: str,
+    share: str,
+    mountpoint: str,
+    kernel: bool,
+    gateways: Sequence[str],
+    cache: str | None,
+    msize: int | None,
+    readonly: bool,
+    reconnect_timeout: float,
+    foreground: bool,
+    dry_run: bool,
+) -> None:
     """Mount SHARE of the gateway at URI on MOUNTPOINT (inside a guest).
 
     URI: vsock://2:564 (the host, from a guest), tcp://HOST:PORT, unix:///PATH; the FUSE
@@ -176,18 +220,32 @@ def mount(
         for flag, given in (("--gateway", bool(gateways)), ("--foreground", foreground)):
             if given:
                 raise click.UsageError(f"{flag} is for the FUSE client, not with --kernel")
-        sys.exit(mount_kernel(
-            uri, share, mountpoint, msize=msize or KERNEL_MSIZE_DEFAULT, cache=cache or "none",
-            readonly=readonly, dry_run=dry_run,
-        ))  # fmt: skip
+        sys.exit(
+            mount_kernel(
+                uri,
+                share,
+                mountpoint,
+                msize=msize or KERNEL_MSIZE_DEFAULT,
+                cache=cache or "none",
+                readonly=readonly,
+                dry_run=dry_run,
+            )
+        )
     if dry_run:
         raise click.UsageError("--dry-run is for --kernel (the FUSE client runs no mount command)")
     if cache is not None and cache not in FUSE_CACHE_MODES:
         raise click.UsageError(f"--cache must be one of {', '.join(FUSE_CACHE_MODES)} for FUSE")
     from vshare.fuse import mount_main
 
-    sys.exit(mount_main(
-        [uri, *gateways], share, mountpoint, cache=cache or "auto", readonly=readonly,
-        reconnect_timeout=reconnect_timeout, foreground=foreground,
-        msize=msize or FUSE_MSIZE_DEFAULT,
-    ))  # fmt: skip
+    sys.exit(
+        mount_main(
+            [uri, *gateways],
+            share,
+            mountpoint,
+            cache=cache or "auto",
+            readonly=readonly,
+            reconnect_timeout=reconnect_timeout,
+            foreground=foreground,
+            msize=msize or FUSE_MSIZE_DEFAULT,
+        )
+    )

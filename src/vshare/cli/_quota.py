@@ -77,8 +77,10 @@ def quota_show(
         if not tenant:
             me = remote.call("GET", "/v1/whoami")
             if me["admin"]:
-                fail("the admin names the tenant: vshare quota show TENANT (or --default)",
-                     EXIT_USAGE)  # fmt: skip
+                fail(
+                    "the admin names the tenant: vshare quota show TENANT (or --default)",
+                    EXIT_USAGE,
+                )
             tenant = str(me["tenant"])
         answer = remote.call("GET", f"/v1/quotas/{segment(tenant)}")
     if as_json:
@@ -95,13 +97,22 @@ def quota_show(
 
 @quota.command("set")
 @click.argument("tenant", required=False)
-@click.option("--default", "default", is_flag=True,
-              help="Set the defaults: every tenant without an override of its own.")  # fmt: skip
-@click.option("--shares", type=Limit(),
-              help="How many shares; -1 or unlimited: no limit; default: the"
-                   " defaults' limit.")  # fmt: skip
-@click.option("--gigabytes", type=Limit(),
-              help="GiB in all the tenant's shares together; same values as --shares.")  # fmt: skip
+@click.option(
+    "--default",
+    "default",
+    is_flag=True,
+    help="Set the defaults: every tenant without an override of its own.",
+)
+@click.option(
+    "--shares",
+    type=Limit(),
+    help="How many shares; -1 or unlimited: no limit; default: the defaults' limit.",
+)
+@click.option(
+    "--gigabytes",
+    type=Limit(),
+    help="GiB in all the tenant's shares together; same values as --shares.",
+)
 @remote_options
 def quota_set(
     tenant: str | None,
@@ -157,7 +168,8 @@ def quota_list(endpoint: str | None, token: str | None, as_json: bool) -> None:
         used = "" if item["in_use"] is None else f"{item['in_use']} / "
         return f"{used}{_shown(item['limit'])}"
 
-    rows = [("(defaults)", cell(answer["defaults"]["shares"]),
-             cell(answer["defaults"]["gigabytes"]))]  # fmt: skip
+    rows = [
+        ("(defaults)", cell(answer["defaults"]["shares"]), cell(answer["defaults"]["gigabytes"]))
+    ]
     rows += [(q["tenant"], cell(q["shares"]), cell(q["gigabytes"])) for q in answer["quotas"]]
     table(("TENANT", "SHARES", "GIGABYTES"), rows)

@@ -185,13 +185,21 @@ def _error_message(status: int, content: bytes) -> str:
 
 def remote_options(f: _F) -> _F:
     """``--endpoint``, ``--token`` and ``--json``, for every command that calls the API."""
-    f = click.option("--json", "as_json", is_flag=True,
-                     help="Print the API's JSON answer (for scripts).")(f)  # fmt: skip
-    f = click.option("--token", envvar="VSHARE_TOKEN", metavar="TOKEN",
-                     help="API token [env VSHARE_TOKEN; config token].")(f)  # fmt: skip
-    return click.option("--endpoint", envvar="VSHARE_ENDPOINT", metavar="URL",
-                        help=f"The API [env VSHARE_ENDPOINT; config endpoint; default "
-                             f"{DEFAULT_ENDPOINT}].")(f)  # fmt: skip
+    f = click.option(
+        "--json", "as_json", is_flag=True, help="Print the API's JSON answer (for scripts)."
+    )(f)
+    f = click.option(
+        "--token",
+        envvar="VSHARE_TOKEN",
+        metavar="TOKEN",
+        help="API token [env VSHARE_TOKEN; config token].",
+    )(f)
+    return click.option(
+        "--endpoint",
+        envvar="VSHARE_ENDPOINT",
+        metavar="URL",
+        help=f"The API [env VSHARE_ENDPOINT; config endpoint; default {DEFAULT_ENDPOINT}].",
+    )(f)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

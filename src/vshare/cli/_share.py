@@ -35,12 +35,18 @@ def _summary(s: dict[str, Any]) -> str:
 
 @share.command("create", epilog=_CACHE_MODES_HELP)
 @click.argument("name")
-@click.option("--size", "size_gib", type=click.IntRange(min=1), required=True,
-              help="Size (quota) in GiB.")  # fmt: skip
+@click.option(
+    "--size", "size_gib", type=click.IntRange(min=1), required=True, help="Size (quota) in GiB."
+)
 @click.option("--tenant", help="Whose share (the admin must say; a tenant gets its own).")
 @click.option("--volume", help="Volume name (default: the API's first volume).")
-@click.option("--cache", type=click.Choice(CACHE_MODES), default=DEFAULT_CACHE_MODE,
-              show_default=True, help="Cache mode (see below).")  # fmt: skip
+@click.option(
+    "--cache",
+    type=click.Choice(CACHE_MODES),
+    default=DEFAULT_CACHE_MODE,
+    show_default=True,
+    help="Cache mode (see below).",
+)
 @remote_options
 def share_create(
     name: str,
@@ -54,8 +60,7 @@ def share_create(
 ) -> None:
     """Create share NAME and its directory on the volume."""
     remote = Remote.resolve(endpoint, token, as_json)
-    body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume,
-            "cache": cache}  # fmt: skip
+    body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume, "cache": cache}
     s = remote.call("POST", "/v1/shares", body={k: v for k, v in body.items() if v is not None})
     if as_json:
         remote.print_json(s)
@@ -76,11 +81,18 @@ def share_list(tenant: str | None, endpoint: str | None, token: str | None, as_j
     table(
         ("NAME", "ID", "TENANT", "SIZE_GIB", "STATUS", "CACHE", "VOLUME"),
         [
-            (s["name"], s["id"], s["tenant"], s["size_gib"], s["status"], s["cache"],
-             s["volume"] or "-")
+            (
+                s["name"],
+                s["id"],
+                s["tenant"],
+                s["size_gib"],
+                s["status"],
+                s["cache"],
+                s["volume"] or "-",
+            )
             for s in answer["shares"]
         ],
-    )  # fmt: skip
+    )
 
 
 @share.command("show")
@@ -95,12 +107,18 @@ def share_show(share_name: str, endpoint: str | None, token: str | None, as_json
         return
     fields(
         [
-            ("name", s["name"]), ("id", s["id"]), ("tenant", s["tenant"]),
-            ("size_gib", s["size_gib"]), ("status", s["status"]), ("cache", s["cache"]),
-            ("volume", s["volume"] or "-"), ("path", s["path"]), ("created_at", s["created_at"]),
+            ("name", s["name"]),
+            ("id", s["id"]),
+            ("tenant", s["tenant"]),
+            ("size_gib", s["size_gib"]),
+            ("status", s["status"]),
+            ("cache", s["cache"]),
+            ("volume", s["volume"] or "-"),
+            ("path", s["path"]),
+            ("created_at", s["created_at"]),
         ]
         + ([("waiting_for", s["waiting_for"])] if s.get("waiting_for") else [])
-    )  # fmt: skip
+    )
 
 
 @share.command("delete")
@@ -138,8 +156,9 @@ def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None
 
 @share.command("update", epilog=_CACHE_MODES_HELP)
 @click.argument("share_name", metavar="SHARE")
-@click.option("--cache", type=click.Choice(CACHE_MODES), required=True,
-              help="The new cache mode (see below).")  # fmt: skip
+@click.option(
+    "--cache", type=click.Choice(CACHE_MODES), required=True, help="The new cache mode (see below)."
+)
 @remote_options
 def share_update(
     share_name: str, cache: str, endpoint: str | None, token: str | None, as_json: bool

@@ -48,8 +48,9 @@ def unmount_any(mountpoint: str, *, lazy: bool = False) -> None:
 
 @click.command()
 @click.argument("mountpoint")
-@click.option("-l", "--lazy", is_flag=True,
-              help="Detach now and clean up when the mount is no longer busy.")  # fmt: skip
+@click.option(
+    "-l", "--lazy", is_flag=True, help="Detach now and clean up when the mount is no longer busy."
+)
 def umount(mountpoint: str, lazy: bool) -> None:
     """Unmount a share mounted with `vshare mount` (FUSE or --kernel).
 

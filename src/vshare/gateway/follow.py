@@ -240,15 +240,23 @@ class StoreFollower:
         down = time.monotonic() - self._contact
         if not self._outage:
             self._outage = True
-            log.warning("gateway: store unreachable: %s; serving the rules known at revision"
-                        " %d for up to %g s", exc, self.revision, self.grace)  # fmt: skip
+            log.warning(
+                "gateway: store unreachable: %s; serving the rules known at revision"
+                " %d for up to %g s",
+                exc,
+                self.revision,
+                self.grace,
+            )
             if self._up is not None:
                 self._up.set(0)
         else:
             log.debug("gateway: store: %s (retrying)", exc)
         if down >= self.grace and not self.failed_closed:
-            log.error("gateway: store unreachable for %.0f s: failing closed (serving no shares"
-                      " until it is back)", down)  # fmt: skip
+            log.error(
+                "gateway: store unreachable for %.0f s: failing closed (serving no shares"
+                " until it is back)",
+                down,
+            )
             self.failed_closed = True
             self.apply_shares([])
             self.revision = -1  # the next answer reloads a full snapshot
@@ -263,8 +271,12 @@ class StoreFollower:
         for problem in self.instances.sync("store", (r.instance for r in snapshot.instances)):
             log.warning("gateway: %s", problem)
         if self.revision < 0:
-            log.info("gateway: following the store from revision %d: %d shares, %d instances",
-                     snapshot.revision, len(shares), len(snapshot.instances))  # fmt: skip
+            log.info(
+                "gateway: following the store from revision %d: %d shares, %d instances",
+                snapshot.revision,
+                len(shares),
+                len(snapshot.instances),
+            )
         if self.failed_closed:
             self.failed_closed = False
             log.warning("gateway: serving again from store revision %d", snapshot.revision)
@@ -290,9 +302,11 @@ class StoreFollower:
 
     async def _heartbeat(self) -> None:
         record = GatewayRecord(
-            id=self.gateway_id, addresses=self.addresses, version=__version__,
+            id=self.gateway_id,
+            addresses=self.addresses,
+            version=__version__,
             host=socket.gethostname(),
-        )  # fmt: skip
+        )
         while True:
             if self.load_of is not None:
                 record = record.with_load(*self.load_of())

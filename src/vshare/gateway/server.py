@@ -128,8 +128,9 @@ class Gateway:
         # At start, so that the budgets (context.py) are derived from the limit in force.
         nofile = raise_fd_limit()
         grow_fd_table(nofile)
-        self.ctx = GatewayContext(config, backend, metrics or Metrics(), instances=self.instances,
-                                  nofile=nofile)  # fmt: skip
+        self.ctx = GatewayContext(
+            config, backend, metrics or Metrics(), instances=self.instances, nofile=nofile
+        )
         self.sessions: set[Session] = set()
         self.listeners: list[Listener] = []
         self._served: dict[str, _Served] = {}  # by str(Address)
@@ -189,10 +190,15 @@ class Gateway:
                         for served in list(self._served.values()):
                             self._start(served)
                         if self.config.libvirt:
-                            accept_tg.start_soon(functools.partial(
-                                libvirt.follow, self.instances, self.config.libvirt,
-                                self.config.libvirt_poll, status=self.libvirt_status,
-                            ))  # fmt: skip
+                            accept_tg.start_soon(
+                                functools.partial(
+                                    libvirt.follow,
+                                    self.instances,
+                                    self.config.libvirt,
+                                    self.config.libvirt_poll,
+                                    status=self.libvirt_status,
+                                )
+                            )
                         task_status.started(self.addresses)
                 self._accept_tg = None
                 self._close_listeners()
@@ -312,8 +318,9 @@ class Gateway:
                 try:
                     self._open(uri)
                 except (OSError, ValueError) as exc:
-                    log.error("gateway: instance %s: cannot listen on %s: %s", instance.uuid,
-                              uri, exc)  # fmt: skip
+                    log.error(
+                        "gateway: instance %s: cannot listen on %s: %s", instance.uuid, uri, exc
+                    )
             elif change.action == "removed" and str(parse_uri(uri)) in self._served:
                 self._close(uri)
         if change.action == "removed":
