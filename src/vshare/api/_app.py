@@ -229,12 +229,13 @@ class _AccessLog:
                 target,
                 extra={
                     "fields": {
-                        "status": status, "ms": round(ms, 1),
+                        "status": status,
+                        "ms": round(ms, 1),
                         "client": f"{client[0]}:{client[1]}" if client else "",
                         "token": getattr(caller, "name", "") or "-",
                     }
                 },
-            )  # fmt: skip
+            )
 
 
 def _scrubbed(query: bytes) -> str:

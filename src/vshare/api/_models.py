@@ -13,18 +13,16 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from vshare.control import SHARE_NAME
 from vshare.store import (
-    DEFAULT_SHARE_CACHE,
     MAX_QUOTA,
     GatewayStatus,
     InstanceRecord,
     QuotaUsage,
     RuleRecord,
-    ShareCache,
     ShareRecord,
     TokenRecord,
 )
+from vshare.terms import DEFAULT_CACHE_MODE, SHARE_NAME, CacheMode
 
 #: The largest share size a request may ask for (the store's limit: 1 ZiB).
 MAX_SIZE_GIB = 2**40
@@ -69,7 +67,7 @@ class ShareCreate(_Request):
         default=None, description="Whose share (the admin must say; a tenant gets its own)."
     )
     volume: str | None = Field(default=None, description="Volume name (default: the first).")
-    cache: ShareCache = Field(default=DEFAULT_SHARE_CACHE, description=_CACHE_HELP)
+    cache: CacheMode = Field(default=DEFAULT_CACHE_MODE, description=_CACHE_HELP)
 
 
 class ShareResize(_Request):
@@ -77,10 +75,10 @@ class ShareResize(_Request):
 
 
 class ShareUpdate(_Request):
-    cache: ShareCache = Field(description=_CACHE_HELP)
+    cache: CacheMode = Field(description=_CACHE_HELP)
 
 
-class Share(BaseModel):
+class ShareOut(BaseModel):
     id: str
     name: str
     tenant: str
@@ -88,7 +86,7 @@ class Share(BaseModel):
     path: str = Field(description="The share's directory in its volume.")
     size_gib: int
     status: str = Field(description="creating, available, extending, shrinking, deleting, error")
-    cache: ShareCache = Field(description=_CACHE_HELP)
+    cache: CacheMode = Field(description=_CACHE_HELP)
     created_at: datetime
     waiting_for: str | None = Field(
         default=None,
@@ -98,15 +96,22 @@ class Share(BaseModel):
 
 
 class ShareList(BaseModel):
-    shares: list[Share]
+    shares: list[ShareOut]
 
 
-def share_out(share: ShareRecord, volume: str | None, waiting_for: str | None = None) -> Share:
-    return Share(
-        id=share.id, name=share.name, tenant=share.tenant, volume=volume, path=share.path,
-        size_gib=share.size_gib, status=share.status.value, cache=share.cache,
-        created_at=share.created_at, waiting_for=waiting_for,
-    )  # fmt: skip
+def share_out(share: ShareRecord, volume: str | None, waiting_for: str | None = None) -> ShareOut:
+    return ShareOut(
+        id=share.id,
+        name=share.name,
+        tenant=share.tenant,
+        volume=volume,
+        path=share.path,
+        size_gib=share.size_gib,
+        status=share.status.value,
+        cache=share.cache,
+        created_at=share.created_at,
+        waiting_for=waiting_for,
+    )
 
 
 # --- access rules -------------------------------------------------------------------------
@@ -149,10 +154,15 @@ class RuleList(BaseModel):
 
 def rule_out(rule: RuleRecord) -> Rule:
     return Rule(
-        id=rule.id, share_id=rule.share_id, access_type=rule.access_type,
-        access_to=rule.access_to, access_level=rule.level.value, state=rule.state.value,
-        created_at=rule.created_at, cross_tenant=rule.cross_tenant,
-    )  # fmt: skip
+        id=rule.id,
+        share_id=rule.share_id,
+        access_type=rule.access_type,
+        access_to=rule.access_to,
+        access_level=rule.level.value,
+        state=rule.state.value,
+        created_at=rule.created_at,
+        cross_tenant=rule.cross_tenant,
+    )
 
 
 # --- instances ----------------------------------------------------------------------------
@@ -189,10 +199,15 @@ class InstanceList(BaseModel):
 def instance_out(record: InstanceRecord) -> InstanceOut:
     i = record.instance
     return InstanceOut(
-        uuid=i.uuid, tenant=i.tenant, name=i.name, cids=sorted(i.cids),
-        sockets=sorted(i.sockets), ips=sorted(i.ips), certs=sorted(i.certs),
+        uuid=i.uuid,
+        tenant=i.tenant,
+        name=i.name,
+        cids=sorted(i.cids),
+        sockets=sorted(i.sockets),
+        ips=sorted(i.ips),
+        certs=sorted(i.certs),
         created_at=record.created_at,
-    )  # fmt: skip
+    )
 
 
 # --- quotas -------------------------------------------------------------------------------
@@ -270,10 +285,16 @@ class GatewayList(BaseModel):
 def gateway_out(status: GatewayStatus) -> Gateway:
     g = status.gateway
     return Gateway(
-        id=g.id, addresses=list(g.addresses), version=g.version, host=g.host,
-        healthy=status.healthy, last_seen=status.last_seen, ttl_seconds=status.ttl_seconds,
-        sessions=g.sessions, requests_in_flight=g.requests_in_flight,
-    )  # fmt: skip
+        id=g.id,
+        addresses=list(g.addresses),
+        version=g.version,
+        host=g.host,
+        healthy=status.healthy,
+        last_seen=status.last_seen,
+        ttl_seconds=status.ttl_seconds,
+        sessions=g.sessions,
+        requests_in_flight=g.requests_in_flight,
+    )
 
 
 class TokenCreate(_Request):

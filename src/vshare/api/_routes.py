@@ -26,9 +26,9 @@ from vshare.api._models import (
     RuleCreate,
     RuleList,
     RuleUpdate,
-    Share,
     ShareCreate,
     ShareList,
+    ShareOut,
     ShareResize,
     ShareUpdate,
     TokenCreate,
@@ -52,7 +52,7 @@ public = APIRouter(prefix="/v1", tags=["health"], dependencies=_strict)
 router = APIRouter(prefix="/v1", dependencies=_strict)
 
 
-def _share(service: ControlService, share: ShareRecord) -> Share:
+def _share(service: ControlService, share: ShareRecord) -> ShareOut:
     return share_out(share, service.volume_of(share), service.waiting_for(share))
 
 
@@ -78,23 +78,27 @@ def list_shares(service: ServiceDep, caller: CallerDep, tenant: TenantQuery = No
 @router.post(
     "/shares", operation_id="create_share", tags=["shares"], status_code=status.HTTP_201_CREATED
 )
-def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> Share:
+def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> ShareOut:
     """Create a share and its directory on the volume; 409 if the name is taken."""
     share = service.create_share(
-        caller, body.name, body.size_gib, tenant=body.tenant, volume=body.volume,
+        caller,
+        body.name,
+        body.size_gib,
+        tenant=body.tenant,
+        volume=body.volume,
         cache=body.cache,
-    )  # fmt: skip
+    )
     return _share(service, share)
 
 
 @router.get("/shares/{share}", operation_id="get_share", tags=["shares"])
-def get_share(service: ServiceDep, caller: CallerDep, share: str) -> Share:
+def get_share(service: ServiceDep, caller: CallerDep, share: str) -> ShareOut:
     """One share, by name or id."""
     return _share(service, service.get_share(caller, share))
 
 
 @router.put("/shares/{share}", operation_id="update_share", tags=["shares"])
-def update_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareUpdate) -> Share:
+def update_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareUpdate) -> ShareOut:
     """Change the share's settings: its cache mode (new mounts get it; existing ones keep
     theirs); 409 while the share is being created, resized or deleted."""
     return _share(service, service.set_share_cache(caller, share, body.cache))
@@ -119,13 +123,13 @@ def delete_share(
 
 
 @router.post("/shares/{share}/extend", operation_id="extend_share", tags=["shares"])
-def extend_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> Share:
+def extend_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> ShareOut:
     """Grow the share's quota to size_gib."""
     return _share(service, service.extend_share(caller, share, body.size_gib))
 
 
 @router.post("/shares/{share}/shrink", operation_id="shrink_share", tags=["shares"])
-def shrink_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> Share:
+def shrink_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> ShareOut:
     """Shrink the share's quota to size_gib; 409 if it holds more than that."""
     return _share(service, service.shrink_share(caller, share, body.size_gib))
 
@@ -225,9 +229,16 @@ def _register(
     service: ControlService, caller: Caller, uuid: str, body: InstanceBody, *, replace: bool
 ) -> InstanceRecord:
     return service.register_instance(
-        caller, uuid, tenant=body.tenant, name=body.name, cids=body.cids,
-        sockets=body.sockets, ips=body.ips, certs=body.certs, replace=replace,
-    )  # fmt: skip
+        caller,
+        uuid,
+        tenant=body.tenant,
+        name=body.name,
+        cids=body.cids,
+        sockets=body.sockets,
+        ips=body.ips,
+        certs=body.certs,
+        replace=replace,
+    )
 
 
 # --- quotas -------------------------------------------------------------------------------

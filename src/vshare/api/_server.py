@@ -85,8 +85,11 @@ def serve(service: ControlService, sock: socket.socket) -> None:
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         host, port = sock.getsockname()[:2]
-        log.info("api: listening on http://%s:%d (OpenAPI at /openapi.json)",
-                 f"[{host}]" if ":" in host else host, port)  # fmt: skip
+        log.info(
+            "api: listening on http://%s:%d (OpenAPI at /openapi.json)",
+            f"[{host}]" if ":" in host else host,
+            port,
+        )
         server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():

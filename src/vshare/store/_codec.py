@@ -67,8 +67,12 @@ def _token_to(r: TokenRecord) -> dict[str, Any]:
 
 
 def _gateway_to(r: GatewayRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": r.id, "addresses": list(r.addresses), "version": r.version,
-                           "host": r.host}  # fmt: skip
+    out: dict[str, Any] = {
+        "id": r.id,
+        "addresses": list(r.addresses),
+        "version": r.version,
+        "host": r.host,
+    }
     if r.sessions or r.requests_in_flight:
         out["sessions"], out["requests_in_flight"] = r.sessions, r.requests_in_flight
     return out

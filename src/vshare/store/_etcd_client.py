@@ -323,9 +323,11 @@ class WatchStream:
         body = {"create_request": {"key": b64(key), "start_revision": start_revision}}
         try:
             self._conn.request(
-                "POST", "/v3/watch", body=json.dumps(body),
+                "POST",
+                "/v3/watch",
+                body=json.dumps(body),
                 headers={"Content-Type": "application/json"},
-            )  # fmt: skip
+            )
             self._response = self._conn.getresponse()
             if self._response.status != 200:
                 raise http.client.HTTPException(f"watch: HTTP {self._response.status}")

@@ -174,8 +174,9 @@ class EtcdStore(LedgerStore):
                         + f": {exc}"
                     ) from None
                 pause = min(delay, left)
-                log.warning("store %s: cannot reach etcd (%s); retrying in %.1f s",
-                            self.label, exc, pause)  # fmt: skip
+                log.warning(
+                    "store %s: cannot reach etcd (%s); retrying in %.1f s", self.label, exc, pause
+                )
                 time.sleep(pause)
                 delay = min(delay * 2, 5.0)
             except EtcdError as exc:
@@ -278,14 +279,21 @@ class EtcdStore(LedgerStore):
         with self._errors():
             lease, replaced = self._lease(gateway.id, max(1, math.ceil(ttl_seconds)))
             now = time.time()
-            seen = json.dumps({
-                "last_seen": now, "ttl": float(ttl_seconds), "sessions": gateway.sessions,
-                "requests_in_flight": gateway.requests_in_flight,
-            }).encode()  # fmt: skip
-            self._client.txn([], [
-                Op.put(self._prefix + f"seen/{gateway.id}".encode(), seen),
-                Op.put(self._prefix + f"alive/{gateway.id}".encode(), b"", lease=lease),
-            ])  # fmt: skip
+            seen = json.dumps(
+                {
+                    "last_seen": now,
+                    "ttl": float(ttl_seconds),
+                    "sessions": gateway.sessions,
+                    "requests_in_flight": gateway.requests_in_flight,
+                }
+            ).encode()
+            self._client.txn(
+                [],
+                [
+                    Op.put(self._prefix + f"seen/{gateway.id}".encode(), seen),
+                    Op.put(self._prefix + f"alive/{gateway.id}".encode(), b"", lease=lease),
+                ],
+            )
         if replaced:
             # Only now: revoking a lease deletes the keys still attached to it.
             self._revoke_quietly(replaced)
@@ -460,8 +468,11 @@ class EtcdStore(LedgerStore):
                         pause = 0.1
                     if message.compact_revision:
                         # etcd no longer has the revision we resume from: read afresh.
-                        log.info("store %s: watch resumes after compaction at %d (resync)",
-                                 self.label, message.compact_revision)  # fmt: skip
+                        log.info(
+                            "store %s: watch resumes after compaction at %d (resync)",
+                            self.label,
+                            message.compact_revision,
+                        )
                         resyncing = True
                         resume = 0
                         break
