@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backend.name_limits import NameLimitBattery
 from vshare.backend import _linux
 from vshare.backend._handle import UseCounted
 from vshare.backend.base import Node
@@ -74,6 +75,10 @@ class TestPosixConformance(BackendConformance):
 
 class TestPosixEscapes(EscapeBattery):
     pass
+
+
+class TestPosixNameLimits(NameLimitBattery):
+    """NAME_MAX and unencodable names, as every backend refuses them."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def other(gluster_session: Session, tmp_path_factory: pytest.TempPathFactory) ->
 def backend(gluster_session: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[GlusterBackend]:
     # Every attach asks glusterd again (it would reuse a minute-old answer otherwise), so
     # that the option's changes in these tests are seen at once.
-    monkeypatch.setattr(gluster, "_OPTIONS_RECHECK", 0.0)
+    monkeypatch.setattr(gluster._volumes, "_OPTIONS_RECHECK", 0.0)
     b = GlusterBackend(gluster_session.uri)
     try:
         yield b

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.backend.name_limits import NameLimitBattery
 from tests.gluster.conftest import Session
 from vshare.backend.gluster import GlusterBackend
 from vshare.testing.backend_conformance import (
@@ -39,3 +40,7 @@ class TestGlusterConformance(BackendConformance):
 
 class TestGlusterEscapes(EscapeBattery):
     pass
+
+
+class TestGlusterNameLimits(NameLimitBattery):
+    """NAME_MAX and unencodable names, as every backend refuses them."""

@@ -217,4 +217,4 @@ def test_glusterd_reports_its_bricks(gluster_session: Session) -> None:
 
 
 def test_keep_connections_is_on_in_the_session() -> None:
-    assert gluster._keep
+    assert gluster._volumes._keep

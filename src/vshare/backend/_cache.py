@@ -146,9 +146,14 @@ class VolumeCache:
         return self._put(token, ("a", attr.qid_path), attr, _ATTR_SIZE, (attr.qid_path,))
 
     def put_name(
-        self, token: int, parent: int, name: bytes, child: int, payload: Any,
+        self,
+        token: int,
+        parent: int,
+        name: bytes,
+        child: int,
+        payload: Any,
         close: Callable[[], None],
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """Cache ``parent/name`` → ``payload`` (the child ``child``). The cache owns
         ``payload`` from now on and calls ``close`` when the entry goes — at once if it is
         not kept (False)."""

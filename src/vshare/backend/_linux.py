@@ -255,13 +255,22 @@ def _statx(fd: int) -> Stat:
         m_sec, m_nsec, _m_pad, rdev_major, rdev_minor, dev_major, dev_minor, mnt_id,
     ) = _STATX.unpack_from(buf)  # fmt: skip
     return Stat(
-        mode, ino, os.makedev(dev_major, dev_minor), nlink, uid, gid,
-        os.makedev(rdev_major, rdev_minor), size, blksize, blocks,
-        a_sec * 1_000_000_000 + a_nsec, m_sec * 1_000_000_000 + m_nsec,
+        mode,
+        ino,
+        os.makedev(dev_major, dev_minor),
+        nlink,
+        uid,
+        gid,
+        os.makedev(rdev_major, rdev_minor),
+        size,
+        blksize,
+        blocks,
+        a_sec * 1_000_000_000 + a_nsec,
+        m_sec * 1_000_000_000 + m_nsec,
         c_sec * 1_000_000_000 + c_nsec,
         b_sec * 1_000_000_000 + b_nsec if got & _STATX_BTIME else 0,
         mnt_id if got & _STATX_MNT_ID else 0,
-    )  # fmt: skip
+    )
 
 
 def _fstat(fd: int) -> Stat:
