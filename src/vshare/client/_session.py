@@ -255,13 +255,7 @@ class SessionKeeper:
     async def walk_from_root(self, s: Session, parts: Sequence[str]) -> int:
         """A new fid on session ``s`` for ``parts`` below the share root."""
         if not parts:
-            fid = s.client.new_fid()
-            try:
-                await s.client.call(Twalk(s.root, fid, ()), Rwalk)
-            except OSError:
-                s.client.release_fid(fid)
-                raise
-            return fid
+            return await _walk_new(s, s.root, ())
         return await self._walk(s, parts)
 
     async def walk_from(self, s: Session, fid: int, names: tuple[str, ...]) -> int:
@@ -285,20 +279,9 @@ class SessionKeeper:
     async def unlink_in(self, s: Session, dfid: int, name: str, flags: int) -> None:
         """Tunlinkat of ``name`` in the directory ``dfid``; on a server without it (diod
         1.0 answers EOPNOTSUPP) Tremove of a walked fid, as Linux does, and from then on."""
-        if not self._no_at:
-            try:
-                await s.client.rpc(Tunlinkat(dfid, name, flags))
-                return
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-                self._no_at = True
-        fid = s.client.new_fid()
-        try:
-            await s.client.call(Twalk(dfid, fid, (name,)), Rwalk)
-        except OSError:
-            s.client.release_fid(fid)
-            raise
+        if await self._sent_at(s, Tunlinkat(dfid, name, flags)):
+            return
+        fid = await _walk_new(s, dfid, (name,))
         try:
             await s.client.rpc(Tremove(fid))  # clunks the fid whatever the answer
         finally:
@@ -306,24 +289,27 @@ class SessionKeeper:
 
     async def rename_in(self, s: Session, sfid: int, sname: str, dfid: int, dname: str) -> None:
         """Trenameat; on a server without it, Trename of a walked fid (see :meth:`unlink_in`)."""
-        if not self._no_at:
-            try:
-                await s.client.rpc(Trenameat(sfid, sname, dfid, dname))
-                return
-            except OSError as exc:
-                if exc.errno not in _UNSUPPORTED:
-                    raise
-                self._no_at = True
-        fid = s.client.new_fid()
-        try:
-            await s.client.call(Twalk(sfid, fid, (sname,)), Rwalk)
-        except OSError:
-            s.client.release_fid(fid)
-            raise
+        if await self._sent_at(s, Trenameat(sfid, sname, dfid, dname)):
+            return
+        fid = await _walk_new(s, sfid, (sname,))
         try:
             await s.client.rpc(Trename(fid, dfid, dname))
         finally:
             await self._clunk(s, fid)
+
+    async def _sent_at(self, s: Session, msg: Tunlinkat | Trenameat) -> bool:
+        """Send ``msg`` and say True; False, without sending, once the server has shown
+        it lacks the ``*at`` requests (EOPNOTSUPP or ENOSYS, remembered)."""
+        if self._no_at:
+            return False
+        try:
+            await s.client.rpc(msg)
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+            self._no_at = True
+            return False
+        return True
 
     # --- walking ------------------------------------------------------------------------
 
@@ -374,7 +360,6 @@ class SessionKeeper:
 
         return await self._retry(op)
 
-    # --- metadata -----------------------------------------------------------------------
     # --- extended attributes, on a fid ------------------------------------------------
 
     async def xattr_read(self, s: Session, fid: int, name: str) -> bytes:
@@ -399,12 +384,7 @@ class SessionKeeper:
 
 async def xattr_write(s: Session, fid: int, name: str, value: bytes, flags: int) -> None:
     client = s.client
-    xfid = client.new_fid()
-    try:
-        await client.call(Twalk(fid, xfid, ()), Rwalk)
-    except OSError:
-        client.release_fid(xfid)
-        raise
+    xfid = await _walk_new(s, fid, ())
     try:
         await client.rpc(Txattrcreate(xfid, name, len(value), flags))
         done = 0
@@ -418,6 +398,18 @@ async def xattr_write(s: Session, fid: int, name: str, value: bytes, flags: int)
             pass
         raise
     await client.clunk(xfid)  # commits the value: its error is the setxattr's
+
+
+async def _walk_new(s: Session, fid: int, names: tuple[()] | tuple[str]) -> int:
+    """A new fid for ``fid`` itself (no names) or one name in it; the number is given back
+    when the walk fails (a walk of one name either succeeds or fails whole)."""
+    new = s.client.new_fid()
+    try:
+        await s.client.call(Twalk(fid, new, names), Rwalk)
+    except OSError:
+        s.client.release_fid(new)
+        raise
+    return new
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
