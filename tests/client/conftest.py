@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.client.diod import running_diod
 from tests.gateway.conftest import GatewayFactory, anyio_backend, start_gateway, volume
-from tests.processes import free_port
 from vshare.client import AsyncShare, open_share
 
 __all__ = ["anyio_backend", "start_gateway", "volume"]
@@ -39,36 +36,8 @@ def diod_server(tmp_path: Path) -> Iterator[Server]:
         pytest.skip("diod is missing: `make test` installs Debian diod")
     export = tmp_path / "export"
     export.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "diod",
-            "-f",
-            "-n",
-            "-l",
-            f"127.0.0.1:{port}",
-            "-e",
-            str(export),
-            "-c",
-            "/dev/null",
-            "-L",
-            str(tmp_path / "diod.log"),
-        ],
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("diod did not start") from None
-                time.sleep(0.05)
+    with running_diod(export, tmp_path / "diod.log") as port:
         yield Server("diod", f"tcp://127.0.0.1:{port}", str(export), export, n_uname=os.getuid())
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(params=["gateway", "diod"])

@@ -48,24 +48,32 @@ class GatewayProc:
         if self.sock.exists():
             self.sock.unlink()  # left by a SIGKILLed gateway
         self.proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "vshare"),
-                "gateway",
-                "run",
-                "--listen",
-                self.uri,
-                "--backend",
-                f"posix:{self.volume}",
-                "--config",
-                str(self.config),
-            ],
+            self.argv(),
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("ab"),
+            umask=self.process_umask(),
         )
         proc = self.proc
         wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
         if proc.poll() is not None:
             raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
+
+    def argv(self) -> list[str]:
+        return [
+            str(VENV_BIN / "vshare"),
+            "gateway",
+            "run",
+            "--listen",
+            self.uri,
+            "--backend",
+            f"posix:{self.volume}",
+            "--config",
+            str(self.config),
+        ]
+
+    def process_umask(self) -> int:
+        """The gateway process's umask: -1 keeps ours."""
+        return -1
 
     def kill(self) -> None:
         kill(self.proc)
@@ -184,33 +192,17 @@ class TunedGateway(GatewayProc):
     umask: int | None = None
 
     def start(self) -> None:
-        if self.sock.exists():
-            self.sock.unlink()
-        argv = [
-            str(VENV_BIN / "vshare"),
-            "gateway",
-            "run",
-            "--listen",
-            self.uri,
-            "--backend",
-            f"posix:{self.volume}",
-            "--config",
-            str(self.config),
-        ]
-        if self.metrics_port is not None:
-            argv += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-            umask=-1 if self.umask is None else self.umask,
-        )
-        proc = self.proc
-        wait_for(lambda: self.sock.exists() or proc.poll() is not None, 20, "gateway start")
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited: {self.log.read_text()[-2000:]}")
+        super().start()
         if self.metrics_port is not None:
             wait_for(lambda: _port_open(self.metrics_port or 0), 20, "gateway metrics endpoint")
+
+    def argv(self) -> list[str]:
+        if self.metrics_port is None:
+            return super().argv()
+        return [*super().argv(), "--metrics", f"127.0.0.1:{self.metrics_port}"]
+
+    def process_umask(self) -> int:
+        return -1 if self.umask is None else self.umask
 
 
 def _port_open(port: int) -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.client.diod import running_diod
 from tests.metrics import by_label, scrape, value
-from vshare.testing.processes import free_port
 
 from .conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway, force_unmount
 
@@ -491,44 +491,27 @@ def test_fuse_client_on_diod(tmp_path: Path, mount: MountFactory) -> None:
     once failed with EIO there). The same operations work."""
     export = tmp_path / "export"
     export.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "diod",
-            "-f",
-            "-n",
-            "-l",
-            f"127.0.0.1:{port}",
-            "-e",
-            str(export),
-            "-c",
-            "/dev/null",
-            "-L",
-            str(tmp_path / "diod.log"),
-        ],
-    )
-    try:
-        m = mount(f"tcp://127.0.0.1:{port}", str(export), "auto").path
-        for i in range(50):
-            fd = os.open(m / f"f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            os.write(fd, b"data %d" % i)
-            os.fchmod(fd, 0o600)
-            os.close(fd)
-        os.mkdir(m / "d")
-        os.rename(m / "f0", m / "d" / "g")
-        os.link(m / "f1", m / "h")
-        assert os.stat(m / "h").st_nlink == 2
-        assert sorted(os.listdir(m)) == sorted([*(f"f{i}" for i in range(1, 50)), "d", "h"])
-        assert (m / "f7").read_bytes() == b"data 7"
-        assert stat.S_IMODE(os.stat(export / "f7").st_mode) == 0o600
-        for i in range(1, 50):
-            os.unlink(m / f"f{i}")
-        assert sorted(os.listdir(export)) == ["d", "h"]
-    finally:
-        for mnt in tmp_path.glob("mnt*"):
-            force_unmount(mnt)
-        proc.kill()
-        proc.wait()
+    with running_diod(export, tmp_path / "diod.log") as port:
+        try:
+            m = mount(f"tcp://127.0.0.1:{port}", str(export), "auto").path
+            for i in range(50):
+                fd = os.open(m / f"f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, b"data %d" % i)
+                os.fchmod(fd, 0o600)
+                os.close(fd)
+            os.mkdir(m / "d")
+            os.rename(m / "f0", m / "d" / "g")
+            os.link(m / "f1", m / "h")
+            assert os.stat(m / "h").st_nlink == 2
+            assert sorted(os.listdir(m)) == sorted([*(f"f{i}" for i in range(1, 50)), "d", "h"])
+            assert (m / "f7").read_bytes() == b"data 7"
+            assert stat.S_IMODE(os.stat(export / "f7").st_mode) == 0o600
+            for i in range(1, 50):
+                os.unlink(m / f"f{i}")
+            assert sorted(os.listdir(export)) == ["d", "h"]
+        finally:
+            for mnt in tmp_path.glob("mnt*"):
+                force_unmount(mnt)
 
 
 # --- 11. a gateway that refuses requests over its in-flight bound ----------------------
