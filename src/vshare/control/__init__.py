@@ -5,8 +5,10 @@ Independent of HTTP: the REST API (``vshare.api``) turns requests into calls of
 :class:`ControlService` and its exceptions into statuses (the table is in ``_errors.py``).
 
 Layout: ``_caller.py`` (:class:`Caller`: admin or a tenant), ``_errors.py``,
-``_volumes.py`` (volume names → backend URIs, opened lazily), ``_service.py`` (the rules;
-its module note states them).
+``_volumes.py`` (volume names → backend URIs, opened lazily), ``_base.py`` (the tenancy
+checks every resource shares), one module per resource (``_shares.py``, ``_rules.py``,
+``_instances.py``, ``_tokens.py``, ``_gateways.py``, ``_quotas.py``), and ``_service.py``
+(:class:`ControlService`, composing them; its module note states the rules).
 """
 
 from __future__ import annotations
