@@ -72,43 +72,22 @@ def api_run(
     listen: str, store: str, volumes: tuple[str, ...], max_share_gib: int, verbose: int
 ) -> None:
     """Serve the REST API until SIGTERM (OpenAPI document at /openapi.json)."""
-    from vshare.api import bind, parse_listen, serve
-    from vshare.control import ControlService, Volumes, parse_volume
-    from vshare.store import StoreError, open_store
+    from vshare.api import parse_listen
+    from vshare.node.api import run_api, volume_table
+    from vshare.node.errors import NodeError
 
     try:
         host, port = parse_listen(listen)
-        table_: dict[str, str] = {}
-        for text in volumes:
-            name, uri = parse_volume(text)
-            if name in table_:
-                raise ValueError(f"--volume {name} is given twice")
-            table_[name] = uri
-        vols = Volumes(table_ or None)
-        vols.check_local()  # before the store: a refused start leaves no database behind
+        vols = volume_table(volumes)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     setup_logging(verbose)
     try:
-        state = open_store(store)
+        run_api(store, vols, host, port, max_share_gib=max_share_gib)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    except StoreError as exc:
+    except NodeError as exc:
         fail(str(exc))
-    service = ControlService(state, vols, max_share_gib=max_share_gib)
-    try:
-        sock = bind(host, port)
-        try:
-            serve(service, sock)
-        finally:
-            sock.close()
-    except OSError as exc:
-        fail(exc.strerror or str(exc))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        service.close()
-        state.close()
 
 
 @api.group("token")

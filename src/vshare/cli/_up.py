@@ -13,7 +13,7 @@ import click
 from vshare.cli import _logging
 from vshare.cli._fail import EXIT_REFUSED, fail
 from vshare.node.allinone import DEMO, AllInOne
-from vshare.node.gateway import NodeError
+from vshare.node.errors import NodeError
 
 
 @click.command()

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Final
 
 from vshare.gateway import GatewayConfig
-from vshare.node.gateway import NodeError, serve_gateway
+from vshare.node.errors import NodeError
+from vshare.node.gateway import serve_gateway
 
 log = logging.getLogger("vshare.up")
 DEMO: Final = "demo"

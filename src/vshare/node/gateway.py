@@ -19,14 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from vshare.backend import open_backend
 from vshare.gateway import Gateway, GatewayConfig, StoreFollower
+from vshare.node.errors import NodeError
 from vshare.store import StoreError, open_store
 from vshare.transport import run_async
 
 log = logging.getLogger("vshare.gateway")
-
-
-class NodeError(Exception):
-    """A node could not start or stopped failing; the message is one line for the operator."""
 
 
 def serve_gateway(config: GatewayConfig, before_shutdown: Callable[[], None] | None = None) -> None:
