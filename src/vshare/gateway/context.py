@@ -105,13 +105,15 @@ class Budget:
             in_use = self.by_identity.get(account.identity, 0)
         else:
             in_use = self.used
+        limit = self.limits[scope]
+        fields: dict[str, object] = {"event": "budget-refused", "budget": self.name, "scope": scope}
+        fields.update(session=account.session, identity=account.identity, peer=account.who)
+        fields.update(in_use=in_use, limit=limit)
         log.warning(
             "budget %s: refused %d more to session %d of %s: %d in use, the %s limit is %d",
-            self.name, n, account.session, account.who, in_use, scope, self.limits[scope],
-            extra={"fields": {"event": "budget-refused", "budget": self.name, "scope": scope,
-                              "session": account.session, "identity": account.identity,
-                              "peer": account.who, "in_use": in_use,
-                              "limit": self.limits[scope]}})  # fmt: skip
+            *(self.name, n, account.session, account.who, in_use, scope, limit),
+            extra={"fields": fields},
+        )
 
     def _moved(self, identity: str, n: int) -> None:
         self.used += n
@@ -242,14 +244,14 @@ class Budgets:
         #: Connections being served; over it: the connection is closed at once.
         self.sessions = Budget("sessions", 1, limits.sessions_per_identity, limits.sessions)
         #: Bytes of frames received in part; over it: the session is not read until it fits.
-        self.partial = Budget("partial_frame_bytes", UNLIMITED, limits.partial_bytes_per_identity,
-                              UNLIMITED)  # fmt: skip
+        self.partial = Budget(
+            "partial_frame_bytes", UNLIMITED, limits.partial_bytes_per_identity, UNLIMITED
+        )
         #: Bytes of replies being made or waiting to be sent; over it: likewise.
-        self.replies = Budget("reply_bytes", limits.reply_bytes_per_session,
-                              limits.reply_bytes_per_identity, UNLIMITED)  # fmt: skip
+        per_session, per_identity = limits.reply_bytes_per_session, limits.reply_bytes_per_identity
+        self.replies = Budget("reply_bytes", per_session, per_identity, UNLIMITED)
         #: Byte-range locks held; over it: ENOLCK.
-        self.locks = Budget("locks", limits.locks_per_session, limits.locks_per_identity,
-                            UNLIMITED)  # fmt: skip
+        self.locks = Budget("locks", limits.locks_per_session, limits.locks_per_identity, UNLIMITED)
 
     def __iter__(self) -> Iterator[Budget]:
         return iter((self.fids, self.sessions, self.partial, self.replies, self.locks))

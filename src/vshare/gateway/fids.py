@@ -181,15 +181,15 @@ class Fid:
             if here is not None:
                 here.refs += 1
                 return here, 0
-        made = Link(backend.clone(self.node), self.name, hold(self.up))
+        new_link = Link(backend.clone(self.node), self.name, hold(self.up))
         with _refs:
             here = self.here
             if here is None:  # another walk from this fid may have made it meanwhile
-                self.here = made
-                made.refs += 1
-                return made, 1
+                self.here = new_link
+                new_link.refs += 1
+                return new_link, 1
             here.refs += 1
-        release(made)
+        release(new_link)
         return here, 0
 
 
@@ -211,7 +211,7 @@ def walk(
     (for the budget). The first name failing raises its error."""
     node, up, name = fid.node, fid.up, fid.name
     at_fid = True  # node/up are the fid's (borrowed); else this walk owns them
-    made = freed = 0
+    links_made = freed = 0
     qids: list[Qid] = []
 
     def drop() -> None:
@@ -237,17 +237,17 @@ def walk(
                     if i == 0:
                         raise
                     drop()
-                    return qids, None, made, freed
+                    return qids, None, links_made, freed
                 try:
                     if at_fid:
                         link, n = fid.link_here(backend)
-                        made += n
+                        links_made += n
                     elif up is None:  # this walk's clone of the root: the root's link
                         link = fid.att.link
                         node.close()
                     else:  # the node looked up on the way becomes its link's
                         link = Link(node, name, up)
-                        made += 1
+                        links_made += 1
                 except BaseException:
                     child.close()
                     raise
@@ -259,4 +259,4 @@ def walk(
     except BaseException:
         drop()
         raise
-    return qids, Walked(node, up, name), made, freed
+    return qids, Walked(node, up, name), links_made, freed

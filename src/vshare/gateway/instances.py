@@ -177,5 +177,6 @@ class InstanceTable:
             try:
                 observer(change)
             except Exception:
-                log.exception("instances: an observer failed on %s %s", change.action,
-                              change.instance)  # fmt: skip
+                log.exception(
+                    "instances: an observer failed on %s %s", change.action, change.instance
+                )

@@ -240,8 +240,8 @@ class LockTable:
             old = list(zip(ranges.starts[lo:hi], ranges.ends[lo:hi], strict=True))
             new: list[tuple[int, int]] = []
             if lock_type == (LOCK_TYPE_WRLCK if write else LOCK_TYPE_RDLCK):
-                new.append((min(start, old[0][0]) if old else start,
-                            max(end, old[-1][1]) if old else end))  # fmt: skip
+                merged = (min(start, old[0][0]), max(end, old[-1][1])) if old else (start, end)
+                new.append(merged)
             else:
                 for a, b in old:
                     if a < start:
@@ -304,6 +304,8 @@ class LockTable:
         out = []
         for owner, own in f.owners.items():
             for kind, ranges in ((LOCK_TYPE_RDLCK, own.reads), (LOCK_TYPE_WRLCK, own.writes)):
-                out += [HeldLock(owner, kind, a, b)
-                        for a, b in zip(ranges.starts, ranges.ends, strict=True)]  # fmt: skip
+                out += [
+                    HeldLock(owner, kind, a, b)
+                    for a, b in zip(ranges.starts, ranges.ends, strict=True)
+                ]
         return sorted(out, key=lambda h: (h.start, h.end))

@@ -230,17 +230,16 @@ class Metrics:
         self.timeouts = Counter(
             "vshare_session_timeouts",
             "Sessions closed for want of progress, by kind (handshake, idle, frame)",
-            ["kind"], registry=r,
-        )  # fmt: skip
+            ["kind"],
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "vshare_protocol_errors", "Sessions closed for malformed input", registry=r
         )
         self.internal_errors = Counter(
             "vshare_internal_errors", "Requests that failed on an unexpected exception", registry=r
         )
-        self.attaches = Counter(
-            "vshare_attach", "Attach decisions", ["decision"], registry=r
-        )  # fmt: skip
+        self.attaches = Counter("vshare_attach", "Attach decisions", ["decision"], registry=r)
 
     def watch_backend(self, backend: Backend) -> None:
         """Export what ``backend`` counts itself (calls to the storage, its cache). Once."""

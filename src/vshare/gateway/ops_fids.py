@@ -235,29 +235,29 @@ class FidOps(OperationsBase):
     async def setattr(self, msg: Tsetattr) -> Message:
         fid = self._fid(msg.fid)
         self._writable(fid)
-        v = msg.valid
+        valid = msg.valid
         changes: dict[str, int] = {}
-        if v & SETATTR_MODE:
+        if valid & SETATTR_MODE:
             changes["mode"] = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
         if not self.squash:  # in squash mode ownership changes are accepted and ignored
-            if v & SETATTR_UID:
+            if valid & SETATTR_UID:
                 changes["uid"] = msg.uid
-            if v & SETATTR_GID:
+            if valid & SETATTR_GID:
                 changes["gid"] = msg.gid
-        if v & SETATTR_SIZE:
+        if valid & SETATTR_SIZE:
             if msg.size > MAX_OFFSET:
                 raise os_error(errno.EFBIG)
             changes["size"] = msg.size
-        if v & SETATTR_ATIME:
+        if valid & SETATTR_ATIME:
             changes["atime_ns"] = (
                 msg.atime_sec * 1_000_000_000 + msg.atime_nsec
-                if v & SETATTR_ATIME_SET
+                if valid & SETATTR_ATIME_SET
                 else TIME_NOW
             )
-        if v & SETATTR_MTIME:
+        if valid & SETATTR_MTIME:
             changes["mtime_ns"] = (
                 msg.mtime_sec * 1_000_000_000 + msg.mtime_nsec
-                if v & SETATTR_MTIME_SET
+                if valid & SETATTR_MTIME_SET
                 else TIME_NOW
             )
         if changes:
@@ -274,14 +274,14 @@ class FidOps(OperationsBase):
 
     async def statfs(self, msg: Tstatfs) -> Message:
         fid = self._fid(msg.fid)
-        s = await self._run(fid.att, self.backend.statfs, fid.node)
+        fs = await self._run(fid.att, self.backend.statfs, fid.node)
         limit = fid.att.share.size_bytes
         if limit is None:
-            blocks, bfree, bavail = s.blocks, s.bfree, s.bavail
+            blocks, bfree, bavail = fs.blocks, fs.bfree, fs.bavail
         else:  # the guest's df shows the share: its size, and what is left of it
-            blocks = limit // s.bsize
-            free = max(0, blocks - -(-fid.att.usage.used // s.bsize))
-            bfree = bavail = min(free, s.bavail)  # never more than the volume has
+            blocks = limit // fs.bsize
+            free = max(0, blocks - -(-fid.att.usage.used // fs.bsize))
+            bfree = bavail = min(free, fs.bavail)  # never more than the volume has
         return Rstatfs(
-            s.fs_type, s.bsize, blocks, bfree, bavail, s.files, s.ffree, s.fsid, s.namelen
+            fs.fs_type, fs.bsize, blocks, bfree, bavail, fs.files, fs.ffree, fs.fsid, fs.namelen
         )

@@ -152,10 +152,12 @@ class Session:
         reason = self.ops.reevaluate()
         if reason is not None:
             self.revoked = reason
-            audit_log.info("revoke: session %d of %s: %s", self.id, self.conn.identity, reason,
-                           extra={"fields": {"event": "revoke", "session": self.id,
-                                             "identity": str(self.conn.identity),
-                                             "reason": reason}})  # fmt: skip
+            identity = self.conn.identity
+            fields = {"event": "revoke", "session": self.id, "identity": str(identity)}
+            fields["reason"] = reason
+            audit_log.info(
+                "revoke: session %d of %s: %s", self.id, identity, reason, extra={"fields": fields}
+            )
 
     @property
     def inflight(self) -> int:
@@ -166,9 +168,9 @@ class Session:
         CALLER.set(self.key)  # its tasks' backend calls are this identity's (workers.py)
         metrics = self.ctx.metrics
         metrics.sessions.inc()
-        log.info("session %d: open from %s", self.id, self.conn.identity,
-                 extra={"fields": {"event": "session-open", "session": self.id,
-                                   "identity": str(self.conn.identity)}})  # fmt: skip
+        identity = self.conn.identity
+        fields = {"event": "session-open", "session": self.id, "identity": str(identity)}
+        log.info("session %d: open from %s", self.id, identity, extra={"fields": fields})
         reason = "closed by peer"
         handshake = self._handshake
         handshake.deadline = anyio.current_time() + self.ctx.config.handshake_timeout
@@ -178,8 +180,8 @@ class Session:
                     with handshake:
                         reason = await self._read_loop(tg)
                     if handshake.cancelled_caught:
-                        reason = (f"no Tversion and Tattach within"
-                                  f" {self.ctx.config.handshake_timeout:g} s")  # fmt: skip
+                        limit = self.ctx.config.handshake_timeout
+                        reason = f"no Tversion and Tattach within {limit:g} s"
                         metrics.timeouts.labels(kind="handshake").inc()
                 finally:
                     self._ending = True
@@ -196,11 +198,13 @@ class Session:
             self._partial.close()
             self._replies.close()
             metrics.sessions.dec()
-            log.info("session %d: %s after %d requests in %d reads", self.id, reason,
-                     self.requests, self.reads,
-                     extra={"fields": {"event": "session-close", "session": self.id,
-                                       "reason": reason, "requests": self.requests,
-                                       "reads": self.reads}})  # fmt: skip
+            requests, reads = self.requests, self.reads
+            closed: dict[str, object] = {"event": "session-close", "session": self.id}
+            closed.update(reason=reason, requests=requests, reads=reads)
+            said = (self.id, reason, requests, reads)
+            log.info(
+                "session %d: %s after %d requests in %d reads", *said, extra={"fields": closed}
+            )
 
     async def _read_loop(self, tg: anyio.abc.TaskGroup) -> str:
         config = self.ctx.config
@@ -237,8 +241,9 @@ class Session:
                 if timer.cancelled_caught:
                     kind = "frame" if partial.used else "idle"
                     self.ctx.metrics.timeouts.labels(kind=kind).inc()
-                    return (f"a frame incomplete for {idle:g} s" if partial.used
-                            else f"idle for {idle:g} s")  # fmt: skip
+                    if partial.used:
+                        return f"a frame incomplete for {idle:g} s"
+                    return f"idle for {idle:g} s"
             if not data:
                 return "closed by peer"
             self.reads += 1
@@ -279,8 +284,9 @@ class Session:
                         self._serve_in_order(tg, tag, msg, cost)
             except RemoteProtocolError as exc:
                 self.ctx.metrics.protocol_errors.inc()
-                log.warning("session %d: protocol error from %s: %s", self.id,
-                            self.conn.identity, exc)  # fmt: skip
+                log.warning(
+                    "session %d: protocol error from %s: %s", self.id, self.conn.identity, exc
+                )
                 await self._send_batch(batch)
                 return "closed: protocol error"
             # What is left is (the start of) one frame, bytes received: charged as they are.
