@@ -7,7 +7,7 @@ statuses and the JSON error body.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -44,6 +44,17 @@ from vshare.api._models import (
 )
 from vshare.control import Caller, ControlService
 from vshare.store import InstanceRecord, ShareRecord
+
+#: What a delete that answers nothing declares (204, no body).
+_NO_CONTENT: Final[dict[str, Any]] = {
+    "status_code": status.HTTP_204_NO_CONTENT,
+    "response_class": Response,
+}
+
+
+def _no_content() -> Response:
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
 
 TenantQuery = Annotated[str | None, Query(description="Only this tenant's (admin).")]
 
@@ -104,13 +115,7 @@ def update_share(service: ServiceDep, caller: CallerDep, share: str, body: Share
     return _share(service, service.set_share_cache(caller, share, body.cache))
 
 
-@router.delete(
-    "/shares/{share}",
-    operation_id="delete_share",
-    tags=["shares"],
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-)
+@router.delete("/shares/{share}", operation_id="delete_share", tags=["shares"], **_NO_CONTENT)
 def delete_share(
     service: ServiceDep,
     caller: CallerDep,
@@ -119,7 +124,7 @@ def delete_share(
 ) -> Response:
     """Delete a share, its rules and its directory; 409 if not empty, unless force."""
     service.delete_share(caller, share, force=force)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return _no_content()
 
 
 @router.post("/shares/{share}/extend", operation_id="extend_share", tags=["shares"])
@@ -213,16 +218,12 @@ def replace_instance(
 
 
 @router.delete(
-    "/instances/{uuid}",
-    operation_id="remove_instance",
-    tags=["instances"],
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
+    "/instances/{uuid}", operation_id="remove_instance", tags=["instances"], **_NO_CONTENT
 )
 def remove_instance(service: ServiceDep, caller: CallerDep, uuid: str) -> Response:
     """Forget an instance (admin). Rules naming it stay."""
     service.remove_instance(caller, uuid)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return _no_content()
 
 
 def _register(
@@ -307,14 +308,8 @@ def create_token(service: ServiceDep, caller: CallerDep, body: TokenCreate) -> T
     return TokenCreated(**token_out(record).model_dump(), secret=secret)
 
 
-@router.delete(
-    "/tokens/{name}",
-    operation_id="revoke_token",
-    tags=["tokens"],
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-)
+@router.delete("/tokens/{name}", operation_id="revoke_token", tags=["tokens"], **_NO_CONTENT)
 def revoke_token(service: ServiceDep, caller: CallerDep, name: str) -> Response:
     """Revoke a token (admin); not the one this request uses (409)."""
     service.revoke_token(caller, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return _no_content()

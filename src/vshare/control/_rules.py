@@ -3,6 +3,7 @@ if never applied, else ``queued_to_deny``), level changes, listings."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import Final, TypeVar
@@ -203,16 +204,8 @@ class RuleOps(ServiceBase):
 
     @staticmethod
     def _deleted(rule: RuleRecord) -> RuleRecord:
-        return RuleRecord(
-            id=rule.id,
-            share_id=rule.share_id,
-            access_type=rule.access_type,
-            access_to=rule.access_to,
-            level=rule.level,
-            state=RuleState.DELETED,
-            created_at=rule.created_at,
-            revision=rule.revision,
-        )
+        """The rule as a deny that removed its record answers it: state deleted."""
+        return dataclasses.replace(rule, state=RuleState.DELETED, cross_tenant=False)
 
     @staticmethod
     def _log_deny(share: ShareRecord, rule: RuleRecord, caller: Caller) -> None:

@@ -3,10 +3,12 @@ and a revisioned change feed that gateways follow (see docs/architecture.md, "Th
 
 Layout: ``_records.py`` (the frozen, validated records and enums), ``_codec.py`` (records ↔
 JSON, shared by every implementation), ``_errors.py``, ``_quota.py`` (per-tenant quotas:
-the limits and the check both stores make), ``_base.py`` (the :class:`Store`
-interface and its contracts), ``sqlite.py`` (the embedded default), ``etcd.py`` (a fleet's
-store, over ``_etcd_client.py``). The conformance suite every implementation runs is
-``vshare.testing.store_conformance``.
+the limits and the check), ``_base.py`` (the :class:`Store` interface and its contracts),
+``_ledger.py`` (the integrity rules and every record-level method, written once over a
+small transaction view each engine implements), ``sqlite.py`` (the embedded default, its
+schema in ``_sqlite_schema.py``), ``etcd.py`` (a fleet's store: its keys and views in
+``_etcd_view.py``, over ``_etcd_client.py``). The engines only store. The conformance
+suite every implementation runs is ``vshare.testing.store_conformance``.
 """
 
 from __future__ import annotations
