@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from vshare import __version__
 from vshare.gateway.instances import InstanceTable
-from vshare.gateway.share import Share
+from vshare.gateway.share import ConfigError, Share
 from vshare.store import (
     Compacted,
     Conflict,
@@ -83,16 +83,22 @@ SERVED: Final = frozenset({ShareStatus.AVAILABLE, ShareStatus.EXTENDING, ShareSt
 def shares_of(snapshot: Snapshot, backend: str) -> list[Share]:
     """The gateway's view of the shares on ``backend`` (the URI it serves), with the
     rules that grant access now. An instance rule carries its share's tenant (unless an
-    admin made it across tenants): it grants only while the instance is in that tenant."""
+    admin made it across tenants): it grants only while the instance is in that tenant.
+    A record the gateway cannot serve (a name outside ``vshare.terms.SHARE_NAME``, written
+    to the store by hand) is left out, with a warning, rather than failing the whole view."""
     rules: dict[str, list[RuleRecord]] = {}
     for rule in snapshot.rules:
         if rule.state in GRANTING:
             rules.setdefault(rule.share_id, []).append(rule)
-    return [
-        _share(record, rules.get(record.id, ()))
-        for record in snapshot.shares
-        if record.status in SERVED and record.backend == backend
-    ]
+    shares = []
+    for record in snapshot.shares:
+        if record.status not in SERVED or record.backend != backend:
+            continue
+        try:
+            shares.append(_share(record, rules.get(record.id, ())))
+        except ConfigError as exc:  # a record the control plane would not have made
+            log.warning("gateway: share %s not served: %s", record.id, exc)
+    return shares
 
 
 def _share(record: ShareRecord, rules: Iterable[RuleRecord]) -> Share:
