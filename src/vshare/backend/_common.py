@@ -9,17 +9,15 @@ call is made, and a string no byte string encodes (a lone surrogate) is EINVAL.
 
 from __future__ import annotations
 
+import abc
 import errno
 import functools
 import os
 import stat
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, ParamSpec, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Final, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from vshare.backend.base import Node, OpenFile, check_name
-
-if TYPE_CHECKING:
-    from vshare.backend.base import Backend
+from vshare.backend.base import Backend, DirEntry, Node, OpenFile, check_name
 
 __all__ = [
     "I64_MAX",
@@ -27,8 +25,10 @@ __all__ = [
     "NAME_MAX",
     "NS",
     "U64",
+    "AttrChange",
     "BackendFile",
     "BackendNode",
+    "CheckedBackend",
     "check_link_target",
     "check_offset",
     "check_open",
@@ -204,11 +204,13 @@ class BackendNode(Node):
 
 
 class BackendFile(OpenFile):
-    """An open file that belongs to one backend (``_owner``)."""
+    """An open file that belongs to one backend (``_owner``): a regular file or, if
+    ``_is_dir``, a directory."""
 
-    __slots__ = ("_owner",)
+    __slots__ = ("_is_dir", "_owner")
 
     _owner: Backend
+    _is_dir: bool
 
 
 _Handle = TypeVar("_Handle", bound=BackendNode | BackendFile)
@@ -220,3 +222,150 @@ def owned(backend: Backend, handle: object, kind: type[_Handle]) -> _Handle:
     if not isinstance(handle, kind) or handle._owner is not backend:
         raise TypeError(f"{handle!r} is not a handle of {backend!r}")
     return handle
+
+
+class AttrChange(NamedTuple):
+    """What a :meth:`~vshare.backend.base.Backend.setattr` changes: what is not None."""
+
+    mode: int | None
+    uid: int | None
+    gid: int | None
+    size: int | None
+    atime_ns: int | None
+    mtime_ns: int | None
+
+
+_N = TypeVar("_N", bound=BackendNode)
+_F = TypeVar("_F", bound=BackendFile)
+
+
+class CheckedBackend(Backend, Generic[_N, _F]):
+    """The operations whose checks both backends share: each resolves its handles to the
+    backend's own types (TypeError for another backend's), checks its names and numbers
+    (the errnos of posix.py's table), then calls the ``_``-prefixed hook of the same name,
+    which does the work. ValueError/OverflowError/UnicodeError in a hook is EINVAL too."""
+
+    @abc.abstractmethod
+    def _node(self, node: Node) -> _N:
+        """``node``, if it is one of this backend's (TypeError otherwise)."""
+
+    @abc.abstractmethod
+    def _file(self, file: OpenFile) -> _F:
+        """``file``, if it is one of this backend's (TypeError otherwise)."""
+
+    def _parent(self, node: Node) -> _N:
+        """The directory of a name operation (a backend may refuse a non-directory here)."""
+        return self._node(node)
+
+    @einval_on_value_error
+    def lookup(self, parent: Node, name: str) -> Node:
+        return self._lookup(self._parent(parent), name_bytes(name))
+
+    @einval_on_value_error
+    def setattr(
+        self,
+        node: Node,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
+        n = self._node(node)
+        check_setattr(n.file_type, mode, size)
+        self._setattr(n, AttrChange(mode, uid, gid, size, atime_ns, mtime_ns))
+
+    @einval_on_value_error
+    def open(self, node: Node, flags: int) -> OpenFile:
+        n = self._node(node)
+        is_dir, accmode = check_open(n.file_type, flags)
+        return self._open(n, flags, is_dir=is_dir, accmode=accmode)
+
+    @einval_on_value_error
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+        f = self._file(file)
+        if not f._is_dir:
+            raise err(errno.ENOTDIR)
+        return self._readdir(f, readdir_position(cookie, max_entries), max_entries)
+
+    @einval_on_value_error
+    def mkdir(self, parent: Node, name: str, mode: int) -> Node:
+        return self._mkdir(self._parent(parent), name_bytes(name), mode & 0o7777)
+
+    @einval_on_value_error
+    def symlink(self, parent: Node, name: str, target: str) -> Node:
+        p = self._parent(parent)
+        raw = name_bytes(name)
+        raw_target = target.encode("utf-8", "surrogateescape")
+        if not raw_target:
+            raise err(errno.ENOENT)  # as symlink(2)
+        return self._symlink(p, raw, raw_target)
+
+    @einval_on_value_error
+    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
+        p = self._parent(parent)
+        raw = name_bytes(name)
+        return self._mknod(p, raw, mknod_kind(mode) | (mode & 0o7777))
+
+    def readlink(self, node: Node) -> str:
+        n = self._node(node)
+        check_readlink(n.file_type)
+        return self._readlink(n)
+
+    @einval_on_value_error
+    def link(self, parent: Node, name: str, target: Node) -> None:
+        p = self._parent(parent)
+        t = self._node(target)
+        raw = name_bytes(name)
+        check_link_target(t.file_type)
+        self._link(p, raw, t)
+
+    @einval_on_value_error
+    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
+        old_dir = self._parent(old_parent)
+        new_dir = self._parent(new_parent)
+        self._rename(old_dir, name_bytes(old_name), new_dir, name_bytes(new_name))
+
+    @einval_on_value_error
+    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
+        self._unlink(self._parent(parent), name_bytes(name), rmdir=rmdir)
+
+    # -- the hooks: arguments checked, handles this backend's ------------------------------------
+
+    @abc.abstractmethod
+    def _lookup(self, parent: _N, raw: bytes) -> _N: ...
+
+    @abc.abstractmethod
+    def _setattr(self, n: _N, change: AttrChange) -> None:
+        """Apply owner, then mode, then size, then times (not atomic: module notes)."""
+
+    @abc.abstractmethod
+    def _open(self, n: _N, flags: int, *, is_dir: bool, accmode: int) -> OpenFile: ...
+
+    @abc.abstractmethod
+    def _readdir(self, f: _F, position: int, max_entries: int) -> Sequence[DirEntry]:
+        """Entries after the signed directory offset ``position``."""
+
+    @abc.abstractmethod
+    def _mkdir(self, parent: _N, raw: bytes, perms: int) -> _N: ...
+
+    @abc.abstractmethod
+    def _symlink(self, parent: _N, raw: bytes, target: bytes) -> _N: ...
+
+    @abc.abstractmethod
+    def _mknod(self, parent: _N, raw: bytes, mode: int) -> _N:
+        """``mode``: a FIFO's or a socket's type and permission bits."""
+
+    @abc.abstractmethod
+    def _readlink(self, n: _N) -> str: ...
+
+    @abc.abstractmethod
+    def _link(self, parent: _N, raw: bytes, target: _N) -> None: ...
+
+    @abc.abstractmethod
+    def _rename(self, old_dir: _N, old_raw: bytes, new_dir: _N, new_raw: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _unlink(self, parent: _N, raw: bytes, *, rmdir: bool) -> None: ...

@@ -216,7 +216,7 @@ class PosixNode(BackendNode):
 class PosixOpenFile(BackendFile):
     """A real fd (not ``O_PATH``) on a regular file or a directory."""
 
-    __slots__ = ("_append", "_dev", "_dir_lock", "_is_dir", "_ref")
+    __slots__ = ("_append", "_dev", "_dir_lock", "_ref")
 
     _owner: PosixBackend
 

@@ -148,24 +148,20 @@ from vshare.backend._common import (
     IO_FLAGS_KEPT,
     NS,
     U64,
-    check_link_target,
+    AttrChange,
+    CheckedBackend,
     check_offset,
-    check_open,
-    check_readlink,
-    check_setattr,
     check_xattr_flags,
     decode,
     einval_on_value_error,
     err,
-    mknod_kind,
     name_bytes,
     owned,
     owner_id,
-    readdir_position,
 )
 from vshare.backend._handle import UseCounted
 from vshare.backend._posix_handles import InodeMap, PosixNode, PosixOpenFile, QidMap
-from vshare.backend.base import TIME_NOW, Attr, Backend, CacheMode, DirEntry, Node, OpenFile, StatFs
+from vshare.backend.base import TIME_NOW, Attr, CacheMode, DirEntry, Node, OpenFile, StatFs
 
 __all__ = ["PosixBackend", "PosixNode", "PosixOpenFile"]
 
@@ -197,7 +193,7 @@ _LOCAL_FILESYSTEMS: Final = frozenset({
 })  # fmt: skip
 
 
-class PosixBackend(Backend):
+class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
     """A volume that is a directory on this host (local disk, CephFS/NFS/GlusterFS mounts).
 
     Args:
@@ -291,9 +287,9 @@ class PosixBackend(Backend):
         last (once no call uses it any more)."""
         self._inodes.release(node)
 
-    def _child(self, parent: PosixNode, name: bytes, extra: int = 0) -> PosixNode:
+    def _lookup(self, parent: PosixNode, raw: bytes, extra: int = 0) -> PosixNode:
         with parent._ref as pfd:
-            fd = self._open_beneath(pfd, name, extra)
+            fd = self._open_beneath(pfd, raw, extra)
         return self._adopt(fd)
 
     # -- nodes ---------------------------------------------------------------------------------
@@ -318,10 +314,6 @@ class PosixBackend(Backend):
     def clone(self, node: Node) -> Node:
         return PosixNode(self, self._inodes.share(self._node(node)))
 
-    @einval_on_value_error
-    def lookup(self, parent: Node, name: str) -> Node:
-        return self._child(self._node(parent), name_bytes(name))
-
     def getattr(self, node: Node) -> Attr:
         n = self._node(node)
         with n._ref as fd:
@@ -342,21 +334,9 @@ class PosixBackend(Backend):
             btime_ns=st.btime_ns,
         )
 
-    @einval_on_value_error
-    def setattr(
-        self,
-        node: Node,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        atime_ns: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> None:
-        n = self._node(node)
+    def _setattr(self, n: PosixNode, change: AttrChange) -> None:
+        mode, uid, gid, size, atime_ns, mtime_ns = change
         ftype = n.file_type
-        check_setattr(ftype, mode, size)
         atime = self._utime(atime_ns)
         mtime = self._utime(mtime_ns)
         with n._ref as fd:
@@ -382,10 +362,7 @@ class PosixBackend(Backend):
 
     # -- I/O -----------------------------------------------------------------------------------
 
-    @einval_on_value_error
-    def open(self, node: Node, flags: int) -> OpenFile:
-        n = self._node(node)
-        is_dir, _ = check_open(n.file_type, flags)
+    def _open(self, n: PosixNode, flags: int, *, is_dir: bool, accmode: int) -> OpenFile:
         oflags = _io_flags(flags) | (os.O_DIRECTORY if is_dir else 0)
         with n._ref as fd:
             iofd = os.open(_proc(fd), oflags)
@@ -448,12 +425,8 @@ class PosixBackend(Backend):
                 return os.write(fd, data)
             return os.pwrite(fd, data, offset)
 
-    @einval_on_value_error
-    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
-        f = self._file(file)
-        if not f._is_dir:
-            raise err(errno.ENOTDIR)
-        position = readdir_position(cookie, max_entries)  # the kernel's d_off
+    def _readdir(self, f: PosixOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
+        # ``position`` is the kernel's d_off
         qids = self._qids
         dev = f._dev
         out: list[DirEntry] = []
@@ -478,73 +451,46 @@ class PosixBackend(Backend):
     def fsync(self, file: OpenFile, *, datasync: bool) -> None:
         f = self._file(file)
         with f._ref as fd:
-            if datasync:
-                os.fdatasync(fd)
-            else:
-                os.fsync(fd)
+            (os.fdatasync if datasync else os.fsync)(fd)
 
     # -- names ---------------------------------------------------------------------------------
 
-    @einval_on_value_error
-    def mkdir(self, parent: Node, name: str, mode: int) -> Node:
-        p = self._node(parent)
-        raw = name_bytes(name)
-        with p._ref as pfd:
-            os.mkdir(raw, mode & 0o7777, dir_fd=pfd)
+    def _mkdir(self, parent: PosixNode, raw: bytes, perms: int) -> PosixNode:
+        with parent._ref as pfd:
+            os.mkdir(raw, perms, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw, os.O_DIRECTORY)
-        return self._adopt(fd, stat.S_IFDIR | (mode & 0o7777))
+        return self._adopt(fd, stat.S_IFDIR | perms)
 
-    @einval_on_value_error
-    def symlink(self, parent: Node, name: str, target: str) -> Node:
-        p = self._node(parent)
-        raw = name_bytes(name)
-        raw_target = target.encode("utf-8", "surrogateescape")
-        with p._ref as pfd:
-            os.symlink(raw_target, raw, dir_fd=pfd)
+    def _symlink(self, parent: PosixNode, raw: bytes, target: bytes) -> PosixNode:
+        with parent._ref as pfd:
+            os.symlink(target, raw, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw)
         return self._adopt(fd)
 
-    @einval_on_value_error
-    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
-        p = self._node(parent)
-        raw = name_bytes(name)
-        kind = mknod_kind(mode)
-        with p._ref as pfd:
-            os.mknod(raw, kind | (mode & 0o7777), 0, dir_fd=pfd)
+    def _mknod(self, parent: PosixNode, raw: bytes, mode: int) -> PosixNode:
+        with parent._ref as pfd:
+            os.mknod(raw, mode, 0, dir_fd=pfd)
             fd = self._open_beneath(pfd, raw)
-        return self._adopt(fd, kind | (mode & 0o7777))
+        return self._adopt(fd, mode)
 
-    def readlink(self, node: Node) -> str:
-        n = self._node(node)
-        check_readlink(n.file_type)
+    def _readlink(self, n: PosixNode) -> str:
         with n._ref as fd:
             return decode(os.readlink(b"", dir_fd=fd))
 
-    @einval_on_value_error
-    def link(self, parent: Node, name: str, target: Node) -> None:
-        p = self._node(parent)
-        t = self._node(target)
-        raw = name_bytes(name)
-        check_link_target(t.file_type)
-        with p._ref as pfd, t._ref as tfd:
+    def _link(self, parent: PosixNode, raw: bytes, target: PosixNode) -> None:
+        with parent._ref as pfd, target._ref as tfd:
             # linkat(AT_FDCWD, "/proc/self/fd/N", pfd, name, AT_SYMLINK_FOLLOW): the magic
             # link resolves to the object itself (a symlink node links the symlink).
             os.link(_proc(tfd), raw, dst_dir_fd=pfd, follow_symlinks=True)
 
-    @einval_on_value_error
-    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
-        op = self._node(old_parent)
-        new_dir = self._node(new_parent)
-        old_raw = name_bytes(old_name)
-        new_raw = name_bytes(new_name)
-        with op._ref as ofd, new_dir._ref as nfd:
+    def _rename(
+        self, old_dir: PosixNode, old_raw: bytes, new_dir: PosixNode, new_raw: bytes
+    ) -> None:
+        with old_dir._ref as ofd, new_dir._ref as nfd:
             os.rename(old_raw, new_raw, src_dir_fd=ofd, dst_dir_fd=nfd)
 
-    @einval_on_value_error
-    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
-        p = self._node(parent)
-        raw = name_bytes(name)
-        with p._ref as pfd:
+    def _unlink(self, parent: PosixNode, raw: bytes, *, rmdir: bool) -> None:
+        with parent._ref as pfd:
             if rmdir:
                 os.rmdir(raw, dir_fd=pfd)
             else:

@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from vshare.backend import _gfapi
@@ -15,19 +15,14 @@ from vshare.backend._common import (
     I64_MAX,
     IO_FLAGS_KEPT,
     U64,
-    check_link_target,
+    AttrChange,
     check_offset,
-    check_open,
-    check_readlink,
-    check_setattr,
     check_xattr_flags,
     decode,
     einval_on_value_error,
     err,
-    mknod_kind,
     name_bytes,
     owner_id,
-    readdir_position,
 )
 from vshare.backend.base import Attr, DirEntry, Node, OpenFile, StatFs
 from vshare.backend.gluster import _volumes
@@ -39,7 +34,7 @@ from vshare.backend.gluster._fields import (
     xattr_allowed,
     xattr_name,
 )
-from vshare.backend.gluster._handles import GlusterOpenFile
+from vshare.backend.gluster._handles import GlusterNode, GlusterOpenFile
 from vshare.terms import CACHE_MODES, CacheMode
 
 __all__ = ["GlusterBackend"]
@@ -48,9 +43,6 @@ log = logging.getLogger("vshare.backend.gluster")
 
 _FUSE_SUPER_MAGIC: Final = 0x65735546
 _READDIR_BATCH_MAX: Final = 1 << 20
-_CLOSE_WAIT: Final = 60.0
-_OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
-_LOOKUP_RETRY: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 class GlusterBackend(GlusterCore):
@@ -86,10 +78,6 @@ class GlusterBackend(GlusterCore):
     def clone(self, node: Node) -> Node:
         return self._clone(self._node(node))
 
-    @einval_on_value_error
-    def lookup(self, parent: Node, name: str) -> Node:
-        return self._lookup(self._dir_node(parent), name_bytes(name))
-
     def getattr(self, node: Node) -> Attr:
         n = self._node(node)
         cached = n._cache != "none"
@@ -106,21 +94,9 @@ class GlusterBackend(GlusterCore):
             return attr._replace(nlink=0)
         return attr
 
-    @einval_on_value_error
-    def setattr(
-        self,
-        node: Node,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        atime_ns: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> None:
-        n = self._node(node)
+    def _setattr(self, n: GlusterNode, change: AttrChange) -> None:
+        mode, uid, gid, size, atime_ns, mtime_ns = change
         ftype = n.file_type
-        check_setattr(ftype, mode, size)
         owner = _gfapi.Stat()
         owner_valid = 0
         if uid is not None:
@@ -156,10 +132,7 @@ class GlusterBackend(GlusterCore):
 
     # -- I/O -----------------------------------------------------------------------------------
 
-    @einval_on_value_error
-    def open(self, node: Node, flags: int) -> OpenFile:
-        n = self._node(node)
-        is_dir, accmode = check_open(n.file_type, flags)
+    def _open(self, n: GlusterNode, flags: int, *, is_dir: bool, accmode: int) -> OpenFile:
         if is_dir:
             if accmode != os.O_RDONLY or flags & os.O_TRUNC:
                 raise err(errno.EISDIR)
@@ -175,7 +148,7 @@ class GlusterBackend(GlusterCore):
 
     @einval_on_value_error
     def create(self, parent: Node, name: str, flags: int, mode: int) -> tuple[Node, OpenFile]:
-        p = self._dir_node(parent)
+        p = self._parent(parent)
         raw = name_bytes(name)
         accmode = flags & os.O_ACCMODE
         if accmode == os.O_ACCMODE:
@@ -239,12 +212,7 @@ class GlusterBackend(GlusterCore):
         finally:
             self._changed(f._qid)
 
-    @einval_on_value_error
-    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
-        f = self._file(file)
-        if not f._is_dir:
-            raise err(errno.ENOTDIR)
-        position = readdir_position(cookie, max_entries)
+    def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
         out: list[DirEntry] = []
         dirent, st = f._dirent, f._dirstat
         assert dirent is not None and st is not None
@@ -271,66 +239,43 @@ class GlusterBackend(GlusterCore):
 
     # -- names ---------------------------------------------------------------------------------
 
-    @einval_on_value_error
-    def mkdir(self, parent: Node, name: str, mode: int) -> Node:
-        p = self._dir_node(parent)
-        raw = name_bytes(name)
+    def _new_entry(
+        self, parent: GlusterNode, raw: bytes, make: Callable[[int], tuple[int, _gfapi.Stat]]
+    ) -> GlusterNode:
+        """The node of the entry ``make(parent's object)`` made as ``parent/raw``."""
         try:
-            with p._ref as pobj:
-                return self._adopt(_gfapi.h_mkdir(self._fs, pobj, raw, mode & 0o7777), p._cache)
+            with parent._ref as pobj:
+                made = make(pobj)
         finally:
-            self._changed(p.qid_path, name=raw)
+            self._changed(parent.qid_path, name=raw)
+        return self._adopt(made, parent._cache)
 
-    @einval_on_value_error
-    def symlink(self, parent: Node, name: str, target: str) -> Node:
-        p = self._dir_node(parent)
-        raw = name_bytes(name)
-        raw_target = target.encode("utf-8", "surrogateescape")
-        if not raw_target:
-            raise err(errno.ENOENT)  # as symlink(2)
-        try:
-            with p._ref as pobj:
-                return self._adopt(_gfapi.h_symlink(self._fs, pobj, raw, raw_target), p._cache)
-        finally:
-            self._changed(p.qid_path, name=raw)
+    def _mkdir(self, parent: GlusterNode, raw: bytes, perms: int) -> GlusterNode:
+        return self._new_entry(parent, raw, lambda pobj: _gfapi.h_mkdir(self._fs, pobj, raw, perms))
 
-    @einval_on_value_error
-    def mknod(self, parent: Node, name: str, mode: int, rdev: int) -> Node:
-        p = self._dir_node(parent)
-        raw = name_bytes(name)
-        kind = mknod_kind(mode)
-        try:
-            with p._ref as pobj:
-                made = _gfapi.h_mknod(self._fs, pobj, raw, kind | (mode & 0o7777), 0)
-        finally:
-            self._changed(p.qid_path, name=raw)
-        return self._adopt(made, p._cache)
+    def _symlink(self, parent: GlusterNode, raw: bytes, target: bytes) -> GlusterNode:
+        fs = self._fs
+        return self._new_entry(parent, raw, lambda pobj: _gfapi.h_symlink(fs, pobj, raw, target))
 
-    def readlink(self, node: Node) -> str:
-        n = self._node(node)
-        check_readlink(n.file_type)
+    def _mknod(self, parent: GlusterNode, raw: bytes, mode: int) -> GlusterNode:
+        fs = self._fs
+        return self._new_entry(parent, raw, lambda pobj: _gfapi.h_mknod(fs, pobj, raw, mode, 0))
+
+    def _readlink(self, n: GlusterNode) -> str:
         with n._ref as obj:
             return decode(_gfapi.h_readlink(self._fs, obj))
 
-    @einval_on_value_error
-    def link(self, parent: Node, name: str, target: Node) -> None:
-        p = self._dir_node(parent)
-        t = self._node(target)
-        raw = name_bytes(name)
-        check_link_target(t.file_type)
+    def _link(self, parent: GlusterNode, raw: bytes, target: GlusterNode) -> None:
         try:
-            with p._ref as pobj, t._ref as tobj:
+            with parent._ref as pobj, target._ref as tobj:
                 _gfapi.h_link(self._fs, tobj, pobj, raw)
         finally:
-            self._changed(p.qid_path, name=raw)
-            self._changed(t.qid_path)
+            self._changed(parent.qid_path, name=raw)
+            self._changed(target.qid_path)
 
-    @einval_on_value_error
-    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str) -> None:
-        op = self._dir_node(old_parent)
-        new_dir = self._dir_node(new_parent)
-        old_raw = name_bytes(old_name)
-        new_raw = name_bytes(new_name)
+    def _rename(
+        self, op: GlusterNode, old_raw: bytes, new_dir: GlusterNode, new_raw: bytes
+    ) -> None:
         # The moved object's ctime and a replaced one's nlink change too: drop them if the
         # cache knows who they are (it cannot have their attributes from this name else).
         moved = [self._cached_child_qid(op, old_raw), self._cached_child_qid(new_dir, new_raw)]
@@ -355,10 +300,7 @@ class GlusterBackend(GlusterCore):
                 if qid is not None:
                     self._changed(qid)
 
-    @einval_on_value_error
-    def unlink(self, parent: Node, name: str, *, rmdir: bool) -> None:
-        p = self._dir_node(parent)
-        raw = name_bytes(name)
+    def _unlink(self, p: GlusterNode, raw: bytes, *, rmdir: bool) -> None:
         # The type decides the errno (package note: unlink).
         with p._ref as pobj:
             obj, st = _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)

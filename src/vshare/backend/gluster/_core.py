@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import stat
 import threading
@@ -18,11 +17,12 @@ from typing import Final
 from vshare.backend import _gfapi
 from vshare.backend._cache import BLOCK, CacheStats
 from vshare.backend._common import (
+    CheckedBackend,
     err,
     name_bytes,
     owned,
 )
-from vshare.backend.base import Attr, Backend, Node, OpenFile
+from vshare.backend.base import Attr, Node, OpenFile
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._fields import (
     attr_of,
@@ -32,16 +32,13 @@ from vshare.terms import CacheMode
 
 __all__ = ["GlusterCore"]
 
-log = logging.getLogger("vshare.backend.gluster")
 
-_FUSE_SUPER_MAGIC: Final = 0x65735546
-_READDIR_BATCH_MAX: Final = 1 << 20
 _CLOSE_WAIT: Final = 60.0
 _OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 _LOOKUP_RETRY: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
-class GlusterCore(Backend):
+class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
     """What every operation of :class:`~vshare.backend.gluster.GlusterBackend` stands on:
     the volume, the handles given out, lookups (through the cache), opens and the data
     cache's reads. Abstract: the operations themselves are the subclass's."""
@@ -99,7 +96,7 @@ class GlusterCore(Backend):
     def _node(self, node: Node) -> GlusterNode:
         return owned(self, node, GlusterNode)
 
-    def _dir_node(self, node: Node) -> GlusterNode:
+    def _parent(self, node: Node) -> GlusterNode:
         """A node that must be a directory: the parent of a name operation (note point 4)."""
         n = self._node(node)
         if n.file_type != stat.S_IFDIR:
@@ -166,23 +163,21 @@ class GlusterCore(Backend):
 
         ENOENT is asked again (package note: directories renamed by another client): once at
         once, then while the parent itself cannot be opened, for at most ~40 ms."""
-        try:
-            with parent._ref as pobj:
-                return _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.ESTALE):
-                raise
-            first = e
-        for delay in _LOOKUP_RETRY:
+        first: OSError | None = None
+        for delay in (None, *_LOOKUP_RETRY):
             try:
                 with parent._ref as pobj:
                     return _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.ESTALE):
                     raise
+                if delay is None:
+                    first = e
+                    continue  # asked again at once
             if self._reachable(parent):
                 break
             time.sleep(delay)
+        assert first is not None  # the first round failed, or it returned or raised
         raise first
 
     def _reachable(self, n: GlusterNode) -> bool:

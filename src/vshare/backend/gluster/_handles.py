@@ -96,7 +96,6 @@ class GlusterOpenFile(BackendFile):
         "_dirent",
         "_dirstat",
         "_fd",
-        "_is_dir",
         "_open_lock",
         "_qid",
     )
