@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, enforced: dependencies point down only.
+"""The layering of docs/architecture.md, enforced: dependencies point down only.
 
 Reads every module of ``src/vshare`` with ``ast`` (nothing is imported) and checks each
 import against the table below: which vshare packages, and which third-party
