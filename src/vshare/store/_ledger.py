@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from vshare.policy import IdentityFacts, Instance, Level, identity_keys
 from vshare.store._base import Store
@@ -47,6 +47,7 @@ from vshare.store._records import (
 __all__ = ["LedgerStore", "Tx", "View", "check_feed", "snapshot_of"]
 
 _T = TypeVar("_T")
+_Revised = TypeVar("_Revised", ShareRecord, RuleRecord)
 
 
 class View(Protocol):
@@ -128,9 +129,39 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _expect(what: str, revision: int, expected: int | None) -> None:
-    if expected is not None and revision != expected:
-        raise Conflict(f"{what} changed: revision {revision}, not {expected}")
+def _revise(
+    tx: Tx,
+    kind: Literal["share", "rule"],
+    old: _Revised,
+    expect_revision: int | None,
+    changes: dict[str, Any],
+    check: Callable[[_Revised, _Revised], None],
+    put: Callable[[_Revised | None, _Revised, str], None],
+) -> _Revised:
+    """An update of a share or a rule: guarded by ``expect_revision``, validated (by the
+    record, then ``check``), and no write at all if nothing changes."""
+    if expect_revision is not None and old.revision != expect_revision:
+        what = "share" if kind == "share" else "access rule"
+        raise Conflict(f"{what} {old.id} changed: revision {old.revision}, not {expect_revision}")
+    new = replace(old, **changes)  # validates the new values
+    if new == old:
+        return old
+    check(old, new)
+    return _store(tx, kind, old, replace(new, revision=tx.revision), put)
+
+
+def _store(
+    tx: Tx,
+    kind: Literal["share", "rule"],
+    old: _Revised | None,
+    new: _Revised,
+    put: Callable[[_Revised | None, _Revised, str], None],
+) -> _Revised:
+    """Write a share or a rule with ``put`` and add it to the feed; returns it."""
+    data = dumps(new)
+    put(old, new, data)
+    tx.change(kind, new.id, "put", data)
+    return new
 
 
 def _share(view: View, share_id: str) -> ShareRecord:
@@ -200,10 +231,7 @@ class LedgerStore(Store):
                 raise Conflict(f"share id {stored.id!r} is the name of another share")
             _check_share_name(tx, stored.name, stored.id)
             check_share(_quota_usage(tx, stored.tenant), None, stored)
-            data = dumps(stored)
-            tx.put_share(None, stored, data)
-            tx.change("share", stored.id, "put", data)
-            return stored
+            return _store(tx, "share", None, stored, tx.put_share)
 
         return self._write(build)
 
@@ -240,20 +268,14 @@ class LedgerStore(Store):
         changes = _given(name=name, size_gib=size_gib, status=status, uid=uid, gid=gid, cache=cache)
 
         def build(tx: Tx) -> ShareRecord:
+            def check(old: ShareRecord, new: ShareRecord) -> None:
+                if new.name != old.name:
+                    _check_share_name(tx, new.name, share_id)
+                if grows(old, new):
+                    check_share(_quota_usage(tx, old.tenant), old, new)
+
             old = _share(tx, share_id)
-            _expect(f"share {share_id}", old.revision, expect_revision)
-            new = replace(old, **changes)  # validates the new values
-            if new == old:
-                return old
-            if new.name != old.name:
-                _check_share_name(tx, new.name, share_id)
-            if grows(old, new):
-                check_share(_quota_usage(tx, old.tenant), old, new)
-            new = replace(new, revision=tx.revision)
-            data = dumps(new)
-            tx.put_share(old, new, data)
-            tx.change("share", share_id, "put", data)
-            return new
+            return _revise(tx, "share", old, expect_revision, changes, check, tx.put_share)
 
         return self._write(build)
 
@@ -277,10 +299,7 @@ class LedgerStore(Store):
             if tx.rule(stored.id) is not None:
                 raise Conflict(f"access rule {stored.id} exists")
             _check_live_duplicate(tx, stored)
-            data = dumps(stored)
-            tx.put_rule(None, stored, data)
-            tx.change("rule", stored.id, "put", data)
-            return stored
+            return _store(tx, "rule", None, stored, tx.put_rule)
 
         return self._write(build)
 
@@ -305,17 +324,11 @@ class LedgerStore(Store):
         changes = _given(state=state, level=level)
 
         def build(tx: Tx) -> RuleRecord:
+            def check(old: RuleRecord, new: RuleRecord) -> None:
+                _check_live_duplicate(tx, new)
+
             old = _rule(tx, rule_id)
-            _expect(f"access rule {rule_id}", old.revision, expect_revision)
-            new = replace(old, **changes)
-            if new == old:
-                return old
-            _check_live_duplicate(tx, new)
-            new = replace(new, revision=tx.revision)
-            data = dumps(new)
-            tx.put_rule(old, new, data)
-            tx.change("rule", rule_id, "put", data)
-            return new
+            return _revise(tx, "rule", old, expect_revision, changes, check, tx.put_rule)
 
         return self._write(build)
 
