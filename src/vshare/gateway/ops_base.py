@@ -12,7 +12,6 @@ ops_io.py, ops_names.py and ops_xattrs.py; ops.py puts them together.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import time
@@ -25,12 +24,9 @@ import anyio
 from vshare.backend.base import Node, check_name
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.fids import Attachment, Fid, Link, XattrWrite, release
-from vshare.protocol import (
-    NOFID,
-)
+from vshare.protocol import NOFID
 from vshare.transport import PeerIdentity
 
-log = logging.getLogger("vshare.gateway")
 T = TypeVar("T")
 
 #: Set while the session answers a request on its event loop (see :meth:`Operations.inline`):
