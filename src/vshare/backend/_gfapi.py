@@ -15,8 +15,9 @@ Rules:
 - Every other failure is an ``OSError`` carrying gfapi's errno; integers are range-checked
   before they reach C (ctypes truncates silently).
 - Calls block the calling thread (gfapi waits for the network); ctypes releases the GIL.
-- ``struct stat``/``struct statvfs``/``struct dirent`` are declared for 64-bit Linux with
-  glibc, x86_64 and aarch64 layouts (the two this project runs on).
+- ``struct stat``/``struct statvfs``/``struct dirent``, the constants and the prototypes are
+  in :mod:`vshare.backend._gfapi_abi` (64-bit Linux with glibc, x86_64 and aarch64 layouts,
+  the two this project runs on); ``Stat``, ``StatVfs`` and ``Dirent`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,38 +29,18 @@ import threading
 from typing import Any, Final
 
 from vshare.backend._gfapi_abi import (
-    EVENT_INODE_INVALIDATE,
     HANDLE_LENGTH,
-    SET_ATTR_ATIME,
-    SET_ATTR_GID,
-    SET_ATTR_MODE,
-    SET_ATTR_MTIME,
-    SET_ATTR_SIZE,
-    SET_ATTR_UID,
-    UPCALL_CBK,
     UPCALL_INODE_INVALIDATE,
     Dirent,
     Stat,
     StatVfs,
-    Timespec,
 )
 from vshare.backend._gfapi_abi import PROTOTYPES as _PROTOTYPES
 
 __all__ = [
-    "EVENT_INODE_INVALIDATE",
-    "HANDLE_LENGTH",
-    "SET_ATTR_ATIME",
-    "SET_ATTR_GID",
-    "SET_ATTR_MODE",
-    "SET_ATTR_MTIME",
-    "SET_ATTR_SIZE",
-    "SET_ATTR_UID",
-    "UPCALL_CBK",
-    "UPCALL_INODE_INVALIDATE",
     "Dirent",
     "Stat",
     "StatVfs",
-    "Timespec",
     "calls",
     "close",
     "closedir",

@@ -10,14 +10,13 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from vshare.backend import _gfapi
+from vshare.backend import _gfapi, _gfapi_abi
 from vshare.backend._common import (
     I64_MAX,
     IO_FLAGS_KEPT,
     U64,
     AttrChange,
     check_offset,
-    check_xattr_flags,
     decode,
     einval_on_value_error,
     err,
@@ -28,7 +27,7 @@ from vshare.backend.base import Attr, DirEntry, Node, OpenFile, StatFs
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._core import GlusterCore
 from vshare.backend.gluster._fields import (
-    XATTR_SIZE_MAX,
+    check_xattr_value,
     qid_of_gfid,
     timespec,
     xattr_allowed,
@@ -101,18 +100,18 @@ class GlusterBackend(GlusterCore):
         owner_valid = 0
         if uid is not None:
             owner.st_uid = owner_id(uid)
-            owner_valid |= _gfapi.SET_ATTR_UID
+            owner_valid |= _gfapi_abi.SET_ATTR_UID
         if gid is not None:
             owner.st_gid = owner_id(gid)
-            owner_valid |= _gfapi.SET_ATTR_GID
+            owner_valid |= _gfapi_abi.SET_ATTR_GID
         times = _gfapi.Stat()
         times_valid = 0
         if atime_ns is not None:
             times.st_atim = timespec(atime_ns)
-            times_valid |= _gfapi.SET_ATTR_ATIME
+            times_valid |= _gfapi_abi.SET_ATTR_ATIME
         if mtime_ns is not None:
             times.st_mtim = timespec(mtime_ns)
-            times_valid |= _gfapi.SET_ATTR_MTIME
+            times_valid |= _gfapi_abi.SET_ATTR_MTIME
         with n._ref as obj:
             if owner_valid:
                 _gfapi.h_setattrs(self._fs, obj, owner, owner_valid)
@@ -120,7 +119,7 @@ class GlusterBackend(GlusterCore):
             if mode is not None:
                 perms = _gfapi.Stat()
                 perms.st_mode = ftype | mode
-                _gfapi.h_setattrs(self._fs, obj, perms, _gfapi.SET_ATTR_MODE)
+                _gfapi.h_setattrs(self._fs, obj, perms, _gfapi_abi.SET_ATTR_MODE)
                 self._changed(n.qid_path)
             try:
                 if size is not None:
@@ -364,9 +363,7 @@ class GlusterBackend(GlusterCore):
     def setxattr(self, node: Node, name: str, value: bytes, flags: int) -> None:
         n = self._node(node)
         raw = xattr_name(name)
-        check_xattr_flags(flags)
-        if len(value) > XATTR_SIZE_MAX:
-            raise err(errno.E2BIG)
+        check_xattr_value(value, flags)
         if n.file_type == stat.S_IFLNK:
             raise err(errno.EPERM)  # as Linux answers for user.* on a symlink
         try:

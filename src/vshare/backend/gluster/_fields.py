@@ -8,11 +8,19 @@ import errno
 import time
 from typing import Final
 
-from vshare.backend import _gfapi
-from vshare.backend._common import I64_MAX, NS, err
+from vshare.backend import _gfapi, _gfapi_abi
+from vshare.backend._common import I64_MAX, NS, check_xattr_flags, err
 from vshare.backend.base import TIME_NOW, Attr
 
-__all__ = ["attr_of", "ns_of", "qid_of_gfid", "timespec", "xattr_allowed", "xattr_name"]
+__all__ = [
+    "attr_of",
+    "check_xattr_value",
+    "ns_of",
+    "qid_of_gfid",
+    "timespec",
+    "xattr_allowed",
+    "xattr_name",
+]
 
 XATTR_NAME_MAX: Final = 255
 XATTR_SIZE_MAX: Final = 64 * 1024
@@ -36,13 +44,20 @@ def xattr_name(name: str) -> bytes:
     return raw
 
 
+def check_xattr_value(value: bytes, flags: int) -> None:
+    """EINVAL for flags other than 0, XATTR_CREATE, XATTR_REPLACE; E2BIG past 64 KiB."""
+    check_xattr_flags(flags)
+    if len(value) > XATTR_SIZE_MAX:
+        raise err(errno.E2BIG)
+
+
 def xattr_allowed(name: str) -> bool:
     if name in _XATTR_ACL:
         return True
     return name.startswith("user.") and not name.startswith("user.glusterfs")
 
 
-def ns_of(ts: _gfapi.Timespec) -> int:
+def ns_of(ts: _gfapi_abi.Timespec) -> int:
     return int(ts.tv_sec) * NS + int(ts.tv_nsec)
 
 
@@ -63,10 +78,10 @@ def attr_of(st: _gfapi.Stat, qid: int) -> Attr:
     )
 
 
-def timespec(ns: int) -> _gfapi.Timespec:
+def timespec(ns: int) -> _gfapi_abi.Timespec:
     if ns == TIME_NOW:
         ns = time.time_ns()
     sec, nsec = divmod(ns, NS)
     if not -(1 << 63) <= sec <= I64_MAX:
         raise err(errno.EINVAL)
-    return _gfapi.Timespec(sec, nsec)
+    return _gfapi_abi.Timespec(sec, nsec)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from vshare.backend import _gfapi
+from vshare.backend import _gfapi, _gfapi_abi
 from vshare.backend._cache import VolumeCache
 from vshare.backend.gluster import _options
 from vshare.backend.gluster._fields import qid_of_gfid
@@ -135,7 +135,7 @@ def shutdown() -> None:
 def _fini(vol: Volume) -> None:
     if vol.upcall_cbk is not None:
         with contextlib.suppress(OSError):
-            _gfapi.upcall_unregister(vol.fs, _gfapi.EVENT_INODE_INVALIDATE)
+            _gfapi.upcall_unregister(vol.fs, _gfapi_abi.EVENT_INODE_INVALIDATE)
     vol.cache.clear()  # closes the objects the name cache holds, before the glfs goes
     try:
         _gfapi.fini(vol.fs)
@@ -192,9 +192,9 @@ def _listen(vol: Volume) -> None:
             with contextlib.suppress(OSError):
                 _gfapi.free(up)
 
-    cbk = _gfapi.UPCALL_CBK(on_upcall)
+    cbk = _gfapi_abi.UPCALL_CBK(on_upcall)
     try:
-        _gfapi.upcall_register(vol.fs, _gfapi.EVENT_INODE_INVALIDATE, cbk)
+        _gfapi.upcall_register(vol.fs, _gfapi_abi.EVENT_INODE_INVALIDATE, cbk)
     except OSError as exc:
         why = f"{_uri(vol)}: no upcalls ({exc.strerror})"
         log.warning("%s: cached entries live %.0f s", why, _CACHE_TTL_BLIND)
