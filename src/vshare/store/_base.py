@@ -48,12 +48,12 @@ from vshare.store._records import (
     QuotaRecord,
     RuleRecord,
     RuleState,
-    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
     TokenRecord,
 )
+from vshare.terms import CacheMode
 
 
 class Store(abc.ABC):
@@ -101,7 +101,7 @@ class Store(abc.ABC):
         status: ShareStatus | None = None,
         uid: int | None = None,
         gid: int | None = None,
-        cache: ShareCache | None = None,
+        cache: CacheMode | None = None,
     ) -> ShareRecord:
         """Change the given fields (None: keep); returns the share as stored. The id,
         tenant, backend, path and creation time never change.

@@ -36,13 +36,13 @@ from vshare.store._records import (
     QuotaRecord,
     RuleRecord,
     RuleState,
-    ShareCache,
     ShareRecord,
     ShareStatus,
     Snapshot,
     TokenRecord,
     new_id,
 )
+from vshare.terms import CacheMode
 
 __all__ = ["LedgerStore", "Tx", "View", "check_feed", "snapshot_of"]
 
@@ -263,7 +263,7 @@ class LedgerStore(Store):
         status: ShareStatus | None = None,
         uid: int | None = None,
         gid: int | None = None,
-        cache: ShareCache | None = None,
+        cache: CacheMode | None = None,
     ) -> ShareRecord:
         changes = _given(name=name, size_gib=size_gib, status=status, uid=uid, gid=gid, cache=cache)
 

@@ -39,8 +39,9 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _E = TypeVar("_E", bound=enum.StrEnum)
 
-#: What a share's requests may be answered from without asking the storage (``none``,
-#: ``meta``, ``all``): the shared vocabulary of :mod:`vshare.terms`, under the store's names.
+#: The store's older names for :mod:`vshare.terms`' cache modes (what a share's requests may
+#: be answered from without asking the storage: ``none``, ``meta``, ``all``), kept for
+#: callers outside the store (the CLI, the gateway config).
 ShareCache = CacheMode
 SHARE_CACHE_MODES: Final = CACHE_MODES
 DEFAULT_SHARE_CACHE: Final = DEFAULT_CACHE_MODE
@@ -171,8 +172,8 @@ class ShareRecord:
     ``posix:/srv/vol`` or ``gluster://host/vol``); ``path`` is the share's directory in it,
     relative and canonical (``shares/a``: no leading or trailing ``/``, no empty, ``.`` or
     ``..`` components). ``uid``/``gid`` are what guests see as owner in squash mode.
-    ``cache`` is the share's cache mode (:data:`ShareCache`); a gateway applies it to each
-    new attachment, so a change reaches new mounts, not existing ones.
+    ``cache`` is the share's cache mode (:data:`vshare.terms.CacheMode`); a gateway applies
+    it to each new attachment, so a change reaches new mounts, not existing ones.
 
     Raises:
         ValueError: a field is malformed (the message names it).
@@ -187,7 +188,7 @@ class ShareRecord:
     status: ShareStatus = ShareStatus.CREATING
     uid: int = 0
     gid: int = 0
-    cache: ShareCache = DEFAULT_SHARE_CACHE
+    cache: CacheMode = DEFAULT_CACHE_MODE
     created_at: datetime = field(default_factory=utcnow)
     revision: int = 0
 
@@ -210,9 +211,9 @@ class ShareRecord:
         _set(self, "status", _enum(ShareStatus, self.status, f"share {name!r}: status"))
         _int(self.uid, f"share {name!r}: uid", 0, 0xFFFFFFFE)
         _int(self.gid, f"share {name!r}: gid", 0, 0xFFFFFFFE)
-        if not isinstance(self.cache, str) or self.cache not in SHARE_CACHE_MODES:
+        if not isinstance(self.cache, str) or self.cache not in CACHE_MODES:
             raise ValueError(
-                f"share {name!r}: cache {self.cache!r} is not one of {', '.join(SHARE_CACHE_MODES)}"
+                f"share {name!r}: cache {self.cache!r} is not one of {', '.join(CACHE_MODES)}"
             )
         _set(self, "created_at", _time(self.created_at, f"share {name!r}: created_at"))
         _int(self.revision, f"share {name!r}: revision", 0)
