@@ -10,7 +10,7 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from vshare.backend import _gfapi, _gfapi_abi
+from vshare.backend import _gfapi
 from vshare.backend._common import (
     I64_MAX,
     IO_FLAGS_KEPT,
@@ -23,12 +23,20 @@ from vshare.backend._common import (
     name_bytes,
     owner_id,
 )
+from vshare.backend._gfapi_abi import (
+    SET_ATTR_ATIME,
+    SET_ATTR_GID,
+    SET_ATTR_MODE,
+    SET_ATTR_MTIME,
+    SET_ATTR_UID,
+)
 from vshare.backend.base import Attr, DirEntry, Node, OpenFile, StatFs
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._core import GlusterCore
 from vshare.backend.gluster._fields import (
     check_xattr_value,
     qid_of_gfid,
+    setattrs_of,
     timespec,
     xattr_allowed,
     xattr_name,
@@ -96,30 +104,22 @@ class GlusterBackend(GlusterCore):
     def _setattr(self, n: GlusterNode, change: AttrChange) -> None:
         mode, uid, gid, size, atime_ns, mtime_ns = change
         ftype = n.file_type
-        owner = _gfapi.Stat()
-        owner_valid = 0
-        if uid is not None:
-            owner.st_uid = owner_id(uid)
-            owner_valid |= _gfapi_abi.SET_ATTR_UID
-        if gid is not None:
-            owner.st_gid = owner_id(gid)
-            owner_valid |= _gfapi_abi.SET_ATTR_GID
-        times = _gfapi.Stat()
-        times_valid = 0
-        if atime_ns is not None:
-            times.st_atim = timespec(atime_ns)
-            times_valid |= _gfapi_abi.SET_ATTR_ATIME
-        if mtime_ns is not None:
-            times.st_mtim = timespec(mtime_ns)
-            times_valid |= _gfapi_abi.SET_ATTR_MTIME
+        owner, owner_valid = setattrs_of(
+            ("st_uid", None if uid is None else owner_id(uid), SET_ATTR_UID),
+            ("st_gid", None if gid is None else owner_id(gid), SET_ATTR_GID),
+        )
+        atime = None if atime_ns is None else timespec(atime_ns)
+        mtime = None if mtime_ns is None else timespec(mtime_ns)
+        times, times_valid = setattrs_of(
+            ("st_atim", atime, SET_ATTR_ATIME), ("st_mtim", mtime, SET_ATTR_MTIME)
+        )
         with n._ref as obj:
             if owner_valid:
                 _gfapi.h_setattrs(self._fs, obj, owner, owner_valid)
                 self._changed(n.qid_path)
             if mode is not None:
-                perms = _gfapi.Stat()
-                perms.st_mode = ftype | mode
-                _gfapi.h_setattrs(self._fs, obj, perms, _gfapi_abi.SET_ATTR_MODE)
+                perms, valid = setattrs_of(("st_mode", ftype | mode, SET_ATTR_MODE))
+                _gfapi.h_setattrs(self._fs, obj, perms, valid)
                 self._changed(n.qid_path)
             try:
                 if size is not None:

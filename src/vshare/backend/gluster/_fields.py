@@ -17,6 +17,7 @@ __all__ = [
     "check_xattr_value",
     "ns_of",
     "qid_of_gfid",
+    "setattrs_of",
     "timespec",
     "xattr_allowed",
     "xattr_name",
@@ -85,3 +86,15 @@ def timespec(ns: int) -> _gfapi_abi.Timespec:
     if not -(1 << 63) <= sec <= I64_MAX:
         raise err(errno.EINVAL)
     return _gfapi_abi.Timespec(sec, nsec)
+
+
+def setattrs_of(*fields: tuple[str, object, int]) -> tuple[_gfapi.Stat, int]:
+    """For ``glfs_h_setattrs``: a ``struct stat`` with each ``(field, value, SET_ATTR bit)``
+    whose value is not None set, and the bits of those."""
+    st = _gfapi.Stat()
+    valid = 0
+    for name, value, bit in fields:
+        if value is not None:
+            setattr(st, name, value)
+            valid |= bit
+    return st, valid
