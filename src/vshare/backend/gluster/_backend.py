@@ -340,7 +340,7 @@ class GlusterBackend(GlusterCore):
             namelen=st.f_namemax,
         )
 
-    # -- xattrs (only user.* and POSIX ACLs: module note, point 6) -------------------------------
+    # -- xattrs (only user.* and POSIX ACLs: package note, point 6) ------------------------------
 
     @einval_on_value_error
     def getxattr(self, node: Node, name: str) -> bytes:

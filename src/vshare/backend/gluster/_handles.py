@@ -24,7 +24,7 @@ __all__ = ["GlusterNode", "GlusterOpenFile", "Ref"]
 
 class Ref(UseCounted):
     """A gfapi pointer that is not released while a call uses it (see :class:`UseCounted`);
-    a release error is dropped (the pointer is gone either way: the module note on close),
+    a release error is dropped (the pointer is gone either way: the package note on close),
     and :meth:`wait_freed` tells when the release happened."""
 
     __slots__ = ("_freed",)
