@@ -93,8 +93,6 @@ def test_imports_point_down(path: Path) -> None:
     package = rel.parts[0] if len(rel.parts) > 1 else ""
     if rel.name == "__main__.py":
         package = "cli"  # ``python -m vshare`` is the command line
-    if rel == Path("_mounts.py"):
-        package = "node"  # the old name of vshare.node.mounts, kept for its callers
     assert violations(path, package) == [], str(rel)
 
 

@@ -19,7 +19,7 @@ from tests.gluster.conftest import Session
 from vshare.backend import gluster
 from vshare.backend.base import CacheMode
 from vshare.backend.gluster import GlusterBackend, GlusterNode
-from vshare.cli._gateway import _GlusterCacheCollector
+from vshare.node.gateway import GlusterCacheCollector
 from vshare.testing import glusterd as gd
 
 OPTION = "features.cache-invalidation"
@@ -101,7 +101,7 @@ def test_cache_modes_fall_back_to_none_loudly(
         problem, count = gluster.cache_fallbacks()[_uri(backend)]
         assert problem is not None and OPTION in problem
         assert count == before + 1
-        metrics = {m.name: m for m in _GlusterCacheCollector().collect()}
+        metrics = {m.name: m for m in GlusterCacheCollector().collect()}
         usable = {
             s.labels["volume"]: s.value for s in metrics["vshare_gluster_cache_usable"].samples
         }

@@ -10,10 +10,7 @@ from vshare.cli._fail import EXIT_REFUSED, EXIT_USAGE, fail
 from vshare.cli._logging import setup_logging
 from vshare.gateway import ConfigError, load_config
 from vshare.node.errors import NodeError
-from vshare.node.gateway import GlusterCacheCollector, serve_gateway
-
-#: The old private name (tests/gluster imports it from here).
-_GlusterCacheCollector = GlusterCacheCollector
+from vshare.node.gateway import serve_gateway
 
 
 @click.group()

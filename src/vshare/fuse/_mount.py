@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from vshare._mounts import find_mount
+from vshare.node.mounts import find_mount
 
 log = logging.getLogger("vshare.fuse")
 
