@@ -9,13 +9,18 @@ client commands of the CLI start quickly.
 from __future__ import annotations
 
 import json
-from typing import Final
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from vshare.cli._fail import EXIT_USAGE, fail
 from vshare.cli._logging import setup_logging
 from vshare.cli._remote import Remote, remote_options, table
+
+if TYPE_CHECKING:
+    from vshare.store import Store
 
 DEFAULT_STORE: Final = "sqlite:///var/lib/vshare/state.db"
 #: ``control.DEFAULT_MAX_SHARE_GIB``, repeated so that the client commands need not import
@@ -90,6 +95,21 @@ def api_run(
         fail(str(exc))
 
 
+@contextmanager
+def _open_store(uri: str) -> Iterator[Store]:
+    """The store at ``uri``, for one token command: a malformed URI or name is a usage
+    mistake (exit 2), any other store failure exits 1 with its message."""
+    from vshare.store import StoreError, open_store
+
+    try:
+        with open_store(uri) as state:
+            yield state
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc))
+
+
 @api.group("token")
 def token() -> None:
     """Create, list and revoke API tokens, on the store directly (no API needed)."""
@@ -103,17 +123,13 @@ def token() -> None:
 def token_create(name: str, tenant: str | None, store: str, as_json: bool) -> None:
     """Create token NAME and print its secret, once: only its hash is stored."""
     from vshare.control import issue_token
-    from vshare.store import Conflict, StoreError, open_store
+    from vshare.store import Conflict
 
-    try:
-        with open_store(store) as state:
+    with _open_store(store) as state:
+        try:
             record, secret = issue_token(state, name, tenant)
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except Conflict:
-        fail(f"token {name!r} exists; revoke it first, or choose another name")
-    except StoreError as exc:
-        fail(str(exc))
+        except Conflict:
+            fail(f"token {name!r} exists; revoke it first, or choose another name")
     if as_json:
         out = {
             "name": record.name,
@@ -133,15 +149,8 @@ def token_create(name: str, tenant: str | None, store: str, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def token_list(store: str, as_json: bool) -> None:
     """List the API tokens (names and tenants; secrets are never stored)."""
-    from vshare.store import StoreError, open_store
-
-    try:
-        with open_store(store) as state:
-            tokens = state.list_tokens()
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except StoreError as exc:
-        fail(str(exc))
+    with _open_store(store) as state:
+        tokens = state.list_tokens()
     rows = [
         {
             "name": t.name,
@@ -165,17 +174,13 @@ def token_list(store: str, as_json: bool) -> None:
 @_store_option
 def token_revoke(name: str, store: str) -> None:
     """Revoke token NAME: requests with it are refused from now on."""
-    from vshare.store import NotFound, StoreError, open_store
+    from vshare.store import NotFound
 
-    try:
-        with open_store(store) as state:
+    with _open_store(store) as state:
+        try:
             state.remove_token(name)
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except NotFound:
-        fail(f"no token {name!r}")
-    except StoreError as exc:
-        fail(str(exc))
+        except NotFound:
+            fail(f"no token {name!r}")
     click.echo(f"revoked token {name}")
 
 
@@ -187,17 +192,17 @@ def token_revoke(name: str, store: str) -> None:
     help="Also the gateways whose heartbeat ran out (shown as gone).",
 )
 @remote_options
-def gateway_list(endpoint: str | None, token: str | None, as_json: bool, show_all: bool) -> None:
+def gateway_list(show_all: bool, remote: Remote) -> None:
     """List the live gateways registered with the control plane, with their load at their
     last heartbeat (admin). A gateway whose heartbeat is older than its ttl (stopped,
     killed, cut off) drops out of the list; --all shows it as gone until it is removed."""
-    remote = Remote.resolve(endpoint, token, as_json)
     answer = remote.call("GET", "/v1/gateways")
     if not show_all:
         answer["gateways"] = [g for g in answer["gateways"] if g["healthy"]]
-    if as_json:
-        remote.print_json(answer)
-        return
+    remote.render(answer, _gateways_table)
+
+
+def _gateways_table(answer: dict[str, Any]) -> None:
     table(
         ("ID", "HEALTHY", "SESSIONS", "IN_FLIGHT", "LAST_SEEN", "HOST", "VERSION", "ADDRESSES"),
         [

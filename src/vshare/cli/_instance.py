@@ -52,14 +52,11 @@ def instance_register(
     ips: tuple[str, ...],
     certs: tuple[str, ...],
     replace: bool,
-    endpoint: str | None,
-    token: str | None,
-    as_json: bool,
+    remote: Remote,
 ) -> None:
     """Register instance UUID and the identities it connects with (admin)."""
     if not (cids or sockets or ips or certs):
         fail("give at least one identity: --cid, --socket, --ip or --cert", EXIT_USAGE)
-    remote = Remote.resolve(endpoint, token, as_json)
     body: dict[str, Any] = {
         "tenant": tenant,
         "name": name,
@@ -72,53 +69,34 @@ def instance_register(
         i = remote.call("PUT", f"/v1/instances/{segment(uuid)}", body=body)
     else:
         i = remote.call("POST", "/v1/instances", body={"uuid": uuid, **body})
-    if as_json:
-        remote.print_json(i)
-    else:
-        click.echo(f"registered instance {i['uuid']} (tenant {i['tenant']}): {_identities(i)}")
+    remote.echo(i, f"registered instance {i['uuid']} (tenant {i['tenant']}): {_identities(i)}")
 
 
 @instance.command("remove")
 @click.argument("uuid")
 @remote_options
-def instance_remove(uuid: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
+def instance_remove(uuid: str, remote: Remote) -> None:
     """Forget instance UUID (admin). Access rules naming it stay."""
-    remote = Remote.resolve(endpoint, token, as_json)
     remote.call("DELETE", f"/v1/instances/{segment(uuid)}")
-    if as_json:
-        remote.print_json({"removed": uuid})
-    else:
-        click.echo(f"removed instance {uuid}")
+    remote.echo({"removed": uuid}, f"removed instance {uuid}")
 
 
-@instance.command("list")
-@click.option("--tenant", help="Only this tenant's (admin).")
-@remote_options
-def instance_list(
-    tenant: str | None, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
-    """List the instances this token may see."""
-    remote = Remote.resolve(endpoint, token, as_json)
-    answer = remote.call("GET", "/v1/instances", params={"tenant": tenant})
-    if as_json:
-        remote.print_json(answer)
-        return
+def _instances_table(answer: dict[str, Any]) -> None:
     table(
         ("UUID", "TENANT", "NAME", "IDENTITIES"),
         [(i["uuid"], i["tenant"], i["name"] or "-", _identities(i)) for i in answer["instances"]],
     )
 
 
-@instance.command("show")
-@click.argument("uuid")
+@instance.command("list")
+@click.option("--tenant", help="Only this tenant's (admin).")
 @remote_options
-def instance_show(uuid: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
-    """Show one instance."""
-    remote = Remote.resolve(endpoint, token, as_json)
-    i = remote.call("GET", f"/v1/instances/{segment(uuid)}")
-    if as_json:
-        remote.print_json(i)
-        return
+def instance_list(tenant: str | None, remote: Remote) -> None:
+    """List the instances this token may see."""
+    remote.render(remote.call("GET", "/v1/instances", params={"tenant": tenant}), _instances_table)
+
+
+def _instance_fields(i: dict[str, Any]) -> None:
     fields(
         [
             ("uuid", i["uuid"]),
@@ -131,3 +109,11 @@ def instance_show(uuid: str, endpoint: str | None, token: str | None, as_json: b
             ("created_at", i["created_at"]),
         ]
     )
+
+
+@instance.command("show")
+@click.argument("uuid")
+@remote_options
+def instance_show(uuid: str, remote: Remote) -> None:
+    """Show one instance."""
+    remote.render(remote.call("GET", f"/v1/instances/{segment(uuid)}"), _instance_fields)

@@ -60,15 +60,22 @@ def quota() -> None:
     are refused."""
 
 
+def _quota_table(answer: dict[str, Any]) -> None:
+    click.echo(f"quota of {_who(answer)}")
+    rows = []
+    for name in _RESOURCES:
+        item = answer[name]
+        in_use = "-" if item["in_use"] is None else item["in_use"]
+        rows.append((name, in_use, _shown(item["limit"]), item["set_by"]))
+    table(("QUOTA", "IN USE", "LIMIT", "SET BY"), rows)
+
+
 @quota.command("show")
 @click.argument("tenant", required=False)
 @click.option("--default", "default", is_flag=True, help="Show the defaults instead.")
 @remote_options
-def quota_show(
-    tenant: str | None, default: bool, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
+def quota_show(tenant: str | None, default: bool, remote: Remote) -> None:
     """Show TENANT's limits and usage (a tenant token: its own, TENANT may be left out)."""
-    remote = Remote.resolve(endpoint, token, as_json)
     if default:
         if tenant:
             fail("give TENANT or --default, not both", EXIT_USAGE)
@@ -83,16 +90,7 @@ def quota_show(
                 )
             tenant = str(me["tenant"])
         answer = remote.call("GET", f"/v1/quotas/{segment(tenant)}")
-    if as_json:
-        remote.print_json(answer)
-        return
-    click.echo(f"quota of {_who(answer)}")
-    rows = []
-    for name in _RESOURCES:
-        item = answer[name]
-        in_use = "-" if item["in_use"] is None else item["in_use"]
-        rows.append((name, in_use, _shown(item["limit"]), item["set_by"]))
-    table(("QUOTA", "IN USE", "LIMIT", "SET BY"), rows)
+    remote.render(answer, _quota_table)
 
 
 @quota.command("set")
@@ -119,9 +117,7 @@ def quota_set(
     default: bool,
     shares: int | str | None,
     gigabytes: int | str | None,
-    endpoint: str | None,
-    token: str | None,
-    as_json: bool,
+    remote: Remote,
 ) -> None:
     """Set TENANT's quota, or the defaults with --default (admin). Limits not given stay
     as they are; lowering one below usage refuses only what would grow it."""
@@ -132,38 +128,20 @@ def quota_set(
     if not body:
         fail("give --shares, --gigabytes or both", EXIT_USAGE)
     path = "/v1/quota-defaults" if default else f"/v1/quotas/{segment(tenant or '')}"
-    remote = Remote.resolve(endpoint, token, as_json)
     answer = remote.call("PUT", path, body=body)
-    if as_json:
-        remote.print_json(answer)
-    else:
-        click.echo(f"quota of {_who(answer)}: {_summary(answer)}")
+    remote.echo(answer, f"quota of {_who(answer)}: {_summary(answer)}")
 
 
 @quota.command("reset")
 @click.argument("tenant")
 @remote_options
-def quota_reset(tenant: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
+def quota_reset(tenant: str, remote: Remote) -> None:
     """Remove TENANT's override (admin): the defaults apply to it again."""
-    remote = Remote.resolve(endpoint, token, as_json)
     answer = remote.call("DELETE", f"/v1/quotas/{segment(tenant)}")
-    if as_json:
-        remote.print_json(answer)
-    else:
-        click.echo(f"quota of {_who(answer)}: {_summary(answer)}")
+    remote.echo(answer, f"quota of {_who(answer)}: {_summary(answer)}")
 
 
-@quota.command("list")
-@remote_options
-def quota_list(endpoint: str | None, token: str | None, as_json: bool) -> None:
-    """The defaults and every tenant with an override or a share, as "in use / limit"
-    (admin; ``quota show TENANT`` says where each limit comes from)."""
-    remote = Remote.resolve(endpoint, token, as_json)
-    answer = remote.call("GET", "/v1/quotas")
-    if as_json:
-        remote.print_json(answer)
-        return
-
+def _quotas_table(answer: dict[str, Any]) -> None:
     def cell(item: dict[str, Any]) -> str:
         used = "" if item["in_use"] is None else f"{item['in_use']} / "
         return f"{used}{_shown(item['limit'])}"
@@ -173,3 +151,11 @@ def quota_list(endpoint: str | None, token: str | None, as_json: bool) -> None:
     ]
     rows += [(q["tenant"], cell(q["shares"]), cell(q["gigabytes"])) for q in answer["quotas"]]
     table(("TENANT", "SHARES", "GIGABYTES"), rows)
+
+
+@quota.command("list")
+@remote_options
+def quota_list(remote: Remote) -> None:
+    """The defaults and every tenant with an override or a share, as "in use / limit"
+    (admin; ``quota show TENANT`` says where each limit comes from)."""
+    remote.render(remote.call("GET", "/v1/quotas"), _quotas_table)

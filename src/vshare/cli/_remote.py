@@ -20,6 +20,7 @@ reached (the endpoint is named). Never a traceback: every failure is one
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import quote
 
 import click
@@ -40,7 +41,6 @@ DEFAULT_ENDPOINT: Final = "http://127.0.0.1:8564"
 CONNECT_TIMEOUT: Final = 5.0
 ANSWER_TIMEOUT: Final = 600.0
 _TOKEN: Final = re.compile(r"[\x21-\x7e]+")
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def config_path() -> Path:
@@ -172,6 +172,21 @@ class Remote:
     def print_json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
+    def echo(self, answer: Any, message: str) -> None:
+        """Print ``answer`` as JSON under ``--json``, else ``message``: one line for people."""
+        if self.as_json:
+            self.print_json(answer)
+        else:
+            click.echo(message)
+
+    def render(self, answer: Any, draw: Callable[[Any], None]) -> None:
+        """Print ``answer`` as JSON under ``--json``, else as ``draw`` lays it out for people
+        (a table, ``key: value`` lines)."""
+        if self.as_json:
+            self.print_json(answer)
+        else:
+            draw(answer)
+
 
 def _error_message(status: int, content: bytes) -> str:
     try:
@@ -183,23 +198,32 @@ def _error_message(status: int, content: bytes) -> str:
     return f"the API answered HTTP {status}"
 
 
-def remote_options(f: _F) -> _F:
-    """``--endpoint``, ``--token`` and ``--json``, for every command that calls the API."""
-    f = click.option(
+def remote_options(f: Callable[..., None]) -> Callable[..., None]:
+    """``--endpoint``, ``--token`` and ``--json``, for every command that calls the API: the
+    command takes ``remote``, the :class:`Remote` they resolve to, in their place (resolved
+    before the command runs, so a bad config file or token is said first)."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any, endpoint: str | None, token: str | None, as_json: bool, **kwargs: Any
+    ) -> None:
+        f(*args, remote=Remote.resolve(endpoint, token, as_json), **kwargs)
+
+    wrapped = click.option(
         "--json", "as_json", is_flag=True, help="Print the API's JSON answer (for scripts)."
-    )(f)
-    f = click.option(
+    )(command)
+    wrapped = click.option(
         "--token",
         envvar="VSHARE_TOKEN",
         metavar="TOKEN",
         help="API token [env VSHARE_TOKEN; config token].",
-    )(f)
+    )(wrapped)
     return click.option(
         "--endpoint",
         envvar="VSHARE_ENDPOINT",
         metavar="URL",
         help=f"The API [env VSHARE_ENDPOINT; config endpoint; default {DEFAULT_ENDPOINT}].",
-    )(f)
+    )(wrapped)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -54,30 +54,15 @@ def share_create(
     tenant: str | None,
     volume: str | None,
     cache: str,
-    endpoint: str | None,
-    token: str | None,
-    as_json: bool,
+    remote: Remote,
 ) -> None:
     """Create share NAME and its directory on the volume."""
-    remote = Remote.resolve(endpoint, token, as_json)
     body = {"name": name, "size_gib": size_gib, "tenant": tenant, "volume": volume, "cache": cache}
     s = remote.call("POST", "/v1/shares", body={k: v for k, v in body.items() if v is not None})
-    if as_json:
-        remote.print_json(s)
-    else:
-        click.echo(f"created share {s['name']} ({s['id']}): {_summary(s)}")
+    remote.echo(s, f"created share {s['name']} ({s['id']}): {_summary(s)}")
 
 
-@share.command("list")
-@click.option("--tenant", help="Only this tenant's (admin).")
-@remote_options
-def share_list(tenant: str | None, endpoint: str | None, token: str | None, as_json: bool) -> None:
-    """List the shares this token may see."""
-    remote = Remote.resolve(endpoint, token, as_json)
-    answer = remote.call("GET", "/v1/shares", params={"tenant": tenant})
-    if as_json:
-        remote.print_json(answer)
-        return
+def _shares_table(answer: dict[str, Any]) -> None:
     table(
         ("NAME", "ID", "TENANT", "SIZE_GIB", "STATUS", "CACHE", "VOLUME"),
         [
@@ -95,16 +80,15 @@ def share_list(tenant: str | None, endpoint: str | None, token: str | None, as_j
     )
 
 
-@share.command("show")
-@click.argument("share_name", metavar="SHARE")
+@share.command("list")
+@click.option("--tenant", help="Only this tenant's (admin).")
 @remote_options
-def share_show(share_name: str, endpoint: str | None, token: str | None, as_json: bool) -> None:
-    """Show one share (by name or id)."""
-    remote = Remote.resolve(endpoint, token, as_json)
-    s = remote.call("GET", f"/v1/shares/{segment(share_name)}")
-    if as_json:
-        remote.print_json(s)
-        return
+def share_list(tenant: str | None, remote: Remote) -> None:
+    """List the shares this token may see."""
+    remote.render(remote.call("GET", "/v1/shares", params={"tenant": tenant}), _shares_table)
+
+
+def _share_fields(s: dict[str, Any]) -> None:
     fields(
         [
             ("name", s["name"]),
@@ -121,30 +105,29 @@ def share_show(share_name: str, endpoint: str | None, token: str | None, as_json
     )
 
 
+@share.command("show")
+@click.argument("share_name", metavar="SHARE")
+@remote_options
+def share_show(share_name: str, remote: Remote) -> None:
+    """Show one share (by name or id)."""
+    remote.render(remote.call("GET", f"/v1/shares/{segment(share_name)}"), _share_fields)
+
+
 @share.command("delete")
 @click.argument("share_name", metavar="SHARE")
 @click.option("--force", is_flag=True, help="Also when not empty: remove all its files.")
 @remote_options
-def share_delete(
-    share_name: str, force: bool, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
+def share_delete(share_name: str, force: bool, remote: Remote) -> None:
     """Delete a share, its access rules and its directory (refused if not empty, unless
     --force). With --force a share is deleted from any status, so a share left creating,
     deleting or in error (a crash, an interrupted delete) is driven to its end; a forced
     delete that was interrupted continues where it stopped."""
-    remote = Remote.resolve(endpoint, token, as_json)
     remote.call("DELETE", f"/v1/shares/{segment(share_name)}", params={"force": force or None})
-    if as_json:
-        remote.print_json({"deleted": share_name})
-    else:
-        click.echo(f"deleted share {share_name}")
+    remote.echo({"deleted": share_name}, f"deleted share {share_name}")
 
 
 def _print_share(s: dict[str, Any], remote: Remote) -> None:
-    if remote.as_json:
-        remote.print_json(s)
-    else:
-        click.echo(f"share {s['name']}: {_summary(s)}")
+    remote.echo(s, f"share {s['name']}: {_summary(s)}")
 
 
 def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None:
@@ -160,11 +143,8 @@ def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None
     "--cache", type=click.Choice(CACHE_MODES), required=True, help="The new cache mode (see below)."
 )
 @remote_options
-def share_update(
-    share_name: str, cache: str, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
+def share_update(share_name: str, cache: str, remote: Remote) -> None:
     """Change the cache mode of SHARE (by name or id)."""
-    remote = Remote.resolve(endpoint, token, as_json)
     s = remote.call("PUT", f"/v1/shares/{segment(share_name)}", body={"cache": cache})
     _print_share(s, remote)
 
@@ -173,19 +153,15 @@ def share_update(
 @click.argument("share_name", metavar="SHARE")
 @click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
 @remote_options
-def share_extend(
-    share_name: str, size_gib: int, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
+def share_extend(share_name: str, size_gib: int, remote: Remote) -> None:
     """Grow a share to NEW_SIZE_GIB."""
-    _resize("extend", share_name, size_gib, Remote.resolve(endpoint, token, as_json))
+    _resize("extend", share_name, size_gib, remote)
 
 
 @share.command("shrink")
 @click.argument("share_name", metavar="SHARE")
 @click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
 @remote_options
-def share_shrink(
-    share_name: str, size_gib: int, endpoint: str | None, token: str | None, as_json: bool
-) -> None:
+def share_shrink(share_name: str, size_gib: int, remote: Remote) -> None:
     """Shrink a share to NEW_SIZE_GIB (refused if it holds more than that)."""
-    _resize("shrink", share_name, size_gib, Remote.resolve(endpoint, token, as_json))
+    _resize("shrink", share_name, size_gib, remote)
