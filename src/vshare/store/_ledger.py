@@ -164,18 +164,19 @@ def _store(
     return new
 
 
+def _found(record: _T | None, what: str) -> _T:
+    """``record``, or NotFound naming ``what`` if a lookup found nothing."""
+    if record is None:
+        raise NotFound(f"{what} not found")
+    return record
+
+
 def _share(view: View, share_id: str) -> ShareRecord:
-    share = view.share(share_id)
-    if share is None:
-        raise NotFound(f"share {share_id} not found")
-    return share
+    return _found(view.share(share_id), f"share {share_id}")
 
 
 def _rule(view: View, rule_id: str) -> RuleRecord:
-    rule = view.rule(rule_id)
-    if rule is None:
-        raise NotFound(f"access rule {rule_id} not found")
-    return rule
+    return _found(view.rule(rule_id), f"access rule {rule_id}")
 
 
 def _check_share_name(view: View, name: str, share_id: str) -> None:
@@ -363,17 +364,11 @@ class LedgerStore(Store):
         return self._write(build)
 
     def get_instance(self, uuid: str) -> InstanceRecord:
-        record = self._read(lambda v: v.instance(uuid))
-        if record is None:
-            raise NotFound(f"instance {uuid} not found")
-        return record
+        return _found(self._read(lambda v: v.instance(uuid)), f"instance {uuid}")
 
     def remove_instance(self, uuid: str) -> None:
         def build(tx: Tx) -> None:
-            record = tx.instance(uuid)
-            if record is None:
-                raise NotFound(f"instance {uuid} not found")
-            tx.drop_instance(record)
+            tx.drop_instance(_found(tx.instance(uuid), f"instance {uuid}"))
             tx.change("instance", uuid, "delete")
 
         self._write(build)
@@ -425,10 +420,7 @@ class LedgerStore(Store):
 
     def remove_token(self, name: str) -> None:
         def build(tx: Tx) -> None:
-            token = tx.token(name)
-            if token is None:
-                raise NotFound(f"token {name!r} not found")
-            tx.drop_token(token)
+            tx.drop_token(_found(tx.token(name), f"token {name!r}"))
             tx.change("token", name, "delete")
 
         self._write(build)
