@@ -62,13 +62,19 @@ def _read_str(buf: Buffer, pos: int, end: int) -> tuple[str, int]:
     return str(buf[start:stop], "utf-8", "surrogateescape"), stop
 
 
-def _read_names(buf: Buffer, pos: int, end: int) -> tuple[tuple[str, ...], int]:
+def _read_walk_count(buf: Buffer, pos: int, end: int, field: str, items: str) -> tuple[int, int]:
+    """A walk's element count (``field``: nwname, nwqid), refused above MAXWELEM before
+    any element is read."""
     if pos + 2 > end:
-        raise RemoteProtocolError("nwname runs past the end of the frame")
+        raise RemoteProtocolError(f"{field} runs past the end of the frame")
     count = buf[pos] | buf[pos + 1] << 8
     if count > MAXWELEM:
-        raise RemoteProtocolError(f"{count} walk names (at most {MAXWELEM})")
-    pos += 2
+        raise RemoteProtocolError(f"{count} {items} (at most {MAXWELEM})")
+    return count, pos + 2
+
+
+def _read_names(buf: Buffer, pos: int, end: int) -> tuple[tuple[str, ...], int]:
+    count, pos = _read_walk_count(buf, pos, end, "nwname", "walk names")
     names = []
     for _ in range(count):
         name, pos = _read_str(buf, pos, end)
@@ -77,12 +83,7 @@ def _read_names(buf: Buffer, pos: int, end: int) -> tuple[tuple[str, ...], int]:
 
 
 def _read_qids(buf: Buffer, pos: int, end: int) -> tuple[tuple[Qid, ...], int]:
-    if pos + 2 > end:
-        raise RemoteProtocolError("nwqid runs past the end of the frame")
-    count = buf[pos] | buf[pos + 1] << 8
-    if count > MAXWELEM:
-        raise RemoteProtocolError(f"{count} qids in a walk reply (at most {MAXWELEM})")
-    pos += 2
+    count, pos = _read_walk_count(buf, pos, end, "nwqid", "qids in a walk reply")
     if pos + 13 * count > end:
         raise RemoteProtocolError("qids run past the end of the frame")
     qids = tuple(_tuple_new(Qid, _QID_STRUCT.unpack_from(buf, pos + 13 * i)) for i in range(count))
