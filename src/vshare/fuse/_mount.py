@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from vshare.node.mounts import find_mount
 
@@ -29,16 +30,21 @@ def is_mounted(mountpoint: str) -> bool:
     return find_mount(os.path.realpath(mountpoint)) is not None
 
 
-async def _serve(
-    gateways: Sequence[str],
-    share: str,
-    mountpoint: str,
-    *,
-    cache: str,
-    readonly: bool,
-    reconnect_timeout: float,
-    msize: int,
-) -> None:
+@dataclass(frozen=True)
+class _Mount:
+    """One mount as :func:`mount_main` was asked for it: served here (:func:`_serve`) or
+    by a detached child that :func:`_background` starts with the same settings."""
+
+    gateways: Sequence[str]
+    share: str
+    mountpoint: str
+    cache: str
+    readonly: bool
+    reconnect_timeout: float
+    msize: int
+
+
+async def _serve(m: _Mount) -> None:
     import anyio
     import pyfuse3
 
@@ -53,22 +59,22 @@ async def _serve(
     except KeyError:
         uname = str(uid)
     async with open_share(
-        list(gateways),
-        share,
-        msize=msize,
-        reconnect_timeout=reconnect_timeout,
+        list(m.gateways),
+        m.share,
+        msize=m.msize,
+        reconnect_timeout=m.reconnect_timeout,
         uname=uname,
         n_uname=uid,
     ) as shared:
-        ops = VshareOperations(shared, cache=cache, readonly=readonly)
+        ops = VshareOperations(shared, cache=m.cache, readonly=m.readonly)
         options = set(pyfuse3.default_options)
         # nosuid: set-id bits and file capabilities of a share never apply here (and the
         # getxattr of security.capability is answered locally, see _ops).
-        options |= {"fsname=vshare", f"subtype=vshare.{share}", "allow_other", "nosuid", "nodev"}
-        if readonly:
+        options |= {"fsname=vshare", f"subtype=vshare.{m.share}", "allow_other", "nosuid", "nodev"}
+        if m.readonly:
             options.add("ro")
-        target = os.path.realpath(mountpoint)  # now: once mounted, a stat would hang
-        pyfuse3.init(ops, mountpoint, options)
+        target = os.path.realpath(m.mountpoint)  # now: once mounted, a stat would hang
+        pyfuse3.init(ops, m.mountpoint, options)
         try:
             async with anyio.create_task_group() as tasks:
                 ops.background = tasks
@@ -140,16 +146,9 @@ def mount_main(
     if not os.path.isdir(mountpoint):
         print(f"vshare: {mountpoint}: not a directory", file=sys.stderr)
         return 1
+    m = _Mount(gateways, share, mountpoint, cache, readonly, reconnect_timeout, msize)
     if not foreground:
-        return _background(
-            gateways,
-            share,
-            mountpoint,
-            cache=cache,
-            readonly=readonly,
-            reconnect_timeout=reconnect_timeout,
-            msize=msize,
-        )
+        return _background(m)
     try:
         import pyfuse3
         import pyfuse3.asyncio
@@ -159,15 +158,7 @@ def mount_main(
         print("vshare: the FUSE client needs `pip install vshare[fuse]`", file=sys.stderr)
         return 1
     try:
-        serve = _serve(
-            gateways,
-            share,
-            mountpoint,
-            cache=cache,
-            readonly=readonly,
-            reconnect_timeout=reconnect_timeout,
-            msize=msize,
-        )
+        serve = _serve(m)
         # pyfuse3's asyncio mode, on uvloop: the same handlers cost about a sixth less
         # of this process's CPU than on trio (docs/benchmarks.md), and the connection to
         # the gateway keeps its socket registered with the loop between replies.
@@ -184,34 +175,25 @@ def mount_main(
     return 0
 
 
-def _background(
-    gateways: list[str],
-    share: str,
-    mountpoint: str,
-    *,
-    cache: str,
-    readonly: bool,
-    reconnect_timeout: float,
-    msize: int,
-) -> int:
+def _background(m: _Mount) -> int:
     argv = [
         sys.executable,
         "-m",
         "vshare.fuse",
-        *gateways[:1],
-        share,
-        mountpoint,
+        *m.gateways[:1],
+        m.share,
+        m.mountpoint,
         "--cache",
-        cache,
+        m.cache,
         "--reconnect-timeout",
-        str(reconnect_timeout),
+        str(m.reconnect_timeout),
         "--msize",
-        str(msize),
+        str(m.msize),
         "--foreground",
     ]
-    for uri in gateways[1:]:
+    for uri in m.gateways[1:]:
         argv += ["--gateway", uri]
-    if readonly:
+    if m.readonly:
         argv.append("--readonly")
     child = subprocess.Popen(
         argv,
@@ -222,7 +204,7 @@ def _background(
     )
     deadline = time.monotonic() + MOUNT_WAIT
     while time.monotonic() < deadline:
-        if is_mounted(mountpoint):
+        if is_mounted(m.mountpoint):
             assert child.stderr is not None
             child.stderr.close()  # the mount runs on, detached
             return 0
@@ -232,7 +214,9 @@ def _background(
             return child.returncode or 1
         time.sleep(0.05)
     child.kill()
-    print(f"vshare: the mount at {mountpoint} did not come up in {MOUNT_WAIT:g} s", file=sys.stderr)
+    print(
+        f"vshare: the mount at {m.mountpoint} did not come up in {MOUNT_WAIT:g} s", file=sys.stderr
+    )
     return 1
 
 
