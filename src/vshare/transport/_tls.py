@@ -27,8 +27,9 @@ import hashlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -39,6 +40,8 @@ log = logging.getLogger("vshare.transport")
 
 Buffer = bytes | bytearray | memoryview
 T = TypeVar("T")
+#: ``anyio.wait_readable`` or ``anyio.wait_writable``.
+_Wait = Callable[[socket.socket], Awaitable[None]]
 
 #: Bytes read from the socket per refill of the incoming BIO.
 _RECV_CHUNK: Final = 256 * 1024
@@ -297,19 +300,25 @@ class TlsConnection:
             await self._flush()
             return result
 
+    async def _when_ready(self, op: Callable[[], T], wait: _Wait) -> T:
+        """``op()`` on the non-blocking socket, retried after ``wait(socket)`` (readable,
+        writable) for as long as it would block."""
+        while True:
+            try:
+                return op()
+            except (BlockingIOError, InterruptedError):
+                await wait(self._sock)
+
     async def _fill(self) -> None:
         """Read ciphertext from the socket into the incoming BIO (EOF marks it)."""
         if self._incoming.eof:
             raise ConnectionResetError("tls: the peer closed the connection")
-        while True:
-            try:
-                data = self._sock.recv(_RECV_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                await anyio.wait_readable(self._sock)
-                continue
-            except (ConnectionResetError, BrokenPipeError, TimeoutError):
-                data = b""
-            break
+        try:
+            data = await self._when_ready(
+                partial(self._sock.recv, _RECV_CHUNK), anyio.wait_readable
+            )
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            data = b""
         if data:
             self._incoming.write(data)
         else:
@@ -321,9 +330,5 @@ class TlsConnection:
             data = self._outgoing.read()
             view = memoryview(data)
             while view:
-                try:
-                    sent = self._sock.send(view)
-                except (BlockingIOError, InterruptedError):
-                    await anyio.wait_writable(self._sock)
-                    continue
+                sent = await self._when_ready(partial(self._sock.send, view), anyio.wait_writable)
                 view = view[sent:]
