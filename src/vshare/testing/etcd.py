@@ -27,7 +27,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 import httpx
@@ -100,12 +99,7 @@ class EtcdServer:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def start(self) -> None:
@@ -121,7 +115,7 @@ class EtcdServer:
             self.peer_port = free_port()
             while self.peer_port == self.client_port:
                 self.peer_port = free_port()
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = self.url
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
             self.binary, "--name", "n1", "--data-dir", str(self.workdir / "data"),
