@@ -53,7 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vshare import __version__
 from vshare.api._deps import Unauthorized
 from vshare.api._models import ErrorBody
-from vshare.api._routes import public, router
+from vshare.api._routes import ROUTERS
 from vshare.control import (
     Conflict,
     ControlService,
@@ -312,8 +312,8 @@ def create_app(service: ControlService) -> FastAPI:
         },
     )
     app.state.service = service
-    app.include_router(public)
-    app.include_router(router)
+    for routes in ROUTERS:
+        app.include_router(routes)
     for cls, _, _ in _STATUS:
         app.add_exception_handler(cls, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -58,21 +58,42 @@ def _no_content() -> Response:
 
 TenantQuery = Annotated[str | None, Query(description="Only this tenant's (admin).")]
 
-_strict = [Depends(no_unknown_query)]
-public = APIRouter(prefix="/v1", tags=["health"], dependencies=_strict)
-router = APIRouter(prefix="/v1", dependencies=_strict)
+
+def _routes(tag: str) -> APIRouter:
+    """The endpoints of one resource: under ``/v1``, grouped under ``tag`` in the OpenAPI
+    document, refusing query parameters they do not know."""
+    return APIRouter(prefix="/v1", tags=[tag], dependencies=[Depends(no_unknown_query)])
+
+
+health_routes = _routes("health")
+share_routes = _routes("shares")
+access_routes = _routes("access")
+instance_routes = _routes("instances")
+quota_routes = _routes("quotas")
+gateway_routes = _routes("gateways")
+token_routes = _routes("tokens")
+#: What the app includes, in this order (the OpenAPI document lists them so).
+ROUTERS: Final = (
+    health_routes,
+    share_routes,
+    access_routes,
+    instance_routes,
+    quota_routes,
+    gateway_routes,
+    token_routes,
+)
 
 
 def _share(service: ControlService, share: ShareRecord) -> ShareOut:
     return share_out(share, service.volume_of(share), service.waiting_for(share))
 
 
-@public.get("/health", operation_id="health", summary="Is the API up and its store readable")
+@health_routes.get("/health", operation_id="health", summary="Is the API up and its store readable")
 def health(service: ServiceDep) -> Health:
     return Health(status="ok", revision=service.store.revision())
 
 
-@router.get("/whoami", operation_id="whoami", tags=["tokens"], summary="Who this token is")
+@token_routes.get("/whoami", operation_id="whoami", summary="Who this token is")
 def whoami(caller: CallerDep) -> WhoAmI:
     return WhoAmI(token=caller.name, admin=caller.admin, tenant=caller.tenant)
 
@@ -80,15 +101,13 @@ def whoami(caller: CallerDep) -> WhoAmI:
 # --- shares -------------------------------------------------------------------------------
 
 
-@router.get("/shares", operation_id="list_shares", tags=["shares"])
+@share_routes.get("/shares", operation_id="list_shares")
 def list_shares(service: ServiceDep, caller: CallerDep, tenant: TenantQuery = None) -> ShareList:
     """The shares this token may see: a tenant's own, or every share for the admin."""
     return ShareList(shares=[_share(service, s) for s in service.list_shares(caller, tenant)])
 
 
-@router.post(
-    "/shares", operation_id="create_share", tags=["shares"], status_code=status.HTTP_201_CREATED
-)
+@share_routes.post("/shares", operation_id="create_share", status_code=status.HTTP_201_CREATED)
 def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> ShareOut:
     """Create a share and its directory on the volume; 409 if the name is taken."""
     share = service.create_share(
@@ -102,20 +121,20 @@ def create_share(service: ServiceDep, caller: CallerDep, body: ShareCreate) -> S
     return _share(service, share)
 
 
-@router.get("/shares/{share}", operation_id="get_share", tags=["shares"])
+@share_routes.get("/shares/{share}", operation_id="get_share")
 def get_share(service: ServiceDep, caller: CallerDep, share: str) -> ShareOut:
     """One share, by name or id."""
     return _share(service, service.get_share(caller, share))
 
 
-@router.put("/shares/{share}", operation_id="update_share", tags=["shares"])
+@share_routes.put("/shares/{share}", operation_id="update_share")
 def update_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareUpdate) -> ShareOut:
     """Change the share's settings: its cache mode (new mounts get it; existing ones keep
     theirs); 409 while the share is being created, resized or deleted."""
     return _share(service, service.set_share_cache(caller, share, body.cache))
 
 
-@router.delete("/shares/{share}", operation_id="delete_share", tags=["shares"], **_NO_CONTENT)
+@share_routes.delete("/shares/{share}", operation_id="delete_share", **_NO_CONTENT)
 def delete_share(
     service: ServiceDep,
     caller: CallerDep,
@@ -127,13 +146,13 @@ def delete_share(
     return _no_content()
 
 
-@router.post("/shares/{share}/extend", operation_id="extend_share", tags=["shares"])
+@share_routes.post("/shares/{share}/extend", operation_id="extend_share")
 def extend_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> ShareOut:
     """Grow the share's quota to size_gib."""
     return _share(service, service.extend_share(caller, share, body.size_gib))
 
 
-@router.post("/shares/{share}/shrink", operation_id="shrink_share", tags=["shares"])
+@share_routes.post("/shares/{share}/shrink", operation_id="shrink_share")
 def shrink_share(service: ServiceDep, caller: CallerDep, share: str, body: ShareResize) -> ShareOut:
     """Shrink the share's quota to size_gib; 409 if it holds more than that."""
     return _share(service, service.shrink_share(caller, share, body.size_gib))
@@ -142,7 +161,7 @@ def shrink_share(service: ServiceDep, caller: CallerDep, share: str, body: Share
 # --- access rules -------------------------------------------------------------------------
 
 
-@router.get("/shares/{share}/access", operation_id="list_access", tags=["access"])
+@access_routes.get("/shares/{share}/access", operation_id="list_access")
 def list_access(
     service: ServiceDep,
     caller: CallerDep,
@@ -154,10 +173,9 @@ def list_access(
     return RuleList(access=[rule_out(r) for r in rules])
 
 
-@router.post(
+@access_routes.post(
     "/shares/{share}/access",
     operation_id="allow_access",
-    tags=["access"],
     status_code=status.HTTP_201_CREATED,
 )
 def allow_access(service: ServiceDep, caller: CallerDep, share: str, body: RuleCreate) -> Rule:
@@ -166,7 +184,7 @@ def allow_access(service: ServiceDep, caller: CallerDep, share: str, body: RuleC
     return rule_out(rule)
 
 
-@router.put("/shares/{share}/access/{rule_id}", operation_id="update_access", tags=["access"])
+@access_routes.put("/shares/{share}/access/{rule_id}", operation_id="update_access")
 def update_access(
     service: ServiceDep, caller: CallerDep, share: str, rule_id: str, body: RuleUpdate
 ) -> Rule:
@@ -174,7 +192,7 @@ def update_access(
     return rule_out(service.update_level(caller, share, rule_id, body.access_level))
 
 
-@router.delete("/shares/{share}/access/{rule_id}", operation_id="deny_access", tags=["access"])
+@access_routes.delete("/shares/{share}/access/{rule_id}", operation_id="deny_access")
 def deny_access(service: ServiceDep, caller: CallerDep, share: str, rule_id: str) -> Rule:
     """Withdraw a rule: state deleted if it was never applied, else queued_to_deny."""
     return rule_out(service.deny(caller, share, rule_id))
@@ -183,7 +201,7 @@ def deny_access(service: ServiceDep, caller: CallerDep, share: str, rule_id: str
 # --- instances ----------------------------------------------------------------------------
 
 
-@router.get("/instances", operation_id="list_instances", tags=["instances"])
+@instance_routes.get("/instances", operation_id="list_instances")
 def list_instances(
     service: ServiceDep, caller: CallerDep, tenant: TenantQuery = None
 ) -> InstanceList:
@@ -192,10 +210,9 @@ def list_instances(
     return InstanceList(instances=[instance_out(r) for r in records])
 
 
-@router.post(
+@instance_routes.post(
     "/instances",
     operation_id="register_instance",
-    tags=["instances"],
     status_code=status.HTTP_201_CREATED,
 )
 def register_instance(service: ServiceDep, caller: CallerDep, body: InstanceCreate) -> InstanceOut:
@@ -204,12 +221,12 @@ def register_instance(service: ServiceDep, caller: CallerDep, body: InstanceCrea
     return instance_out(_register(service, caller, body.uuid, body, replace=False))
 
 
-@router.get("/instances/{uuid}", operation_id="get_instance", tags=["instances"])
+@instance_routes.get("/instances/{uuid}", operation_id="get_instance")
 def get_instance(service: ServiceDep, caller: CallerDep, uuid: str) -> InstanceOut:
     return instance_out(service.get_instance(caller, uuid))
 
 
-@router.put("/instances/{uuid}", operation_id="replace_instance", tags=["instances"])
+@instance_routes.put("/instances/{uuid}", operation_id="replace_instance")
 def replace_instance(
     service: ServiceDep, caller: CallerDep, uuid: str, body: InstanceBody
 ) -> InstanceOut:
@@ -217,9 +234,7 @@ def replace_instance(
     return instance_out(_register(service, caller, uuid, body, replace=True))
 
 
-@router.delete(
-    "/instances/{uuid}", operation_id="remove_instance", tags=["instances"], **_NO_CONTENT
-)
+@instance_routes.delete("/instances/{uuid}", operation_id="remove_instance", **_NO_CONTENT)
 def remove_instance(service: ServiceDep, caller: CallerDep, uuid: str) -> Response:
     """Forget an instance (admin). Rules naming it stay."""
     service.remove_instance(caller, uuid)
@@ -245,7 +260,7 @@ def _register(
 # --- quotas -------------------------------------------------------------------------------
 
 
-@router.get("/quotas", operation_id="list_quotas", tags=["quotas"])
+@quota_routes.get("/quotas", operation_id="list_quotas")
 def list_quotas(service: ServiceDep, caller: CallerDep) -> QuotaList:
     """The defaults, and the limits and usage of every tenant with an override or a share
     (admin)."""
@@ -253,32 +268,32 @@ def list_quotas(service: ServiceDep, caller: CallerDep) -> QuotaList:
     return QuotaList(defaults=quota_out(defaults), quotas=[quota_out(q) for q in tenants])
 
 
-@router.get("/quota-defaults", operation_id="get_default_quota", tags=["quotas"])
+@quota_routes.get("/quota-defaults", operation_id="get_default_quota")
 def get_default_quota(service: ServiceDep, caller: CallerDep) -> Quota:
     """The limits of every tenant without an override of its own."""
     return quota_out(service.default_quota(caller))
 
 
-@router.put("/quota-defaults", operation_id="set_default_quota", tags=["quotas"])
+@quota_routes.put("/quota-defaults", operation_id="set_default_quota")
 def set_default_quota(service: ServiceDep, caller: CallerDep, body: QuotaUpdate) -> Quota:
     """Change the defaults (admin), for every API server of a fleet (they are stored)."""
     return quota_out(service.set_quota(caller, None, body.model_dump(exclude_unset=True)))
 
 
-@router.get("/quotas/{tenant}", operation_id="get_quota", tags=["quotas"])
+@quota_routes.get("/quotas/{tenant}", operation_id="get_quota")
 def get_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
     """A tenant's limits and usage (its own for a tenant token; any for the admin)."""
     return quota_out(service.get_quota(caller, tenant))
 
 
-@router.put("/quotas/{tenant}", operation_id="set_quota", tags=["quotas"])
+@quota_routes.put("/quotas/{tenant}", operation_id="set_quota")
 def set_quota(service: ServiceDep, caller: CallerDep, tenant: str, body: QuotaUpdate) -> Quota:
     """Override a tenant's limits (admin); fields left out are kept, null ones fall back
     to the defaults. Lowering a limit below usage refuses only what would grow it."""
     return quota_out(service.set_quota(caller, tenant, body.model_dump(exclude_unset=True)))
 
 
-@router.delete("/quotas/{tenant}", operation_id="reset_quota", tags=["quotas"])
+@quota_routes.delete("/quotas/{tenant}", operation_id="reset_quota")
 def reset_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
     """Remove a tenant's override (admin): the defaults apply; answers the quota now."""
     return quota_out(service.set_quota(caller, tenant, {"shares": None, "gigabytes": None}))
@@ -287,28 +302,26 @@ def reset_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
 # --- gateways and tokens ------------------------------------------------------------------
 
 
-@router.get("/gateways", operation_id="list_gateways", tags=["gateways"])
+@gateway_routes.get("/gateways", operation_id="list_gateways")
 def list_gateways(service: ServiceDep, caller: CallerDep) -> GatewayList:
     """Every registered gateway and whether its heartbeat is current (admin)."""
     return GatewayList(gateways=[gateway_out(g) for g in service.list_gateways(caller)])
 
 
-@router.get("/tokens", operation_id="list_tokens", tags=["tokens"])
+@token_routes.get("/tokens", operation_id="list_tokens")
 def list_tokens(service: ServiceDep, caller: CallerDep) -> TokenList:
     """Every API token (admin); secrets are never stored, so never shown."""
     return TokenList(tokens=[token_out(t) for t in service.list_tokens(caller)])
 
 
-@router.post(
-    "/tokens", operation_id="create_token", tags=["tokens"], status_code=status.HTTP_201_CREATED
-)
+@token_routes.post("/tokens", operation_id="create_token", status_code=status.HTTP_201_CREATED)
 def create_token(service: ServiceDep, caller: CallerDep, body: TokenCreate) -> TokenCreated:
     """Create a token (admin); the answer holds its secret, shown this once."""
     record, secret = service.create_token(caller, body.name, body.tenant)
     return TokenCreated(**token_out(record).model_dump(), secret=secret)
 
 
-@router.delete("/tokens/{name}", operation_id="revoke_token", tags=["tokens"], **_NO_CONTENT)
+@token_routes.delete("/tokens/{name}", operation_id="revoke_token", **_NO_CONTENT)
 def revoke_token(service: ServiceDep, caller: CallerDep, name: str) -> Response:
     """Revoke a token (admin); not the one this request uses (409)."""
     service.revoke_token(caller, name)
