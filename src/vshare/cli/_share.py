@@ -130,13 +130,6 @@ def _print_share(s: dict[str, Any], remote: Remote) -> None:
     remote.echo(s, f"share {s['name']}: {_summary(s)}")
 
 
-def _resize(action: str, share_name: str, size_gib: int, remote: Remote) -> None:
-    s = remote.call(
-        "POST", f"/v1/shares/{segment(share_name)}/{action}", body={"size_gib": size_gib}
-    )
-    _print_share(s, remote)
-
-
 @share.command("update", epilog=_CACHE_MODES_HELP)
 @click.argument("share_name", metavar="SHARE")
 @click.option(
@@ -149,19 +142,17 @@ def share_update(share_name: str, cache: str, remote: Remote) -> None:
     _print_share(s, remote)
 
 
-@share.command("extend")
-@click.argument("share_name", metavar="SHARE")
-@click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
-@remote_options
-def share_extend(share_name: str, size_gib: int, remote: Remote) -> None:
-    """Grow a share to NEW_SIZE_GIB."""
-    _resize("extend", share_name, size_gib, remote)
+def _resize_command(action: str, doc: str) -> None:
+    """``share extend`` and ``share shrink``: the same command, each with its own endpoint."""
+
+    @share.command(action, help=doc)
+    @click.argument("share_name", metavar="SHARE")
+    @click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
+    @remote_options
+    def resize(share_name: str, size_gib: int, remote: Remote) -> None:
+        path = f"/v1/shares/{segment(share_name)}/{action}"
+        _print_share(remote.call("POST", path, body={"size_gib": size_gib}), remote)
 
 
-@share.command("shrink")
-@click.argument("share_name", metavar="SHARE")
-@click.argument("size_gib", metavar="NEW_SIZE_GIB", type=click.IntRange(min=1))
-@remote_options
-def share_shrink(share_name: str, size_gib: int, remote: Remote) -> None:
-    """Shrink a share to NEW_SIZE_GIB (refused if it holds more than that)."""
-    _resize("shrink", share_name, size_gib, remote)
+_resize_command("extend", "Grow a share to NEW_SIZE_GIB.")
+_resize_command("shrink", "Shrink a share to NEW_SIZE_GIB (refused if it holds more than that).")
