@@ -97,7 +97,7 @@ def api_run(
 
 @contextmanager
 def _open_store(uri: str) -> Iterator[Store]:
-    """The store at ``uri``, for one token command: a malformed URI or name is a usage
+    """The store at ``uri``, for one token command: a malformed URI or token name is a usage
     mistake (exit 2), any other store failure exits 1 with its message."""
     from vshare.store import StoreError, open_store
 
