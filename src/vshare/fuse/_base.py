@@ -42,6 +42,8 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 #: Walked fids kept for inodes; past it the least recently used go back (and are walked
 #: again from their path when needed).
 MAX_INODE_FIDS = 8192
+#: ... and never fewer than this, however often the gateway refuses fids (EMFILE).
+MIN_INODE_FIDS = 64
 #: Entries of one readdir whose attributes are asked for in one write: 64 requests, well
 #: under what a gateway takes in flight from one session (256), with room for the other
 #: handlers' requests (an entry refused with EAGAIN is asked for again, alone).
@@ -157,19 +159,54 @@ class FidOperations(pyfuse3.Operations):
     async def _on(
         self, nodes: Sequence[Inode], fn: Callable[[Session, list[int], bool], Awaitable[T]]
     ) -> T:
-        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile."""
+        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile.
+
+        EMFILE is the gateway's fid budget for this session: fids are given back until
+        we hold a quarter fewer, and ``fn`` runs once more (as ``retried``: a step of it
+        may have been done before the refusal)."""
         for node in nodes:
             node.busy += 1
         try:
+            for attempt in (0, 1):
 
-            async def op(s: Session, retried: bool) -> T:
-                fids = [await self._fid(s, node) for node in nodes]
-                return await fn(s, fids, retried)
+                async def op(s: Session, retried: bool, again: bool = attempt > 0) -> T:
+                    fids = [await self._fid(s, node) for node in nodes]
+                    return await fn(s, fids, retried or again)
 
-            return await self.share.on_session(op)
+                try:
+                    return await self.share.on_session(op)
+                except OSError as exc:
+                    if exc.errno != errno.EMFILE or attempt or not await self._shed_fids():
+                        raise
+            raise AssertionError("unreachable")
         finally:
             for node in nodes:
-                node.busy -= 1
+                await self._unpin(node)
+
+    async def _unpin(self, node: Inode) -> None:
+        """One use of ``node``'s fid ended; if it was the last and the kernel forgot the
+        inode meanwhile, its fid goes back now (``forget`` could not give it back)."""
+        node.busy -= 1
+        if node.busy == 0 and node.fid >= 0 and self.inodes.get(node.number) is not node:
+            await self._give_back(self.share.session, node)
+
+    async def _shed_fids(self) -> bool:
+        """The gateway refused us a fid: hold at most three quarters of the walked fids we
+        hold now, from now on (the bound is the gateway's, which we cannot ask). False if
+        there was nothing to give back."""
+        held = len(self.inodes.with_fid)
+        if held <= MIN_INODE_FIDS:
+            return False
+        self.inodes.max_fids = max(MIN_INODE_FIDS, held * 3 // 4)
+        log.warning(
+            "the gateway refused a fid (EMFILE) with %d walked fids held: keeping at most %d",
+            held,
+            self.inodes.max_fids,
+        )
+        s = self.share.session
+        for old in self.inodes.over_budget():
+            await self._give_back(s, old)
+        return True
 
     async def _walk_then(
         self, s: Session, pfid: int, names: tuple[str, ...], then: Callable[[int], Message]
@@ -333,7 +370,7 @@ class FidOperations(pyfuse3.Operations):
                     f.fid, f.iounit = await self._open_fid(s, ifid, reopen)
                     f.epoch = s.epoch
                 finally:
-                    f.node.busy -= 1
+                    await self._unpin(f.node)
             return await fn(s, f.fid)
 
         return await self.share.on_session(op)

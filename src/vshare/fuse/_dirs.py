@@ -102,7 +102,7 @@ class DirectoryOperations(FidOperations):
         finally:
             for _, known, _ in plan:
                 if known is not None:
-                    known.busy -= 1
+                    await self._unpin(known)
         out = []
         again: list[str] = []  # refused for now (EAGAIN: the gateway's in-flight bound)
         i = 0

@@ -152,6 +152,8 @@ class InodeTable:
         self.by_qid[node.qid_path] = node
         for key in node.names:
             self.by_path.setdefault(key, node)
+        if node.fid >= 0:
+            self.used(node)  # its fid counts against the budget again
         return node
 
     def drop(self, node: Inode) -> None:
