@@ -21,6 +21,7 @@ def test_the_table_has_every_9p2000l_message() -> None:
     expected = {7, 8, 12, 14, 16, 18, 20, 22, 24, 26, 30, 32, 40, 50, 52, 54, 70, 72, 74, 76}
     expected |= {100, 102, 104, 108, 110, 116, 118, 120, 122}
     expected |= {n + 1 for n in expected if n != 7}
+    expected |= {150, 151}  # vshare's Treaddirplus/Rreaddirplus (VERSION_VSHARE_2)
     assert set(MESSAGE_TYPES) == expected
     assert 107 not in MESSAGE_TYPES  # Rerror: 9P2000.L answers with Rlerror only
 

@@ -40,6 +40,7 @@ __all__ = [
     "getdents64",
     "iter_dirents",
     "openat2",
+    "stat_at",
     "stat_fd",
     "utimensat",
 ]
@@ -228,14 +229,15 @@ _STATX_FLAGS: Final = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
 _STATX_MASK: Final = _STATX_BASIC_STATS | _STATX_BTIME | _STATX_MNT_ID
 
 
-def _statx(fd: int) -> Stat:
+def _statx(fd: int, name: bytes = b"") -> Stat:
     buf = getattr(_statx_buffers, "buf", None)
     if buf is None:
         buf = _statx_buffers.buf = ctypes.create_string_buffer(_STATX_SIZE)
+    flags = _STATX_FLAGS if not name else AT_SYMLINK_NOFOLLOW
     if _statx_func is not None:
         if not 0 <= fd <= 0x7FFFFFFF:
             raise _error(errno.EBADF)
-        while _statx_func(fd, b"", _STATX_FLAGS, _STATX_MASK, buf) < 0:
+        while _statx_func(fd, name, flags, _STATX_MASK, buf) < 0:
             err = ctypes.get_errno()
             if err != errno.EINTR:
                 raise _error(err)
@@ -244,8 +246,8 @@ def _statx(fd: int) -> Stat:
             _syscall,
             ctypes.c_long(_SYS_STATX[_MACHINE]),
             _check_fd(fd),
-            ctypes.c_char_p(b""),
-            ctypes.c_int(_STATX_FLAGS),
+            ctypes.c_char_p(name),
+            ctypes.c_int(flags),
             ctypes.c_uint(_STATX_MASK),
             buf,
         )
@@ -273,8 +275,8 @@ def _statx(fd: int) -> Stat:
     )
 
 
-def _fstat(fd: int) -> Stat:
-    st = os.fstat(fd)
+def _fstat(fd: int, name: bytes = b"") -> Stat:
+    st = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
     return Stat(
         mode=st.st_mode,
         ino=st.st_ino,
@@ -305,6 +307,21 @@ def stat_fd(fd: int) -> Stat:
                 raise
             _statx_missing = True
     return _fstat(fd)
+
+
+def stat_at(dirfd: int, name: bytes) -> Stat:
+    """Stat ``name``, one component in the directory ``dirfd``, never following a symlink
+    (``statx(dirfd, name, AT_SYMLINK_NOFOLLOW)``). The caller has checked ``name``: no
+    ``/``, not ``.`` or ``..``, so nothing outside ``dirfd`` is reached."""
+    global _statx_missing
+    if not _statx_missing:
+        try:
+            return _statx(dirfd, name)
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+            _statx_missing = True
+    return _fstat(dirfd, name)
 
 
 class _Statfs(ctypes.Structure):

@@ -242,6 +242,33 @@ class Backend(abc.ABC):
         (0: from the start). ``.`` and ``..`` are included. Cookies stay valid while the
         directory changes; an empty result means the end."""
 
+    def readdir_attrs(
+        self, directory: Node, file: OpenFile, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]]:
+        """:meth:`readdir` of ``file`` (an open handle on ``directory``) with each entry's
+        attributes, as :meth:`getattr` of a :meth:`lookup` of its name would give them:
+        None for ``.`` and ``..``, and for a name gone since it was listed.
+
+        This default looks each name up; a backend with a cheaper way overrides it. The
+        names come from the directory itself and are looked up in it like any other
+        name, so what can be reached is what :meth:`lookup` allows."""
+        out: list[tuple[DirEntry, Attr | None]] = []
+        for entry in self.readdir(file, cookie, max_entries):
+            attr = None
+            if entry.name not in (".", ".."):
+                try:
+                    node = self.lookup(directory, entry.name)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                        raise
+                else:
+                    try:
+                        attr = self.getattr(node)
+                    finally:
+                        node.close()
+            out.append((entry, attr))
+        return out
+
     @abc.abstractmethod
     def mkdir(self, parent: Node, name: str, mode: int) -> Node: ...
 

@@ -318,6 +318,29 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         n = self._node(node)
         with n._ref as fd:
             st = _linux.stat_fd(fd)
+        return self._attr(st)
+
+    @einval_on_value_error
+    def readdir_attrs(
+        self, directory: Node, file: OpenFile, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]]:
+        # One statx per name relative to the open directory, no lookup: a listed name is
+        # one component ("." and ".." are skipped) and the symlink itself is stat'ed, so
+        # nothing outside the directory is reached (the confinement above holds).
+        entries = self.readdir(file, cookie, max_entries)
+        out: list[tuple[DirEntry, Attr | None]] = []
+        with self._file(file)._ref as fd:
+            for entry in entries:
+                attr = None
+                if entry.name not in (".", ".."):
+                    try:
+                        attr = self._attr(_linux.stat_at(fd, name_bytes(entry.name)))
+                    except FileNotFoundError:
+                        pass  # removed since it was listed
+                out.append((entry, attr))
+        return out
+
+    def _attr(self, st: _linux.Stat) -> Attr:
         return Attr(
             qid_path=self._qids.qid(st.dev, st.ino),
             mode=st.mode,

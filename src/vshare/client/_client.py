@@ -37,6 +37,7 @@ from vshare.protocol import (
     TYPE_NUMBERS,
     VERSION_9P2000_L,
     VERSION_VSHARE,
+    VERSION_VSHARE_2,
     FrameDecoder,
     Message,
     Qid,
@@ -118,6 +119,8 @@ class Client:
         #: The server keeps requests on one fid in order (see ``VERSION_VSHARE``): only
         #: then does :meth:`pipeline` send dependent requests without waiting.
         self.ordered = False
+        #: Whether the server answers Treaddirplus (it agreed to ``VERSION_VSHARE_2``).
+        self.readdirplus = False
         #: Requests this client has in flight at most (waited, unwaited and abandoned
         #: alike): under the gateway's bound per session (256), which answers EAGAIN past
         #: it — an unwaited Tclunk refused so would leave its fid open there.
@@ -404,25 +407,39 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        """Negotiate: 9P2000.L with requests on one fid kept in order (``VERSION_VSHARE``,
-        :attr:`ordered`) where the server agrees, else plain 9P2000.L."""
+        """Negotiate, asking for the most first: ``VERSION_VSHARE_2`` (Treaddirplus,
+        :attr:`readdirplus`), then ``VERSION_VSHARE`` (requests on one fid kept in order,
+        :attr:`ordered`), then plain 9P2000.L. A gateway that knows only vshare answers
+        "9P2000.L" to vshare.2 (its prefix); diod answers an error to both."""
+        reply = await self._ask_version(msize, VERSION_VSHARE_2)
+        if reply is None or reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE):
+            reply = await self._ask_version(msize, VERSION_VSHARE)
+        if reply is None:
+            plain = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
+            if not isinstance(plain, Rversion):
+                raise OSError(errno.EPROTONOSUPPORT, f"server answered Tversion with {plain!r}")
+            reply = plain
+        if reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE, VERSION_9P2000_L):
+            raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
+        self.ordered = reply.version in (VERSION_VSHARE, VERSION_VSHARE_2)
+        self.readdirplus = reply.version == VERSION_VSHARE_2
+        self.msize = reply.msize
+        return reply.msize
+
+    async def _ask_version(self, msize: int, version: str) -> Rversion | None:
+        """The server's Rversion to ``version``; None if it answered an error (diod: EIO
+        for a version it does not know) or something else."""
         try:
-            reply = await self.rpc(Tversion(msize, VERSION_VSHARE), tag=NOTAG)
+            reply = await self.rpc(Tversion(msize, version), tag=NOTAG)
         except ConnectionLost:
             raise
         except OSError:
-            reply = None  # diod: EIO for a version it does not know
-        if not isinstance(reply, Rversion) or reply.version not in (
-            VERSION_VSHARE,
-            VERSION_9P2000_L,
-        ):
-            reply = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
-        assert isinstance(reply, Rversion)
-        if reply.version not in (VERSION_VSHARE, VERSION_9P2000_L):
-            raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
-        self.ordered = reply.version == VERSION_VSHARE
-        self.msize = reply.msize
-        return reply.msize
+            return None
+        if not isinstance(reply, Rversion):
+            return None
+        if reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE, VERSION_9P2000_L):
+            return None
+        return reply
 
     async def attach(
         self, aname: str, uname: str = "", n_uname: int = 0xFFFFFFFF

@@ -133,12 +133,28 @@ class FidOperations(pyfuse3.Operations):
         if node is self.inodes.root:
             return s.root
         if node.epoch != s.epoch or node.fid < 0:
-            node.fid = await self.share.walk_from_root(s, node.parts)
+            node.fid = await self._walk_to(s, node.parts)
             node.epoch = s.epoch
         self.inodes.used(node)
         for old in self.inodes.over_budget():
             await self._give_back(s, old)
         return node.fid
+
+    async def _walk_to(self, s: Session, parts: list[str]) -> int:
+        """A new fid for the file at ``parts``: one name from its directory's fid when we
+        hold that (an entry that came with a listing has no fid of its own until it is
+        used), else the whole path from the share root."""
+        parent = self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
+        if parent is None or (
+            parent is not self.inodes.root and (parent.epoch != s.epoch or parent.fid < 0)
+        ):
+            return await self.share.walk_from_root(s, parts)
+        parent.busy += 1
+        try:
+            pfid = s.root if parent is self.inodes.root else parent.fid
+            return await self.share.walk_from(s, pfid, (parts[-1],))
+        finally:
+            await self._unpin(parent)
 
     async def _give_back(self, s: Session | None, node: Inode) -> None:
         fid, epoch = node.fid, node.epoch

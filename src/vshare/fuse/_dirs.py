@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import pyfuse3
 
 from vshare.client import Session, StatResult
@@ -23,10 +24,13 @@ from vshare.protocol import (
     Message,
     Rgetattr,
     Rreaddir,
+    Rreaddirplus,
     Tgetattr,
     Treaddir,
+    Treaddirplus,
     Twalk,
     unpack_dirents,
+    unpack_dirents_plus,
 )
 
 
@@ -42,17 +46,14 @@ class DirectoryOperations(FidOperations):
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        # No request yet: the directory is opened on the gateway at its first readdir.
+        # Programs open directories they never read (rm -r, find and tar open each one
+        # again for its fd, to work relative to it), and the kernel has already checked
+        # the permission (default_permissions).
         node = self._node(inode)
-        d = OpenDir(node)
-
-        async def fn(s: Session, fids: list[int], _: bool) -> None:
-            d.fid, _unit = await self._open_fid(s, fids[0], DOTL_RDONLY | DOTL_DIRECTORY)
-            d.epoch = s.epoch
-
-        await self._on([node], fn)
         fh = self._next_fh
         self._next_fh += 1
-        self._dirs[fh] = d
+        self._dirs[fh] = OpenDir(node)
         return fh
 
     async def _list(self, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
@@ -62,6 +63,8 @@ class DirectoryOperations(FidOperations):
             if d.epoch != s.epoch:
                 d.fid, _unit = await self._open_fid(s, fids[0], DOTL_RDONLY | DOTL_DIRECTORY)
                 d.epoch = s.epoch
+            if s.client.readdirplus:
+                return await self._list_plus(s, d, fids[0])
             names: list[Dirent] = []
             offset = 0
             count = s.client.msize - IOHDRSZ
@@ -79,6 +82,49 @@ class DirectoryOperations(FidOperations):
             return out
 
         return await self._on([d.node], fn)
+
+    async def _list_plus(
+        self, s: Session, d: OpenDir, pfid: int
+    ) -> list[tuple[str, Inode, StatResult]]:
+        """The listing from a gateway that answers Treaddirplus: the entries come with
+        their attributes, so no fid is walked for them; an inode without a fid gets one
+        when something is done to it (``_fid``). A name whose attributes the gateway could
+        not give (removed since) is asked for alone."""
+        out: list[tuple[str, Inode, StatResult]] = []
+        names: set[str] = set()
+        alone: list[str] = []
+        offset = 0
+        count = s.client.msize - IOHDRSZ
+        now = anyio.current_time()
+        while True:
+            r = await s.client.call(Treaddirplus(d.fid, offset, count), Rreaddirplus)
+            batch = unpack_dirents_plus(r.data)
+            if not batch and not r.end:
+                raise OSError(errno.EIO, "Rreaddirplus: no entries, yet not the end")
+            if batch:
+                offset = batch[-1][0].offset
+            for e, attr in batch:
+                if e.name in (".", ".."):
+                    continue
+                names.add(e.name)
+                if attr is None:
+                    alone.append(e.name)
+                    continue
+                st = StatResult.from_rgetattr(attr)
+                node = self.inodes.for_qid([*d.node.parts, e.name], st.qid.path)
+                node.attrs_at = now
+                out.append((e.name, node, st))
+            if r.end:
+                break
+        for name in alone:
+            try:
+                fid, st = await self._walk_stat(s, pfid, name)
+            except FileNotFoundError:
+                names.discard(name)
+                continue
+            out.append((name, await self._listed(s, d.node, name, fid, st.qid.path), st))
+        self._complete(d.node, names)
+        return out
 
     async def _stat_entries(
         self, s: Session, parent: Inode, pfid: int, batch: Sequence[Any]

@@ -21,10 +21,10 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from vshare.backend.base import Node, check_name
+from vshare.backend.base import Attr, Node, check_name
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.fids import Attachment, Fid, Link, XattrWrite, release
-from vshare.protocol import NOFID
+from vshare.gateway.fids import Attachment, Fid, Link, XattrWrite, qid_of, release
+from vshare.protocol import GETATTR_BASIC, GETATTR_BTIME, NOFID, Rgetattr
 from vshare.transport import PeerIdentity
 
 T = TypeVar("T")
@@ -271,3 +271,15 @@ class OperationsBase:
         if not same:
             raise os_error(errno.ESTALE)
         return parent, name
+
+    def _rgetattr(self, fid: Fid, a: Attr) -> Rgetattr:
+        uid, gid = (fid.att.share.uid, fid.att.share.gid) if self.squash else (a.uid, a.gid)
+        valid = GETATTR_BASIC | (GETATTR_BTIME if a.btime_ns else 0)
+        return Rgetattr(
+            valid, qid_of(stat.S_IFMT(a.mode), a.qid_path), a.mode, uid, gid, a.nlink, a.rdev,
+            a.size, a.blksize, a.blocks, a.atime_ns // 1_000_000_000, a.atime_ns % 1_000_000_000,
+            a.mtime_ns // 1_000_000_000, a.mtime_ns % 1_000_000_000,
+            a.ctime_ns // 1_000_000_000, a.ctime_ns % 1_000_000_000,
+            a.btime_ns // 1_000_000_000, a.btime_ns % 1_000_000_000, a.generation,
+            a.data_version,
+        )  # fmt: skip

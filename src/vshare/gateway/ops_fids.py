@@ -4,11 +4,10 @@ getattr, setattr, statfs (see ops.py for how they are put together)."""
 from __future__ import annotations
 
 import errno
-import stat
 
-from vshare.backend.base import TIME_NOW, Attr, Node, check_name
+from vshare.backend.base import TIME_NOW, Node, check_name
 from vshare.gateway.context import audit_log
-from vshare.gateway.fids import Attachment, Fid, node_qid, qid_of
+from vshare.gateway.fids import Attachment, Fid, node_qid
 from vshare.gateway.fids import walk as walk_names
 from vshare.gateway.ops_base import (
     MAX_OFFSET,
@@ -18,8 +17,6 @@ from vshare.gateway.ops_base import (
 )
 from vshare.policy import decide, squash_mode
 from vshare.protocol import (
-    GETATTR_BASIC,
-    GETATTR_BTIME,
     NOFID,
     SETATTR_ATIME,
     SETATTR_ATIME_SET,
@@ -32,7 +29,6 @@ from vshare.protocol import (
     Message,
     Rattach,
     Rclunk,
-    Rgetattr,
     Rremove,
     Rsetattr,
     Rstatfs,
@@ -219,18 +215,6 @@ class FidOps(OperationsBase):
         fid = self._fid(msg.fid)
         attr = await self._run(fid.att, self.backend.getattr, fid.node)
         return self._rgetattr(fid, attr)
-
-    def _rgetattr(self, fid: Fid, a: Attr) -> Rgetattr:
-        uid, gid = (fid.att.share.uid, fid.att.share.gid) if self.squash else (a.uid, a.gid)
-        valid = GETATTR_BASIC | (GETATTR_BTIME if a.btime_ns else 0)
-        return Rgetattr(
-            valid, qid_of(stat.S_IFMT(a.mode), a.qid_path), a.mode, uid, gid, a.nlink, a.rdev,
-            a.size, a.blksize, a.blocks, a.atime_ns // 1_000_000_000, a.atime_ns % 1_000_000_000,
-            a.mtime_ns // 1_000_000_000, a.mtime_ns % 1_000_000_000,
-            a.ctime_ns // 1_000_000_000, a.ctime_ns % 1_000_000_000,
-            a.btime_ns // 1_000_000_000, a.btime_ns % 1_000_000_000, a.generation,
-            a.data_version,
-        )  # fmt: skip
 
     async def setattr(self, msg: Tsetattr) -> Message:
         fid = self._fid(msg.fid)

@@ -1,4 +1,5 @@
-"""Handlers for file I/O: lopen, lcreate, read, write, readdir, fsync (see ops.py)."""
+"""Handlers for file I/O: lopen, lcreate, read, write, readdir (and vshare's readdirplus),
+fsync (see ops.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from vshare.gateway.ops_base import (
 )
 from vshare.policy import squash_mode
 from vshare.protocol import (
+    ATTRS_SIZE,
     IOHDRSZ,
+    NO_ATTRS,
     DirentPacker,
     Message,
     Rfsync,
@@ -25,21 +28,26 @@ from vshare.protocol import (
     Rlopen,
     Rread,
     Rreaddir,
+    Rreaddirplus,
     Rwrite,
     Tfsync,
     Tlcreate,
     Tlopen,
     Tread,
     Treaddir,
+    Treaddirplus,
     Twrite,
     dotl_to_os_flags,
+    pack_attrs,
 )
 
 _DIRENT_MIN: Final = 24  # a packed entry without its name
+#: Entries of one Rreaddirplus at most (see IoOps.readdirplus).
+READDIRPLUS_MAX: Final = 512
 
 
 class IoOps(OperationsBase):
-    """Tlopen, Tlcreate, Tread, Twrite, Treaddir, Tfsync."""
+    """Tlopen, Tlcreate, Tread, Twrite, Treaddir, Treaddirplus, Tfsync."""
 
     async def lopen(self, msg: Tlopen) -> Message:
         fid = self._fid(msg.fid)
@@ -153,37 +161,62 @@ class IoOps(OperationsBase):
         return n
 
     async def readdir(self, msg: Treaddir) -> Message:
-        fid = self._fid(msg.fid)
+        data, _ = await self._listing(msg.fid, msg.offset, msg.count, plus=False)
+        return Rreaddir(data)
+
+    async def readdirplus(self, msg: Treaddirplus) -> Message:
+        """vshare's extension (``VERSION_VSHARE_2``): each entry with its attributes, as
+        Tgetattr would answer them (ownership squashed alike), so that a client needs no
+        walk and getattr per entry. At most ``READDIRPLUS_MAX`` entries a reply: each one
+        costs a stat, and one request must not hold a worker thread for long."""
+        data, end = await self._listing(msg.fid, msg.offset, msg.count, plus=True)
+        return Rreaddirplus(int(end), data)
+
+    async def _listing(
+        self, fid_number: int, offset: int, count: int, *, plus: bool
+    ) -> tuple[bytes, bool]:
+        """Packed entries from ``offset`` on, and whether the directory ended in them."""
+        fid = self._fid(fid_number)
         file = fid.file
         if file is None or not fid.node.is_dir:
             raise os_error(errno.EBADF if file is None else errno.ENOTDIR)
-        if msg.offset > MAX_OFFSET:
+        if offset > MAX_OFFSET:
             raise os_error(errno.EINVAL)
-        count = min(msg.count, self.msize - IOHDRSZ)
+        count = min(count, self.msize - IOHDRSZ)
         at_root = fid.at_root
         root_qid_path = fid.att.root.qid_path
+        directory = fid.node
+        entry_min = _DIRENT_MIN + 8 + (ATTRS_SIZE if plus else 0)
 
-        def fill() -> bytes:
+        def fill() -> tuple[bytes, bool]:
             packer = DirentPacker(count)
-            cookie = msg.offset
+            cookie = offset
             while True:
-                want = max(1, (count - packer.size) // (_DIRENT_MIN + 8))
-                entries = self.backend.readdir(file, cookie, want)
-                if not entries:
-                    return packer.getvalue()
-                for entry in entries:
+                want = max(1, (count - packer.size) // entry_min)
+                if plus:
+                    want = min(want, READDIRPLUS_MAX - len(packer))
+                    if want <= 0:
+                        return packer.getvalue(), False
+                    listed = self.backend.readdir_attrs(directory, file, cookie, want)
+                else:
+                    listed = [(e, None) for e in self.backend.readdir(file, cookie, want)]
+                if not listed:
+                    return packer.getvalue(), True
+                for entry, attr in listed:
                     qid_path = entry.qid_path
                     if at_root and entry.name == "..":
                         qid_path = root_qid_path  # never reveal what is above the share
                     # Names are bytes (surrogate-escaped): every name a backend lists packs.
                     kind = entry.file_type
                     qid = qid_of(kind, qid_path)
-                    fits = packer.add(qid, entry.cookie, kind >> 12, entry.name)
-                    if not fits:
-                        return packer.getvalue()
+                    extra = b""
+                    if plus:
+                        extra = NO_ATTRS if attr is None else pack_attrs(self._rgetattr(fid, attr))
+                    if not packer.add(qid, entry.cookie, kind >> 12, entry.name, extra):
+                        return packer.getvalue(), False
                     cookie = entry.cookie
 
-        return Rreaddir(await self._run(fid.att, fill))
+        return await self._run(fid.att, fill)
 
     async def fsync(self, msg: Tfsync) -> Message:
         fid = self._fid(msg.fid)

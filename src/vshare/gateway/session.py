@@ -55,6 +55,7 @@ from vshare.protocol import (
     VERSION_9P2000_L,
     VERSION_UNKNOWN,
     VERSION_VSHARE,
+    VERSION_VSHARE_2,
     FrameDecoder,
     LocalProtocolError,
     Message,
@@ -68,6 +69,7 @@ from vshare.protocol import (
     Tflush,
     Tread,
     Treaddir,
+    Treaddirplus,
     Tversion,
     encode_parts,
 )
@@ -332,7 +334,7 @@ class Session:
     def _reply_cost(self, msg: Message) -> int:
         """What answering ``msg`` in a task is charged to the reply budget until its reply
         is sent: the data a read or readdir may return, else a small reply and its task."""
-        if isinstance(msg, (Tread, Treaddir)):
+        if isinstance(msg, (Tread, Treaddir, Treaddirplus)):
             return min(msg.count, self.ops.msize - IOHDRSZ) + IOHDRSZ
         return _SMALL_REPLY
 
@@ -412,8 +414,10 @@ class Session:
             await self._reply(tag, Rlerror(errno.EINVAL))
             return
         msize = min(msg.msize, self.ctx.config.msize)
-        if msg.version == VERSION_VSHARE:
-            version = VERSION_VSHARE  # its promise, order per fid, is what _order keeps
+        if msg.version in (VERSION_VSHARE, VERSION_VSHARE_2):
+            # Their promise, order per fid, is what _order keeps; vshare.2 adds a message
+            # (Treaddirplus), which this gateway answers whatever was agreed.
+            version = msg.version
         elif msg.version.startswith(VERSION_9P2000_L):
             version = VERSION_9P2000_L
         else:

@@ -85,10 +85,20 @@ from vshare.protocol._constants import (
     VERSION_9P2000_L,
     VERSION_UNKNOWN,
     VERSION_VSHARE,
+    VERSION_VSHARE_2,
     dotl_to_os_flags,
     os_to_dotl_flags,
 )
-from vshare.protocol._dirent import Dirent, DirentPacker, pack_dirents, unpack_dirents
+from vshare.protocol._dirent import (
+    ATTRS_SIZE,
+    NO_ATTRS,
+    Dirent,
+    DirentPacker,
+    pack_attrs,
+    pack_dirents,
+    unpack_dirents,
+    unpack_dirents_plus,
+)
 from vshare.protocol._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from vshare.protocol._framing import (
     MAX_MSIZE,
@@ -122,6 +132,7 @@ from vshare.protocol._messages import (
     Rmknod,
     Rread,
     Rreaddir,
+    Rreaddirplus,
     Rreadlink,
     Rremove,
     Rrename,
@@ -150,6 +161,7 @@ from vshare.protocol._messages import (
     Tmknod,
     Tread,
     Treaddir,
+    Treaddirplus,
     Treadlink,
     Tremove,
     Trename,
@@ -167,6 +179,7 @@ from vshare.protocol._messages import (
 )
 
 __all__ = [
+    "ATTRS_SIZE",
     "AT_REMOVEDIR",
     "DOTL_ACCMODE",
     "DOTL_APPEND",
@@ -220,6 +233,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "NOFID",
     "NOTAG",
+    "NO_ATTRS",
     "QTAPPEND",
     "QTAUTH",
     "QTDIR",
@@ -243,6 +257,7 @@ __all__ = [
     "VERSION_9P2000_L",
     "VERSION_UNKNOWN",
     "VERSION_VSHARE",
+    "VERSION_VSHARE_2",
     "Dirent",
     "DirentPacker",
     "FrameDecoder",
@@ -267,6 +282,7 @@ __all__ = [
     "Rmknod",
     "Rread",
     "Rreaddir",
+    "Rreaddirplus",
     "Rreadlink",
     "Rremove",
     "Rrename",
@@ -295,6 +311,7 @@ __all__ = [
     "Tmknod",
     "Tread",
     "Treaddir",
+    "Treaddirplus",
     "Treadlink",
     "Tremove",
     "Trename",
@@ -315,8 +332,10 @@ __all__ = [
     "encode_parts",
     "is_request",
     "os_to_dotl_flags",
+    "pack_attrs",
     "pack_dirents",
     "peek_header",
     "rerror_errno",
     "unpack_dirents",
+    "unpack_dirents_plus",
 ]

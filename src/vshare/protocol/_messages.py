@@ -305,6 +305,22 @@ class Rreaddir(NamedTuple):
     data: Data
 
 
+class Treaddirplus(NamedTuple):
+    """vshare's extension (``VERSION_VSHARE_2``): Treaddir whose entries carry attributes."""
+
+    fid: U32
+    offset: U64
+    count: U32  # type: ignore[assignment]  # as Treaddir's
+
+
+class Rreaddirplus(NamedTuple):
+    """``data`` holds entries with attributes: see :func:`._dirent.unpack_dirents_plus`.
+    ``end`` is 1 when the listing ends with them: no Treaddirplus is needed to learn it."""
+
+    end: U8
+    data: Data
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -396,6 +412,7 @@ Message: TypeAlias = (
     | Tsetattr | Rsetattr | Txattrwalk | Rxattrwalk | Txattrcreate | Rxattrcreate
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
+    | Treaddirplus | Rreaddirplus
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -430,6 +447,9 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     118: Twrite, 119: Rwrite,
     120: Tclunk, 121: Rclunk,
     122: Tremove, 123: Rremove,
+    # vshare's extension, only sent on a session that agreed to VERSION_VSHARE_2:
+    # numbers that neither 9P2000, 9P2000.u nor 9P2000.L use.
+    150: Treaddirplus, 151: Rreaddirplus,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}

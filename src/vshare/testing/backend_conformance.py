@@ -833,6 +833,37 @@ class BackendConformance(_Suite):
             assert set(listed) == {*names, ".", ".."}
         file.close()
 
+    def test_readdir_attrs_are_what_lookup_and_getattr_give(self, vol: Vol) -> None:
+        """readdir_attrs (what Treaddirplus answers from): each entry's attributes, the
+        same as a lookup of its name would give, from any cookie; none for . and .."""
+        d = vol.backend.mkdir(vol.root, "d", 0o755)
+        names = self._populate(vol, d, 12)
+        vol.backend.mkdir(d, "sub", 0o700).close()
+        vol.backend.symlink(d, "sym", "../../../etc/passwd").close()
+        file = vol.backend.open(d, os.O_RDONLY)
+        listed = vol.backend.readdir_attrs(d, file, 0, 1000)
+        assert sorted(e.name for e, _ in listed) == sorted([*names, "sub", "sym", ".", ".."])
+        for entry, attr in listed:
+            if entry.name in (".", ".."):
+                assert attr is None
+                continue
+            assert attr is not None, entry.name
+            node = vol.backend.lookup(d, entry.name)
+            want = vol.backend.getattr(node)
+            node.close()
+            assert attr.qid_path == want.qid_path == entry.qid_path, entry.name
+            assert (attr.mode, attr.size, attr.nlink, attr.mtime_ns) == (
+                want.mode, want.size, want.nlink, want.mtime_ns,
+            ), entry.name  # fmt: skip
+        by_name = {e.name: a for e, a in listed}
+        assert stat.S_ISLNK(by_name["sym"].mode)  # type: ignore[union-attr]  # not followed
+        assert stat.S_IMODE(by_name["sub"].mode) == 0o700  # type: ignore[union-attr]
+        cookie = listed[5][0].cookie
+        rest = vol.backend.readdir_attrs(d, file, cookie, 1000)
+        assert [e.name for e, _ in rest] == [e.name for e, _ in listed[6:]]
+        assert vol.backend.readdir_attrs(d, file, listed[-1][0].cookie, 10) == []
+        file.close()
+
     def test_readdir_errors(self, vol: Vol) -> None:
         _, file = vol.backend.create(vol.root, "f", os.O_RDWR, 0o644)
         with raises_errno(errno.ENOTDIR):
