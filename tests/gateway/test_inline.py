@@ -115,3 +115,28 @@ async def test_recycled_read_buffers_never_leak_old_bytes(start_gateway: Gateway
         for _ in range(3):
             assert bytes((await c.call(p.Tread(big, 0, 65536), p.Rread)).data) == b"S" * 65536
             assert bytes((await c.call(p.Tread(tiny, 0, 65536), p.Rread)).data) == b"t"
+
+
+async def test_only_quick_unlinks_are_made_on_the_loop(start_gateway: GatewayFactory) -> None:
+    """An empty directory, a small file, a second link: unlinked on the event loop; the
+    last link of a large file (its blocks to free may wait on the disk): in a thread."""
+    async with start_gateway() as gw, gw.client() as c:
+        share = gw.share_dir("alpha")
+        (share / "small").write_bytes(b"x" * 1000)
+        (share / "empty").mkdir()
+        with open(share / "large", "wb") as f:
+            f.write(os.urandom(4 << 20))
+        os.link(share / "large", share / "large-link")
+        backend = gw.gateway.ctx.backend
+        assert isinstance(backend, PosixBackend)
+        where = _spy(backend, "unlink")
+        root, _ = await c.attach("alpha")
+        for name, flags in (("small", 0), ("empty", p.AT_REMOVEDIR), ("large-link", 0)):
+            await c.call(p.Tunlinkat(root, name, flags), p.Runlinkat)
+        assert where == [threading.main_thread()] * 3
+        await c.call(p.Tunlinkat(root, "large", 0), p.Runlinkat)
+        assert len(where) == 4 and where[3] is not threading.main_thread()
+        assert sorted(os.listdir(share)) == []
+        with pytest.raises(OSError) as info:  # an error answered on the loop all the same
+            await c.call(p.Tunlinkat(root, "missing", 0), p.Runlinkat)
+        assert info.value.errno == errno.ENOENT

@@ -225,6 +225,13 @@ class Backend(abc.ABC):
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         """Read into ``buf`` at ``offset``; return the number of bytes read (0 at EOF)."""
 
+    def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:
+        """Whether :meth:`unlink` of ``name`` would finish in microseconds (an empty
+        directory, a small file, another link of a file): the gateway then makes it on
+        its event loop. A guess, never a promise: nothing relies on it but the wait. False
+        (this default) where the backend cannot tell cheaply."""
+        return False
+
     def read_nowait(self, file: OpenFile, offset: int, buf: memoryview) -> int | None:
         """Like :meth:`read`, but only if it can be answered without waiting for a device or
         a network (the data is cached); None otherwise, having changed nothing that matters

@@ -519,6 +519,22 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
             else:
                 os.unlink(raw, dir_fd=pfd)
 
+    #: Bytes of a regular file's last link whose unlink is quick: freeing more blocks than
+    #: this may wait on the disk (ext4 frees extents as it goes).
+    QUICK_UNLINK_BYTES: Final = 1 << 20
+
+    def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:
+        if rmdir or not self.cheap_metadata:
+            return rmdir and self.cheap_metadata  # an empty directory frees nothing
+        try:
+            with self._node(parent)._ref as pfd:
+                st = _linux.stat_at(pfd, name_bytes(name))
+        except (OSError, ValueError):
+            return True  # the unlink fails at once too
+        return (
+            not stat.S_ISREG(st.mode) or st.nlink > 1 or st.blocks * 512 <= self.QUICK_UNLINK_BYTES
+        )
+
     def statfs(self, node: Node) -> StatFs:
         n = self._node(node)
         with n._ref as fd:

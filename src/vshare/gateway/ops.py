@@ -68,10 +68,11 @@ __all__ = ["FID_CHANGES", "FID_FIELDS", "Operations", "WouldBlock", "fids_of"]
 #: Requests that make no backend call at all (or, for Tread, none that may wait).
 _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: Requests whose backend calls are metadata only. Not here: data (read, write, readdir,
-#: fsync), unlink and remove (freeing a large file's blocks can take long), attach.
+#: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but
+#: runs on the loop only when the backend says it is quick (else WouldBlock: a thread).
 _METADATA: Final = frozenset({
     Tgetattr, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
-    Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
+    Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk, Tunlinkat,
 })  # fmt: skip
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid

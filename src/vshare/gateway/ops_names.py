@@ -11,7 +11,9 @@ from typing import Any
 from vshare.backend.base import Node
 from vshare.gateway.fids import Attachment, node_qid
 from vshare.gateway.ops_base import (
+    INLINE,
     OperationsBase,
+    WouldBlock,
     os_error,
 )
 from vshare.policy import squash_mode
@@ -138,5 +140,7 @@ class NameOps(OperationsBase):
     async def unlinkat(self, msg: Tunlinkat) -> Message:
         fid, parent = self._dir_to_change(msg.dirfid, msg.name)
         rmdir = bool(msg.flags & AT_REMOVEDIR)
+        if INLINE.get() and not self.backend.unlink_is_quick(parent, msg.name, rmdir=rmdir):
+            raise WouldBlock  # a large file's blocks to free: in a worker thread
         await self._run(fid.att, lambda: self._unlink(fid.att, parent, msg.name, rmdir=rmdir))
         return Runlinkat()
