@@ -8,6 +8,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -118,6 +119,8 @@ class FidOperations(pyfuse3.Operations):
         #: Whether the gateway applies ownership changes (passthrough) or not (squash):
         #: learnt from the first chown, which is then sent with a Tgetattr.
         self._owners_honoured: bool | None = None
+        #: (session epoch, the xattr namespaces the gateway shows), once asked (vshare.2).
+        self._xattr_namespaces: tuple[int, tuple[str, ...]] | None = None
         #: Set by the mount: without it every request is waited for.
         self.background: anyio.abc.TaskGroup | None = None
 
@@ -139,6 +142,41 @@ class FidOperations(pyfuse3.Operations):
         for old in self.inodes.over_budget():
             await self._give_back(s, old)
         return node.fid
+
+    def _held_fid(self, s: Session, node: Inode) -> int:
+        """``node``'s fid on ``s`` if it holds one (the root always does), else -1."""
+        if node is self.inodes.root:
+            return s.root
+        return node.fid if node.epoch == s.epoch else -1
+
+    def _directory_of(self, node: Inode) -> Inode | None:
+        """The inode of the directory ``node`` was last seen in, if we know it."""
+        parts = node.parts
+        if not parts:
+            return None
+        return self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
+
+    async def _open_node(self, s: Session, node: Inode, flags: int) -> tuple[int, int]:
+        """A new fid on ``node`` opened with ``flags``: (fid, iounit). An inode that holds
+        no fid (it came with a listing) but whose directory does is opened by one Twalk
+        from the directory and the Tlopen, in one write, and is given no fid of its own:
+        a file read once costs two requests and a Tclunk. Not so a directory (below).
+        The caller has pinned ``node``."""
+        # A directory gets its fid all the same: what is done in it (lookups, unlinks)
+        # needs one, and opening it from that fid costs nothing more.
+        is_dir = node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
+        directory = None if is_dir or self._held_fid(s, node) >= 0 else self._directory_of(node)
+        pfid = -1 if directory is None else self._held_fid(s, directory)
+        if directory is None or pfid < 0:
+            return await self._open_fid(s, await self._fid(s, node), flags)
+        directory.busy += 1
+        try:
+            name = (node.parts[-1],)
+            fid, opened = await self._walk_then(s, pfid, name, lambda f: Tlopen(f, flags))
+        finally:
+            await self._unpin(directory)
+        assert isinstance(opened, Rlopen)
+        return fid, opened.iounit
 
     async def _walk_to(self, s: Session, parts: list[str]) -> int:
         """A new fid for the file at ``parts``: one name from its directory's fid when we

@@ -59,12 +59,13 @@ class DirectoryOperations(FidOperations):
     async def _list(self, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
         """Every entry of ``d`` with its inode and attributes (readdirplus)."""
 
-        async def fn(s: Session, fids: list[int], _: bool) -> list[tuple[str, Inode, StatResult]]:
+        async def fn(s: Session, _fids: list[int], _: bool) -> list[tuple[str, Inode, StatResult]]:
             if d.epoch != s.epoch:
-                d.fid, _unit = await self._open_fid(s, fids[0], DOTL_RDONLY | DOTL_DIRECTORY)
+                d.fid, _unit = await self._open_node(s, d.node, DOTL_RDONLY | DOTL_DIRECTORY)
                 d.epoch = s.epoch
             if s.client.readdirplus:
-                return await self._list_plus(s, d, fids[0])
+                return await self._list_plus(s, d)
+            pfid = await self._fid(s, d.node)
             names: list[Dirent] = []
             offset = 0
             count = s.client.msize - IOHDRSZ
@@ -77,15 +78,17 @@ class DirectoryOperations(FidOperations):
                 offset = batch[-1].offset
             out: list[tuple[str, Inode, StatResult]] = []
             for i in range(0, len(names), READDIR_BATCH):
-                out += await self._stat_entries(s, d.node, fids[0], names[i : i + READDIR_BATCH])
+                out += await self._stat_entries(s, d.node, pfid, names[i : i + READDIR_BATCH])
             self._complete(d.node, {e.name for e in names})
             return out
 
-        return await self._on([d.node], fn)
+        d.node.busy += 1
+        try:
+            return await self._on([], fn)
+        finally:
+            await self._unpin(d.node)
 
-    async def _list_plus(
-        self, s: Session, d: OpenDir, pfid: int
-    ) -> list[tuple[str, Inode, StatResult]]:
+    async def _list_plus(self, s: Session, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
         """The listing from a gateway that answers Treaddirplus: the entries come with
         their attributes, so no fid is walked for them; an inode without a fid gets one
         when something is done to it (``_fid``). A name whose attributes the gateway could
@@ -116,6 +119,7 @@ class DirectoryOperations(FidOperations):
                 out.append((e.name, node, st))
             if r.end:
                 break
+        pfid = await self._fid(s, d.node) if alone else -1
         for name in alone:
             try:
                 fid, st = await self._walk_stat(s, pfid, name)

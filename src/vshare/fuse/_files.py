@@ -72,11 +72,15 @@ class FileOperations(DirectoryOperations):
         dotl = os_to_dotl_flags(self._cached_flags(flags & ~(os.O_CREAT | os.O_EXCL)))
         f = OpenFile(node, dotl)
 
-        async def fn(s: Session, fids: list[int], _: bool) -> None:
-            f.fid, f.iounit = await self._open_fid(s, fids[0], dotl)
+        async def fn(s: Session, _fids: list[int], _: bool) -> None:
+            f.fid, f.iounit = await self._open_node(s, node, dotl)
             f.epoch = s.epoch
 
-        await self._on([node], fn)
+        node.busy += 1
+        try:
+            await self._on([], fn)
+        finally:
+            await self._unpin(node)
         if dotl & DOTL_TRUNC and node.attrs is not None:
             truncated = Tsetattr(0, SETATTR_SIZE | SETATTR_MTIME, 0, 0, 0, 0, 0, 0, 0, 0)
             node.attrs = _attrs.after_setattr(node.attrs, truncated, False)
