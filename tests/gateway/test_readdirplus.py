@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.gateway.conftest import Running
+from tests.gateway.conftest import GatewayFactory, Running
 from tests.gateway.helpers import getattr_, open_, walk
 from vshare import protocol as p
 from vshare.client import Client
@@ -103,3 +103,18 @@ async def test_only_open_directories_list(gw: Running) -> None:
         with pytest.raises(OSError) as info:
             await c.rpc(p.Treaddirplus(f, 0, 4096))
         assert info.value.errno == errno.ENOTDIR
+
+
+async def test_the_gateway_says_which_xattr_namespaces_it_shows(
+    start_gateway: GatewayFactory,
+) -> None:
+    async with start_gateway(xattr_namespaces=("user.", "trusted.")) as gw, gw.client() as c:
+        root, _ = await c.attach("alpha")
+        xfid = c.new_fid()
+        size = (await c.call(p.Txattrwalk(root, xfid, p.XATTR_NAMESPACES_NAME), p.Rxattrwalk)).size
+        data = bytes((await c.call(p.Tread(xfid, 0, 4096), p.Rread)).data)
+        assert len(data) == size and data == b"user.\0trusted.\0"
+        # and the names outside them read as absent, as the client then assumes
+        with pytest.raises(OSError) as info:
+            await c.call(p.Txattrwalk(root, c.new_fid(), "security.selinux"), p.Rxattrwalk)
+        assert info.value.errno == errno.ENODATA

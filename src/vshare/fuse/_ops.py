@@ -56,6 +56,7 @@ from vshare.protocol import (
     SETATTR_GID,
     SETATTR_SIZE,
     SETATTR_UID,
+    XATTR_NAMESPACES_NAME,
     Message,
     Rreadlink,
     Rstatfs,
@@ -410,11 +411,32 @@ class VshareOperations(FileOperations):
             # the gateway's own write on the host drops them there.
             raise pyfuse3.FUSEError(errno.ENODATA)
         key = os.fsdecode(name)
+        if not await self._xattr_shown(key):
+            raise pyfuse3.FUSEError(errno.ENODATA)
 
         async def fn(s: Session, fids: list[int], _: bool) -> bytes:
             return await self.share.xattr_read(s, fids[0], key)
 
         return await self._on([self._node(inode)], fn)
+
+    async def _xattr_shown(self, key: str) -> bool:
+        """Whether the gateway may have an attribute named ``key``: a vshare.2 gateway
+        says which namespaces it shows (read once a session); others, always."""
+        s = self.share.session
+        known = self._xattr_namespaces
+        if s is not None and known is not None and known[0] == s.epoch:
+            return key.startswith(known[1])
+
+        async def fn(s: Session, _fids: list[int], _: bool) -> tuple[str, ...] | None:
+            if not s.client.readdirplus:
+                return None
+            raw = await self.share.xattr_read(s, s.root, XATTR_NAMESPACES_NAME)
+            namespaces = tuple(n for n in os.fsdecode(raw).split("\0") if n)
+            self._xattr_namespaces = (s.epoch, namespaces)
+            return namespaces
+
+        namespaces = await self._on([], fn)
+        return namespaces is None or key.startswith(namespaces)
 
     @fuse_errors
     async def setxattr(

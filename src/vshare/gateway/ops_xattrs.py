@@ -20,6 +20,7 @@ from vshare.protocol import (
     LOCK_SUCCESS,
     LOCK_TYPE_UNLCK,
     LOCK_TYPE_WRLCK,
+    XATTR_NAMESPACES_NAME,
     Message,
     Rgetlock,
     Rlock,
@@ -42,7 +43,9 @@ class XattrLockOps(OperationsBase):
         namespaces = tuple(self.ctx.config.xattr_namespaces)
 
         def fetch() -> tuple[bytes, Node]:
-            if msg.name:
+            if msg.name == XATTR_NAMESPACES_NAME:  # what this gateway shows (vshare.2)
+                value = b"".join(ns.encode() + b"\0" for ns in namespaces)
+            elif msg.name:
                 if not msg.name.startswith(namespaces):
                     raise os_error(errno.ENODATA)  # invisible, as if absent
                 value = self.backend.getxattr(fid.node, msg.name)

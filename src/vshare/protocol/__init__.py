@@ -86,6 +86,7 @@ from vshare.protocol._constants import (
     VERSION_UNKNOWN,
     VERSION_VSHARE,
     VERSION_VSHARE_2,
+    XATTR_NAMESPACES_NAME,
     dotl_to_os_flags,
     os_to_dotl_flags,
 )
@@ -258,6 +259,7 @@ __all__ = [
     "VERSION_UNKNOWN",
     "VERSION_VSHARE",
     "VERSION_VSHARE_2",
+    "XATTR_NAMESPACES_NAME",
     "Dirent",
     "DirentPacker",
     "FrameDecoder",

@@ -20,6 +20,12 @@ VERSION_VSHARE: Final = "9P2000.L.vshare"
 #: first; a gateway that does not know it answers "9P2000.L" (its prefix), and the client
 #: then asks for ``VERSION_VSHARE``.
 VERSION_VSHARE_2: Final = "9P2000.L.vshare.2"
+#: Part of ``VERSION_VSHARE_2``: a Txattrwalk of this name (on any fid) reads the extended
+#: attribute namespaces the gateway shows (``user.`` by default), each followed by a NUL.
+#: Names outside them read as absent, so a client answers them itself: ``ls -l`` asks for
+#: ``security.selinux`` and ``system.posix_acl_access`` of every file it lists. No real
+#: attribute can have this name: Linux knows no ``vshare.`` namespace.
+XATTR_NAMESPACES_NAME: Final = "vshare.xattr_namespaces"
 
 NOTAG: Final = 0xFFFF
 NOFID: Final = 0xFFFFFFFF
