@@ -31,6 +31,7 @@ from vshare.protocol import (
     IOHDRSZ,
     MAXWELEM,
     NOFID,
+    Message,
     Rread,
     Rwalk,
     Rwrite,
@@ -49,6 +50,7 @@ from vshare.protocol import (
 from vshare.transport import TlsSettings, connect
 
 T = TypeVar("T")
+_R = TypeVar("_R", bound=Message)
 log = logging.getLogger("vshare.client")
 
 
@@ -261,12 +263,7 @@ class SessionKeeper:
     async def walk_from(self, s: Session, fid: int, names: tuple[str, ...]) -> int:
         """A new fid on session ``s`` for ``names`` (≤ 16) below the fid ``fid``; ENOENT
         when a name is missing."""
-        new = s.client.new_fid()
-        try:
-            r = await s.client.call(Twalk(fid, new, names), Rwalk)
-        except OSError:
-            s.client.release_fid(new)
-            raise
+        new, r = await _with_new_fid(s, lambda n: Twalk(fid, n, names), Rwalk)
         if len(r.qids) < len(names):
             s.client.release_fid(new)  # a partial walk creates no fid
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/".join(names))
@@ -363,12 +360,7 @@ class SessionKeeper:
     # --- extended attributes, on a fid ------------------------------------------------
 
     async def xattr_read(self, s: Session, fid: int, name: str) -> bytes:
-        xfid = s.client.new_fid()
-        try:
-            r = await s.client.call(Txattrwalk(fid, xfid, name), Rxattrwalk)
-        except OSError:
-            s.client.release_fid(xfid)
-            raise
+        xfid, r = await _with_new_fid(s, lambda n: Txattrwalk(fid, n, name), Rxattrwalk)
         try:
             out = bytearray()
             while len(out) < r.size:
@@ -403,13 +395,21 @@ async def xattr_write(s: Session, fid: int, name: str, value: bytes, flags: int)
 async def _walk_new(s: Session, fid: int, names: tuple[()] | tuple[str]) -> int:
     """A new fid for ``fid`` itself (no names) or one name in it; the number is given back
     when the walk fails (a walk of one name either succeeds or fails whole)."""
+    new, _ = await _with_new_fid(s, lambda n: Twalk(fid, n, names), Rwalk)
+    return new
+
+
+async def _with_new_fid(
+    s: Session, request: Callable[[int], Message], reply: type[_R]
+) -> tuple[int, _R]:
+    """A new fid number, the reply to ``request(it)``, which makes that fid; the number is
+    given back when the request fails (it then made nothing)."""
     new = s.client.new_fid()
     try:
-        await s.client.call(Twalk(fid, new, names), Rwalk)
+        return new, await s.client.call(request(new), reply)
     except OSError:
         s.client.release_fid(new)
         raise
-    return new
 
 
 def _single(group: BaseExceptionGroup[Any]) -> BaseException:
