@@ -37,6 +37,8 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
     "api": (ANY, ANY),
     "fuse": (ANY, ANY),
     "cli": (ANY, ANY),
+    # The Manila driver: a client of the REST API, as the CLI is, plus OpenStack's packages.
+    "manila": (ANY, {"manila", "oslo_config", "httpx"}),
     "node": (PACKAGES - {"cli"}, ANY),  # the composition root: below the command line
     "testing": (ANY, ANY),
     "": (set(), set()),  # vshare/__init__.py
