@@ -1,6 +1,6 @@
 """What the Manila driver's tests run against: the real ``manila`` package (PyPI, installed
 by the ``dev`` extra), a real ``vshare api run`` process and a real ``vshare gateway run``
-following the same SQLite store, and Manila's own database (SQLite, its models) for the
+following the same SQLite store, and Manila's own database (SQLite in memory, its models) for the
 driver's private storage and the share manager.
 
 Nothing of Manila or vshare is faked. A Manila share instance given to the driver directly
@@ -121,8 +121,12 @@ class VshareNode:
     def register_instance(self, instance: str, project: str, ip: str = "127.0.0.1") -> None:
         """What the gateway's libvirt follower or the operator does on a compute host:
         the Nova instance, its project, and how the gateway knows it (here its address,
-        since this host has no vsock loopback; docs/architecture.md)."""
+        since this host has no vsock loopback; docs/architecture.md). An address names
+        one instance: an earlier test's instance there is removed first."""
         with self.http() as api:
+            for known in api.get("/v1/instances").json()["instances"]:
+                if ip in known["ips"]:
+                    assert api.delete(f"/v1/instances/{known['uuid']}").status_code == 204
             answer = api.put(f"/v1/instances/{instance}", json={"tenant": project, "ips": [ip]})
             assert answer.status_code in (200, 201), answer.text
 
@@ -146,11 +150,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VshareNode]:
 def manila_db(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Manila's configuration parsed (no files), its database on SQLite with the models'
     schema (as Manila's own tests make it), and an admin request context."""
-    db_path = tmp_path_factory.mktemp("manila") / "manila.sqlite"
+    state = tmp_path_factory.mktemp("manila")
     CONF([], project="manila", default_config_files=[], default_config_dirs=[])
-    CONF.set_override("connection", f"sqlite:///{db_path}", group="database")
-    CONF.set_override("state_path", str(db_path.parent))
-    CONF.set_override("lock_path", str(db_path.parent), group="oslo_concurrency")
+    # In memory, as Manila's own tests run it: one connection, so the manager's nested
+    # sessions (the driver's private storage inside its transactions) never meet a lock.
+    CONF.set_override("connection", "sqlite://", group="database")
+    CONF.set_override("state_path", str(state))
+    CONF.set_override("lock_path", str(state), group="oslo_concurrency")
     engine = db_api.get_engine()
     db_models.BASE.metadata.create_all(engine)
     return manila_context.get_admin_context()

@@ -23,6 +23,7 @@ from tests.manila.conftest import (
     rule,
     share_instance,
 )
+from tests.processes import stop
 from vshare import protocol as p
 from vshare.client import Share, open_client
 from vshare.manila.driver import VshareShareDriver
@@ -268,3 +269,42 @@ def test_manage_and_unmanage_an_existing_share(node: VshareNode, manila_db: Any)
     drv.unmanage(share)
     assert vshare_share(node, existing["name"]) is not None
     assert drv.private_storage.get(share["id"], "vshare_share") is None
+
+
+def test_restart_and_ensure_shares(node: VshareNode, manila_db: Any) -> None:
+    """manila-share, the API and the gateway restart: ensure_shares finds the shares on the
+    same store (export locations again, rules re-applied by Manila), and reports a share
+    lost behind Manila's back as error; the instance's rule still holds."""
+    drv = make_driver(node, manila_db)
+    project = uuid.uuid4().hex
+    vm = str(uuid.uuid4())
+    node.register_instance(vm, project)
+    kept, lost = share_instance(project), share_instance(project)
+    for share in (kept, lost):
+        drv.create_share(manila_db, share)
+    access = rule("user", vm, "rw")
+    drv.update_access(manila_db, kept, [access], [access], [], [])
+    with node.http() as api:  # an operator deletes one behind Manila's back
+        assert api.delete(f"/v1/shares/{lost['id']}", params={"force": "true"}).status_code == 204
+
+    stop(node.gateway)
+    node.stop_api()
+    node.start_api()
+    node.start_gateway()
+    drv = make_driver(node, manila_db)  # manila-share's restart builds a new driver
+
+    updates = drv.ensure_shares(manila_db, [kept, lost])
+    assert updates[lost["id"]] == {"status": "error"}
+    assert updates[kept["id"]]["status"] == "available"
+    assert updates[kept["id"]]["reapply_access_rules"] is True
+    paths = [loc["path"] for loc in updates[kept["id"]]["export_locations"]]
+    assert paths[0] == f"vsock://2:564/{kept['id']}"
+    assert drv.ensure_share(manila_db, kept)[0]["path"] == paths[0]
+    with pytest.raises(exception.ShareResourceNotFound):
+        drv.ensure_share(manila_db, lost)
+    # Manila re-applies the rules it holds (a full sync): nothing changes, the VM writes
+    assert drv.update_access(manila_db, kept, [access], [], [], []) == {}
+    assert vshare_rules(node, kept["id"]) == [("instance", vm, "rw", "active")]
+    eventually("ok", lambda: guest(node.gateway_uri, kept["id"], "after-restart", b"x"))
+    drv.delete_share(manila_db, kept)
+    drv.delete_share(manila_db, lost)  # already gone: no error
