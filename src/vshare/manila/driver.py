@@ -26,7 +26,7 @@ from manila.share import driver
 from oslo_config import cfg
 
 from vshare.manila._access import Plan, Unenforceable, plan_full, plan_incremental
-from vshare.manila._api import ApiError, Json, VshareApi
+from vshare.manila._api import RULE_PENDING, ApiError, Json, VshareApi
 from vshare.manila._opts import vshare_opts
 
 LOG = logging.getLogger(__name__)
@@ -277,6 +277,11 @@ class VshareShareDriver(driver.ShareDriver):  # type: ignore[misc]  # manila has
             settled = self.api.rules_settled(ref, self.configuration.vshare_rule_timeout)
         except ApiError as exc:
             raise exception.ShareBackendException(msg=str(exc)) from exc
+        pending = [r["id"] for r in settled if r["state"] in RULE_PENDING]
+        if pending:
+            # No gateway moved them on in time (none running, or all busy): the store holds
+            # them and every gateway applies them when it next follows it.
+            LOG.warning("share %s: vshare rules %s not yet applied by a gateway", ref, pending)
         failed = {(r["access_type"], r["access_to"]) for r in settled if r["state"] == "error"}
         for rid, want in plan.sources.items():
             if want.key in failed and rid not in plan.errors:
