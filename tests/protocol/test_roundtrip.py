@@ -22,6 +22,7 @@ def test_the_table_has_every_9p2000l_message() -> None:
     expected |= {100, 102, 104, 108, 110, 116, 118, 120, 122}
     expected |= {n + 1 for n in expected if n != 7}
     expected |= {150, 151}  # vshare's Treaddirplus/Rreaddirplus (VERSION_VSHARE_2)
+    expected |= {152, 153}  # vshare's Twatch/Rwatch (VERSION_VSHARE_3)
     assert set(MESSAGE_TYPES) == expected
     assert 107 not in MESSAGE_TYPES  # Rerror: 9P2000.L answers with Rlerror only
 

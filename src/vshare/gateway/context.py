@@ -24,6 +24,7 @@ import anyio
 from vshare.backend.base import Backend
 from vshare.gateway.buffers import BufferPool
 from vshare.gateway.config import GatewayConfig, Share
+from vshare.gateway.feed import FeedHub
 from vshare.gateway.instances import InstanceTable
 from vshare.gateway.locks import LockTable
 from vshare.gateway.metrics import Metrics
@@ -293,6 +294,8 @@ class GatewayContext:
     #: The process's fd limit the budgets are derived from (None: ask getrlimit).
     nofile: int | None = None
     budgets: Budgets = field(init=False)
+    #: The change feed (``9P2000.L.vshare.3``): subscriptions by share, and its sources.
+    feed: FeedHub = field(default_factory=FeedHub)
 
     def __post_init__(self) -> None:
         self.read_buffers = BufferPool(self.config.msize - IOHDRSZ, keep=32)
@@ -300,6 +303,7 @@ class GatewayContext:
         self.metrics.watch_backend(self.backend)
         self.budgets = Budgets(Limits.derive(self.config, self.nofile))
         self.metrics.watch_budgets(self.budgets)
+        self.metrics.registry.register(self.feed.stats)
 
     def set_shares(self, shares: Iterable[Share]) -> None:
         """Serve these shares from now on (attaches see them at once; the gateway applies

@@ -3,12 +3,12 @@
 Each handler takes the decoded request and returns the reply, or raises ``OSError`` whose
 errno the session sends back in Rlerror. The handlers live by kind of request in
 ops_fids.py (attach, walk, clunk, remove, attributes), ops_io.py (open, create, read,
-write, readdir, fsync), ops_names.py (mkdir, symlink, mknod, link, rename, unlink) and
-ops_xattrs.py (xattrs, locks), on the state and plumbing of ops_base.py; this module
-puts them together in :class:`Operations`, with the tables that say which requests are
-answered on the event loop and which fids each request changes. Blocking backend work
-runs in a worker thread, bounded per share; a handler does all of its backend calls in one
-trip to that thread.
+write, readdir, fsync), ops_names.py (mkdir, symlink, mknod, link, rename, unlink),
+ops_xattrs.py (xattrs, locks) and ops_feed.py (the change feed's Twatch), on the state and
+plumbing of ops_base.py; this module puts them together in :class:`Operations`, with the
+tables that say which requests are answered on the event loop and which fids each request
+changes. Blocking backend work runs in a worker thread, bounded per share; a handler does
+all of its backend calls in one trip to that thread.
 
 Confinement rests on three rules kept here and in the backend (see backend/posix.py):
 every name from the wire goes through :func:`check_name` before a backend sees it; every
@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.ops_base import INLINE, WouldBlock
+from vshare.gateway.ops_feed import FeedOps
 from vshare.gateway.ops_fids import FidOps
 from vshare.gateway.ops_io import IoOps
 from vshare.gateway.ops_names import NameOps
@@ -57,6 +58,7 @@ from vshare.protocol import (
     Tsymlink,
     Tunlinkat,
     Twalk,
+    Twatch,
     Twrite,
     Txattrcreate,
     Txattrwalk,
@@ -92,11 +94,12 @@ FID_CHANGES: Final[dict[type, tuple[str, ...]]] = {
     Tlink: ("dfid", "fid"), Tsetattr: ("fid",),
 }  # fmt: skip
 #: Of each request, every field that names a fid (an attach's ``afid`` names none: it must
-#: be NOFID).
+#: be NOFID). Not Twatch: a long poll, it would hold up every later change of its fid
+#: (the clunk of the root at unmount); it only reads the fid's attachment, once, at start.
 FID_FIELDS: Final[dict[type, tuple[str, ...]]] = {
     t: tuple(f for f in t._fields if f.endswith("fid") and f != "afid")
     for t in MESSAGE_TYPES.values()
-    if t.__name__.startswith("T")
+    if t.__name__.startswith("T") and t is not Twatch
 }
 
 
@@ -108,7 +111,7 @@ def fids_of(msg: Message) -> tuple[frozenset[int], frozenset[int]]:
     return used, changed
 
 
-class Operations(FidOps, IoOps, NameOps, XattrLockOps):
+class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
     """Handlers and fid table of one session, and which of them run on the event loop."""
 
     def __init__(
@@ -130,6 +133,7 @@ class Operations(FidOps, IoOps, NameOps, XattrLockOps):
             Tmkdir: self.mkdir, Tlink: self.link, Trename: self.rename,
             Trenameat: self.renameat, Tunlinkat: self.unlinkat, Txattrwalk: self.xattrwalk,
             Txattrcreate: self.xattrcreate, Tlock: self.lock, Tgetlock: self.getlock,
+            Twatch: self.watch,
         }  # fmt: skip
 
     def handler(self, msg_type: type) -> Callable[[Any], Awaitable[Message]] | None:

@@ -5,6 +5,7 @@ Task tree (each task has an owner; cancellation flows down):
     Gateway.serve
     ├── one accept loop per listener (each in its own cancel scope: removable while serving)
     ├── the libvirt follower, when configured (refreshes the instance table)
+    ├── the change feed's host watchers (feed_watch.py): one task per share with subscribers
     └── one Session.run per connection (each in its own cancel scope: cuttable)
         └── one task per request in flight
 
@@ -32,6 +33,7 @@ from vshare.backend.base import Backend
 from vshare.gateway import libvirt
 from vshare.gateway.config import GatewayConfig
 from vshare.gateway.context import GatewayContext
+from vshare.gateway.feed_watch import Watchers
 from vshare.gateway.instances import Change, InstanceTable
 from vshare.gateway.metrics import Metrics
 from vshare.gateway.session import Session
@@ -184,6 +186,7 @@ class Gateway:
         try:
             async with anyio.create_task_group() as tg:
                 self._session_tg = tg
+                tg.start_soon(Watchers(self.ctx.feed, self.ctx.backend).run)
                 with self._accepting:
                     async with anyio.create_task_group() as accept_tg:
                         self._accept_tg = accept_tg

@@ -46,6 +46,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from vshare.gateway.context import GatewayContext, audit_log
+from vshare.gateway.feed import describe
 from vshare.gateway.ops import Operations, WouldBlock, fids_of
 from vshare.gateway.workers import CALLER
 from vshare.protocol import (
@@ -56,6 +57,7 @@ from vshare.protocol import (
     VERSION_UNKNOWN,
     VERSION_VSHARE,
     VERSION_VSHARE_2,
+    VERSION_VSHARE_3,
     FrameDecoder,
     LocalProtocolError,
     Message,
@@ -154,6 +156,7 @@ class Session:
         reason = self.ops.reevaluate()
         if reason is not None:
             self.revoked = reason
+            self.ops.end_feed()  # no change of the share reaches it from now on
             identity = self.conn.identity
             fields = {"event": "revoke", "session": self.id, "identity": str(identity)}
             fields["reason"] = reason
@@ -414,9 +417,10 @@ class Session:
             await self._reply(tag, Rlerror(errno.EINVAL))
             return
         msize = min(msg.msize, self.ctx.config.msize)
-        if msg.version in (VERSION_VSHARE, VERSION_VSHARE_2):
+        if msg.version in (VERSION_VSHARE, VERSION_VSHARE_2, VERSION_VSHARE_3):
             # Their promise, order per fid, is what _order keeps; vshare.2 adds a message
-            # (Treaddirplus), which this gateway answers whatever was agreed.
+            # (Treaddirplus) and vshare.3 another (Twatch, the change feed), which this
+            # gateway answers whatever was agreed.
             version = msg.version
         elif msg.version.startswith(VERSION_9P2000_L):
             version = VERSION_9P2000_L
@@ -438,9 +442,15 @@ class Session:
             return Rlerror(errno.EOPNOTSUPP)
         name = _OP_NAMES[type(msg)]
         start = time.perf_counter()
+        # The change feed: what msg changes, described before the handler changes its fids;
+        # only while someone subscribes (one attribute test per request otherwise).
+        feed = self.ctx.feed
+        changes = describe(self.ops.fids, msg) if feed.active else None
         reply: Message
         try:
             reply = await (self.ops.inline(msg) if inline else handler(msg))
+            if changes is not None and type(reply) is not Rlerror:
+                feed.publish(changes[0], changes[1], origin=self.id)
             if type(reply) is Rattach:  # the handshake is complete: no deadline from now on
                 self._handshake.deadline = math.inf
         except WouldBlock:

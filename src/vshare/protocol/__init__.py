@@ -7,11 +7,23 @@ No sockets, no files, no clocks, no async: the gateway and the client bring the 
 - :func:`encode` / :func:`encode_parts` (zero-copy payloads for ``sendmsg``),
   :func:`decode_frame` (one whole frame), :class:`FrameDecoder` (a stream fed in chunks).
 - Readdir data: :class:`DirentPacker`, :func:`pack_dirents`, :func:`unpack_dirents`.
+- Change-feed records (Rwatch): :class:`Change`, :func:`pack_changes`, :func:`unpack_changes`.
 - Errors: :class:`RemoteProtocolError` (the peer's fault: close the session) and
   :class:`LocalProtocolError` (ours), both :class:`ProtocolError` with an ``errno``.
 - Constants and the P9_DOTL ↔ ``os.O_*`` open-flag mapping.
 """
 
+from vshare.protocol._changes import (
+    CHANGE_ALL,
+    CHANGE_ATTR,
+    CHANGE_DATA,
+    CHANGE_ENTRY,
+    CHANGE_KNOWN,
+    Change,
+    change_size,
+    pack_changes,
+    unpack_changes,
+)
 from vshare.protocol._constants import (
     AT_REMOVEDIR,
     DOTL_ACCMODE,
@@ -86,6 +98,7 @@ from vshare.protocol._constants import (
     VERSION_UNKNOWN,
     VERSION_VSHARE,
     VERSION_VSHARE_2,
+    VERSION_VSHARE_3,
     XATTR_NAMESPACES_NAME,
     dotl_to_os_flags,
     os_to_dotl_flags,
@@ -144,6 +157,7 @@ from vshare.protocol._messages import (
     Runlinkat,
     Rversion,
     Rwalk,
+    Rwatch,
     Rwrite,
     Rxattrcreate,
     Rxattrwalk,
@@ -173,6 +187,7 @@ from vshare.protocol._messages import (
     Tunlinkat,
     Tversion,
     Twalk,
+    Twatch,
     Twrite,
     Txattrcreate,
     Txattrwalk,
@@ -182,6 +197,11 @@ from vshare.protocol._messages import (
 __all__ = [
     "ATTRS_SIZE",
     "AT_REMOVEDIR",
+    "CHANGE_ALL",
+    "CHANGE_ATTR",
+    "CHANGE_DATA",
+    "CHANGE_ENTRY",
+    "CHANGE_KNOWN",
     "DOTL_ACCMODE",
     "DOTL_APPEND",
     "DOTL_CLOEXEC",
@@ -259,7 +279,9 @@ __all__ = [
     "VERSION_UNKNOWN",
     "VERSION_VSHARE",
     "VERSION_VSHARE_2",
+    "VERSION_VSHARE_3",
     "XATTR_NAMESPACES_NAME",
+    "Change",
     "Dirent",
     "DirentPacker",
     "FrameDecoder",
@@ -295,6 +317,7 @@ __all__ = [
     "Runlinkat",
     "Rversion",
     "Rwalk",
+    "Rwatch",
     "Rwrite",
     "Rxattrcreate",
     "Rxattrwalk",
@@ -324,10 +347,12 @@ __all__ = [
     "Tunlinkat",
     "Tversion",
     "Twalk",
+    "Twatch",
     "Twrite",
     "Txattrcreate",
     "Txattrwalk",
     "Undecodable",
+    "change_size",
     "decode_frame",
     "dotl_to_os_flags",
     "encode",
@@ -335,9 +360,11 @@ __all__ = [
     "is_request",
     "os_to_dotl_flags",
     "pack_attrs",
+    "pack_changes",
     "pack_dirents",
     "peek_header",
     "rerror_errno",
+    "unpack_changes",
     "unpack_dirents",
     "unpack_dirents_plus",
 ]

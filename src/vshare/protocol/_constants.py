@@ -26,6 +26,12 @@ VERSION_VSHARE_2: Final = "9P2000.L.vshare.2"
 #: ``security.selinux`` and ``system.posix_acl_access`` of every file it lists. No real
 #: attribute can have this name: Linux knows no ``vshare.`` namespace.
 XATTR_NAMESPACES_NAME: Final = "vshare.xattr_namespaces"
+#: ``VERSION_VSHARE_2`` and the change feed (Twatch/Rwatch, :mod:`._changes`,
+#: docs/changes-feed.md): a long poll that completes when files of the attachment change,
+#: so a client may cache for long and still see other clients' changes at once. Asked for
+#: first; a gateway that does not know it answers "9P2000.L" (its prefix), and the client
+#: then asks for ``VERSION_VSHARE_2``.
+VERSION_VSHARE_3: Final = "9P2000.L.vshare.3"
 
 NOTAG: Final = 0xFFFF
 NOFID: Final = 0xFFFFFFFF

@@ -321,6 +321,24 @@ class Rreaddirplus(NamedTuple):
     data: Data
 
 
+class Twatch(NamedTuple):
+    """vshare's change feed (``VERSION_VSHARE_3``): wait for changes to the files of the
+    attachment ``fid`` belongs to. ``seq`` is the ``seq`` of the last Rwatch the client
+    got on this session (0 to begin); ``count`` bounds the reply's data, as Tread's."""
+
+    fid: U32
+    seq: U64
+    count: U32  # type: ignore[assignment]  # as Treaddir's
+
+
+class Rwatch(NamedTuple):
+    """``data`` holds change records (:func:`._changes.unpack_changes`); ``seq`` is the
+    number the client sends in its next Twatch."""
+
+    seq: U64
+    data: Data
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -412,7 +430,7 @@ Message: TypeAlias = (
     | Tsetattr | Rsetattr | Txattrwalk | Rxattrwalk | Txattrcreate | Rxattrcreate
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
-    | Treaddirplus | Rreaddirplus
+    | Treaddirplus | Rreaddirplus | Twatch | Rwatch
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -450,6 +468,8 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     # vshare's extension, only sent on a session that agreed to VERSION_VSHARE_2:
     # numbers that neither 9P2000, 9P2000.u nor 9P2000.L use.
     150: Treaddirplus, 151: Rreaddirplus,
+    # only on a session that agreed to VERSION_VSHARE_3:
+    152: Twatch, 153: Rwatch,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}
