@@ -33,7 +33,7 @@ from vshare.transport import SocketConnection, connect, parse_uri
 #: no coherence with other clients), fscache (loose + a persistent local cache, with
 #: cachefilesd), mmap (none, plus shared writable mappings).
 KERNEL_CACHE_MODES: Final = ("none", "loose", "fscache", "mmap")
-FUSE_CACHE_MODES: Final = ("none", "auto", "always")
+FUSE_CACHE_MODES: Final = ("none", "auto", "always", "coherent")
 #: The kernel's fd transport takes at most 1 MiB; the gateway's default is 512 KiB.
 KERNEL_MSIZE_MAX: Final = 1024 * 1024
 KERNEL_MSIZE_DEFAULT: Final = 512 * 1024

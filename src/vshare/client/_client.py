@@ -38,6 +38,7 @@ from vshare.protocol import (
     VERSION_9P2000_L,
     VERSION_VSHARE,
     VERSION_VSHARE_2,
+    VERSION_VSHARE_3,
     FrameDecoder,
     Message,
     Qid,
@@ -97,6 +98,10 @@ class _Pending:
         self.reply: Message | _Failed | BaseException | None = None
 
 
+#: The vshare versions, each implying those before it.
+_VSHARE = (VERSION_VSHARE_3, VERSION_VSHARE_2, VERSION_VSHARE)
+
+
 def _reply_type(msg: Message) -> type[Message] | None:
     """The R-message that answers ``msg`` (type number one above it), besides Rlerror."""
     return MESSAGE_TYPES.get(TYPE_NUMBERS[type(msg)] + 1)
@@ -121,6 +126,8 @@ class Client:
         self.ordered = False
         #: Whether the server answers Treaddirplus (it agreed to ``VERSION_VSHARE_2``).
         self.readdirplus = False
+        #: Whether the server offers the change feed, Twatch (``VERSION_VSHARE_3``).
+        self.feed = False
         #: Requests this client has in flight at most (waited, unwaited and abandoned
         #: alike): under the gateway's bound per session (256), which answers EAGAIN past
         #: it — an unwaited Tclunk refused so would leave its fid open there.
@@ -407,22 +414,26 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        """Negotiate, asking for the most first: ``VERSION_VSHARE_2`` (Treaddirplus,
-        :attr:`readdirplus`), then ``VERSION_VSHARE`` (requests on one fid kept in order,
-        :attr:`ordered`), then plain 9P2000.L. A gateway that knows only vshare answers
-        "9P2000.L" to vshare.2 (its prefix); diod answers an error to both."""
-        reply = await self._ask_version(msize, VERSION_VSHARE_2)
-        if reply is None or reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE):
+        """Negotiate, asking for the most first: ``VERSION_VSHARE_3`` (the change feed,
+        :attr:`feed`), ``VERSION_VSHARE_2`` (Treaddirplus, :attr:`readdirplus`), then
+        ``VERSION_VSHARE`` (requests on one fid kept in order, :attr:`ordered`), then plain
+        9P2000.L. A gateway that knows less answers "9P2000.L" (the prefix) and is asked
+        for the next; diod answers an error to every vshare version."""
+        reply = await self._ask_version(msize, VERSION_VSHARE_3)
+        if reply is None or reply.version not in _VSHARE:
+            reply = await self._ask_version(msize, VERSION_VSHARE_2)
+        if reply is None or reply.version not in _VSHARE:
             reply = await self._ask_version(msize, VERSION_VSHARE)
         if reply is None:
             plain = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
             if not isinstance(plain, Rversion):
                 raise OSError(errno.EPROTONOSUPPORT, f"server answered Tversion with {plain!r}")
             reply = plain
-        if reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE, VERSION_9P2000_L):
+        if reply.version not in (*_VSHARE, VERSION_9P2000_L):
             raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
-        self.ordered = reply.version in (VERSION_VSHARE, VERSION_VSHARE_2)
-        self.readdirplus = reply.version == VERSION_VSHARE_2
+        self.ordered = reply.version in _VSHARE
+        self.readdirplus = reply.version in (VERSION_VSHARE_2, VERSION_VSHARE_3)
+        self.feed = reply.version == VERSION_VSHARE_3
         self.msize = reply.msize
         return reply.msize
 
@@ -437,7 +448,7 @@ class Client:
             return None
         if not isinstance(reply, Rversion):
             return None
-        if reply.version not in (VERSION_VSHARE_2, VERSION_VSHARE, VERSION_9P2000_L):
+        if reply.version not in (*_VSHARE, VERSION_9P2000_L):
             return None
         return reply
 

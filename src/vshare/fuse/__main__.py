@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("share")
     p.add_argument("mountpoint")
     p.add_argument("--gateway", action="append", default=[], help="another gateway URI")
-    p.add_argument("--cache", default="auto", choices=["none", "auto", "always"])
+    p.add_argument("--cache", default="auto", choices=["none", "auto", "always", "coherent"])
     p.add_argument("--readonly", action="store_true")
     p.add_argument("--reconnect-timeout", type=float, default=30.0)
     p.add_argument("--msize", type=int, default=512 * 1024 + 24)

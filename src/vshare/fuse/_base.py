@@ -18,6 +18,7 @@ import pyfuse3
 
 from vshare.client import AsyncShare, Session, StatResult
 from vshare.fuse import _attrs
+from vshare.fuse._feed import Feed
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
     DOTL_CREATE,
@@ -38,7 +39,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 3600.0}
+#: ``coherent``: ``always``'s timeouts, kept correct by the gateway's change feed (_feed.py).
+TIMEOUTS = {"none": 0.0, "auto": 1.0, "always": 3600.0, "coherent": 3600.0}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 #: Walked fids kept for inodes; past it the least recently used go back (and are walked
 #: again from their path when needed).
@@ -103,7 +105,7 @@ class FidOperations(pyfuse3.Operations):
     ) -> None:
         super().__init__()
         if cache not in TIMEOUTS:
-            raise ValueError(f"cache must be none, auto or always, not {cache!r}")
+            raise ValueError(f"cache must be one of {', '.join(TIMEOUTS)}, not {cache!r}")
         self.share = share
         self.cache = cache
         self.readonly = readonly
@@ -111,6 +113,8 @@ class FidOperations(pyfuse3.Operations):
         #: The kernel gathers writes in its page cache (not with ``none``: direct I/O).
         self.enable_writeback_cache = cache != "none" and not readonly
         self.inodes = InodeTable(max_fids)
+        #: The change feed's follower (cache mode ``coherent``; set by the mount).
+        self.feed: Feed | None = None
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
@@ -385,7 +389,7 @@ class FidOperations(pyfuse3.Operations):
         if self.cache == "none":
             info.direct_io = True
             info.keep_cache = False
-        elif self.cache == "always":
+        elif self.cache in ("always", "coherent"):  # coherent: the feed drops stale pages
             info.keep_cache = True
         else:
             st = node.attrs

@@ -49,6 +49,7 @@ async def _serve(m: _Mount) -> None:
     import pyfuse3
 
     from vshare.client import open_share
+    from vshare.fuse._feed import Feed
     from vshare.fuse._ops import VshareOperations
 
     # Attach as the mounting user, as the kernel client does: servers that map users
@@ -79,7 +80,11 @@ async def _serve(m: _Mount) -> None:
             async with anyio.create_task_group() as tasks:
                 ops.background = tasks
                 tasks.start_soon(_widen_readahead, target)
+                if m.cache == "coherent":  # the gateway's changes, pushed (fuse/_feed.py)
+                    ops.feed = Feed(ops, target)
+                    tasks.start_soon(ops.feed.run)
                 await pyfuse3.main()
+                tasks.cancel_scope.cancel()  # the feed's long poll ends with the mount
         finally:
             # unmount=False after an external umount: the kernel already let go.
             with anyio.CancelScope(shield=True):
@@ -137,8 +142,11 @@ def mount_main(
     mount is up), 1 with one ``vshare: ...`` line on stderr (no gateway reachable, share
     refused, mountpoint unusable), 2 for a usage mistake.
     """
-    if cache not in ("none", "auto", "always"):
-        print(f"vshare: --cache must be none, auto or always, not {cache!r}", file=sys.stderr)
+    if cache not in ("none", "auto", "always", "coherent"):
+        print(
+            f"vshare: --cache must be none, auto, always or coherent, not {cache!r}",
+            file=sys.stderr,
+        )
         return 2
     if not gateways:
         print("vshare: at least one gateway URI is needed", file=sys.stderr)

@@ -156,6 +156,11 @@ class VshareOperations(FileOperations):
     ) -> pyfuse3.EntryAttributes:
         self._writable()
         node = self._node(inode)
+        if self.feed is not None and ctx.pid == self.feed.echo_tid:
+            # the change feed replaying a change made elsewhere, so that the guest's
+            # inotify sees it (fuse/_feed.py): nothing to send, the attributes are fresh
+            node.attrs_at = float("-inf")
+            return await self.getattr(inode, ctx)
         msg = _attrs.setattr_from_fields(attr, fields)
         st = node.attrs
         if self.cache != "none" and st is not None and _attrs.changes_nothing(msg, st):

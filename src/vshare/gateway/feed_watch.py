@@ -42,8 +42,10 @@ FALLBACK_SECONDS: Final = 1.0
 _MASK: Final = (
     inotify.IN_MODIFY | inotify.IN_ATTRIB | inotify.IN_CLOSE_WRITE | inotify.IN_CREATE
     | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
-    | inotify.IN_ONLYDIR | inotify.IN_DONT_FOLLOW | inotify.IN_EXCL_UNLINK
+    | inotify.IN_ONLYDIR | inotify.IN_EXCL_UNLINK
 )  # fmt: skip
+# Not IN_DONT_FOLLOW: the path is /proc/self/fd/N, a magic link that must be followed to
+# the very inode of the fd (never a name lookup; see the module note).
 _NAMES: Final = inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
 
 
