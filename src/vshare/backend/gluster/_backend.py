@@ -22,6 +22,7 @@ from vshare.backend._common import (
     err,
     name_bytes,
     owner_id,
+    readdir_position,
 )
 from vshare.backend._gfapi_abi import (
     SET_ATTR_ATIME,
@@ -34,6 +35,7 @@ from vshare.backend.base import Attr, DirEntry, Node, OpenFile, StatFs
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._core import GlusterCore
 from vshare.backend.gluster._fields import (
+    attr_of,
     check_xattr_value,
     qid_of_gfid,
     setattrs_of,
@@ -212,7 +214,14 @@ class GlusterBackend(GlusterCore):
             self._changed(f._qid)
 
     def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
-        out: list[DirEntry] = []
+        return [entry for entry, _ in self._readdirplus(f, position, max_entries)]
+
+    def _readdirplus(
+        self, f: GlusterOpenFile, position: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]]:
+        """Entries from ``glfs_readdirplus_r``, each with the stat the brick's readdirp
+        sent along (None for ``.``, ``..`` and an entry that came without one)."""
+        out: list[tuple[DirEntry, Attr | None]] = []
         dirent, st = f._dirent, f._dirstat
         assert dirent is not None and st is not None
         limit = min(max_entries, _READDIR_BATCH_MAX)
@@ -221,7 +230,36 @@ class GlusterBackend(GlusterCore):
             while len(out) < limit and _gfapi.readdirplus(fd, dirent, st):
                 qid = st.st_ino or dirent.d_ino
                 ftype = (dirent.d_type << 12) or stat.S_IFMT(st.st_mode)
-                out.append(DirEntry(decode(dirent.d_name), qid, ftype, dirent.d_off & U64))
+                name = decode(dirent.d_name)
+                attr = None
+                if st.st_ino and st.st_mode and name not in (".", ".."):
+                    attr = attr_of(st, qid)
+                out.append((DirEntry(name, qid, ftype, dirent.d_off & U64), attr))
+        return out
+
+    @einval_on_value_error
+    def readdir_attrs(
+        self, directory: Node, file: OpenFile, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]]:
+        # The stats come with the listing (readdirp): one network round trip per batch,
+        # where the default's lookup and getattr of each name would cost one or two each.
+        # An entry the brick sent without a stat is looked up as the default does.
+        f = self._file(file)
+        if not f._is_dir:
+            raise err(errno.ENOTDIR)
+        out = self._readdirplus(f, readdir_position(cookie, max_entries), max_entries)
+        for i, (entry, attr) in enumerate(out):
+            if attr is None and entry.name not in (".", ".."):
+                try:
+                    node = self.lookup(directory, entry.name)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                        raise
+                    continue
+                try:
+                    out[i] = (entry, self.getattr(node))
+                finally:
+                    node.close()
         return out
 
     @einval_on_value_error
