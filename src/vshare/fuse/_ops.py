@@ -158,9 +158,15 @@ class VshareOperations(FileOperations):
         node = self._node(inode)
         if self.feed is not None and ctx.pid == self.feed.echo_tid:
             # the change feed replaying a change made elsewhere, so that the guest's
-            # inotify sees it (fuse/_feed.py): nothing to send, the attributes are fresh
+            # inotify sees it (fuse/_feed.py): nothing to send, the attributes are fresh.
+            # The kernel takes the size we answer (the gateway's) and cuts its page cache
+            # to it: refused while the inode is open for writing here (the feed skips such
+            # files; this closes the window of an open made after that check).
             node.attrs_at = float("-inf")
-            return await self.getattr(inode, ctx)
+            fresh = await self.getattr(inode, ctx)
+            if any(f.flags & (os.O_WRONLY | os.O_RDWR) for f in node.opens):
+                raise pyfuse3.FUSEError(errno.EBUSY)
+            return fresh
         msg = _attrs.setattr_from_fields(attr, fields)
         st = node.attrs
         if self.cache != "none" and st is not None and _attrs.changes_nothing(msg, st):
