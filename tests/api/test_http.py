@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -196,6 +197,16 @@ def test_gateways_are_listed_with_their_health(api: ApiServer, admin: httpx.Clie
     assert gateways["hv-gone"]["healthy"] is False
 
 
+def test_volumes_are_listed_with_their_capacity(api: ApiServer, admin: httpx.Client) -> None:
+    (volume,) = admin.get("/v1/volumes").json()["volumes"]
+    fs = os.statvfs(api.volume)
+    assert volume["default"] is True and volume["problem"] is None
+    assert volume["total_gib"] == round(fs.f_blocks * fs.f_frsize / 2**30, 3)
+    # free space moves as the machine writes: within a GiB of statvfs's
+    assert abs(volume["free_gib"] - fs.f_bavail * fs.f_frsize / 2**30) < 1
+    assert 0 < volume["free_gib"] <= volume["total_gib"]
+
+
 def test_401_without_or_with_an_unknown_token(api: ApiServer) -> None:
     for headers in (
         {},
@@ -290,6 +301,7 @@ def test_tenant_tokens_see_and_manage_only_their_own(api: ApiServer, admin: http
     )
     error_of(red.get("/v1/shares", params={"tenant": "blue"}), 403)
     error_of(red.get("/v1/gateways"), 403)
+    error_of(red.get("/v1/volumes"), 403)
     error_of(red.get("/v1/tokens"), 403)
     error_of(red.post("/v1/tokens", json={"name": "more"}), 403)
     error_of(red.post("/v1/instances", json={"uuid": "vm-r", "tenant": "red", "cids": [77]}), 403)
@@ -336,6 +348,7 @@ def test_the_openapi_document(api: ApiServer) -> None:
         "/v1/instances": {"get", "post"},
         "/v1/instances/{uuid}": {"get", "put", "delete"},
         "/v1/gateways": {"get"},
+        "/v1/volumes": {"get"},
         "/v1/health": {"get"},
     }.items():
         assert methods <= set(paths[path]), path

@@ -56,6 +56,7 @@ OPERATIONS = [
     "PUT /v1/quotas/{tenant}",
     "DELETE /v1/quotas/{tenant}",
     "GET /v1/gateways",
+    "GET /v1/volumes",
     "GET /v1/tokens",
     "POST /v1/tokens",
     "DELETE /v1/tokens/{name}",

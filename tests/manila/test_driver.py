@@ -6,6 +6,7 @@ to see each access rule enforced."""
 from __future__ import annotations
 
 import errno
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -235,7 +236,10 @@ def test_stats_are_honest(node: VshareNode, manila_db: Any) -> None:
     assert stats["snapshot_support"] is False
     assert stats["create_share_from_snapshot_support"] is False
     assert stats["storage_protocol"] == "NFS"
-    assert stats["total_capacity_gb"] == "unknown"
+    # the volume's file system, as statvfs says (free moves as the machine writes)
+    fs = os.statvfs(node.volume)
+    assert stats["total_capacity_gb"] == round(fs.f_blocks * fs.f_frsize / 2**30, 3)
+    assert 0 < stats["free_capacity_gb"] <= stats["total_capacity_gb"]
     assert stats["allocated_capacity_gb"] >= 4
     assert drv.get_network_allocations_number() == 0
     drv.delete_share(manila_db, share)

@@ -13,6 +13,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from vshare.control import GIB, VolumeInfo
 from vshare.store import (
     MAX_QUOTA,
     GatewayStatus,
@@ -280,6 +281,33 @@ class Gateway(BaseModel):
 
 class GatewayList(BaseModel):
     gateways: list[Gateway]
+
+
+class Volume(BaseModel):
+    name: str
+    default: bool = Field(description="Where shares go when a create names no volume.")
+    total_gib: float | None = Field(description="The file system's size (None: unreadable now).")
+    free_gib: float | None = Field(
+        description="What may still be written (statvfs f_bavail; None: unreadable now)."
+    )
+    problem: str | None = Field(default=None, description="Why the capacity is unknown.")
+
+
+class VolumeList(BaseModel):
+    volumes: list[Volume]
+
+
+def volume_out(info: VolumeInfo) -> Volume:
+    def gib(n: int | None) -> float | None:
+        return None if n is None else round(n / GIB, 3)
+
+    return Volume(
+        name=info.name,
+        default=info.default,
+        total_gib=gib(info.total_bytes),
+        free_gib=gib(info.free_bytes),
+        problem=info.problem,
+    )
 
 
 def gateway_out(status: GatewayStatus) -> Gateway:

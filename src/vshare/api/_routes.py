@@ -34,6 +34,7 @@ from vshare.api._models import (
     TokenCreate,
     TokenCreated,
     TokenList,
+    VolumeList,
     WhoAmI,
     gateway_out,
     instance_out,
@@ -41,6 +42,7 @@ from vshare.api._models import (
     rule_out,
     share_out,
     token_out,
+    volume_out,
 )
 from vshare.control import Caller, ControlService
 from vshare.store import InstanceRecord, ShareRecord
@@ -71,6 +73,7 @@ access_routes = _routes("access")
 instance_routes = _routes("instances")
 quota_routes = _routes("quotas")
 gateway_routes = _routes("gateways")
+volume_routes = _routes("volumes")
 token_routes = _routes("tokens")
 #: What the app includes, in this order (the OpenAPI document lists them so).
 ROUTERS: Final = (
@@ -80,6 +83,7 @@ ROUTERS: Final = (
     instance_routes,
     quota_routes,
     gateway_routes,
+    volume_routes,
     token_routes,
 )
 
@@ -306,6 +310,12 @@ def reset_quota(service: ServiceDep, caller: CallerDep, tenant: str) -> Quota:
 def list_gateways(service: ServiceDep, caller: CallerDep) -> GatewayList:
     """Every registered gateway and whether its heartbeat is current (admin)."""
     return GatewayList(gateways=[gateway_out(g) for g in service.list_gateways(caller)])
+
+
+@volume_routes.get("/volumes", operation_id="list_volumes")
+def list_volumes(service: ServiceDep, caller: CallerDep) -> VolumeList:
+    """Every volume shares are made in, with its size and free space (admin)."""
+    return VolumeList(volumes=[volume_out(v) for v in service.list_volumes(caller)])
 
 
 @token_routes.get("/tokens", operation_id="list_tokens")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from vshare.control._caller import ADMIN, Caller
 from vshare.control._errors import Forbidden, OverLimit, VolumeUnavailable
+from vshare.control._gateways import VolumeInfo
 from vshare.control._service import (
     DEFAULT_MAX_SHARE_GIB,
     DIR_MODE,
@@ -44,6 +45,7 @@ __all__ = [
     "OverLimit",
     "OverQuota",
     "StoreUnavailable",
+    "VolumeInfo",
     "VolumeUnavailable",
     "Volumes",
     "instance_uuid",

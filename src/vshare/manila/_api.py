@@ -76,6 +76,10 @@ class VshareApi:
         result: Json = self._call("GET", "/v1/whoami")
         return result
 
+    def list_volumes(self) -> list[Json]:
+        volumes: list[Json] = self._call("GET", "/v1/volumes")["volumes"]
+        return volumes
+
     def list_shares(self) -> list[Json]:
         shares: list[Json] = self._call("GET", "/v1/shares")["shares"]
         return shares

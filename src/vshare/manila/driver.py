@@ -314,14 +314,20 @@ class VshareShareDriver(driver.ShareDriver):  # type: ignore[misc]  # manila has
 
     def _update_share_stats(self, data: dict[str, Any] | None = None) -> None:
         """Capabilities, honestly: no snapshots, thin provisioning (a share is a directory
-        with a quota), and the GiB allocated to this backend's shares. vshare's API does
-        not report a volume's capacity, so total and free are ``unknown``."""
+        with a quota), the GiB allocated to this backend's shares, and the size and free
+        space of the volume they are made in (``unknown`` when vshare cannot read it)."""
         allocated = 0
+        total: float | str = "unknown"
+        free: float | str = "unknown"
         try:
             volume = self.configuration.vshare_volume
             for record in self.api.list_shares():
                 if volume is None or record.get("volume") == volume:
                     allocated += int(record["size_gib"])
+            for v in self.api.list_volumes():
+                chosen = v["name"] == volume if volume is not None else v["default"]
+                if chosen and v["total_gib"] is not None:
+                    total, free = float(v["total_gib"]), float(v["free_gib"])
         except ApiError as exc:
             LOG.warning("vshare share stats: %s", exc)
         stats: dict[str, Any] = {
@@ -329,8 +335,8 @@ class VshareShareDriver(driver.ShareDriver):  # type: ignore[misc]  # manila has
             "vendor_name": "vshare",
             "driver_version": VERSION,
             "storage_protocol": self.configuration.vshare_storage_protocol,
-            "total_capacity_gb": "unknown",
-            "free_capacity_gb": "unknown",
+            "total_capacity_gb": total,
+            "free_capacity_gb": free,
             "allocated_capacity_gb": allocated,
             "provisioned_capacity_gb": allocated,
             "thin_provisioning": True,
