@@ -9,27 +9,31 @@ import subprocess
 
 from tests.fuse.conftest import GatewayFactory, MountFactory
 
-FILES = 700
+DIRS = 400
 
 
-def test_more_files_in_use_than_the_gateway_allows_fids(
+def test_more_directories_in_use_than_the_gateway_allows_fids(
     gateway_with: GatewayFactory, mount: MountFactory
 ) -> None:
     gw = gateway_with(settings="max_fids = 256")
     share = gw.share_dir("alpha")
-    for i in range(FILES):
-        (share / f"f{i:04d}").write_bytes(b"x" * (i % 7))
-    m = mount(gw.uri)
-    # The kernel keeps a dentry, and so the client a fid, for every name it looked up:
-    # far more than 256 by the end. Every stat and read must succeed all the same.
-    for i in range(FILES):
-        path = m.path / f"f{i:04d}"
-        assert os.stat(path).st_size == i % 7
-    for i in range(0, FILES, 3):
-        with open(m.path / f"f{i:04d}", "rb") as f:
+    for i in range(DIRS):
+        (share / f"d{i:04d}").mkdir()
+        (share / f"d{i:04d}" / "f").write_bytes(b"x" * (i % 7))
+    mounted = mount(gw.uri)
+    m = mounted.path
+    # The client keeps a walked fid for every directory it listed or worked in (files it
+    # only looks at need none): far more than 256 by the end. Every listing, stat and read
+    # must succeed all the same.
+    for i in range(DIRS):
+        d = m / f"d{i:04d}"
+        assert os.listdir(d) == ["f"]
+        assert os.stat(d / "f").st_size == i % 7
+    for i in range(0, DIRS, 3):
+        with open(m / f"d{i:04d}" / "f", "rb") as f:
             assert f.read() == b"x" * (i % 7)
-    done = subprocess.run(["ls", "-l", str(m.path)], capture_output=True, text=True, check=False)
+    done = subprocess.run(["ls", "-lR", str(m)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == FILES + 1  # and the "total" line
-    assert "refused a fid (EMFILE)" in m.stderr()
+    assert done.stdout.count(" f\n") == DIRS
+    assert "refused a fid (EMFILE)" in mounted.stderr()
     assert "budget fids: refused" in gw.log.read_text()

@@ -118,3 +118,32 @@ async def test_the_gateway_says_which_xattr_namespaces_it_shows(
         with pytest.raises(OSError) as info:
             await c.call(p.Txattrwalk(root, c.new_fid(), "security.selinux"), p.Rxattrwalk)
         assert info.value.errno == errno.ENODATA
+
+
+async def test_getattrat_is_a_walk_and_getattr_without_the_fid(gw: Running) -> None:
+    share = gw.share_dir("alpha")
+    (share / "d").mkdir()
+    (share / "d" / "file").write_bytes(b"1234567")
+    os.symlink("/etc/passwd", share / "d" / "link")
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        d = await walk(c, root, "d")
+        for name in ("file", "link"):
+            got = await c.call(p.Tgetattrat(d, name, p.GETATTR_ALL), p.Rgetattrat)
+            fid = await walk(c, d, name)
+            want = await getattr_(c, fid)
+            await c.clunk(fid)
+            assert tuple(got) == tuple(want), name  # squashed alike, the symlink itself
+        assert (await c.call(p.Tgetattrat(d, "file", p.GETATTR_ALL), p.Rgetattrat)).size == 7
+        for name, code in (("missing", errno.ENOENT), ("..", errno.EINVAL), ("a/b", errno.EINVAL)):
+            with pytest.raises(OSError) as info:
+                await c.rpc(p.Tgetattrat(d, name, p.GETATTR_ALL))
+            assert info.value.errno == code, name
+        f = await walk(c, d, "file")
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Tgetattrat(f, "x", p.GETATTR_ALL))
+        assert info.value.errno == errno.ENOTDIR
+        # at the share root, ".." is refused like any walk above it: nothing is revealed
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Tgetattrat(root, "..", p.GETATTR_ALL))
+        assert info.value.errno == errno.EINVAL

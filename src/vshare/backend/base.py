@@ -225,6 +225,15 @@ class Backend(abc.ABC):
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         """Read into ``buf`` at ``offset``; return the number of bytes read (0 at EOF)."""
 
+    def getattr_at(self, parent: Node, name: str) -> Attr:
+        """:meth:`getattr` of :meth:`lookup` of ``name`` in ``parent``, with no node kept.
+        This default does just that; a backend with a cheaper way overrides it."""
+        node = self.lookup(parent, name)
+        try:
+            return self.getattr(node)
+        finally:
+            node.close()
+
     def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:
         """Whether :meth:`unlink` of ``name`` would finish in microseconds (an empty
         directory, a small file, another link of a file): the gateway then makes it on

@@ -321,6 +321,16 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         return self._attr(st)
 
     @einval_on_value_error
+    def getattr_at(self, parent: Node, name: str) -> Attr:
+        # One statx relative to the directory's O_PATH fd, no O_PATH fd of the child:
+        # one component, not followed if a symlink, mounts crossed as a lookup crosses
+        # them, so what is reached is what _open_beneath would reach.
+        p = self._parent(parent)
+        raw = name_bytes(name)
+        with p._ref as pfd:
+            return self._attr(_linux.stat_at(pfd, raw))
+
+    @einval_on_value_error
     def readdir_attrs(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
     ) -> list[tuple[DirEntry, Attr | None]]:

@@ -28,8 +28,10 @@ from vshare.protocol import (
     IOHDRSZ,
     Message,
     Rgetattr,
+    Rgetattrat,
     Rlopen,
     Tgetattr,
+    Tgetattrat,
     Tlopen,
     Twalk,
 )
@@ -182,6 +184,32 @@ class FidOperations(pyfuse3.Operations):
         assert isinstance(opened, Rlopen)
         return fid, opened.iounit
 
+    async def _stat_node(self, s: Session, node: Inode) -> StatResult:
+        """``node``'s attributes on ``s``: a Tgetattr of its fid; for an inode that holds
+        none, a Tgetattrat of its name in its directory's fid (vshare.2), ESTALE if the
+        name names another file now; else its fid walked first. The caller pinned it."""
+        fid = self._held_fid(s, node)
+        if fid >= 0:
+            return await self._stat(s, fid)
+        directory = self._directory_of(node)
+        pfid = -1 if directory is None else self._held_fid(s, directory)
+        if directory is None or pfid < 0 or not s.client.readdirplus:
+            return await self._stat(s, await self._fid(s, node))
+        directory.busy += 1
+        try:
+            st = await self._stat_at(s, pfid, node.parts[-1])
+        finally:
+            await self._unpin(directory)
+        if st.qid.path != node.qid_path:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), "/".join(node.parts))
+        return st
+
+    @staticmethod
+    async def _stat_at(s: Session, dfid: int, name: str) -> StatResult:
+        """The attributes of ``name`` in the directory ``dfid``, no fid made (vshare.2)."""
+        r = await s.client.call(Tgetattrat(dfid, name, GETATTR_ALL), Rgetattrat)
+        return StatResult.from_rgetattr(Rgetattr(*r))
+
     async def _walk_to(self, s: Session, parts: list[str]) -> int:
         """A new fid for the file at ``parts``: one name from its directory's fid when we
         hold that (an entry that came with a listing has no fid of its own until it is
@@ -215,9 +243,14 @@ class FidOperations(pyfuse3.Operations):
         return True
 
     async def _on(
-        self, nodes: Sequence[Inode], fn: Callable[[Session, list[int], bool], Awaitable[T]]
+        self,
+        nodes: Sequence[Inode],
+        fn: Callable[[Session, list[int], bool], Awaitable[T]],
+        *,
+        walk: bool = True,
     ) -> T:
-        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile.
+        """Run ``fn(session, fids of nodes, retried)``, the nodes pinned meanwhile; with
+        ``walk`` False the nodes are pinned but not walked to (``fn`` gets no fids).
 
         EMFILE is the gateway's fid budget for this session: fids are given back until
         we hold a quarter fewer, and ``fn`` runs once more (as ``retried``: a step of it
@@ -228,7 +261,7 @@ class FidOperations(pyfuse3.Operations):
             for attempt in (0, 1):
 
                 async def op(s: Session, retried: bool, again: bool = attempt > 0) -> T:
-                    fids = [await self._fid(s, node) for node in nodes]
+                    fids = [await self._fid(s, node) for node in nodes] if walk else []
                     return await fn(s, fids, retried or again)
 
                 try:

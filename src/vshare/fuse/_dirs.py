@@ -82,11 +82,7 @@ class DirectoryOperations(FidOperations):
             self._complete(d.node, {e.name for e in names})
             return out
 
-        d.node.busy += 1
-        try:
-            return await self._on([], fn)
-        finally:
-            await self._unpin(d.node)
+        return await self._on([d.node], fn, walk=False)
 
     async def _list_plus(self, s: Session, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
         """The listing from a gateway that answers Treaddirplus: the entries come with

@@ -76,11 +76,7 @@ class FileOperations(DirectoryOperations):
             f.fid, f.iounit = await self._open_node(s, node, dotl)
             f.epoch = s.epoch
 
-        node.busy += 1
-        try:
-            await self._on([], fn)
-        finally:
-            await self._unpin(node)
+        await self._on([node], fn, walk=False)
         if dotl & DOTL_TRUNC and node.attrs is not None:
             truncated = Tsetattr(0, SETATTR_SIZE | SETATTR_MTIME, 0, 0, 0, 0, 0, 0, 0, 0)
             node.attrs = _attrs.after_setattr(node.attrs, truncated, False)

@@ -91,6 +91,12 @@ class VshareOperations(FileOperations):
         likely_absent = parent.children is not None and child not in parent.children
 
         async def fn(s: Session, fids: list[int], _: bool) -> pyfuse3.EntryAttributes:
+            if s.client.readdirplus:  # its attributes, no fid until something is done to it
+                st = await self._stat_at(s, fids[0], child)
+                node = self.inodes.for_qid([*parent.parts, child], st.qid.path)
+                node.lookups += 1
+                parent.name_added(child)
+                return self._entry(node, st)
             if likely_absent:
                 fid = await self.share.walk_from(s, fids[0], (child,))
                 try:
@@ -140,10 +146,10 @@ class VshareOperations(FileOperations):
             st = await self._file_call(f, self._stat)
             return self._entry(node, st)
 
-        async def fn(s: Session, fids: list[int], _: bool) -> StatResult:
-            return await self._stat(s, fids[0])
+        async def fn(s: Session, _fids: list[int], _: bool) -> StatResult:
+            return await self._stat_node(s, node)
 
-        return self._entry(node, await self._on([node], fn))
+        return self._entry(node, await self._on([node], fn, walk=False))
 
     @fuse_errors
     async def setattr(

@@ -39,6 +39,7 @@ from vshare.protocol import (
     Tclunk,
     Tfsync,
     Tgetattr,
+    Tgetattrat,
     Tgetlock,
     Tlcreate,
     Tlink,
@@ -73,7 +74,7 @@ _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but
 #: runs on the loop only when the backend says it is quick (else WouldBlock: a thread).
 _METADATA: Final = frozenset({
-    Tgetattr, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
+    Tgetattr, Tgetattrat, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
     Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk, Tunlinkat,
 })  # fmt: skip
 
@@ -126,7 +127,8 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
             Tlcreate: self.lcreate, Tread: self.read, Twrite: self.write, Tclunk: self.clunk,
-            Tremove: self.remove, Tgetattr: self.getattr, Tsetattr: self.setattr,
+            Tremove: self.remove, Tgetattr: self.getattr, Tgetattrat: self.getattrat,
+            Tsetattr: self.setattr,
             Treaddir: self.readdir, Treaddirplus: self.readdirplus, Tfsync: self.fsync,
             Tstatfs: self.statfs,
             Treadlink: self.readlink, Tsymlink: self.symlink, Tmknod: self.mknod,

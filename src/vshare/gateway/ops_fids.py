@@ -29,6 +29,7 @@ from vshare.protocol import (
     Message,
     Rattach,
     Rclunk,
+    Rgetattrat,
     Rremove,
     Rsetattr,
     Rstatfs,
@@ -37,6 +38,7 @@ from vshare.protocol import (
     Tauth,
     Tclunk,
     Tgetattr,
+    Tgetattrat,
     Tremove,
     Tsetattr,
     Tstatfs,
@@ -215,6 +217,16 @@ class FidOps(OperationsBase):
         fid = self._fid(msg.fid)
         attr = await self._run(fid.att, self.backend.getattr, fid.node)
         return self._rgetattr(fid, attr)
+
+    async def getattrat(self, msg: Tgetattrat) -> Message:
+        """vshare's extension (``VERSION_VSHARE_2``): a Twalk of one name and its Tgetattr,
+        without the fid. The name is checked and looked up in the directory as a walk's."""
+        fid = self._fid(msg.dfid)
+        if not fid.node.is_dir:
+            raise os_error(errno.ENOTDIR)
+        check_name(msg.name)
+        attr = await self._run(fid.att, self.backend.getattr_at, fid.node, msg.name)
+        return Rgetattrat(*self._rgetattr(fid, attr))
 
     async def setattr(self, msg: Tsetattr) -> Message:
         fid = self._fid(msg.fid)

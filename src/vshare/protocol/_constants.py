@@ -14,9 +14,10 @@ VERSION_UNKNOWN: Final = "unknown"
 #: order requests: diod, for one, runs them on several threads). A server that does not
 #: know it answers "9P2000.L" or an error, and the client then asks for 9P2000.L.
 VERSION_VSHARE: Final = "9P2000.L.vshare"
-#: ``VERSION_VSHARE`` and one message more, Treaddirplus (:mod:`._dirent`): a listing whose
+#: ``VERSION_VSHARE`` and two messages more: Treaddirplus (:mod:`._dirent`), a listing whose
 #: entries carry their attributes, so that a client lists a directory and knows every
-#: entry's attributes in one request instead of a walk and a getattr per entry. Asked for
+#: entry's attributes in one request instead of a walk and a getattr per entry; and
+#: Tgetattrat, the attributes of a name in a directory without a fid for it. Asked for
 #: first; a gateway that does not know it answers "9P2000.L" (its prefix), and the client
 #: then asks for ``VERSION_VSHARE``.
 VERSION_VSHARE_2: Final = "9P2000.L.vshare.2"

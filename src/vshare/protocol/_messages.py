@@ -339,6 +339,41 @@ class Rwatch(NamedTuple):
     data: Data
 
 
+class Tgetattrat(NamedTuple):
+    """vshare's extension (``VERSION_VSHARE_2``): the attributes of ``name`` in the
+    directory ``dfid``, as a Twalk to it and a Tgetattr would give them, without a fid:
+    a client holds no fid for a file it only looks at."""
+
+    dfid: U32
+    name: Str
+    request_mask: U64
+
+
+class Rgetattrat(NamedTuple):
+    """Rgetattr's fields (a client reads it as one)."""
+
+    valid: U64
+    qid: Qid
+    mode: U32
+    uid: U32
+    gid: U32
+    nlink: U64
+    rdev: U64
+    size: U64
+    blksize: U64
+    blocks: U64
+    atime_sec: U64
+    atime_nsec: U64
+    mtime_sec: U64
+    mtime_nsec: U64
+    ctime_sec: U64
+    ctime_nsec: U64
+    btime_sec: U64
+    btime_nsec: U64
+    gen: U64
+    data_version: U64
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -430,7 +465,7 @@ Message: TypeAlias = (
     | Tsetattr | Rsetattr | Txattrwalk | Rxattrwalk | Txattrcreate | Rxattrcreate
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
-    | Treaddirplus | Rreaddirplus | Twatch | Rwatch
+    | Treaddirplus | Rreaddirplus | Twatch | Rwatch | Tgetattrat | Rgetattrat
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -470,6 +505,7 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     150: Treaddirplus, 151: Rreaddirplus,
     # only on a session that agreed to VERSION_VSHARE_3:
     152: Twatch, 153: Rwatch,
+    154: Tgetattrat, 155: Rgetattrat,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}

@@ -864,6 +864,24 @@ class BackendConformance(_Suite):
         assert vol.backend.readdir_attrs(d, file, listed[-1][0].cookie, 10) == []
         file.close()
 
+    def test_getattr_at_is_lookup_and_getattr(self, vol: Vol) -> None:
+        d = vol.backend.mkdir(vol.root, "d", 0o755)
+        _, f = vol.backend.create(d, "f", os.O_RDWR, 0o640)
+        f.close()
+        vol.backend.symlink(d, "sym", "../../../etc/passwd").close()
+        for name in ("f", "sym"):
+            node = vol.backend.lookup(d, name)
+            want = vol.backend.getattr(node)
+            node.close()
+            assert vol.backend.getattr_at(d, name) == want, name
+        assert stat.S_ISLNK(vol.backend.getattr_at(d, "sym").mode)  # not followed
+        with raises_errno(errno.ENOENT):
+            vol.backend.getattr_at(d, "missing")
+        file = vol.backend.lookup(d, "f")
+        with raises_errno(errno.ENOTDIR):
+            vol.backend.getattr_at(file, "x")
+        file.close()
+
     def test_readdir_errors(self, vol: Vol) -> None:
         _, file = vol.backend.create(vol.root, "f", os.O_RDWR, 0o644)
         with raises_errno(errno.ENOTDIR):
