@@ -208,7 +208,7 @@ class FidOperations(pyfuse3.Operations):
     async def _stat_at(s: Session, dfid: int, name: str) -> StatResult:
         """The attributes of ``name`` in the directory ``dfid``, no fid made (vshare.2)."""
         r = await s.client.call(Tgetattrat(dfid, name, GETATTR_ALL), Rgetattrat)
-        return StatResult.from_rgetattr(Rgetattr(*r))
+        return StatResult.from_rgetattr(r)
 
     async def _walk_to(self, s: Session, parts: list[str]) -> int:
         """A new fid for the file at ``parts``: one name from its directory's fid when we

@@ -349,29 +349,10 @@ class Tgetattrat(NamedTuple):
     request_mask: U64
 
 
-class Rgetattrat(NamedTuple):
-    """Rgetattr's fields (a client reads it as one)."""
+class Rgetattrat(Rgetattr):
+    """Rgetattr's fields, under its own type number (a client may read it as one)."""
 
-    valid: U64
-    qid: Qid
-    mode: U32
-    uid: U32
-    gid: U32
-    nlink: U64
-    rdev: U64
-    size: U64
-    blksize: U64
-    blocks: U64
-    atime_sec: U64
-    atime_nsec: U64
-    mtime_sec: U64
-    mtime_nsec: U64
-    ctime_sec: U64
-    ctime_nsec: U64
-    btime_sec: U64
-    btime_nsec: U64
-    gen: U64
-    data_version: U64
+    __slots__ = ()
 
 
 class Tfsync(NamedTuple):
