@@ -72,6 +72,16 @@ class VshareApi:
 
     # --- who we are, what the volume holds -------------------------------------------------
 
+    def _call_or_none(self, method: str, path: str) -> Json | None:
+        """:meth:`_call`, None where the thing is not there (404)."""
+        try:
+            found: Json = self._call(method, path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     def whoami(self) -> Json:
         result: Json = self._call("GET", "/v1/whoami")
         return result
@@ -88,13 +98,7 @@ class VshareApi:
 
     def get_share(self, share: str) -> Json | None:
         """The share by name or id, or None if there is none."""
-        try:
-            found: Json = self._call("GET", f"/v1/shares/{share}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        return self._call_or_none("GET", f"/v1/shares/{share}")
 
     def create_share(self, name: str, size_gib: int, tenant: str, volume: str | None) -> Json:
         body: Json = {"name": name, "size_gib": size_gib, "tenant": tenant}
@@ -149,13 +153,7 @@ class VshareApi:
 
     def deny(self, share: str, rule_id: str) -> Json | None:
         """Withdraw a rule; None if it is already gone."""
-        try:
-            rule: Json = self._call("DELETE", f"/v1/shares/{share}/access/{rule_id}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return rule
+        return self._call_or_none("DELETE", f"/v1/shares/{share}/access/{rule_id}")
 
     def rules_settled(self, share: str, timeout: float) -> list[Json]:
         """The share's rules once none is pending (gateways following the store take a
