@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import errno
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -32,6 +32,7 @@ __all__ = [
     "CacheMode",
     "CacheStats",
     "DirEntry",
+    "HostDirectory",
     "Node",
     "OpenFile",
     "StatFs",
@@ -163,6 +164,13 @@ class OpenFile(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the open file. Idempotent."""
+
+
+class HostDirectory(NamedTuple):
+    """What :meth:`Backend.host_directory` gives a watcher on this host."""
+
+    fd: int  # an O_PATH fd of the directory, the caller's to close
+    qid_path: Callable[[int, int], int]  # (st_dev, st_ino) → the backend's qid path
 
 
 class Backend(abc.ABC):
@@ -329,6 +337,26 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fsync(self, file: OpenFile, *, datasync: bool) -> None: ...
+
+    # -- change sources (the gateway's change feed, docs/changes-feed.md) ---------------------
+
+    def host_directory(self, node: Node) -> HostDirectory | None:
+        """For a volume that is a directory of this host, which this host can watch itself
+        (inotify): an fd of directory ``node`` and the qid paths of what is found under it.
+        None (this default) for a volume this host cannot watch."""
+        return None
+
+    def watch_changes(
+        self, root: Node, callback: Callable[[list[int]], None]
+    ) -> Callable[[], None] | None:
+        """Have ``callback`` told of the objects below directory ``root`` that other clients
+        of the volume change (another gateway, a native client; not this backend): their
+        qid paths, each an object whose attributes or contents changed or, a directory,
+        whose entries did. An object is only reported when the backend knows it to be below
+        ``root``: a change of another share's object is never told. Called on any thread;
+        it must not block. Returns the function that stops it; None (this default) when
+        the volume tells of no change."""
+        return None
 
     def cache_stats(self) -> CacheStats | None:
         """The backend's own cache counters; None if it keeps no cache (this default)."""

@@ -161,7 +161,16 @@ from vshare.backend._common import (
 )
 from vshare.backend._handle import UseCounted
 from vshare.backend._posix_handles import InodeMap, PosixNode, PosixOpenFile, QidMap
-from vshare.backend.base import TIME_NOW, Attr, CacheMode, DirEntry, Node, OpenFile, StatFs
+from vshare.backend.base import (
+    TIME_NOW,
+    Attr,
+    CacheMode,
+    DirEntry,
+    HostDirectory,
+    Node,
+    OpenFile,
+    StatFs,
+)
 
 __all__ = ["PosixBackend", "PosixNode", "PosixOpenFile"]
 
@@ -587,6 +596,11 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         n = self._node(node)
         with n._ref as fd:
             os.removexattr(_proc(fd), name)
+
+    def host_directory(self, node: Node) -> HostDirectory | None:
+        with self._node(node)._ref as fd:
+            own = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        return HostDirectory(own, self._qids.qid)
 
     # -- volume --------------------------------------------------------------------------------
 

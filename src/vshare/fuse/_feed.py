@@ -12,6 +12,8 @@ One task of the mount keeps a Twatch waiting on the gateway and applies what com
   IN_ATTRIB), and ``setattr`` recognises that thread (:attr:`Feed.echo_tid`) and answers
   it with the gateway's attributes without sending anything. Files open for writing here
   are not replayed (the writer's own events are the truth);
+- CHANGE_DATA of a directory (its entries changed, names untold: a GlusterFS upcall)
+  drops every name of it known here, and its listing;
 - a seq the gateway did not expect (a new session after a reconnect or failover), or a
   CHANGE_ALL (its queue overflowed, or a share too large to watch), drops everything:
   every inode's attributes and pages, every name.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 from typing import TYPE_CHECKING, Final
 
@@ -122,11 +125,16 @@ class Feed:
                 entries.append((node.number, name))
             if kinds & (CHANGE_ATTR | CHANGE_DATA):
                 data = bool(kinds & CHANGE_DATA)
+                if data and _is_dir(node):
+                    # Entries changed, names untold (a GlusterFS upcall): drop them all.
+                    node.children = None
+                    entries += self._names_in(node)
+                    data = False
                 if data:
                     node.seen = None
                 inval[node.number] = inval.get(node.number, True) and not data
                 if node.lookups > 0 and node.parts and not _writing(node):
-                    echoes.append((node, kinds))
+                    echoes.append((node, kinds if data else CHANGE_ATTR))
         for number, name in entries:
             pyfuse3.invalidate_entry_async(number, os.fsencode(name), ignore_enoent=True)
         if inval or echoes:
@@ -154,6 +162,16 @@ class Feed:
             except OSError as exc:  # gone meanwhile, or a read-only mount: no event
                 log.debug("change feed: no replay of %s: %s", path, exc)
 
+    def _names_in(self, node: Inode) -> list[tuple[int, str]]:
+        """Every name of directory ``node`` known here, for ``invalidate_entry``."""
+        parts = tuple(node.parts)
+        out = []
+        for key, child in self.ops.inodes.by_path.items():
+            if len(key) == len(parts) + 1 and key[:-1] == parts:
+                child.attrs_at = float("-inf")
+                out.append((node.number, key[-1]))
+        return out
+
     async def _drop_everything(self) -> None:
         inodes = self.ops.inodes
         names: list[tuple[int, str]] = []
@@ -180,6 +198,10 @@ class Feed:
                     pass
 
         await anyio.to_thread.run_sync(drop)
+
+
+def _is_dir(node: Inode) -> bool:
+    return node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
 
 
 def _writing(node: Inode) -> bool:

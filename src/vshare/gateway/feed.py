@@ -8,7 +8,9 @@ when changes are queued (docs/changes-feed.md has the wire form). Sources publis
 - this gateway's own sessions: after a request that changed something succeeded, the
   session describes it (:func:`describe`, from the fids it named *before* the handler ran)
   and publishes it to the other subscribers of the same share;
-- inotify on POSIX volumes (``feed_watch.py``): changes made on the host.
+- inotify on POSIX volumes (``feed_watch.py``): changes made on the host;
+- GlusterFS upcalls (``feed_upcalls.py``): changes made by other gateways and native
+  clients of the volume.
 
 Security: a change is published under the share it was made through (or whose watched
 directories saw it) and reaches only subscriptions to that share: a session never learns
@@ -62,6 +64,7 @@ from vshare.protocol import (
 )
 
 if TYPE_CHECKING:
+    from vshare.backend.base import Node
     from vshare.gateway.fids import Fid
 
 #: Records one subscription keeps before it overflows to CHANGE_ALL.
@@ -178,7 +181,7 @@ class FeedHub:
         #: Starts a share's host watcher (set by the gateway's watcher owner, feed_watch).
         self.watchers: WatcherOwner | None = None
 
-    def subscribe(self, share_key: str, session_id: int, root: object) -> Subscription:
+    def subscribe(self, share_key: str, session_id: int, root: Node) -> Subscription:
         sub = Subscription(self, share_key, session_id)
         subs = self.by_share.setdefault(share_key, set())
         subs.add(sub)
@@ -218,7 +221,7 @@ class FeedHub:
 class WatcherOwner:
     """What the hub needs of the host watchers' owner (``feed_watch.Watchers``)."""
 
-    def start(self, share_key: str, root: object) -> None:
+    def start(self, share_key: str, root: Node) -> None:
         raise NotImplementedError
 
     def stop(self, share_key: str) -> None:

@@ -29,16 +29,16 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from vshare.backend.base import Backend
+from vshare.backend.base import Backend, HostDirectory, Node
 from vshare.gateway import inotify
 from vshare.gateway.feed import FeedHub, WatcherOwner
+from vshare.gateway.feed_upcalls import FALLBACK_SECONDS, follow_volume
 from vshare.protocol import CHANGE_ALL, CHANGE_ATTR, CHANGE_DATA, CHANGE_ENTRY, Change
 
 log = logging.getLogger("vshare.gateway")
 
 WATCHES_PER_SHARE: Final = 4096
 WATCHES_TOTAL: Final = 16384
-FALLBACK_SECONDS: Final = 1.0
 _MASK: Final = (
     inotify.IN_MODIFY | inotify.IN_ATTRIB | inotify.IN_CLOSE_WRITE | inotify.IN_CREATE
     | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
@@ -49,34 +49,20 @@ _MASK: Final = (
 _NAMES: Final = inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
 
 
-def _host_view(backend: Backend, node: object) -> tuple[int, object] | None:
-    """The root fd of a POSIX node and the backend's qid map, or None for other backends.
-
-    This reaches into the POSIX backend (``PosixNode._ref``, ``PosixBackend._qids``): a
-    public ``Backend.watch`` belongs in backend/posix.py, outside this change's files.
-    """
-    ref = getattr(node, "_ref", None)
-    qids = getattr(backend, "_qids", None)
-    if ref is None or qids is None:
-        return None
-    with ref as fd:
-        return os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd), qids
-
-
 class _ShareWatch:
     """The watches of one share: wd → (O_PATH fd, qid path, parent wd, name there)."""
 
-    def __init__(self, owner: Watchers, root_fd: int, qids: object) -> None:
+    def __init__(self, owner: Watchers, host: HostDirectory) -> None:
         self.owner = owner
         self.ifd = inotify.init()
-        self.root_fd = root_fd
-        self.qids = qids
+        self.root_fd = host.fd
+        self.qid_path = host.qid_path
         self.dirs: dict[int, tuple[int, int, int, str]] = {}
         self.children: dict[int, set[int]] = {}
         self.full = False  # a bound was reached: not every directory is watched
 
     def qid(self, st: os.stat_result) -> int:
-        return int(self.qids.qid(st.st_dev, st.st_ino))  # type: ignore[attr-defined]
+        return self.qid_path(st.st_dev, st.st_ino)
 
     def scan(self, top: str, dir_fd: int, parent: int) -> None:
         """Watch ``top`` (relative to ``dir_fd``) and the directories below it (blocking)."""
@@ -178,7 +164,7 @@ class Watchers(WatcherOwner):
         self.backend = backend
         self.total = 0
         self._tg: anyio.abc.TaskGroup | None = None
-        self._scopes: dict[str, anyio.CancelScope] = {}
+        self.scopes: dict[str, anyio.CancelScope] = {}
 
     async def run(self) -> None:
         try:
@@ -190,33 +176,34 @@ class Watchers(WatcherOwner):
             self.hub.watchers = None
             self._tg = None
 
-    def start(self, share_key: str, root: object) -> None:
-        if self._tg is None or share_key in self._scopes:
+    def start(self, share_key: str, root: Node) -> None:
+        if self._tg is None or share_key in self.scopes:
             return
-        view = _host_view(self.backend, root)
-        if view is None:
-            return  # not a POSIX volume: only changes made through this gateway are fed
-        scope = self._scopes[share_key] = anyio.CancelScope()
-        self._tg.start_soon(self._watch, share_key, view[0], view[1], scope)
+        scope = self.scopes[share_key] = anyio.CancelScope()
+        host = self.backend.host_directory(root)
+        if host is not None:
+            self._tg.start_soon(self._watch, share_key, host, scope)
+        else:  # another client of the volume tells, if it can (feed_upcalls.py)
+            self._tg.start_soon(follow_volume, self, share_key, root, scope)
 
     def stop(self, share_key: str) -> None:
-        scope = self._scopes.pop(share_key, None)
+        scope = self.scopes.pop(share_key, None)
         if scope is not None:
             scope.cancel()
 
     def count(self) -> int:
         return self.total
 
-    async def _watch(self, key: str, root_fd: int, qids: object, scope: anyio.CancelScope) -> None:
+    async def _watch(self, key: str, host: HostDirectory, scope: anyio.CancelScope) -> None:
         try:
-            share = _ShareWatch(self, root_fd, qids)
+            share = _ShareWatch(self, host)
         except OSError as exc:
-            os.close(root_fd)
+            os.close(host.fd)
             log.warning("change feed: share %s: no inotify: %s", key, exc)
             return
         try:
             with scope:
-                await anyio.to_thread.run_sync(share.scan, ".", root_fd, 0)
+                await anyio.to_thread.run_sync(share.scan, ".", host.fd, 0)
                 async with anyio.create_task_group() as tg:
                     if share.full:
                         self.hub.stats.fallbacks += 1
@@ -225,13 +212,13 @@ class Watchers(WatcherOwner):
                             " its subscribers revalidate every %g s",
                             key, WATCHES_PER_SHARE, FALLBACK_SECONDS,
                         )  # fmt: skip
-                        tg.start_soon(self._fallback, key)
+                        tg.start_soon(self.fallback, key)
                     await self._read(key, share)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(share.close)
-            if self._scopes.get(key) is scope:
-                del self._scopes[key]
+            if self.scopes.get(key) is scope:
+                del self.scopes[key]
 
     async def _read(self, key: str, share: _ShareWatch) -> None:
         while True:
@@ -244,7 +231,8 @@ class Watchers(WatcherOwner):
             if changes:
                 self.hub.publish(key, changes)
 
-    async def _fallback(self, key: str) -> None:
+    async def fallback(self, key: str) -> None:
+        """Tell ``key``'s subscribers to revalidate everything every FALLBACK_SECONDS."""
         while True:
             await anyio.sleep(FALLBACK_SECONDS)
             self.hub.publish(key, [Change(CHANGE_ALL, 0)])

@@ -163,6 +163,7 @@ class GlusterBackend(GlusterCore):
         finally:
             self._changed(p.qid_path, name=raw)
         node = self._adopt(made, p._cache)
+        self._vol.ancestry.note(p.qid_path, node.qid_path)
         try:
             with node._ref as obj:
                 fd = _gfapi.h_open(self._fs, obj, oflags)
@@ -234,6 +235,8 @@ class GlusterBackend(GlusterCore):
                 attr = None
                 if st.st_ino and st.st_mode and name not in (".", ".."):
                     attr = attr_of(st, qid)
+                if name not in (".", ".."):
+                    self._vol.ancestry.note(f._qid, qid)
                 out.append((DirEntry(name, qid, ftype, dirent.d_off & U64), attr))
         return out
 
@@ -285,7 +288,9 @@ class GlusterBackend(GlusterCore):
                 made = make(pobj)
         finally:
             self._changed(parent.qid_path, name=raw)
-        return self._adopt(made, parent._cache)
+        node = self._adopt(made, parent._cache)
+        self._vol.ancestry.note(parent.qid_path, node.qid_path)
+        return node
 
     def _mkdir(self, parent: GlusterNode, raw: bytes, perms: int) -> GlusterNode:
         return self._new_entry(parent, raw, lambda pobj: _gfapi.h_mkdir(self._fs, pobj, raw, perms))
@@ -306,6 +311,7 @@ class GlusterBackend(GlusterCore):
         try:
             with parent._ref as pobj, target._ref as tobj:
                 _gfapi.h_link(self._fs, tobj, pobj, raw)
+            self._vol.ancestry.note(parent.qid_path, target.qid_path)
         finally:
             self._changed(parent.qid_path, name=raw)
             self._changed(target.qid_path)
@@ -319,6 +325,7 @@ class GlusterBackend(GlusterCore):
         try:
             with op._ref as oobj, new_dir._ref as nobj:
                 _gfapi.h_rename(self._fs, oobj, old_raw, nobj, new_raw)
+            self._note_moved(new_dir, new_raw)
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise

@@ -24,9 +24,7 @@ from vshare.backend._common import (
 )
 from vshare.backend.base import Attr, Node, OpenFile
 from vshare.backend.gluster import _volumes
-from vshare.backend.gluster._fields import (
-    attr_of,
-)
+from vshare.backend.gluster._fields import attr_of, qid_of_gfid
 from vshare.backend.gluster._handles import GlusterNode, GlusterOpenFile, Ref
 from vshare.terms import CacheMode
 
@@ -119,6 +117,21 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         if name is not None:
             self._cache.forget_name(qid, name)
 
+    def _note_moved(self, new_dir: GlusterNode, raw: bytes) -> None:
+        """While the change feed watches the volume: the object now named ``new_dir/raw``
+        is only there (:class:`~._volumes.Ancestry`; no upcall tells this process of its
+        own renames). One lookup per rename then; none else."""
+        if not self._vol.ancestry.active:
+            return
+        with contextlib.suppress(OSError):
+            with new_dir._ref as pobj:
+                obj, _ = _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
+            try:
+                qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
+            finally:
+                _gfapi.h_close(obj)
+            self._vol.ancestry.note(new_dir.qid_path, qid, moved=True)
+
     def _cached_child_qid(self, parent: GlusterNode, raw: bytes) -> int | None:
         """The qid the cache has for ``parent/raw`` (no gfapi call), if any."""
         cached = self._cache.name(parent.qid_path, raw)
@@ -131,6 +144,11 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         object a lookup of this same name in this same directory found (package note, point
         2), which stays there until that directory or that object changes. A lookup that
         reaches gfapi fills the cache with the name and the child's attributes."""
+        node = self._lookup_node(parent, raw)
+        self._vol.ancestry.note(parent.qid_path, node.qid_path)  # for the change feed
+        return node
+
+    def _lookup_node(self, parent: GlusterNode, raw: bytes) -> GlusterNode:
         mode = parent._cache
         if mode == "none":
             return self._adopt(self._lookup_object(parent, raw))
@@ -341,6 +359,13 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         return child.file_type
 
     # -- volume --------------------------------------------------------------------------------
+
+    def watch_changes(
+        self, root: Node, callback: Callable[[list[int]], None]
+    ) -> Callable[[], None] | None:
+        # Upcalls name objects by gfid, volume-wide: _volumes.Ancestry tells which are
+        # below ``root`` from where this process found them.
+        return _volumes.watch(self._vol, self._node(root).qid_path, callback)
 
     def cache_stats(self) -> CacheStats:
         """The volume's cache counters (shared by every backend of the volume here)."""

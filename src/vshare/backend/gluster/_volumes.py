@@ -9,7 +9,8 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ __all__ = [
     "CACHE_VOLUME_OPTIONS",
     "DEFAULT_PORT",
     "XLATOR_OPTIONS",
+    "Ancestry",
     "Volume",
     "acquire",
     "cache_fallbacks",
@@ -30,6 +32,7 @@ __all__ = [
     "parse_uri",
     "release",
     "shutdown",
+    "watch",
 ]
 
 log = logging.getLogger("vshare.backend.gluster")
@@ -93,6 +96,66 @@ def parse_uri(uri: str) -> tuple[str, int, str, str]:
     return parts.hostname, port, volume, subdir
 
 
+class Ancestry:
+    """Where each object of the volume was found: child qid → the directories (qid paths)
+    a lookup, listing or create of this process found it in, newest last. Kept only while
+    a share of the volume is watched (:func:`watch`), for the change feed's one question:
+    is an object an upcall names below a share's root? GlusterFS names objects by gfid
+    only, and asking it for an object's path costs a round trip or more per upcall; but a
+    client can only know an object it found through this gateway, so the objects worth
+    telling about are the ones found here, and their chain of directories is here too.
+
+    Security: an object is below a root only if a chain of directories it was found in
+    leads there; a rename moves the object (:meth:`note` with ``moved``, from this
+    gateway's renames and from rename upcalls), so a file moved to another share stops
+    being told to the old one. Unknown (never found here, or forgotten): not below.
+    Bounded: :data:`MAX` objects (the oldest forgotten first), :data:`LINKS` directories
+    each (hard links), :data:`DEPTH` levels searched."""
+
+    MAX: Final = 1 << 17
+    LINKS: Final = 4
+    DEPTH: Final = 256
+
+    def __init__(self) -> None:
+        self._up: dict[int, tuple[int, ...]] = {}
+        self._lock = threading.Lock()
+        #: Whether anyone watches (read without the lock: the hot path's only cost).
+        self.active = False
+
+    def note(self, parent: int, child: int, *, moved: bool = False) -> None:
+        """``child`` was found in directory ``parent`` (with ``moved``: only there now)."""
+        if not self.active or parent == child:
+            return
+        with self._lock:
+            old = self._up.pop(child, ())
+            if moved or not old:
+                self._up[child] = (parent,)
+            else:
+                self._up[child] = (*(p for p in old if p != parent), parent)[-self.LINKS :]
+            if len(self._up) > self.MAX:
+                del self._up[next(iter(self._up))]
+
+    def below(self, qid: int, root: int) -> bool:
+        """Whether ``qid`` is ``root`` or was found below it."""
+        todo, seen = [qid], set[int]()
+        with self._lock:
+            while todo and len(seen) < self.DEPTH:
+                q = todo.pop()
+                if q == root:
+                    return True
+                if q not in seen:
+                    seen.add(q)
+                    todo.extend(self._up.get(q, ()))
+        return False
+
+    def clear(self) -> None:
+        with self._lock:
+            self._up.clear()
+
+
+ChangeCallback = Callable[[list[int]], None]
+
+
 @dataclass(eq=False)
 class Volume:
     key: tuple[str, int, str]
@@ -106,6 +169,9 @@ class Volume:
     checked: float = -_OPTIONS_RECHECK
     #: Attaches in cache mode meta/all served as ``none`` because of :attr:`problem`.
     fallbacks: int = 0
+    #: The change feed's watchers (:func:`watch`): token → (root qid, callback).
+    watchers: dict[object, tuple[int, ChangeCallback]] = field(default_factory=dict)
+    ancestry: Ancestry = field(default_factory=Ancestry)
 
 
 _volumes: dict[tuple[str, int, str], Volume] = {}
@@ -184,8 +250,11 @@ def _listen(vol: Volume) -> None:
             return
         try:
             _, gfids = _gfapi.upcall_inode_handles(up)
-            for gfid in gfids:
-                cache.invalidate(qid_of_gfid(gfid), "upcall")
+            qids = [qid_of_gfid(gfid) for gfid in gfids]
+            for qid in qids:
+                cache.invalidate(qid, "upcall")
+            if vol.watchers and qids:
+                _announce(vol, qids)
         except Exception:
             log.exception("upcall of gluster://%s:%d/%s", *vol.key)
         finally:
@@ -201,6 +270,41 @@ def _listen(vol: Volume) -> None:
         cache.ttl = _CACHE_TTL_BLIND
         return
     vol.upcall_cbk = cbk
+
+
+def _announce(vol: Volume, qids: list[int]) -> None:
+    """Tell the watchers whose root holds them of the objects one upcall names: the object,
+    then its parent and, for a rename, its old parent (``upcall_inode_handles``)."""
+    ancestry = vol.ancestry
+    if len(qids) > 1:  # the brick says where the object is (two parents: it was renamed)
+        ancestry.note(qids[1], qids[0], moved=len(qids) > 2)
+    with _volumes_lock:
+        watchers = list(vol.watchers.values())
+    for root, callback in watchers:
+        told = [q for q in qids if ancestry.below(q, root)]
+        if told:
+            callback(told)
+
+
+def watch(vol: Volume, root: int, callback: ChangeCallback) -> Callable[[], None] | None:
+    """Have ``callback`` told of the objects below ``root`` that other clients change
+    (:meth:`Backend.watch_changes`); None when the volume sends no upcalls, or its options
+    say the bricks will not (:func:`check_options`)."""
+    if vol.upcall_cbk is None or check_options(vol) is not None:
+        return None
+    token = object()
+    with _volumes_lock:
+        vol.watchers[token] = (root, callback)
+        vol.ancestry.active = True
+
+    def stop() -> None:
+        with _volumes_lock:
+            vol.watchers.pop(token, None)
+            if not vol.watchers:
+                vol.ancestry.active = False
+                vol.ancestry.clear()
+
+    return stop
 
 
 def check_options(vol: Volume) -> str | None:
