@@ -3,7 +3,7 @@
 A real gateway process, real FUSE mounts and real inotify: a change made on the host, and
 one made through a second mount, reach the first mount's ``stat`` (whose cache would
 otherwise keep the old attributes for an hour) and an inotify watch in it within 1 s; a
-reconnect in the middle leaves nothing stale.
+reconnect in the middle leaves nothing stale, and the feed's resync is what did it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import select
 import time
 from pathlib import Path
 
-from tests.fuse.conftest import GatewayProc, MountFactory
+import pytest
+
+from tests.fuse.conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway
+from tests.metrics import scrape, value
 from vshare.gateway import inotify
 
 LIMIT = 1.0  # seconds: the issue's bound for the test (the goal is 100 ms at p99)
@@ -101,18 +104,54 @@ def test_change_through_a_second_mount(gateway_proc: GatewayProc, mount: MountFa
         watch.close()
 
 
-def test_no_stale_data_after_a_reconnect(gateway_proc: GatewayProc, mount: MountFactory) -> None:
-    host = gateway_proc.share_dir("alpha") / "h.txt"
-    host.write_bytes(b"before\n")
-    m = mount(gateway_proc.uri, "alpha", "coherent", "--reconnect-timeout", "30").path
+def _reconnect_with_changes_made_meanwhile(gw: TunedGateway, m: Path) -> None:
+    host = gw.share_dir("alpha") / "h.txt"
     assert (m / "h.txt").read_bytes() == b"before\n"
     assert os.stat(m / "h.txt").st_size == 7
-    gateway_proc.kill()  # the feed's stream is cut: changes now are announced to nobody
+    time.sleep(0.3)  # a coherent mount's Twatch is waiting: it has a seq
+    gw.kill()  # the feed's stream is cut: changes now are announced to nobody
     host.write_bytes(b"changed while down\n")
-    (gateway_proc.share_dir("alpha") / "born.txt").write_bytes(b"b")
+    (gw.share_dir("alpha") / "born.txt").write_bytes(b"b")
     time.sleep(0.3)
-    gateway_proc.start()
+    gw.start()
     # The client reconnects; its Twatch names the old session's seq: revalidate all.
     assert _stat_until(m / "h.txt", 19, 10) is not None, "stale size after the reconnect"
     assert (m / "h.txt").read_bytes() == b"changed while down\n"
     assert (m / "born.txt").read_bytes() == b"b"
+
+
+def test_no_stale_data_after_a_reconnect(gateway_with: GatewayFactory, mount: MountFactory) -> None:
+    """The mount sees what changed while the gateway was down, and it is the feed's doing:
+    the new gateway answered the client's stale seq with CHANGE_ALL (a resync). A mount in
+    ``always`` (no feed) fails the second part (:func:`test_the_reconnect_test_can_fail`)."""
+    gw = gateway_with(metrics=True)
+    (gw.share_dir("alpha") / "h.txt").write_bytes(b"before\n")
+    m = mount(gw.uri, "alpha", "coherent", "--reconnect-timeout", "30").path
+    _reconnect_with_changes_made_meanwhile(gw, m)
+    assert _resyncs(gw) >= 1, "the reconnected client was not resynced by the feed"
+
+
+def test_the_reconnect_test_can_fail(gateway_with: GatewayFactory, mount: MountFactory) -> None:
+    """The same with ``--cache always`` (no feed) fails it: stale for the cache's hour
+    where the kernel had the attributes when the gateway went (seen here), fresh by luck
+    where the reconnect dropped them first; and never resynced, which is the check that
+    does not depend on that luck."""
+    gw = gateway_with(metrics=True)
+    (gw.share_dir("alpha") / "h.txt").write_bytes(b"before\n")
+    m = mount(gw.uri, "alpha", "always", "--reconnect-timeout", "30").path
+    with pytest.raises(AssertionError):
+        try:
+            _reconnect_with_changes_made_meanwhile(gw, m)
+        finally:
+            os.listdir(m)  # reconnected, whatever it shows
+        assert _resyncs(gw) >= 1
+
+
+def _resyncs(gw: TunedGateway) -> float:
+    """``vshare_feed_resyncs_total`` of the gateway (Twatch naming a stale seq)."""
+    deadline = time.monotonic() + 5
+    while (n := value(scrape(gw.metrics_port or 0), "vshare_feed_resyncs_total")) < 1:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return n
