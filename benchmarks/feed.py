@@ -1,0 +1,144 @@
+"""The change feed (``--cache coherent``, docs/changes-feed.md): how soon a change reaches
+a coherent mount's inotify, and what the mode costs a metadata workload.
+
+1. Latency: ``--changes`` files are stat'ed in a ``coherent`` mount (so its kernel caches
+   them for an hour), each is appended to once, one at a time, and the time from the
+   write's return to the IN_MODIFY of an inotify watch in that mount is taken: on the host
+   (the POSIX volume behind the gateway) and through a second mount (``always``) of the
+   same gateway. p50 and p99.
+2. The metadata workloads of benchmarks/workloads.py (``metadata``: create, stat, list and
+   unlink ``--files`` files; ``tree``: a ``--files``-file tarball unpacked, stat'ed,
+   re-read, removed) through a mount in ``coherent``, ``always`` and ``auto``.
+
+One gateway (POSIX backend) and the mounts on this machine, over a Unix socket. Needs root.
+Usage: ``python benchmarks/feed.py [--changes 200] [--files 2000] [--markdown FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cache import commit
+from compare import machine
+from kernel_client import make_tarball
+from marked import write_marked
+from systems import VSHARE, Rig, fuse_mounted, gateway
+from vshare.gateway import inotify
+from workloads import Params, metadata, tree
+
+MODES = ("coherent", "always", "auto")
+
+
+def _mount(sock: Path, mnt: Path, cache: str):  # type: ignore[no-untyped-def]
+    argv = [VSHARE, "mount", f"unix://{sock}", "bench", str(mnt), "--cache", cache]
+    return fuse_mounted(mnt, argv, mnt.parent / f"{mnt.name}.log")
+
+
+def _wait(fd: int, name: bytes, timeout: float = 5.0) -> float | None:
+    end = time.perf_counter() + timeout
+    while (left := end - time.perf_counter()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            for ev in inotify.parse(os.read(fd, 65536)):
+                if ev.name == name and ev.mask & inotify.IN_MODIFY:
+                    return time.perf_counter()
+    return None
+
+
+def latencies(rig: Rig, sock: Path, changes: int) -> dict[str, list[float]]:
+    """ms from a write's return to IN_MODIFY in the coherent mount, per writer."""
+    run = sock.parent
+    d = rig.export / "lat"
+    d.mkdir()
+    names = [f"f{i:04d}" for i in range(changes)]
+    for n in names:
+        (d / n).write_bytes(b"0")
+    out: dict[str, list[float]] = {"host": [], "second mount": []}
+    with _mount(sock, run / "coherent", "coherent") as a, _mount(sock, run / "b", "always") as b:
+        for n in names:
+            os.stat(a / "lat" / n)
+        time.sleep(0.5)  # the Twatch waits and the share is watched
+        fd = inotify.init()
+        try:
+            inotify.add_watch(fd, os.fsencode(a / "lat"), inotify.IN_MODIFY)
+            for writer, where in (("host", d), ("second mount", b / "lat")):
+                for n in names:
+                    with (where / n).open("ab") as f:
+                        f.write(b"1")
+                    t0 = time.perf_counter()
+                    seen = _wait(fd, n.encode())
+                    if seen is None:
+                        raise RuntimeError(f"{writer}: no IN_MODIFY of {n} in 5 s")
+                    out[writer].append((seen - t0) * 1000)
+                    time.sleep(0.002)  # one change at a time: no coalescing
+        finally:
+            os.close(fd)
+    return out
+
+
+def workloads(rig: Rig, sock: Path, files: int) -> dict[str, dict[str, float]]:
+    tarball = rig.root / "tree.tar"
+    make_tarball(tarball, files)
+    p = Params(files=files, tarball=tarball)
+    out: dict[str, dict[str, float]] = {}
+    for mode in MODES:
+        with _mount(sock, sock.parent / f"w-{mode}", mode) as m:
+            shared = rig.scratch("shared")
+            out[mode] = {**metadata(m, p, mode, shared), **tree(m, p, mode, shared)}
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def markdown(lat: dict[str, list[float]], work: dict[str, dict[str, float]], argv: str) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M")
+    lines = [f"`{argv}` ({when}, {commit()}, {machine()})", "",
+             "| change made | changes | p50 ms | p99 ms | max ms |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for writer, xs in lat.items():
+        p50, p99 = statistics.median(xs), pct(xs, 0.99)
+        lines.append(f"| {writer} → IN_MODIFY in the coherent mount | {len(xs)} "
+                     f"| {p50:.1f} | {p99:.1f} | {max(xs):.1f} |")  # fmt: skip
+    steps = list(next(iter(work.values())))
+    lines += ["", "| per second | " + " | ".join(MODES) + " | coherent / always |",
+              "|---|" + "---|" * (len(MODES) + 1)]  # fmt: skip
+    for step in steps:
+        row = [work[m].get(step, 0.0) for m in MODES]
+        ratio = row[0] / row[1] if row[1] else 0.0
+        lines.append(f"| {step} | " + " | ".join(f"{v:,.1f}" for v in row) + f" | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--changes", type=int, default=200)
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--markdown", type=Path, help="write the report here (its marked block)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("feed.py: needs root (FUSE mounts)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vshare-feed-") as tmp:
+        rig = Rig(Path(tmp))
+        rig.export.mkdir(parents=True)
+        with gateway(rig, "feed-gw") as sock:
+            lat = latencies(rig, sock, args.changes)
+            work = workloads(rig, sock, args.files)
+    text = markdown(lat, work, " ".join(["python", "benchmarks/feed.py", *sys.argv[1:]]))
+    print(text)
+    if args.markdown:
+        write_marked(args.markdown, text, "feed.py", "The change feed: latency and cost")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
