@@ -155,3 +155,33 @@ def _resyncs(gw: TunedGateway) -> float:
             break
         time.sleep(0.05)
     return n
+
+
+def test_names_made_and_removed_on_the_host_fire_create_and_delete(
+    gateway_proc: GatewayProc, mount: MountFactory
+) -> None:
+    """What a build tool watching a directory needs: IN_CREATE for a file and a directory
+    made elsewhere, IN_DELETE for a name removed elsewhere, and the listing to match."""
+    share = gateway_proc.share_dir("alpha")
+    (share / "old.txt").write_bytes(b"x")
+    m = mount(gateway_proc.uri, "alpha", "coherent").path
+    assert sorted(os.listdir(m)) == ["old.txt"]  # listed: cached for an hour
+    time.sleep(0.3)  # the feed's Twatch is waiting and the share is watched
+    watch = Watch(m)
+    try:
+        (share / "new.txt").write_bytes(b"made on the host")
+        created = watch.wait(b"new.txt", inotify.IN_CREATE, 5)
+        assert created is not None and created <= LIMIT, f"IN_CREATE of a file: {created}"
+        (share / "newdir").mkdir()
+        made_dir = watch.wait(b"newdir", inotify.IN_CREATE, 5)
+        assert made_dir is not None and made_dir <= LIMIT, f"IN_CREATE of a dir: {made_dir}"
+        (share / "old.txt").unlink()
+        deleted = watch.wait(b"old.txt", inotify.IN_DELETE, 5)
+        assert deleted is not None and deleted <= LIMIT, f"IN_DELETE: {deleted}"
+        assert sorted(os.listdir(m)) == ["new.txt", "newdir"]
+        assert (m / "new.txt").read_bytes() == b"made on the host"  # the host's file, kept
+        assert (share / "new.txt").read_bytes() == b"made on the host"
+        print(f"IN_CREATE {created * 1000:.1f} ms, dir {made_dir * 1000:.1f}, "
+              f"IN_DELETE {deleted * 1000:.1f} ms")  # fmt: skip
+    finally:
+        watch.close()

@@ -18,7 +18,7 @@ import pyfuse3
 
 from vshare.client import AsyncShare, Session, StatResult
 from vshare.fuse import _attrs
-from vshare.fuse._feed import Feed
+from vshare.fuse._feed import Feed, Replay
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
     DOTL_CREATE,
@@ -129,6 +129,18 @@ class FidOperations(pyfuse3.Operations):
         self._xattr_namespaces: tuple[int, tuple[str, ...]] | None = None
         #: Set by the mount: without it every request is waited for.
         self.background: anyio.abc.TaskGroup | None = None
+
+    def _replay(self, ctx: pyfuse3.RequestContext, parent: int, name: str) -> Replay | None:
+        """The change feed's replay of ``name`` in ``parent`` that this request is (the
+        echo thread's, fuse/_feed.py): answered from it, nothing sent."""
+        return None if self.feed is None else self.feed.replay_for(ctx.pid, parent, name)
+
+    def _replayed_entry(self, parent: Inode, name: str, st: StatResult) -> pyfuse3.EntryAttributes:
+        """The entry of a name made elsewhere, as if made here (one lookup more)."""
+        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
+        node.lookups += 1
+        parent.name_added(name)
+        return self._entry(node, st)
 
     def _node(self, inode: int) -> Inode:
         node = self.inodes.get(inode)

@@ -26,12 +26,12 @@ import logging
 import os
 import stat
 import threading
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import anyio
 import pyfuse3
 
-from vshare.client import Session
+from vshare.client import Session, StatResult
 from vshare.protocol import (
     CHANGE_ALL,
     CHANGE_ATTR,
@@ -56,6 +56,16 @@ log = logging.getLogger("vshare.fuse")
 WATCH_COUNT: Final = 64 * 1024
 
 
+class Replay(NamedTuple):
+    """A name changed elsewhere, replayed through the mount so that the guest's inotify
+    sees it: made (``st``: its attributes, from the gateway) or removed (``node``: the
+    inode it named here). The handlers answer the echo thread's request from it."""
+
+    made: bool
+    st: StatResult | None
+    node: Inode | None
+
+
 class Feed:
     """Follows the gateway's change feed for one mount (``run`` is a task of the mount)."""
 
@@ -66,6 +76,8 @@ class Feed:
         #: The thread that replays changes through the mount (see the module note).
         self.echo_tid = -1
         self.root_qid: int | None = None
+        #: (directory inode, name) → the replay the echo thread is making of it.
+        self.replays: dict[tuple[int, str], Replay] = {}
         self.applied = 0  # change records applied (tests, logs)
 
     async def run(self) -> None:
@@ -109,6 +121,7 @@ class Feed:
         inval: dict[int, bool] = {}  # inode → attributes only
         entries: list[tuple[int, str]] = []
         echoes: list[tuple[Inode, int]] = []
+        names: list[tuple[Inode, str, Inode | None]] = []  # directory, name, its inode here
         for kinds, path, name in changes:
             if kinds & CHANGE_ALL or kinds & ~CHANGE_KNOWN:
                 await self._drop_everything()
@@ -123,6 +136,8 @@ class Feed:
                 if child is not None:
                     child.attrs_at = float("-inf")
                 entries.append((node.number, name))
+                if node.lookups > 0 or node is self.ops.inodes.root:
+                    names.append((node, name, child))
             if kinds & (CHANGE_ATTR | CHANGE_DATA):
                 data = bool(kinds & CHANGE_DATA)
                 if data and _is_dir(node):
@@ -135,12 +150,54 @@ class Feed:
                 inval[node.number] = inval.get(node.number, True) and not data
                 if node.lookups > 0 and node.parts and not _writing(node):
                     echoes.append((node, kinds if data else CHANGE_ATTR))
+        replays = await self._name_replays(names)
         for number, name in entries:
             pyfuse3.invalidate_entry_async(number, os.fsencode(name), ignore_enoent=True)
-        if inval or echoes:
-            await anyio.to_thread.run_sync(self._invalidate_and_echo, inval, echoes)
+        if inval or echoes or replays:
+            await anyio.to_thread.run_sync(self._invalidate_and_echo, inval, echoes, replays)
 
-    def _invalidate_and_echo(self, inval: dict[int, bool], echoes: list[tuple[Inode, int]]) -> None:
+    async def _name_replays(
+        self, names: list[tuple[Inode, str, Inode | None]]
+    ) -> list[tuple[Inode, str, Replay]]:
+        """Which changed names to replay: one the gateway has that this mount did not
+        know (a regular file or a directory: IN_CREATE), one it knew that the gateway no
+        longer has (IN_DELETE). A name that names another file now is left to the
+        invalidation (no event)."""
+        out: list[tuple[Inode, str, Replay]] = []
+        for directory, name, known in names:
+
+            async def fn(
+                s: Session, fids: list[int], _: bool, name: str = name
+            ) -> StatResult | None:
+                try:
+                    return await self.ops._stat_at(s, fids[0], name)
+                except FileNotFoundError:
+                    return None
+
+            try:
+                st = await self.ops._on([directory], fn)
+            except OSError as exc:
+                log.debug("change feed: no replay of %s: %s", name, exc)
+                continue
+            if st is not None and known is None:
+                if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                    out.append((directory, name, Replay(True, st, None)))
+            elif st is None and known is not None and known.attrs is not None:
+                out.append((directory, name, Replay(False, None, known)))
+        return out
+
+    def replay_for(self, pid: int, directory: int, name: str) -> Replay | None:
+        """The replay the echo thread (``pid``) is making of ``name`` in ``directory``."""
+        if pid != self.echo_tid:
+            return None
+        return self.replays.get((directory, name))
+
+    def _invalidate_and_echo(
+        self,
+        inval: dict[int, bool],
+        echoes: list[tuple[Inode, int]],
+        replays: list[tuple[Inode, str, Replay]],
+    ) -> None:
         """In a thread: the invalidations may wait for the kernel's writeback, and the
         replays go through the mount (answered by this process's event loop)."""
         self.echo_tid = threading.get_native_id()
@@ -161,6 +218,23 @@ class Feed:
                     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             except OSError as exc:  # gone meanwhile, or a read-only mount: no event
                 log.debug("change feed: no replay of %s: %s", path, exc)
+        for directory, name, replay in replays:
+            key = (directory.number, name)
+            path = os.path.join(self.mountpoint, *directory.parts, name)
+            self.replays[key] = replay
+            try:
+                if replay.made and replay.st is not None and stat.S_ISDIR(replay.st.st_mode):
+                    os.mkdir(path, 0o700)
+                elif replay.made:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600))
+                elif replay.node is not None and _is_dir(replay.node):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except OSError as exc:  # changed again meanwhile: no event
+                log.debug("change feed: no replay of %s: %s", path, exc)
+            finally:
+                self.replays.pop(key, None)
 
     def _names_in(self, node: Inode) -> list[tuple[int, str]]:
         """Every name of directory ``node`` known here, for ``invalidate_entry``."""

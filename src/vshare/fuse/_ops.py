@@ -82,6 +82,12 @@ class VshareOperations(FileOperations):
     ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         child = checked_name(name)
+        replay = self._replay(ctx, parent_inode, child)
+        if replay is not None:  # the change feed replaying a name made or removed elsewhere
+            if replay.made or replay.node is None or replay.node.attrs is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)  # so that the kernel creates it
+            replay.node.lookups += 1  # so that the kernel removes it
+            return _attrs.entry(replay.node.number, replay.node.attrs, 0.0)
         if parent.knows_absent(child, anyio.current_time()):
             return _attrs.negative_entry(parent.complete_until - anyio.current_time())
 
@@ -306,6 +312,9 @@ class VshareOperations(FileOperations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        replay = self._replay(ctx, parent_inode, checked_name(name))
+        if replay is not None and replay.made and replay.st is not None:  # made elsewhere
+            return self._replayed_entry(self._node(parent_inode), checked_name(name), replay.st)
         perm = stat_mod.S_IMODE(mode)
         return await self._make(
             parent_inode, name, ctx, lambda d, n: Tmkdir(d, n, perm, ctx.gid), is_dir=True
@@ -357,10 +366,17 @@ class VshareOperations(FileOperations):
         self._dir_changed(parent)
         return self._entry(node, st)
 
-    async def _unlinkat(self, parent_inode: int, name: bytes, flags: int) -> None:
+    async def _unlinkat(
+        self, parent_inode: int, name: bytes, flags: int, ctx: pyfuse3.RequestContext
+    ) -> None:
         self._writable()
         parent = self._node(parent_inode)
         child = checked_name(name)
+        replay = self._replay(ctx, parent_inode, child)
+        if replay is not None and not replay.made:  # removed elsewhere: nothing to send
+            parent.name_removed(child)
+            self.inodes.unlinked([*parent.parts, child])
+            return
 
         async def fn(s: Session, fids: list[int], retried: bool) -> None:
             try:
@@ -376,11 +392,11 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinkat(parent_inode, name, 0)
+        await self._unlinkat(parent_inode, name, 0, ctx)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._unlinkat(parent_inode, name, AT_REMOVEDIR)
+        await self._unlinkat(parent_inode, name, AT_REMOVEDIR, ctx)
 
     @fuse_errors
     async def rename(
