@@ -543,8 +543,10 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
     QUICK_UNLINK_BYTES: Final = 1 << 20
 
     def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:
-        if rmdir or not self.cheap_metadata:
-            return rmdir and self.cheap_metadata  # an empty directory frees nothing
+        if not self.cheap_metadata:
+            return False
+        if rmdir:
+            return True  # an empty directory frees nothing
         try:
             with self._node(parent)._ref as pfd:
                 st = _linux.stat_at(pfd, name_bytes(name))

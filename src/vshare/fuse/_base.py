@@ -4,12 +4,13 @@ design, ``_inodes.py`` for why fids are pinned)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -167,12 +168,27 @@ class FidOperations(pyfuse3.Operations):
             return s.root
         return node.fid if node.epoch == s.epoch else -1
 
-    def _directory_of(self, node: Inode) -> Inode | None:
-        """The inode of the directory ``node`` was last seen in, if we know it."""
-        parts = node.parts
+    def _directory_fid(self, s: Session, parts: Sequence[str]) -> tuple[Inode, int] | None:
+        """The inode of the directory holding the name ``parts`` and its fid on ``s``,
+        if we know that directory and it holds a fid there."""
         if not parts:
             return None
-        return self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
+        directory = (
+            self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
+        )
+        if directory is None:
+            return None
+        pfid = self._held_fid(s, directory)
+        return None if pfid < 0 else (directory, pfid)
+
+    @contextlib.asynccontextmanager
+    async def _pinned(self, node: Inode) -> AsyncIterator[None]:
+        """``node``'s fid is not given back meanwhile (see ``_inodes.py``)."""
+        node.busy += 1
+        try:
+            yield
+        finally:
+            await self._unpin(node)
 
     async def _open_node(self, s: Session, node: Inode, flags: int) -> tuple[int, int]:
         """A new fid on ``node`` opened with ``flags``: (fid, iounit). An inode that holds
@@ -183,16 +199,15 @@ class FidOperations(pyfuse3.Operations):
         # A directory gets its fid all the same: what is done in it (lookups, unlinks)
         # needs one, and opening it from that fid costs nothing more.
         is_dir = node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
-        directory = None if is_dir or self._held_fid(s, node) >= 0 else self._directory_of(node)
-        pfid = -1 if directory is None else self._held_fid(s, directory)
-        if directory is None or pfid < 0:
+        held = (
+            None if is_dir or self._held_fid(s, node) >= 0 else self._directory_fid(s, node.parts)
+        )
+        if held is None:
             return await self._open_fid(s, await self._fid(s, node), flags)
-        directory.busy += 1
-        try:
+        directory, pfid = held
+        async with self._pinned(directory):
             name = (node.parts[-1],)
             fid, opened = await self._walk_then(s, pfid, name, lambda f: Tlopen(f, flags))
-        finally:
-            await self._unpin(directory)
         assert isinstance(opened, Rlopen)
         return fid, opened.iounit
 
@@ -203,15 +218,12 @@ class FidOperations(pyfuse3.Operations):
         fid = self._held_fid(s, node)
         if fid >= 0:
             return await self._stat(s, fid)
-        directory = self._directory_of(node)
-        pfid = -1 if directory is None else self._held_fid(s, directory)
-        if directory is None or pfid < 0 or not s.client.readdirplus:
+        held = self._directory_fid(s, node.parts) if s.client.readdirplus else None
+        if held is None:
             return await self._stat(s, await self._fid(s, node))
-        directory.busy += 1
-        try:
+        directory, pfid = held
+        async with self._pinned(directory):
             st = await self._stat_at(s, pfid, node.parts[-1])
-        finally:
-            await self._unpin(directory)
         if st.qid.path != node.qid_path:
             raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), "/".join(node.parts))
         return st
@@ -226,17 +238,12 @@ class FidOperations(pyfuse3.Operations):
         """A new fid for the file at ``parts``: one name from its directory's fid when we
         hold that (an entry that came with a listing has no fid of its own until it is
         used), else the whole path from the share root."""
-        parent = self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
-        if parent is None or (
-            parent is not self.inodes.root and (parent.epoch != s.epoch or parent.fid < 0)
-        ):
+        held = self._directory_fid(s, parts)
+        if held is None:
             return await self.share.walk_from_root(s, parts)
-        parent.busy += 1
-        try:
-            pfid = s.root if parent is self.inodes.root else parent.fid
+        directory, pfid = held
+        async with self._pinned(directory):
             return await self.share.walk_from(s, pfid, (parts[-1],))
-        finally:
-            await self._unpin(parent)
 
     async def _give_back(self, s: Session | None, node: Inode) -> None:
         fid, epoch = node.fid, node.epoch
@@ -466,14 +473,11 @@ class FidOperations(pyfuse3.Operations):
 
         async def op(s: Session, _: bool) -> T:
             if f.epoch != s.epoch:
-                f.node.busy += 1
-                try:
+                async with self._pinned(f.node):
                     ifid = await self._fid(s, f.node)
                     reopen = f.flags & ~(DOTL_CREATE | DOTL_EXCL | DOTL_TRUNC)
                     f.fid, f.iounit = await self._open_fid(s, ifid, reopen)
                     f.epoch = s.epoch
-                finally:
-                    await self._unpin(f.node)
             return await fn(s, f.fid)
 
         return await self.share.on_session(op)

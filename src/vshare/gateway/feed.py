@@ -34,7 +34,7 @@ from __future__ import annotations
 import errno
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -218,17 +218,14 @@ class FeedHub:
         return self.watchers.count() if self.watchers is not None else 0
 
 
-class WatcherOwner:
+class WatcherOwner(Protocol):
     """What the hub needs of the host watchers' owner (``feed_watch.Watchers``)."""
 
-    def start(self, share_key: str, root: Node) -> None:
-        raise NotImplementedError
+    def start(self, share_key: str, root: Node) -> None: ...
 
-    def stop(self, share_key: str) -> None:
-        raise NotImplementedError
+    def stop(self, share_key: str) -> None: ...
 
-    def count(self) -> int:
-        return 0
+    def count(self) -> int: ...
 
 
 # --- changes made through this gateway ----------------------------------------------------

@@ -31,7 +31,7 @@ import anyio.abc
 
 from vshare.backend.base import Backend, HostDirectory, Node
 from vshare.gateway import inotify
-from vshare.gateway.feed import FeedHub, WatcherOwner
+from vshare.gateway.feed import FeedHub
 from vshare.gateway.feed_upcalls import FALLBACK_SECONDS, follow_volume
 from vshare.protocol import CHANGE_ALL, CHANGE_ATTR, CHANGE_DATA, CHANGE_ENTRY, Change
 
@@ -154,7 +154,7 @@ class _ShareWatch:
         os.close(self.root_fd)
 
 
-class Watchers(WatcherOwner):
+class Watchers:
     """Owns the host watchers of every share with subscribers: one task each, in the task
     group of :meth:`run` (a task of ``Gateway.serve``); a share's task is cancelled when
     its last subscriber goes."""

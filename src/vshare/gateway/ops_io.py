@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Final
 
-from vshare.backend.base import Node, check_name
+from vshare.backend.base import Attr, DirEntry, Node, check_name
 from vshare.gateway.fids import Fid, node_qid, qid_of
 from vshare.gateway.ops_base import (
     INLINE,
@@ -193,16 +194,19 @@ class IoOps(OperationsBase):
             cookie = offset
             while True:
                 want = max(1, (count - packer.size) // entry_min)
+                attrs: Sequence[Attr | None] = ()
                 if plus:
                     want = min(want, READDIRPLUS_MAX - len(packer))
                     if want <= 0:
                         return packer.getvalue(), False
                     listed = self.backend.readdir_attrs(directory, file, cookie, want)
+                    entries: Sequence[DirEntry] = [e for e, _ in listed]
+                    attrs = [a for _, a in listed]
                 else:
-                    listed = [(e, None) for e in self.backend.readdir(file, cookie, want)]
-                if not listed:
+                    entries = self.backend.readdir(file, cookie, want)
+                if not entries:
                     return packer.getvalue(), True
-                for entry, attr in listed:
+                for i, entry in enumerate(entries):
                     qid_path = entry.qid_path
                     if at_root and entry.name == "..":
                         qid_path = root_qid_path  # never reveal what is above the share
@@ -211,6 +215,7 @@ class IoOps(OperationsBase):
                     qid = qid_of(kind, qid_path)
                     extra = b""
                     if plus:
+                        attr = attrs[i]
                         extra = NO_ATTRS if attr is None else pack_attrs(self._rgetattr(fid, attr))
                     if not packer.add(qid, entry.cookie, kind >> 12, entry.name, extra):
                         return packer.getvalue(), False
