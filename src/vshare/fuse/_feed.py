@@ -40,9 +40,11 @@ from vshare.protocol import (
     CHANGE_KNOWN,
     GETATTR_ALL,
     Change,
+    Message,
     Rgetattr,
     Rwatch,
     Tgetattr,
+    Tgetattrat,
     Twatch,
     unpack_changes,
 )
@@ -163,27 +165,36 @@ class Feed:
         know (a regular file or a directory: IN_CREATE), one it knew that the gateway no
         longer has (IN_DELETE). A name that names another file now is left to the
         invalidation (no event)."""
-        out: list[tuple[Inode, str, Replay]] = []
+        by_dir: dict[int, tuple[Inode, list[tuple[str, Inode | None]]]] = {}
         for directory, name, known in names:
+            by_dir.setdefault(directory.number, (directory, []))[1].append((name, known))
+        out: list[tuple[Inode, str, Replay]] = []
+        for directory, asked in by_dir.values():
+            # one write per directory: a burst of names made on the host is one round trip
 
             async def fn(
-                s: Session, fids: list[int], _: bool, name: str = name
-            ) -> StatResult | None:
-                try:
-                    return await self.ops._stat_at(s, fids[0], name)
-                except FileNotFoundError:
-                    return None
+                s: Session, fids: list[int], _: bool, asked: list[tuple[str, Inode | None]] = asked
+            ) -> list[Message | OSError]:
+                return await s.client.pipeline(
+                    [Tgetattrat(fids[0], name, GETATTR_ALL) for name, _known in asked]
+                )
 
             try:
-                st = await self.ops._on([directory], fn)
+                replies = await self.ops._on([directory], fn)
             except OSError as exc:
-                log.debug("change feed: no replay of %s: %s", name, exc)
+                log.debug("change feed: no replays in %s: %s", "/".join(directory.parts), exc)
                 continue
-            if st is not None and known is None:
-                if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-                    out.append((directory, name, Replay(True, st, None)))
-            elif st is None and known is not None and known.attrs is not None:
-                out.append((directory, name, Replay(False, None, known)))
+            for (name, known), reply in zip(asked, replies, strict=True):
+                if isinstance(reply, Rgetattr):  # Rgetattrat is one
+                    st = StatResult.from_rgetattr(reply)
+                    if known is None and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                        out.append((directory, name, Replay(True, st, None)))
+                elif (
+                    isinstance(reply, FileNotFoundError)
+                    and known is not None
+                    and known.attrs is not None
+                ):
+                    out.append((directory, name, Replay(False, None, known)))
         return out
 
     def replay_for(self, pid: int, directory: int, name: str) -> Replay | None:
