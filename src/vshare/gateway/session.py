@@ -138,6 +138,9 @@ class Session:
         self._sending: set[anyio.CancelScope] = set()  # shielded sends of replies
         self._ending = False  # the read loop has ended: sends get _SEND_GRACE seconds
         self._batch_bytes = 0  # payload bytes in the batch being gathered
+        #: A send failed: the peer cannot receive replies any more, so the requests it left
+        #: in the socket are not answered (reading and answering them cost other tenants).
+        self._peer_gone = False
         #: The whole read loop until the first Tattach succeeds (config.handshake_timeout):
         #: it covers waiting for bytes and waiting to send alike.
         self._handshake = anyio.CancelScope()
@@ -249,7 +252,7 @@ class Session:
                     if partial.used:
                         return f"a frame incomplete for {idle:g} s"
                     return f"idle for {idle:g} s"
-            if not data:
+            if not data or self._peer_gone:
                 return "closed by peer"
             self.reads += 1
             self._slice_end = time.perf_counter() + _SLICE
@@ -258,6 +261,8 @@ class Session:
             batch: list[Buffer] = []
             try:
                 for tag, msg in decoder:
+                    if self._peer_gone:
+                        return "closed by peer (a reply could not be sent)"
                     if isinstance(msg, Tversion):
                         await self._send_batch(batch)
                         await self._version(tag, msg, decoder)
@@ -531,8 +536,9 @@ class Session:
         await turn.acquire()
         try:
             await self.conn.send(parts)
-        except OSError as exc:  # the peer went away; the read loop will notice
+        except OSError as exc:  # the peer went away: the read loop stops (_peer_gone)
             log.debug("session %d: send failed: %s", self.id, exc)
+            self._peer_gone = True
         finally:
             turn.release()
         pool = self.ctx.read_buffers
