@@ -252,7 +252,7 @@ class Session:
                     if partial.used:
                         return f"a frame incomplete for {idle:g} s"
                     return f"idle for {idle:g} s"
-            if not data or self._peer_gone:
+            if not data:
                 return "closed by peer"
             self.reads += 1
             self._slice_end = time.perf_counter() + _SLICE
