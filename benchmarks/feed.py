@@ -30,8 +30,10 @@ from compare import machine
 from kernel_client import make_tarball
 from marked import write_marked
 from systems import VSHARE, Rig, fuse_mounted, gateway
-from vshare.gateway import inotify
 from workloads import Params, metadata, tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests
+from tests import inotify
 
 MODES = ("coherent", "always", "auto")
 

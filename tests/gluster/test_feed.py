@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import inotify
 from tests.fuse import conftest as fuse_conftest
 from tests.fuse.conftest import GatewayProc, MountFactory
 from tests.fuse.test_coherent import LIMIT, Watch, _stat_until
 from tests.gluster.conftest import Session
 from vshare.backend.gluster import GlusterBackend
-from vshare.gateway import inotify
 from vshare.testing import glusterd as gd
 
 mount = fuse_conftest.mount  # the FUSE tests' mount factory (a fixture)

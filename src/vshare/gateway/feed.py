@@ -48,6 +48,7 @@ from vshare.protocol import (
     SETATTR_SIZE,
     Change,
     Message,
+    Tclunk,
     Tlcreate,
     Tlink,
     Tlopen,
@@ -250,9 +251,14 @@ def describe(fids: dict[int, Fid], msg: Message) -> tuple[str, list[Change]] | N
     t = type(msg)
     if t is Twrite:
         fid = fids.get(msg.fid)  # type: ignore[union-attr]
-        if fid is None:
+        if fid is None or fid.xattr_write is not None:  # an xattr's value: told at Tclunk
             return None
         return fid.att.share.key, [Change(CHANGE_ATTR | CHANGE_DATA, fid.node.qid_path)]
+    if t is Tclunk:  # an xattr set or removed takes effect here (its ctime changes)
+        fid = fids.get(msg.fid)  # type: ignore[union-attr]
+        if fid is None or fid.xattr_write is None:
+            return None
+        return fid.att.share.key, [Change(CHANGE_ATTR, fid.node.qid_path)]
     if t is Tsetattr:
         fid = fids.get(msg.fid)  # type: ignore[union-attr]
         if fid is None:

@@ -1,23 +1,30 @@
-"""The change feed's host source: inotify on the directories of a POSIX share.
+"""The change feed's host source: fanotify on the directories of a POSIX share.
 
 While a share has subscribers, one :class:`_ShareWatch` watches its directories (one
-inotify instance per share, owned by :class:`Watchers`, a task of ``Gateway.serve``) and
-publishes what it sees to the feed: a name added, removed or moved (CHANGE_ENTRY of the
-directory, and its attributes), a file's contents or attributes (CHANGE_DATA/ATTR of the
-file's qid path: one ``fstatat`` of the name in its directory).
+fanotify group per share, owned by :class:`Watchers`, a task of ``Gateway.serve``) and
+publishes what other processes do there: a name added, removed or moved (CHANGE_ENTRY of
+the directory, and its attributes), a file's contents or attributes (CHANGE_DATA/ATTR of
+the file's qid path: one ``fstatat`` of the name in its directory). What this gateway's
+process does itself is left out: each event names the process that made it, and the
+gateway's own changes are told to the other sessions from the requests that made them
+(``feed.describe``), so the session that made a change never hears it back
+(``fanotify.py`` says why that matters).
 
 Confinement: directories are found by ``os.fwalk`` from the share root's own fd (it opens
 each directory relative to its parent without following symlinks, and checks that what it
-opened is what it listed), and each watch is added through ``/proc/self/fd/N`` of an
-``O_PATH`` fd of that directory, so a watch lands on exactly that inode inside the share,
-never on what a name resolves to later. A directory moved away (IN_MOVED_FROM) loses its
-watches and those below it at once, wherever it went; a directory moved in is scanned.
-Events are published under this share's key only.
+opened is what it listed), and each mark is added through ``/proc/self/fd/N`` of an
+``O_PATH`` fd of that directory, so a mark lands on exactly that inode inside the share,
+never on what a name resolves to later; an event is matched to a directory by the handle
+taken from that same fd. A directory moved away or removed loses its marks and those below
+it at once, wherever it went; a directory made or moved in is scanned. Events are
+published under this share's key only.
 
-Bounds: :data:`WATCHES_PER_SHARE` directories per share (each is a watch and an fd) and
-:data:`WATCHES_TOTAL` for the gateway. Past a bound the share is not fully watched: its
-subscribers then get CHANGE_ALL ("revalidate everything") every :data:`FALLBACK_SECONDS`,
-so they stay coherent within that time, and ``vshare_feed_watch_fallbacks`` counts it.
+Bounds: :data:`WATCHES_PER_SHARE` directories per share (each is a mark and an fd) and
+:data:`WATCHES_TOTAL` for the gateway. Past a bound, or where the kernel has no fanotify
+with names (before Linux 5.9, or 5.13 for a gateway that is not root), the share is not
+fully watched: its subscribers then get CHANGE_ALL ("revalidate everything") every
+:data:`FALLBACK_SECONDS`, so they stay coherent within that time, and
+``vshare_feed_watch_fallbacks`` counts it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import anyio
 import anyio.abc
 
 from vshare.backend.base import Backend, HostDirectory, Node
-from vshare.gateway import inotify
+from vshare.gateway import fanotify
 from vshare.gateway.feed import FeedHub
 from vshare.gateway.feed_upcalls import FALLBACK_SECONDS, follow_volume
 from vshare.protocol import CHANGE_ALL, CHANGE_ATTR, CHANGE_DATA, CHANGE_ENTRY, Change
@@ -40,117 +47,124 @@ log = logging.getLogger("vshare.gateway")
 WATCHES_PER_SHARE: Final = 4096
 WATCHES_TOTAL: Final = 16384
 _MASK: Final = (
-    inotify.IN_MODIFY | inotify.IN_ATTRIB | inotify.IN_CLOSE_WRITE | inotify.IN_CREATE
-    | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
-    | inotify.IN_ONLYDIR | inotify.IN_EXCL_UNLINK
+    fanotify.FAN_MODIFY | fanotify.FAN_ATTRIB | fanotify.FAN_CLOSE_WRITE
+    | fanotify.FAN_CREATE | fanotify.FAN_DELETE | fanotify.FAN_MOVED_FROM
+    | fanotify.FAN_MOVED_TO | fanotify.FAN_EVENT_ON_CHILD | fanotify.FAN_ONDIR
 )  # fmt: skip
-# Not IN_DONT_FOLLOW: the path is /proc/self/fd/N, a magic link that must be followed to
-# the very inode of the fd (never a name lookup; see the module note).
-_NAMES: Final = inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
+_NAMES: Final = (
+    fanotify.FAN_CREATE | fanotify.FAN_DELETE | fanotify.FAN_MOVED_FROM | fanotify.FAN_MOVED_TO
+)
+_CONTENTS: Final = fanotify.FAN_MODIFY | fanotify.FAN_CLOSE_WRITE
+_DIR_GONE: Final = fanotify.FAN_DELETE | fanotify.FAN_MOVED_FROM
 
 
 class _ShareWatch:
-    """The watches of one share: wd → (O_PATH fd, qid path, parent wd, name there)."""
+    """The marks of one share: directory key → (O_PATH fd, qid path, parent key, name)."""
 
     def __init__(self, owner: Watchers, host: HostDirectory) -> None:
         self.owner = owner
-        self.ifd = inotify.init()
+        self.group = fanotify.init()
+        self.pid = os.getpid()  # the gateway's own changes: told by feed.describe
         self.root_fd = host.fd
         self.qid_path = host.qid_path
-        self.dirs: dict[int, tuple[int, int, int, str]] = {}
-        self.children: dict[int, set[int]] = {}
+        self.dirs: dict[bytes, tuple[int, int, bytes, str]] = {}
+        self.children: dict[bytes, set[bytes]] = {}
         self.full = False  # a bound was reached: not every directory is watched
 
     def qid(self, st: os.stat_result) -> int:
         return self.qid_path(st.st_dev, st.st_ino)
 
-    def scan(self, top: str, dir_fd: int, parent: int) -> None:
+    def scan(self, top: str, dir_fd: int, parent: bytes) -> None:
         """Watch ``top`` (relative to ``dir_fd``) and the directories below it (blocking)."""
-        wds: dict[str, int] = {}
+        keys: dict[str, bytes] = {}
         for dirpath, _dirs, _files, fd in os.fwalk(top, dir_fd=dir_fd):
             if len(self.dirs) >= WATCHES_PER_SHARE or self.owner.total >= WATCHES_TOTAL:
                 self.full = True
                 return
-            up = wds.get(os.path.dirname(dirpath), parent)
-            wd = self._watch(fd, up, os.path.basename(dirpath))
-            if wd is not None:
-                wds[dirpath] = wd
+            up = keys.get(os.path.dirname(dirpath), parent)
+            key = self._watch(fd, up, os.path.basename(dirpath))
+            if key is not None:
+                keys[dirpath] = key
 
-    def _watch(self, fd: int, parent: int, name: str) -> int | None:
+    def _watch(self, fd: int, parent: bytes, name: str) -> bytes | None:
         own = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
         try:
-            wd = inotify.add_watch(self.ifd, b"/proc/self/fd/%d" % own, _MASK)
-        except OSError as exc:  # ENOSPC: the host's max_user_watches
+            key = fanotify.handle_key(own)
+            if key in self.dirs:  # watched already (a re-scanned directory)
+                os.close(own)
+                return key
+            fanotify.mark(self.group, b"/proc/self/fd/%d" % own, _MASK)
+        except OSError as exc:  # ENOSPC: the host's max_user_marks
             os.close(own)
             log.warning("change feed: cannot watch a directory: %s", exc)
             self.full = True
             return None
-        if wd in self.dirs:  # watched already (a hard-linked or re-scanned directory)
-            os.close(own)
-            return wd
-        self.dirs[wd] = (own, self.qid(os.fstat(own)), parent, name)
-        self.children.setdefault(parent, set()).add(wd)
+        self.dirs[key] = (own, self.qid(os.fstat(own)), parent, name)
+        self.children.setdefault(parent, set()).add(key)
         self.owner.total += 1
-        return wd
+        return key
 
-    def unwatch(self, wd: int) -> None:
-        """Forget ``wd`` and every directory watched below it."""
-        todo = [wd]
+    def unwatch(self, key: bytes) -> None:
+        """Forget ``key`` and every directory watched below it."""
+        todo = [key]
         while todo:
-            w = todo.pop()
-            entry = self.dirs.pop(w, None)
+            k = todo.pop()
+            entry = self.dirs.pop(k, None)
             if entry is None:
                 continue
-            os.close(entry[0])
+            try:
+                fanotify.unmark(self.group, b"/proc/self/fd/%d" % entry[0], _MASK)
+            finally:
+                os.close(entry[0])
             self.owner.total -= 1
-            inotify.rm_watch(self.ifd, w)
-            self.children.get(entry[2], set()).discard(w)
-            todo.extend(self.children.pop(w, ()))
+            self.children.get(entry[2], set()).discard(k)
+            todo.extend(self.children.pop(k, ()))
 
-    def translate(self, events: list[inotify.Event]) -> list[Change]:
+    def translate(self, events: list[fanotify.Event]) -> list[Change]:
         """Changes for a batch of events (blocking: fstatat per changed file)."""
         out: list[Change] = []
         for ev in events:
-            if ev.mask & inotify.IN_Q_OVERFLOW:
+            if ev.mask & fanotify.FAN_Q_OVERFLOW:
                 return [Change(CHANGE_ALL, 0)]
-            entry = self.dirs.get(ev.wd)
+            if ev.pid == self.pid:
+                continue
+            entry = self.dirs.get(ev.key)
             if entry is None:
                 continue
             fd, dqid = entry[0], entry[1]
-            if ev.mask & inotify.IN_IGNORED:  # the directory went
-                self.unwatch(ev.wd)
-                continue
-            name = os.fsdecode(ev.name)
-            if not name:  # the directory itself
+            if ev.name == b".":  # the directory itself
                 out.append(Change(CHANGE_ATTR, dqid))
                 continue
+            name = os.fsdecode(ev.name)
             if ev.mask & _NAMES:
                 out += [Change(CHANGE_ENTRY, dqid, name), Change(CHANGE_ATTR, dqid)]
-                if ev.mask & inotify.IN_ISDIR:
-                    self._moved_dir(ev, fd, name)
-                continue
+                if ev.mask & fanotify.FAN_ONDIR:
+                    self._moved_dir(ev, ev.key, fd, name)
+                if not ev.mask & ~_NAMES & ~fanotify.FAN_ONDIR:
+                    continue
             try:
                 st = os.stat(ev.name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue  # gone already: its removal is an event of its own
-            kinds = CHANGE_ATTR
-            if ev.mask & (inotify.IN_MODIFY | inotify.IN_CLOSE_WRITE):
-                kinds |= CHANGE_DATA
+            kinds = CHANGE_ATTR | (CHANGE_DATA if ev.mask & _CONTENTS else 0)
             out.append(Change(kinds, self.qid(st)))
         return out
 
-    def _moved_dir(self, ev: inotify.Event, fd: int, name: str) -> None:
-        if ev.mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO):
-            self.scan(name, fd, ev.wd)
-        elif ev.mask & inotify.IN_MOVED_FROM:  # wherever it went, no watch follows it
-            for w in list(self.children.get(ev.wd, ())):
-                if self.dirs[w][3] == name:
-                    self.unwatch(w)
+    def _moved_dir(self, ev: fanotify.Event, key: bytes, fd: int, name: str) -> None:
+        if ev.mask & _DIR_GONE:  # wherever it went, no mark follows it
+            for k in list(self.children.get(key, ())):
+                if self.dirs[k][3] == name:
+                    self.unwatch(k)
+        if ev.mask & (fanotify.FAN_CREATE | fanotify.FAN_MOVED_TO):
+            try:
+                self.scan(name, fd, key)
+            except OSError:
+                pass  # gone again: its removal is an event of its own
 
     def close(self) -> None:
-        for wd in list(self.dirs):
-            self.unwatch(wd)
-        os.close(self.ifd)
+        for key in list(self.dirs):
+            self.unwatch(key)
+        os.close(self.group)
         os.close(self.root_fd)
 
 
@@ -199,11 +213,21 @@ class Watchers:
             share = _ShareWatch(self, host)
         except OSError as exc:
             os.close(host.fd)
-            log.warning("change feed: share %s: no inotify: %s", key, exc)
+            log.warning(
+                "change feed: share %s: no fanotify (%s): its subscribers revalidate every %g s",
+                key, exc, FALLBACK_SECONDS,
+            )  # fmt: skip
+            self.hub.stats.fallbacks += 1
+            try:
+                with scope:
+                    await self.fallback(key)
+            finally:
+                if self.scopes.get(key) is scope:
+                    del self.scopes[key]
             return
         try:
             with scope:
-                await anyio.to_thread.run_sync(share.scan, ".", host.fd, 0)
+                await anyio.to_thread.run_sync(share.scan, ".", host.fd, b"")
                 async with anyio.create_task_group() as tg:
                     if share.full:
                         self.hub.stats.fallbacks += 1
@@ -222,12 +246,12 @@ class Watchers:
 
     async def _read(self, key: str, share: _ShareWatch) -> None:
         while True:
-            await anyio.wait_readable(share.ifd)
+            await anyio.wait_readable(share.group)
             try:
-                buf = os.read(share.ifd, 1 << 16)
+                buf = os.read(share.group, 1 << 16)
             except BlockingIOError:
                 continue
-            changes = await anyio.to_thread.run_sync(share.translate, inotify.parse(buf))
+            changes = await anyio.to_thread.run_sync(share.translate, fanotify.parse(buf))
             if changes:
                 self.hub.publish(key, changes)
 

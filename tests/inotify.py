@@ -1,10 +1,6 @@
-"""A typed ctypes binding of Linux inotify, the few calls the change feed needs.
-
-CPython has no inotify module; the three calls are small. Watches are added through a
-path the caller chooses: the feed passes ``/proc/self/fd/N`` of a directory it opened
-itself without following symlinks, so the watch lands on exactly that inode, never on
-what a name resolves to later (see ``feed_watch.py`` for the security argument).
-"""
+"""A typed ctypes binding of Linux inotify, the few calls the tests and benchmarks of the
+change feed need to watch a mount as a program in the guest would (CPython has no inotify
+module; the three calls are small)."""
 
 from __future__ import annotations
 
