@@ -220,13 +220,17 @@ class Feed:
         for node, kinds in echoes:
             path = os.path.join(self.mountpoint, *node.parts)
             try:
+                # The lstat asks the gateway (our attributes were dropped above); its answer
+                # is node.attrs. Not lstat's own result: with the writeback cache the kernel
+                # keeps its own size and times of a regular file whatever the gateway says,
+                # and would have us replay those (the change would never show).
+                kernel = os.lstat(path)
+                st = node.attrs or kernel
+                if stat.S_ISLNK(kernel.st_mode):
+                    continue
                 if kinds & CHANGE_DATA:
-                    st = os.lstat(path)  # the gateway's size (attributes were dropped)
-                    if not os.path.islink(path):
-                        os.truncate(path, st.st_size)
-                else:
-                    st = os.lstat(path)
-                    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                    os.truncate(path, st.st_size)
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             except OSError as exc:  # gone meanwhile, or a read-only mount: no event
                 log.debug("change feed: no replay of %s: %s", path, exc)
         for directory, name, replay in replays:
