@@ -6,12 +6,17 @@ a coherent mount's inotify, and what the mode costs a metadata workload.
    write's return to the IN_MODIFY of an inotify watch in that mount is taken: on the host
    (the POSIX volume behind the gateway) and through a second mount (``always``) of the
    same gateway. p50 and p99.
-2. The metadata workloads of benchmarks/workloads.py (``metadata``: create, stat, list and
+2. The two-writer stale-read checker (tests/two_writers.py): ``--turns`` turns each way
+   between two coherent mounts, and between the host and a coherent mount; stale reads
+   (must be 0), reads told of a part of a change first, and the time from a writer's
+   close to the other's right read.
+3. The metadata workloads of benchmarks/workloads.py (``metadata``: create, stat, list and
    unlink ``--files`` files; ``tree``: a ``--files``-file tarball unpacked, stat'ed,
    re-read, removed) through a mount in ``coherent``, ``always`` and ``auto``.
 
 One gateway (POSIX backend) and the mounts on this machine, over a Unix socket. Needs root.
-Usage: ``python benchmarks/feed.py [--changes 200] [--files 2000] [--markdown FILE]``.
+Usage: ``python benchmarks/feed.py [--changes 200] [--turns 100] [--files 2000]
+[--markdown FILE]``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from systems import VSHARE, Rig, fuse_mounted, gateway
 from workloads import Params, metadata, tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests
-from tests import inotify
+from tests import inotify, two_writers
 
 MODES = ("coherent", "always", "auto")
 
@@ -84,6 +89,23 @@ def latencies(rig: Rig, sock: Path, changes: int) -> dict[str, list[float]]:
     return out
 
 
+def stale_reads(rig: Rig, sock: Path, turns: int) -> dict[str, two_writers.Tally]:
+    """The two-writer checker between two coherent mounts, and the host and one."""
+    run = sock.parent
+    out: dict[str, two_writers.Tally] = {}
+    with _mount(sock, run / "tw-a", "coherent") as a, _mount(sock, run / "tw-b", "coherent") as b:
+        for what, sub, views in (
+            ("two coherent mounts", "mounts", (a, b)),
+            ("host and a coherent mount", "host", (rig.export, a)),
+        ):
+            (rig.export / sub).mkdir()
+            one, other = views[0] / sub, views[1] / sub
+            two_writers.prepare(rig.export / sub, [one, other])
+            time.sleep(0.3)  # the Twatches wait
+            out[what] = two_writers.check(one, other, turns)
+    return out
+
+
 def workloads(rig: Rig, sock: Path, files: int) -> dict[str, dict[str, float]]:
     tarball = rig.root / "tree.tar"
     make_tarball(tarball, files)
@@ -101,7 +123,12 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def markdown(lat: dict[str, list[float]], work: dict[str, dict[str, float]], argv: str) -> str:
+def markdown(
+    lat: dict[str, list[float]],
+    stale: dict[str, two_writers.Tally],
+    work: dict[str, dict[str, float]],
+    argv: str,
+) -> str:
     when = time.strftime("%Y-%m-%d %H:%M")
     lines = [f"`{argv}` ({when}, {commit()}, {machine()})", "",
              "| change made | changes | p50 ms | p99 ms | max ms |",
@@ -110,6 +137,12 @@ def markdown(lat: dict[str, list[float]], work: dict[str, dict[str, float]], arg
         p50, p99 = statistics.median(xs), pct(xs, 0.99)
         lines.append(f"| {writer} → IN_MODIFY in the coherent mount | {len(xs)} "
                      f"| {p50:.1f} | {p99:.1f} | {max(xs):.1f} |")  # fmt: skip
+    lines += ["", "| two writers | turns | stale reads | early reads "
+              "| close → right read p50 ms | p99 ms |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for what, t in stale.items():
+        ms = [x * 1000 for x in t.latencies] or [0.0]
+        lines.append(f"| {what} | {t.turns} | {t.stale} | {t.early} "
+                     f"| {statistics.median(ms):.1f} | {pct(ms, 0.99):.1f} |")  # fmt: skip
     steps = list(next(iter(work.values())))
     lines += ["", "| per second | " + " | ".join(MODES) + " | coherent / always |",
               "|---|" + "---|" * (len(MODES) + 1)]  # fmt: skip
@@ -123,6 +156,7 @@ def markdown(lat: dict[str, list[float]], work: dict[str, dict[str, float]], arg
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--changes", type=int, default=200)
+    ap.add_argument("--turns", type=int, default=100)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--markdown", type=Path, help="write the report here (its marked block)")
     args = ap.parse_args()
@@ -134,8 +168,9 @@ def main() -> int:
         rig.export.mkdir(parents=True)
         with gateway(rig, "feed-gw") as sock:
             lat = latencies(rig, sock, args.changes)
+            stale = stale_reads(rig, sock, args.turns)
             work = workloads(rig, sock, args.files)
-    text = markdown(lat, work, " ".join(["python", "benchmarks/feed.py", *sys.argv[1:]]))
+    text = markdown(lat, stale, work, " ".join(["python", "benchmarks/feed.py", *sys.argv[1:]]))
     print(text)
     if args.markdown:
         write_marked(args.markdown, text, "feed.py", "The change feed: latency and cost")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import inotify
+from tests import inotify, two_writers
 from tests.fuse.conftest import GatewayFactory, GatewayProc, MountFactory, TunedGateway
 from tests.metrics import scrape, value
 
@@ -273,3 +273,25 @@ def test_every_kind_of_change_through_a_second_mount_reaches_the_first(
         while not seen():
             assert time.monotonic() < deadline, f"{what} through the second mount not seen"
             time.sleep(0.01)
+
+
+@pytest.mark.parametrize("cache", ["coherent", "always"])
+def test_two_writers_read_what_the_other_wrote(
+    gateway_proc: GatewayProc, mount: MountFactory, cache: str
+) -> None:
+    """tests/two_writers.py: two mounts take turns rewriting their own file and reading
+    the other's when their inotify watch tells them. ``coherent``: no stale read in 40
+    turns. ``always`` (no feed) is stale at once, so the checker can fail."""
+    share = gateway_proc.share_dir("alpha")
+    a = mount(gateway_proc.uri, "alpha", cache).path
+    b = mount(gateway_proc.uri, "alpha", cache).path
+    two_writers.prepare(share, [a, b])
+    time.sleep(0.3)  # the feeds' Twatches are waiting
+    turns = 20 if cache == "coherent" else 2
+    tally = two_writers.check(a, b, turns, bound=LIMIT if cache == "coherent" else 0.3)
+    print(f"{cache}: {tally.turns} turns, {tally.stale} stale, {tally.early} early")
+    if cache == "coherent":
+        assert tally.stale == 0, tally.failures
+        assert tally.turns == 2 * turns
+    else:
+        assert tally.stale == tally.turns, tally.failures
