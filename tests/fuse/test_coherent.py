@@ -194,7 +194,8 @@ def test_a_mounts_own_changes_do_not_come_back_to_it(
 ) -> None:
     """Files created, written, chmod'ed, renamed and removed through a coherent mount alone
     on its share: the feed sends it nothing (what it made, it knows; the host watch leaves
-    out the gateway's own process); then a host change is sent, so the count can move."""
+    out the gateway's own process); then a host change is sent, so the count can move, and
+    the time it waited in the feed is measured."""
     gw = gateway_with(metrics=True)
     m = mount(gw.uri, "alpha", "coherent").path
     os.listdir(m)
@@ -215,6 +216,10 @@ def test_a_mounts_own_changes_do_not_come_back_to_it(
         assert time.monotonic() < deadline, "a host change was not sent"
         time.sleep(0.05)
     assert (m / "g1").read_bytes() == b"from the host"
+    samples = scrape(gw.metrics_port or 0)  # how long it waited in the feed
+    told = value(samples, "vshare_feed_delivery_seconds_count")
+    assert told >= 1
+    assert value(samples, "vshare_feed_delivery_seconds_sum") / told < LIMIT
 
 
 def test_every_kind_of_change_through_a_second_mount_reaches_the_first(

@@ -8,7 +8,8 @@ when changes are queued (docs/changes-feed.md has the wire form). Sources publis
 - this gateway's own sessions: after a request that changed something succeeded, the
   session describes it (:func:`describe`, from the fids it named *before* the handler ran)
   and publishes it to the other subscribers of the same share;
-- inotify on POSIX volumes (``feed_watch.py``): changes made on the host;
+- fanotify on POSIX volumes (``feed_watch.py``): changes made on the host by other
+  processes;
 - GlusterFS upcalls (``feed_upcalls.py``): changes made by other gateways and native
   clients of the volume.
 
@@ -33,12 +34,19 @@ from __future__ import annotations
 
 import errno
 import secrets
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
+from vshare.gateway.metrics import Timings
 from vshare.protocol import (
     CHANGE_ALL,
     CHANGE_ATTR,
@@ -82,12 +90,15 @@ class Subscription:
         self.session_id = session_id
         self.seq = secrets.randbits(63) | 1  # never 0: 0 is the client's "begin"
         self._queue: dict[tuple[int, str], int] = {}  # (path, name) → kinds, in order
+        self._since = 0.0  # when the oldest record queued now was published
         self._wake = anyio.Event()
         self._polling = False
         self.closed = False
 
     def add(self, change: Change) -> None:
         queue = self._queue
+        if not queue:
+            self._since = time.perf_counter()
         key = (change.path, change.name)
         kinds = queue.get(key)
         if kinds is not None:
@@ -134,7 +145,12 @@ class Subscription:
             raise OSError(errno.EINVAL, "count too small for one change record")
         for change in changes[:n]:
             del self._queue[(change.path, change.name)]
-        self.hub.stats.sent += n
+        stats = self.hub.stats
+        stats.sent += n
+        # from the first of these changes reaching the feed to the Rwatch that tells it
+        stats.delivery.observe(time.perf_counter() - self._since)
+        if self._queue:  # what did not fit waits for the next Twatch: its age runs on
+            self._since = time.perf_counter()
         self.seq = (self.seq + 1) & ((1 << 63) - 1) or 1
         return self.seq, data
 
@@ -150,6 +166,7 @@ class FeedStats:
         self.overflows = 0
         self.resyncs = 0
         self.fallbacks = 0  # shares past their watch bound, revalidated on a timer
+        self.delivery = Timings()
 
     def collect(self) -> Iterator[Metric]:
         for name, doc, value in (
@@ -158,7 +175,7 @@ class FeedStats:
             ("vshare_feed_changes_coalesced", "Changes merged into a record", self.coalesced),
             ("vshare_feed_overflows", "Queues replaced by revalidate-all", self.overflows),
             ("vshare_feed_resyncs", "Twatch of a stale seq: revalidate-all", self.resyncs),
-            ("vshare_feed_watch_fallbacks", "Shares past their inotify bound", self.fallbacks),
+            ("vshare_feed_watch_fallbacks", "Shares not fully watched", self.fallbacks),
         ):  # fmt: skip
             family = CounterMetricFamily(name, doc)
             family.add_metric([], value)
@@ -166,9 +183,16 @@ class FeedStats:
         gauge = GaugeMetricFamily("vshare_feed_subscriptions", "Sessions subscribed, per share")
         gauge.add_metric([], sum(len(s) for s in self.hub.by_share.values()))
         yield gauge
-        watches = GaugeMetricFamily("vshare_feed_watches", "Directories watched with inotify")
+        watches = GaugeMetricFamily("vshare_feed_watches", "Directories watched with fanotify")
         watches.add_metric([], self.hub.watch_count())
         yield watches
+        delivery = HistogramMetricFamily(
+            "vshare_feed_delivery_seconds",
+            "From a change reaching the feed (a request's reply, a host event read, an"
+            " upcall) to the Rwatch that tells it, oldest change of each Rwatch",
+        )
+        delivery.add_metric([], self.delivery.buckets(), self.delivery.total)
+        yield delivery
 
 
 class FeedHub:

@@ -17,9 +17,29 @@ from prometheus_client.core import (
 
 from vshare.backend.base import Backend
 
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0
 )  # fmt: skip
+_BOUNDS = [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+
+
+class Timings:
+    """One latency histogram in plain numbers, recorded on the event loop (see
+    :class:`_RequestStats` for why not prometheus_client's Histogram)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # a count per bucket, then +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative, as HistogramMetricFamily.add_metric takes them."""
+        return list(zip(_BOUNDS, itertools.accumulate(self.counts), strict=True))
 
 
 class _RequestStats:
@@ -33,18 +53,15 @@ class _RequestStats:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
-        self.buckets: dict[str, list[int]] = {}  # per op: a count per bucket, then +Inf
-        self.sums: dict[str, float] = {}
+        self.timings: dict[str, Timings] = {}
 
     def observe(self, op: str, result: str, seconds: float) -> None:
         key = (op, result)
         self.counts[key] = self.counts.get(key, 0) + 1
-        buckets = self.buckets.get(op)
-        if buckets is None:
-            buckets = self.buckets[op] = [0] * (len(_LATENCY_BUCKETS) + 1)
-            self.sums[op] = 0.0
-        buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-        self.sums[op] += seconds
+        timings = self.timings.get(op)
+        if timings is None:
+            timings = self.timings[op] = Timings()
+        timings.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -58,10 +75,8 @@ class _RequestStats:
         latency = HistogramMetricFamily(
             "vshare_request_seconds", "Time to answer a request", labels=["op"]
         )
-        for op, counts in sorted(self.buckets.items()):
-            cumulative = list(itertools.accumulate(counts))
-            bounds = [repr(b) for b in _LATENCY_BUCKETS] + ["+Inf"]
-            latency.add_metric([op], list(zip(bounds, cumulative, strict=True)), self.sums[op])
+        for op, timings in sorted(self.timings.items()):
+            latency.add_metric([op], timings.buckets(), timings.total)
         yield latency
 
 
