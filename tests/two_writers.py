@@ -127,10 +127,19 @@ def check(a: Path, b: Path, turns: int, bound: float = 1.0, settle: float = 0.05
     return tally
 
 
-def prepare(share: Path, views: list[Path]) -> None:
-    """Both files, version 0, read through every view (cached there from now on)."""
+def prepare(share: Path, views: list[Path], timeout: float = 2.0) -> None:
+    """Both files, version 0, read through every view (cached there from now on), once
+    each view shows them (a view's feed tells it of the new names)."""
     for name in ("a.txt", "b.txt"):
         (share / name).write_bytes(content(name, 0))
+    end = time.monotonic() + timeout
     for view in views:
         for name in ("a.txt", "b.txt"):
-            assert (view / name).read_bytes() == content(name, 0)
+            while True:
+                try:
+                    if (view / name).read_bytes() == content(name, 0):
+                        break
+                except FileNotFoundError:
+                    pass
+                assert time.monotonic() < end, f"{view / name} does not show version 0"
+                time.sleep(0.01)

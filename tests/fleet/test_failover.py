@@ -88,16 +88,16 @@ def read_step(fd: int, i: int) -> None:
 
 
 @contextmanager
-def fuse_mount_of(fleet: Fleet) -> Iterator[Path]:
+def fuse_mount_of(fleet: Fleet, cache: str = "none", name: str = "mnt") -> Iterator[Path]:
     """The share mounted with every gateway URI of the fleet (first one first)."""
-    mnt = fleet.workdir / "mnt"
+    mnt = fleet.workdir / name
     mnt.mkdir()
-    log = fleet.workdir / "mount.log"
+    log = fleet.workdir / f"{name}.log"
     first, *others = fleet.uris
     extra = [a for uri in others for a in ("--gateway", uri)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "vshare.fuse", first, fleet.share.name, str(mnt), "--cache",
-         "none", "--reconnect-timeout", "30", "--foreground", *extra],
+         cache, "--reconnect-timeout", "30", "--foreground", *extra],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
     try:
