@@ -136,12 +136,19 @@ class FidOperations(pyfuse3.Operations):
         echo thread's, fuse/_feed.py): answered from it, nothing sent."""
         return None if self.feed is None else self.feed.replay_for(ctx.pid, parent, name)
 
-    def _replayed_entry(self, parent: Inode, name: str, st: StatResult) -> pyfuse3.EntryAttributes:
-        """The entry of a name made elsewhere, as if made here (one lookup more)."""
-        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
+    def _made_elsewhere(
+        self, ctx: pyfuse3.RequestContext, parent: int, name: str
+    ) -> pyfuse3.EntryAttributes | None:
+        """When this request (a create, mkdir or symlink) is the change feed replaying a
+        name made elsewhere: its entry, as if made here (one lookup more); nothing sent."""
+        replay = self._replay(ctx, parent, name)
+        if replay is None or not replay.made or replay.st is None:
+            return None
+        directory = self._node(parent)
+        node = self.inodes.for_qid([*directory.parts, name], replay.st.qid.path)
         node.lookups += 1
-        parent.name_added(name)
-        return self._entry(node, st)
+        directory.name_added(name)
+        return self._entry(node, replay.st)
 
     def _node(self, inode: int) -> Inode:
         node = self.inodes.get(inode)

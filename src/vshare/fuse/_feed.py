@@ -60,12 +60,21 @@ WATCH_COUNT: Final = 64 * 1024
 
 class Replay(NamedTuple):
     """A name changed elsewhere, replayed through the mount so that the guest's inotify
-    sees it: made (``st``: its attributes, from the gateway) or removed (``node``: the
-    inode it named here). The handlers answer the echo thread's request from it."""
+    sees it, and how the handlers answer the echo thread's requests about it (nothing is
+    sent): made (``st``: its attributes, from the gateway: IN_CREATE), removed (``node``:
+    the inode it named here: IN_DELETE), moved to ``to`` (``node`` again, now at the
+    directory inode and name ``to``: IN_MOVED_FROM/TO), or the target of such a move
+    (``node``: what it named here, replaced by the move, or None)."""
 
     made: bool
     st: StatResult | None
     node: Inode | None
+    to: tuple[Inode, str] | None = None
+    target: bool = False
+
+
+#: What a changed name is now, as the gateway answered (see Feed._name_replays).
+_Found = tuple["Inode", str, "Inode | None", "StatResult | None"]
 
 
 class Feed:
@@ -161,14 +170,43 @@ class Feed:
     async def _name_replays(
         self, names: list[tuple[Inode, str, Inode | None]]
     ) -> list[tuple[Inode, str, Replay]]:
-        """Which changed names to replay: one the gateway has that this mount did not
-        know (a regular file or a directory: IN_CREATE), one it knew that the gateway no
-        longer has (IN_DELETE). A name that names another file now is left to the
-        invalidation (no event)."""
+        """Which changed names to replay, asking the gateway what each is now (one write
+        of Tgetattrat per directory): a known inode's name gone and, in the same batch,
+        a name that is that inode now — a rename (IN_MOVED_FROM/TO); a name the mount
+        did not know (a file, directory or symlink: IN_CREATE); one it knew that is gone
+        (IN_DELETE), or that names another file now (an editor's save by rename: IN_DELETE
+        then IN_CREATE)."""
+        found = await self._look_up_changed(names)
+        gone = {k.qid_path: (d, n, k) for d, n, k, st in found if st is None and k is not None}
+        out: list[tuple[Inode, str, Replay]] = []
+        moved: set[int] = set()
+        for directory, name, known, st in found:
+            if st is None or (known is not None and known.qid_path == st.qid.path):
+                continue
+            origin = gone.get(st.qid.path)
+            if origin is not None and st.qid.path not in moved:  # renamed elsewhere
+                moved.add(st.qid.path)
+                source, old, node = origin
+                out.append((directory, name, Replay(False, None, known, target=True)))
+                out.append((source, old, Replay(False, None, node, (directory, name))))
+                continue
+            if known is not None and known.attrs is not None:  # replaced: say it went
+                out.append((directory, name, Replay(False, None, known)))
+            if stat.S_IFMT(st.st_mode) in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
+                out.append((directory, name, Replay(True, st, None)))
+        for directory, name, known, st in found:
+            removed = st is None and known is not None and known.attrs is not None
+            if removed and known is not None and known.qid_path not in moved:
+                out.append((directory, name, Replay(False, None, known)))
+        return out
+
+    async def _look_up_changed(self, names: list[tuple[Inode, str, Inode | None]]) -> list[_Found]:
+        """Each changed name with the inode it named here and what the gateway says it
+        is now (None: absent); names the gateway could not be asked about are left out."""
         by_dir: dict[int, tuple[Inode, list[tuple[str, Inode | None]]]] = {}
         for directory, name, known in names:
             by_dir.setdefault(directory.number, (directory, []))[1].append((name, known))
-        out: list[tuple[Inode, str, Replay]] = []
+        out: list[_Found] = []
         for directory, asked in by_dir.values():
             # one write per directory: a burst of names made on the host is one round trip
 
@@ -186,15 +224,9 @@ class Feed:
                 continue
             for (name, known), reply in zip(asked, replies, strict=True):
                 if isinstance(reply, Rgetattr):  # Rgetattrat is one
-                    st = StatResult.from_rgetattr(reply)
-                    if known is None and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-                        out.append((directory, name, Replay(True, st, None)))
-                elif (
-                    isinstance(reply, FileNotFoundError)
-                    and known is not None
-                    and known.attrs is not None
-                ):
-                    out.append((directory, name, Replay(False, None, known)))
+                    out.append((directory, name, known, StatResult.from_rgetattr(reply)))
+                elif isinstance(reply, FileNotFoundError):
+                    out.append((directory, name, known, None))
         return out
 
     def replay_for(self, pid: int, directory: int, name: str) -> Replay | None:
@@ -235,21 +267,35 @@ class Feed:
                 log.debug("change feed: no replay of %s: %s", path, exc)
         for directory, name, replay in replays:
             key = (directory.number, name)
-            path = os.path.join(self.mountpoint, *directory.parts, name)
             self.replays[key] = replay
+            if replay.target:
+                continue  # answered while its move is replayed (next)
+            path = os.path.join(self.mountpoint, *directory.parts, name)
             try:
-                if replay.made and replay.st is not None and stat.S_ISDIR(replay.st.st_mode):
-                    os.mkdir(path, 0o700)
-                elif replay.made:
-                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600))
-                elif replay.node is not None and _is_dir(replay.node):
-                    os.rmdir(path)
-                else:
-                    os.unlink(path)
+                self._replay(path, replay)
             except OSError as exc:  # changed again meanwhile: no event
                 log.debug("change feed: no replay of %s: %s", path, exc)
             finally:
                 self.replays.pop(key, None)
+                if replay.to is not None:
+                    self.replays.pop((replay.to[0].number, replay.to[1]), None)
+
+    def _replay(self, path: str, replay: Replay) -> None:
+        """One name's replay through the mount (in the echo thread)."""
+        st = replay.st
+        if replay.to is not None:
+            to, name = replay.to
+            os.rename(path, os.path.join(self.mountpoint, *to.parts, name))
+        elif replay.made and st is not None and stat.S_ISDIR(st.st_mode):
+            os.mkdir(path, 0o700)
+        elif replay.made and st is not None and stat.S_ISLNK(st.st_mode):
+            os.symlink("-", path)  # the kernel asks for the target when it needs it
+        elif replay.made:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600))
+        elif replay.node is not None and _is_dir(replay.node):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
 
     def _names_in(self, node: Inode) -> list[tuple[int, str]]:
         """Every name of directory ``node`` known here, for ``invalidate_entry``."""

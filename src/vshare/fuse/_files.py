@@ -89,12 +89,11 @@ class FileOperations(DirectoryOperations):
         self._writable()
         parent = self._node(parent_inode)
         child = checked_name(name)
-        replay = self._replay(ctx, parent_inode, child)
-        if replay is not None and replay.made and replay.st is not None:  # made elsewhere
-            e = self._replayed_entry(parent, child, replay.st)
-            node = self._node(e.st_ino)
+        made = self._made_elsewhere(ctx, parent_inode, child)
+        if made is not None:
+            node = self._node(made.st_ino)
             # No fid: the echo thread only closes it, and nothing is sent for it.
-            return self._file_info(self._add_file(OpenFile(node, 0)), node), e
+            return self._file_info(self._add_file(OpenFile(node, 0)), node), made
         perm = stat_mod.S_IMODE(mode)
         dotl = os_to_dotl_flags(self._cached_flags(flags | os.O_CREAT))
         # A file made with O_EXCL is new: its attributes are known (see _attrs).

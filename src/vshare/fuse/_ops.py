@@ -312,9 +312,9 @@ class VshareOperations(FileOperations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        replay = self._replay(ctx, parent_inode, checked_name(name))
-        if replay is not None and replay.made and replay.st is not None:  # made elsewhere
-            return self._replayed_entry(self._node(parent_inode), checked_name(name), replay.st)
+        made = self._made_elsewhere(ctx, parent_inode, checked_name(name))
+        if made is not None:
+            return made
         perm = stat_mod.S_IMODE(mode)
         return await self._make(
             parent_inode, name, ctx, lambda d, n: Tmkdir(d, n, perm, ctx.gid), is_dir=True
@@ -339,6 +339,9 @@ class VshareOperations(FileOperations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        made = self._made_elsewhere(ctx, parent_inode, checked_name(name))
+        if made is not None:
+            return made
         dest = os.fsdecode(target)
         return await self._make(parent_inode, name, ctx, lambda d, n: Tsymlink(d, n, dest, ctx.gid))
 
@@ -413,28 +416,35 @@ class VshareOperations(FileOperations):
             raise pyfuse3.FUSEError(errno.EINVAL)  # 9P has no atomic exchange
         src, dst = self._node(parent_inode_old), self._node(parent_inode_new)
         old, new = checked_name(name_old), checked_name(name_new)
+        replay = self._replay(ctx, parent_inode_old, old)
+        if replay is None or replay.to is None:  # else renamed elsewhere: nothing to send
 
-        async def fn(s: Session, fids: list[int], retried: bool) -> None:
-            if flags & pyfuse3.RENAME_NOREPLACE:
-                try:
-                    fid, _ = await self._walk_stat(s, fids[1], new)
-                except FileNotFoundError:
-                    pass
-                else:
-                    await self.share.forget_fid(s, fid)
-                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
-            try:
-                await self.share.rename_in(s, fids[0], old, fids[1], new)
-            except FileNotFoundError:
-                if not retried:
-                    raise
+            async def fn(s: Session, fids: list[int], retried: bool) -> None:
+                await self._rename_in(s, fids, old, new, flags, retried)
 
-        await self._on([src, dst], fn)
+            await self._on([src, dst], fn)
         self.inodes.unlinked([*dst.parts, new])  # replaced, if it was there
         src.name_removed(old)
         dst.name_added(new)
         src.attrs_at = dst.attrs_at = float("-inf")  # times and link counts: ask
         self.inodes.moved([*src.parts, old], [*dst.parts, new])
+
+    async def _rename_in(
+        self, s: Session, fids: list[int], old: str, new: str, flags: int, retried: bool
+    ) -> None:
+        if flags & pyfuse3.RENAME_NOREPLACE:
+            try:
+                fid, _ = await self._walk_stat(s, fids[1], new)
+            except FileNotFoundError:
+                pass
+            else:
+                await self.share.forget_fid(s, fid)
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+        try:
+            await self.share.rename_in(s, fids[0], old, fids[1], new)
+        except FileNotFoundError:
+            if not retried:
+                raise
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
