@@ -5,7 +5,8 @@ a coherent mount's inotify, and what the mode costs a metadata workload.
    them for an hour), each is appended to once, one at a time, and the time from the
    write's return to the IN_MODIFY of an inotify watch in that mount is taken: on the host
    (the POSIX volume behind the gateway) and through a second mount (``always``) of the
-   same gateway. p50 and p99.
+   same gateway; on a GlusterFS volume (when glusterd runs here), through a mount of a
+   second gateway and by GlusterFS's native client, each told by an upcall. p50 and p99.
 2. The two-writer stale-read checker (tests/two_writers.py): ``--turns`` turns each way
    between two coherent mounts, and between the host and a coherent mount; stale reads
    (must be 0), reads told of a part of a change first, and the time from a writer's
@@ -58,6 +59,31 @@ def _wait(fd: int, name: bytes, timeout: float = 5.0) -> float | None:
     return None
 
 
+def _latencies_into(
+    a: Path, writers: dict[str, Path], names: list[str], out: dict[str, list[float]]
+) -> None:
+    """ms from each writer's append to IN_MODIFY in ``a`` (the coherent view of the same
+    directory), for each name, one change at a time."""
+    for n in names:
+        os.stat(a / n)
+    time.sleep(0.5)  # the Twatch waits and the share is watched
+    fd = inotify.init()
+    try:
+        inotify.add_watch(fd, os.fsencode(a), inotify.IN_MODIFY)
+        for writer, where in writers.items():
+            for n in names:
+                with (where / n).open("ab") as f:
+                    f.write(b"1")
+                t0 = time.perf_counter()
+                seen = _wait(fd, n.encode())
+                if seen is None:
+                    raise RuntimeError(f"{writer}: no IN_MODIFY of {n} in 5 s")
+                out.setdefault(writer, []).append((seen - t0) * 1000)
+                time.sleep(0.002)  # one change at a time: no coalescing
+    finally:
+        os.close(fd)
+
+
 def latencies(rig: Rig, sock: Path, changes: int) -> dict[str, list[float]]:
     """ms from a write's return to IN_MODIFY in the coherent mount, per writer."""
     run = sock.parent
@@ -66,26 +92,41 @@ def latencies(rig: Rig, sock: Path, changes: int) -> dict[str, list[float]]:
     names = [f"f{i:04d}" for i in range(changes)]
     for n in names:
         (d / n).write_bytes(b"0")
-    out: dict[str, list[float]] = {"host": [], "second mount": []}
+    out: dict[str, list[float]] = {}
     with _mount(sock, run / "coherent", "coherent") as a, _mount(sock, run / "b", "always") as b:
+        _latencies_into(a / "lat", {"host": d, "second mount": b / "lat"}, names, out)
+    return out
+
+
+def gluster_latencies(rig: Rig, changes: int) -> dict[str, list[float]]:
+    """The same on a GlusterFS volume (cache invalidation on): a write through a second
+    gateway's mount, and one by GlusterFS's native client, each told to the first
+    gateway by an upcall."""
+    from vshare.backend.gluster import CACHE_VOLUME_OPTIONS
+    from vshare.testing.glusterd import available, fuse_mount, gluster_volume
+
+    missing = available()
+    if missing:
+        print(f"feed.py: no GlusterFS figures: {missing}", file=sys.stderr)
+        return {}
+    names = [f"f{i:04d}" for i in range(changes)]
+    out: dict[str, list[float]] = {}
+    with (
+        gluster_volume("vshare-feed", rig.root, options=CACHE_VOLUME_OPTIONS) as vol,
+        fuse_mount(vol, rig.scratch("gluster-native") / "m") as native,
+    ):
+        (native / "export" / "lat").mkdir(parents=True)
         for n in names:
-            os.stat(a / "lat" / n)
-        time.sleep(0.5)  # the Twatch waits and the share is watched
-        fd = inotify.init()
-        try:
-            inotify.add_watch(fd, os.fsencode(a / "lat"), inotify.IN_MODIFY)
-            for writer, where in (("host", d), ("second mount", b / "lat")):
-                for n in names:
-                    with (where / n).open("ab") as f:
-                        f.write(b"1")
-                    t0 = time.perf_counter()
-                    seen = _wait(fd, n.encode())
-                    if seen is None:
-                        raise RuntimeError(f"{writer}: no IN_MODIFY of {n} in 5 s")
-                    out[writer].append((seen - t0) * 1000)
-                    time.sleep(0.002)  # one change at a time: no coalescing
-        finally:
-            os.close(fd)
+            (native / "export" / "lat" / n).write_bytes(b"0")
+        with (
+            gateway(rig, "feed-gl1", vol.uri) as one,
+            gateway(rig, "feed-gl2", vol.uri) as two,
+            _mount(one, one.parent / "a", "coherent") as a,
+            _mount(two, two.parent / "b", "always") as b,
+        ):
+            writers = {"GlusterFS: second gateway": b / "lat",
+                       "GlusterFS: native client": native / "export" / "lat"}  # fmt: skip
+            _latencies_into(a / "lat", writers, names, out)
     return out
 
 
@@ -170,6 +211,7 @@ def main() -> int:
             lat = latencies(rig, sock, args.changes)
             stale = stale_reads(rig, sock, args.turns)
             work = workloads(rig, sock, args.files)
+        lat.update(gluster_latencies(rig, args.changes))
     text = markdown(lat, stale, work, " ".join(["python", "benchmarks/feed.py", *sys.argv[1:]]))
     print(text)
     if args.markdown:
