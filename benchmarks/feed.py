@@ -13,11 +13,12 @@ a coherent mount's inotify, and what the mode costs a metadata workload.
    close to the other's right read.
 3. The metadata workloads of benchmarks/workloads.py (``metadata``: create, stat, list and
    unlink ``--files`` files; ``tree``: a ``--files``-file tarball unpacked, stat'ed,
-   re-read, removed) through a mount in ``coherent``, ``always`` and ``auto``.
+   re-read, removed) through a mount in ``coherent``, ``always`` and ``auto``: the median
+   of ``--rounds`` rounds.
 
 One gateway (POSIX backend) and the mounts on this machine, over a Unix socket. Needs root.
 Usage: ``python benchmarks/feed.py [--changes 200] [--turns 100] [--files 2000]
-[--markdown FILE]``.
+[--rounds 3] [--markdown FILE]``.
 """
 
 from __future__ import annotations
@@ -147,16 +148,25 @@ def stale_reads(rig: Rig, sock: Path, turns: int) -> dict[str, two_writers.Tally
     return out
 
 
-def workloads(rig: Rig, sock: Path, files: int) -> dict[str, dict[str, float]]:
+def workloads(rig: Rig, sock: Path, files: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Each workload's rate per mode: the median of ``rounds`` rounds, the modes taking
+    turns within a round (one run each is ±15 % on this machine)."""
     tarball = rig.root / "tree.tar"
     make_tarball(tarball, files)
     p = Params(files=files, tarball=tarball)
-    out: dict[str, dict[str, float]] = {}
-    for mode in MODES:
-        with _mount(sock, sock.parent / f"w-{mode}", mode) as m:
-            shared = rig.scratch("shared")
-            out[mode] = {**metadata(m, p, mode, shared), **tree(m, p, mode, shared)}
-    return out
+    runs: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+    for r in range(rounds):
+        for mode in MODES:
+            with _mount(sock, sock.parent / f"w-{mode}-{r}", mode) as m:
+                shared = rig.scratch(f"shared-{r}")
+                tag = f"{mode}-{r}"
+                got = {**metadata(m, p, tag, shared), **tree(m, p, tag, shared)}
+            for step, rate in got.items():
+                runs[mode].setdefault(step, []).append(rate)
+    return {
+        mode: {step: statistics.median(xs) for step, xs in steps.items()}
+        for mode, steps in runs.items()
+    }
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -199,6 +209,7 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--turns", type=int, default=100)
     ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="of the workloads (median)")
     ap.add_argument("--markdown", type=Path, help="write the report here (its marked block)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -210,7 +221,7 @@ def main() -> int:
         with gateway(rig, "feed-gw") as sock:
             lat = latencies(rig, sock, args.changes)
             stale = stale_reads(rig, sock, args.turns)
-            work = workloads(rig, sock, args.files)
+            work = workloads(rig, sock, args.files, args.rounds)
         lat.update(gluster_latencies(rig, args.changes))
     text = markdown(lat, stale, work, " ".join(["python", "benchmarks/feed.py", *sys.argv[1:]]))
     print(text)
