@@ -100,6 +100,20 @@ class GlusterGateway(GatewayProc):
         return argv
 
 
+def _gluster_gateway(session: Session, rel: str, where: Path) -> GlusterGateway:
+    """A gateway process serving share ``alpha`` (``rel``/shares/alpha of the volume)."""
+    where.mkdir(exist_ok=True)
+    config = where / "gateway.toml"
+    config.write_text(
+        '[[share]]\nname = "alpha"\npath = "shares/alpha"\n'
+        f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
+    )
+    gw = GlusterGateway(where / "gw.sock", where / "unused", config, where / "gw.log")
+    gw.backend_uri = f"{session.uri}/{rel}"
+    gw.start()
+    return gw
+
+
 @pytest.fixture
 def gluster_gateway(
     gluster_session: Session, tmp_path: Path
@@ -107,14 +121,7 @@ def gluster_gateway(
     rel = gluster_session.fresh_root("feedgw")
     gluster_session.host(rel).host_mkdir("shares")
     gluster_session.host(rel).host_mkdir("shares/alpha")
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        '[[share]]\nname = "alpha"\npath = "shares/alpha"\n'
-        f'access = [{{ type = "user", to = "{os.getuid()}" }}]\n'
-    )
-    gw = GlusterGateway(tmp_path / "gw.sock", tmp_path / "unused", config, tmp_path / "gw.log")
-    gw.backend_uri = f"{gluster_session.uri}/{rel}"
-    gw.start()
+    gw = _gluster_gateway(gluster_session, rel, tmp_path)
     try:
         yield gw, rel
     finally:
@@ -151,3 +158,46 @@ def test_a_native_clients_change_reaches_a_coherent_mount(
         assert "new.txt" in os.listdir(m), "a name added by the other client is not seen"
     finally:
         watch.close()
+
+
+def test_a_change_through_a_second_gateway_reaches_a_coherent_mount(
+    gluster_session: Session,
+    gluster_gateway: tuple[GlusterGateway, str],
+    mount: MountFactory,
+    tmp_path: Path,
+) -> None:
+    """Two gateways on one volume (two hypervisors): a write and a new name through a
+    mount of the second reach a coherent mount of the first (its upcalls) within 1 s: its
+    stat, its listing and its inotify (IN_MODIFY; IN_CREATE, the upcall naming only the
+    directory: the mount lists it again and tells the names it did not have)."""
+    gw, rel = gluster_gateway
+    second = _gluster_gateway(gluster_session, rel, tmp_path / "second")
+    try:
+        a = mount(gw.uri, "alpha", "coherent").path
+        b = mount(second.uri, "alpha", "always").path
+        (b / "f.txt").write_bytes(b"one\n")
+        assert _stat_until(a / "f.txt", 4, LIMIT) is not None  # cached now, for an hour
+        assert os.listdir(a) == ["f.txt"]  # as a watcher lists what it watches
+        time.sleep(0.3)  # the feed's Twatch is waiting and the volume's watcher registered
+        watch = Watch(a)
+        try:
+            with (b / "f.txt").open("ab") as fh:
+                fh.write(b"two two\n")
+            latency = watch.wait(b"f.txt", inotify.IN_MODIFY, 5)
+            assert latency is not None, "no IN_MODIFY in the first gateway's mount"
+            assert latency <= LIMIT, f"IN_MODIFY after {latency:.3f} s"
+            assert _stat_until(a / "f.txt", 12, LIMIT) is not None
+            assert (a / "f.txt").read_bytes() == b"one\ntwo two\n"
+            (b / "new.txt").write_bytes(b"x")
+            assert watch.wait(b"new.txt", inotify.IN_CREATE, 5) is not None, "no IN_CREATE"
+            assert sorted(os.listdir(a)) == ["f.txt", "new.txt"]
+            (b / "f.txt").unlink()
+            assert watch.wait(b"f.txt", inotify.IN_DELETE, 5) is not None, "no IN_DELETE"
+            assert os.listdir(a) == ["new.txt"]
+            print(
+                f"second gateway's write -> inotify in the first's mount: {latency * 1000:.1f} ms"
+            )
+        finally:
+            watch.close()
+    finally:
+        second.kill()

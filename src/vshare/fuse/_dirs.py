@@ -20,16 +20,12 @@ from vshare.protocol import (
     DOTL_RDONLY,
     GETATTR_ALL,
     IOHDRSZ,
-    Dirent,
     Message,
     Rgetattr,
-    Rreaddir,
     Rreaddirplus,
     Tgetattr,
-    Treaddir,
     Treaddirplus,
     Twalk,
-    unpack_dirents,
     unpack_dirents_plus,
 )
 
@@ -66,16 +62,7 @@ class DirectoryOperations(FidOperations):
             if s.client.readdirplus:
                 return await self._list_plus(s, d)
             pfid = await self._fid(s, d.node)
-            names: list[Dirent] = []
-            offset = 0
-            count = s.client.msize - IOHDRSZ
-            while True:
-                r = await s.client.call(Treaddir(d.fid, offset, count), Rreaddir)
-                batch = unpack_dirents(r.data)
-                if not batch:
-                    break
-                names.extend(e for e in batch if e.name not in (".", ".."))
-                offset = batch[-1].offset
+            names = await self._dirents(s, d.fid)
             out: list[tuple[str, Inode, StatResult]] = []
             for i in range(0, len(names), READDIR_BATCH):
                 out += await self._stat_entries(s, d.node, pfid, names[i : i + READDIR_BATCH])

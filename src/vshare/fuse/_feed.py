@@ -38,6 +38,8 @@ from vshare.protocol import (
     CHANGE_DATA,
     CHANGE_ENTRY,
     CHANGE_KNOWN,
+    DOTL_DIRECTORY,
+    DOTL_RDONLY,
     GETATTR_ALL,
     Change,
     Message,
@@ -133,6 +135,7 @@ class Feed:
         entries: list[tuple[int, str]] = []
         echoes: list[tuple[Inode, int]] = []
         names: list[tuple[Inode, str, Inode | None]] = []  # directory, name, its inode here
+        relist: list[tuple[Inode, set[str] | None]] = []  # directory, its names if known all
         for kinds, path, name in changes:
             if kinds & CHANGE_ALL or kinds & ~CHANGE_KNOWN:
                 await self._drop_everything()
@@ -152,7 +155,10 @@ class Feed:
             if kinds & (CHANGE_ATTR | CHANGE_DATA):
                 data = bool(kinds & CHANGE_DATA)
                 if data and _is_dir(node):
-                    # Entries changed, names untold (a GlusterFS upcall): drop them all.
+                    # Entries changed, names untold (a GlusterFS upcall): drop them all,
+                    # and find which by listing it again (for the guest's inotify).
+                    if node.lookups > 0 or node is self.ops.inodes.root:
+                        relist.append((node, node.children))
                     node.children = None
                     entries += self._names_in(node)
                     data = False
@@ -161,22 +167,42 @@ class Feed:
                 inval[node.number] = inval.get(node.number, True) and not data
                 if node.lookups > 0 and node.parts and not _writing(node):
                     echoes.append((node, kinds if data else CHANGE_ATTR))
-        replays = await self._name_replays(names)
+        for directory, before in relist:
+            names += await self._names_changed(directory, before)
+        # The files to echo are asked about with the names (their attributes, for the
+        # echo; or their absence: removed elsewhere, an IN_DELETE rather than an echo).
+        asked = {(d.number, n) for d, n, _ in names}
+        for node, _kinds in echoes:
+            parent = self._parent(node)
+            if parent is not None and (parent.number, node.parts[-1]) not in asked:
+                names.append((parent, node.parts[-1], node))
+        found = await self._look_up_changed(names)
+        now = anyio.current_time()
+        for _d, _n, known, st in found:
+            if known is not None and st is not None and st.qid.path == known.qid_path:
+                known.attrs, known.attrs_at = st, now
+        replays = self._name_replays(found)
         for number, name in entries:
             pyfuse3.invalidate_entry_async(number, os.fsencode(name), ignore_enoent=True)
         if inval or echoes or replays:
             await anyio.to_thread.run_sync(self._invalidate_and_echo, inval, echoes, replays)
 
-    async def _name_replays(
-        self, names: list[tuple[Inode, str, Inode | None]]
-    ) -> list[tuple[Inode, str, Replay]]:
-        """Which changed names to replay, asking the gateway what each is now (one write
-        of Tgetattrat per directory): a known inode's name gone and, in the same batch,
+    def _parent(self, node: Inode) -> Inode | None:
+        """The directory inode of ``node``'s name here (None at the root)."""
+        if not node.parts:
+            return None
+        if len(node.parts) == 1:
+            return self.ops.inodes.root
+        return self.ops.inodes.by_path.get(tuple(node.parts[:-1]))
+
+    @staticmethod
+    def _name_replays(found: list[_Found]) -> list[tuple[Inode, str, Replay]]:
+        """Which changed names to replay, from what the gateway says each is now
+        (:meth:`_look_up_changed`): a known inode's name gone and, in the same batch,
         a name that is that inode now — a rename (IN_MOVED_FROM/TO); a name the mount
         did not know (a file, directory or symlink: IN_CREATE); one it knew that is gone
         (IN_DELETE), or that names another file now (an editor's save by rename: IN_DELETE
         then IN_CREATE)."""
-        found = await self._look_up_changed(names)
         gone = {k.qid_path: (d, n, k) for d, n, k, st in found if st is None and k is not None}
         out: list[tuple[Inode, str, Replay]] = []
         moved: set[int] = set()
@@ -199,6 +225,31 @@ class Feed:
             if removed and known is not None and known.qid_path not in moved:
                 out.append((directory, name, Replay(False, None, known)))
         return out
+
+    async def _names_changed(
+        self, directory: Inode, before: set[str] | None
+    ) -> list[tuple[Inode, str, Inode | None]]:
+        """The names of ``directory`` that changed, found by listing it again: against its
+        listing if the mount had it whole (names added and removed), else against the
+        names it knew (removed only: a name not known may have been there all along)."""
+
+        async def fn(s: Session, _fids: list[int], _: bool) -> set[str]:
+            fid, _unit = await self.ops._open_node(s, directory, DOTL_RDONLY | DOTL_DIRECTORY)
+            try:
+                return {e.name for e in await self.ops._dirents(s, fid)}
+            finally:
+                await self.ops.share.forget_fid(s, fid)
+
+        try:
+            now = await self.ops._on([directory], fn, walk=False)
+        except OSError as exc:
+            log.debug("change feed: cannot list %s: %s", "/".join(directory.parts), exc)
+            return []
+        self.ops._complete(directory, now)  # the next such change is told against it
+        by_path = self.ops.inodes.by_path
+        known = {key[-1] for key in by_path if key[:-1] == tuple(directory.parts)}
+        changed = (before ^ now) if before is not None else (known - now)
+        return [(directory, n, by_path.get((*directory.parts, n))) for n in sorted(changed)]
 
     async def _look_up_changed(self, names: list[tuple[Inode, str, Inode | None]]) -> list[_Found]:
         """Each changed name with the inode it named here and what the gateway says it
@@ -249,7 +300,30 @@ class Feed:
                 pyfuse3.invalidate_inode(number, attr_only=attr_only)
             except OSError:
                 pass  # not in the kernel's cache: nothing to drop
+        # Names first: a file removed or renamed elsewhere is not looked up by its old
+        # name for an echo (that would leave the kernel a negative entry where the
+        # replayed unlink must find the file); a renamed one is echoed at its new name.
+        for directory, name, replay in replays:
+            key = (directory.number, name)
+            self.replays[key] = replay
+            if replay.target:
+                continue  # answered while its move is replayed (next)
+            path = os.path.join(self.mountpoint, *directory.parts, name)
+            try:
+                self._replay(path, replay)
+            except OSError as exc:  # changed again meanwhile: no event
+                log.debug("change feed: no replay of %s: %s", path, exc)
+            finally:
+                self.replays.pop(key, None)
+                if replay.to is not None:
+                    self.replays.pop((replay.to[0].number, replay.to[1]), None)
+        removed = {
+            r.node.number for _, _, r in replays
+            if r.node is not None and not (r.made or r.target or r.to)
+        }  # fmt: skip
         for node, kinds in echoes:
+            if node.number in removed:
+                continue
             path = os.path.join(self.mountpoint, *node.parts)
             try:
                 # The lstat asks the gateway (our attributes were dropped above); its answer
@@ -265,20 +339,6 @@ class Feed:
                 os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
             except OSError as exc:  # gone meanwhile, or a read-only mount: no event
                 log.debug("change feed: no replay of %s: %s", path, exc)
-        for directory, name, replay in replays:
-            key = (directory.number, name)
-            self.replays[key] = replay
-            if replay.target:
-                continue  # answered while its move is replayed (next)
-            path = os.path.join(self.mountpoint, *directory.parts, name)
-            try:
-                self._replay(path, replay)
-            except OSError as exc:  # changed again meanwhile: no event
-                log.debug("change feed: no replay of %s: %s", path, exc)
-            finally:
-                self.replays.pop(key, None)
-                if replay.to is not None:
-                    self.replays.pop((replay.to[0].number, replay.to[1]), None)
 
     def _replay(self, path: str, replay: Replay) -> None:
         """One name's replay through the mount (in the echo thread)."""
