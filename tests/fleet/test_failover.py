@@ -160,7 +160,7 @@ def test_fuse_fails_over_across_three_gateways_under_writes_and_reads(
     assert len(data) == BLOCK * BLOCKS
     for i in range(BLOCKS):
         assert data[i * BLOCK : (i + 1) * BLOCK] == block(i), f"block {i} on the volume"
-    log = (fleet.workdir / "mount.log").read_text()
+    log = (fleet.workdir / "mnt.log").read_text()
     pauses = [float(p) for p in re.findall(r"re-attached at \S+ after ([0-9.]+) s", log)]
     assert len(pauses) == 2, log
     with capsys.disabled():

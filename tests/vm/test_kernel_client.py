@@ -209,7 +209,7 @@ def report(run: GuestRun, gateway: Gateway) -> None:
     per_op: dict[str, int] = {}
     for (op, _), count in stats.counts.items():
         per_op[op] = per_op.get(op, 0) + count
-    busy = ", ".join(f"{op} {n}/{stats.sums[op]:.2f}s" for op, n in sorted(per_op.items()))
+    busy = ", ".join(f"{op} {n}/{stats.timings[op].total:.2f}s" for op, n in sorted(per_op.items()))
     print(f"  gateway requests (count/time answering): {busy}")
     for session in gateway.sessions:
         print(f"  session {session.id} of {session.conn.identity} still open: "

@@ -13,7 +13,7 @@ from vshare.client._blocking import File, Share
 from vshare.client._client import Client, ConnectionLost, open_client
 from vshare.client._file import AsyncFile, mode_to_flags
 from vshare.client._paths import components
-from vshare.client._session import Session, xattr_write
+from vshare.client._session import Session, read_dirents, xattr_write
 from vshare.client._share import AsyncShare, open_share
 from vshare.client._stat import DirEntry, StatResult, setattr_msg, utime_msg
 
@@ -31,6 +31,7 @@ __all__ = [
     "mode_to_flags",
     "open_client",
     "open_share",
+    "read_dirents",
     "setattr_msg",
     "utime_msg",
     "xattr_write",

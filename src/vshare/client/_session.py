@@ -31,13 +31,16 @@ from vshare.protocol import (
     IOHDRSZ,
     MAXWELEM,
     NOFID,
+    Dirent,
     Message,
     Rread,
+    Rreaddir,
     Rwalk,
     Rwrite,
     Rxattrwalk,
     Tattach,
     Tread,
+    Treaddir,
     Tremove,
     Trename,
     Trenameat,
@@ -46,6 +49,7 @@ from vshare.protocol import (
     Twrite,
     Txattrcreate,
     Txattrwalk,
+    unpack_dirents,
 )
 from vshare.transport import TlsSettings, connect
 
@@ -390,6 +394,21 @@ async def xattr_write(s: Session, fid: int, name: str, value: bytes, flags: int)
             pass
         raise
     await client.clunk(xfid)  # commits the value: its error is the setxattr's
+
+
+async def read_dirents(s: Session, fid: int) -> list[Dirent]:
+    """Every entry but ``.`` and ``..`` of the directory open at ``fid`` (Treaddir until
+    an empty reply), in the server's order."""
+    out: list[Dirent] = []
+    offset = 0
+    count = s.client.msize - IOHDRSZ
+    while True:
+        r = await s.client.call(Treaddir(fid, offset, count), Rreaddir)
+        entries = unpack_dirents(r.data)
+        if not entries:
+            return out
+        out.extend(e for e in entries if e.name not in (".", ".."))
+        offset = entries[-1].offset
 
 
 async def _walk_new(s: Session, fid: int, names: tuple[()] | tuple[str]) -> int:

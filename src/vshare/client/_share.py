@@ -35,6 +35,7 @@ from vshare.client._session import (
     SessionKeeper,
     T,
     _single,
+    read_dirents,
     xattr_write,
 )
 from vshare.client._stat import DirEntry, StatResult, setattr_sec_nsec, utime_msg
@@ -46,7 +47,6 @@ from vshare.protocol import (
     DOTL_RDONLY,
     DOTL_TRUNC,
     GETATTR_ALL,
-    IOHDRSZ,
     SETATTR_GID,
     SETATTR_MODE,
     SETATTR_SIZE,
@@ -57,7 +57,6 @@ from vshare.protocol import (
     Rlopen,
     Rmkdir,
     Rmknod,
-    Rreaddir,
     Rreadlink,
     Rstatfs,
     Rsymlink,
@@ -67,13 +66,11 @@ from vshare.protocol import (
     Tlopen,
     Tmkdir,
     Tmknod,
-    Treaddir,
     Treadlink,
     Tsetattr,
     Tstatfs,
     Tsymlink,
     os_to_dotl_flags,
-    unpack_dirents,
 )
 from vshare.transport import TlsSettings
 
@@ -165,16 +162,7 @@ class AsyncShare(SessionKeeper):
 
     async def _readdir(self, s: Session, fid: int) -> list[Dirent]:
         await s.client.call(Tlopen(fid, DOTL_RDONLY | DOTL_DIRECTORY), Rlopen)
-        out: list[Dirent] = []
-        offset = 0
-        count = s.client.msize - IOHDRSZ
-        while True:
-            r = await s.client.call(Treaddir(fid, offset, count), Rreaddir)
-            entries = unpack_dirents(r.data)
-            if not entries:
-                return out
-            out.extend(e for e in entries if e.name not in (".", ".."))
-            offset = entries[-1].offset
+        return await read_dirents(s, fid)
 
     async def listdir(self, path: str = "/") -> list[str]:
         """Names in the directory, without ``.`` and ``..``, in the server's order."""

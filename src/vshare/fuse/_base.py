@@ -27,18 +27,14 @@ from vshare.protocol import (
     DOTL_TRUNC,
     GETATTR_ALL,
     IOHDRSZ,
-    Dirent,
     Message,
     Rgetattr,
     Rgetattrat,
     Rlopen,
-    Rreaddir,
     Tgetattr,
     Tgetattrat,
     Tlopen,
-    Treaddir,
     Twalk,
-    unpack_dirents,
 )
 
 log = logging.getLogger("vshare.fuse")
@@ -436,20 +432,6 @@ class FidOperations(pyfuse3.Operations):
         if tell and f.error is not None:
             error, f.error = f.error, None
             raise error
-
-    @staticmethod
-    async def _dirents(s: Session, fid: int) -> list[Dirent]:
-        """Every entry but . and .. of the directory open at ``fid`` (plain Treaddir)."""
-        names: list[Dirent] = []
-        offset = 0
-        count = s.client.msize - IOHDRSZ
-        while True:
-            r = await s.client.call(Treaddir(fid, offset, count), Rreaddir)
-            batch = unpack_dirents(r.data)
-            if not batch:
-                return names
-            names.extend(e for e in batch if e.name not in (".", ".."))
-            offset = batch[-1].offset
 
     @staticmethod
     async def _stat(s: Session, fid: int) -> StatResult:

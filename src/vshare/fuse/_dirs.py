@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pyfuse3
 
-from vshare.client import Session, StatResult
+from vshare.client import Session, StatResult, read_dirents
 from vshare.fuse import _attrs
 from vshare.fuse._base import READDIR_BATCH, FidOperations, fuse_errors
 from vshare.fuse._inodes import Inode, OpenDir
@@ -62,7 +62,7 @@ class DirectoryOperations(FidOperations):
             if s.client.readdirplus:
                 return await self._list_plus(s, d)
             pfid = await self._fid(s, d.node)
-            names = await self._dirents(s, d.fid)
+            names = await read_dirents(s, d.fid)
             out: list[tuple[str, Inode, StatResult]] = []
             for i in range(0, len(names), READDIR_BATCH):
                 out += await self._stat_entries(s, d.node, pfid, names[i : i + READDIR_BATCH])

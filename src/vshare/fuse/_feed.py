@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import anyio
 import pyfuse3
 
-from vshare.client import Session, StatResult
+from vshare.client import Session, StatResult, read_dirents
 from vshare.protocol import (
     CHANGE_ALL,
     CHANGE_ATTR,
@@ -236,7 +236,7 @@ class Feed:
         async def fn(s: Session, _fids: list[int], _: bool) -> set[str]:
             fid, _unit = await self.ops._open_node(s, directory, DOTL_RDONLY | DOTL_DIRECTORY)
             try:
-                return {e.name for e in await self.ops._dirents(s, fid)}
+                return {e.name for e in await read_dirents(s, fid)}
             finally:
                 await self.ops.share.forget_fid(s, fid)
 
