@@ -164,9 +164,12 @@ def log(msg: str) -> None:
 # --- the host side -----------------------------------------------------------------------
 
 
-def make_tarball(path: Path, files: int, seed: int = 1) -> int:
+def make_tarball(path: Path, files: int, seed: int = 1, *, interleaved: bool = False) -> int:
     """A tar of ``tree/dNN/fNNNN`` (50 files a directory, 0–8 KiB of random bytes each);
-    the number of entries (files and directories)."""
+    the number of entries (files and directories). Each directory's files together, as
+    ``tar c`` of a tree writes them; ``interleaved``: file n in directory n % dirs (every
+    directory gets a file every ``dirs`` files, which no archiver writes, and which makes
+    a client that knows a directory it made whole for a second forget it mid-run)."""
     rng = random.Random(seed)
     dirs = max(1, files // 50)
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
@@ -182,10 +185,16 @@ def make_tarball(path: Path, files: int, seed: int = 1) -> int:
                 tar.addfile(info, io.BytesIO(data))
 
         add("tree", None)
-        for d in range(dirs):
-            add(f"tree/d{d:02d}", None)
-        for n in range(files):
-            add(f"tree/d{n % dirs:02d}/f{n:04d}", rng.randbytes(rng.randint(0, 8192)))
+        if interleaved:
+            for d in range(dirs):
+                add(f"tree/d{d:02d}", None)
+            for n in range(files):
+                add(f"tree/d{n % dirs:02d}/f{n:04d}", rng.randbytes(rng.randint(0, 8192)))
+        else:
+            for d in range(dirs):
+                add(f"tree/d{d:02d}", None)
+                for n in range(d, files, dirs):  # the same names as interleaved
+                    add(f"tree/d{d:02d}/f{n:04d}", rng.randbytes(rng.randint(0, 8192)))
     return 1 + dirs + files
 
 

@@ -12,7 +12,8 @@ after each step the count must stand still for 0.3 s (the kernel sends FORGETs, 
 client its Tclunks, a little later), so that late requests are charged to their step.
 
 The data: a tar (made here with ``tarfile``) of ``tree/dNN/fNNNN``, 50 files of 0–8 KiB a
-directory. The steps, in this order:
+directory, each directory's files together as ``tar c`` writes them (``--interleaved``: file
+n in directory n % 40, the order of runs before 2026-12-05). The steps, in this order:
 
 1. ``tar x``: GNU tar unpacks it into the mount (a fresh one). Per created file (all the
    requests, directories' included, over the files).
@@ -166,8 +167,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Run of {report['date']} (commit {report['commit']}"
         + (f"; {where}" if where != "the checkout" else "")
-        + f"): {report['files']:,} files in {report['dirs']} directories. "
-        f"Host: {report['machine']}.",
+        + f"): {report['files']:,} files in {report['dirs']} directories"
+        + (", the tar's files interleaved. " if report.get("interleaved") else ". ")
+        + f"Host: {report['machine']}.",
         "",
         "| FUSE --cache | step | per | requests per | target | requests | by op (per unit) |",
         "|---|---|---|---:|---|---:|---|",
@@ -196,6 +198,11 @@ def main() -> int:
     ap.add_argument("--caches", default="auto,none",
                     help=f"the FUSE client's --cache modes: of {','.join(CACHES)}")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="300 files: a smoke run")
+    ap.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="the tar's files in no directory order (file n in directory n %% 40)",
+    )
     ap.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                     help="where the export lives")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write all figures here")
@@ -227,7 +234,7 @@ def main() -> int:
             rig = Rig(Path(tmp))
             rig.export.mkdir(parents=True)
             tarball = rig.root / "tree.tar"
-            make_tarball(tarball, args.files)
+            make_tarball(tarball, args.files, interleaved=args.interleaved)
             for cache in caches:
                 results[cache] = measure_cache(rig, tarball, cache)
         report = {
@@ -238,6 +245,7 @@ def main() -> int:
             "machine": machine(),
             "files": args.files,
             "dirs": max(1, args.files // 50),
+            "interleaved": args.interleaved,
             "caches": {c: {k: asdict(s) for k, s in steps.items()} for c, steps in results.items()},
         }
         text = markdown(report)
