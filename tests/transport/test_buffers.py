@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import anyio
 import pytest
 
 from vshare.client._session import io_limit
@@ -43,3 +44,22 @@ def test_io_limit_is_page_aligned_and_fits_the_message() -> None:
     for msize in (8192 + IOHDRSZ, 100_000, 1_048_600):
         n = io_limit(msize)
         assert n % 4096 == 0 and n + IOHDRSZ <= msize
+
+
+@pytest.mark.anyio
+async def test_a_send_of_more_buffers_than_iov_max_goes_whole() -> None:
+    """A client that pipelines thousands of small requests hands one send that many
+    buffers; sendmsg takes at most IOV_MAX (1024) and refused more (EMSGSIZE), which
+    lost the FUSE client its session when the change feed asked about 10,000 names."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        sender = SocketConnection(a, PeerIdentity(kind="test"))
+        receiver = SocketConnection(b, PeerIdentity(kind="test"))
+        parts = [i.to_bytes(4, "little") * 4 for i in range(5000)]  # 80,000 bytes
+        want = b"".join(parts)
+        got = bytearray()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender.send, parts)
+            while len(got) < len(want):
+                got += await receiver.receive(1 << 16)
+        assert bytes(got) == want

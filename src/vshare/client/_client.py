@@ -22,8 +22,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
 
 import anyio
@@ -280,7 +281,16 @@ class Client:
         try:
             await self.conn.send(parts)
         except OSError as exc:
-            raise ConnectionLost(str(exc)) from exc
+            # What was sent of the frame is unknown: the connection is no longer usable.
+            # Failing it ends its reader, so the session's keeper reconnects (a send
+            # error alone used to leave a live-looking connection nobody used again).
+            lost = ConnectionLost(str(exc))
+            self._fail(lost)
+            sock = getattr(self.conn, "socket", None)
+            if isinstance(sock, socket.socket):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the reader sees the end
+            raise lost from exc
         finally:
             self._send_turn.release()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Sequence
 from typing import Protocol
@@ -33,6 +34,8 @@ class Connection(Protocol):
 #: reassembled: the default (~208 KiB) splits every large read or write into several
 #: partial sends, wake-ups and receives. Best effort: the kernel caps it at wmem_max.
 SOCKET_BUFFER = 2 * 1024 * 1024
+#: Buffers one sendmsg takes at most (Linux: 1024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 def _widen_buffers(sock: socket.socket) -> None:
@@ -119,19 +122,22 @@ class SocketConnection:
 
     async def send(self, parts: Sequence[Buffer]) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
-        while views:
+        i = 0  # the first view not sent whole
+        while i < len(views):
             try:
-                sent = self._sock.sendmsg(views)
+                # at most IOV_MAX buffers a call: past it sendmsg fails (EMSGSIZE), and a
+                # client that pipelines thousands of small requests hands over that many
+                sent = self._sock.sendmsg(views[i : i + _IOV_MAX])
             except (BlockingIOError, InterruptedError):
                 await anyio.wait_writable(self._sock)
                 continue
             while sent:
-                first = views[0]
+                first = views[i]
                 if sent >= first.nbytes:
                     sent -= first.nbytes
-                    views.pop(0)
+                    i += 1
                 else:
-                    views[0] = first[sent:]
+                    views[i] = first[sent:]
                     sent = 0
 
     async def aclose(self) -> None:
