@@ -145,7 +145,7 @@ class FidOperations(pyfuse3.Operations):
         if replay is None or not replay.made or replay.st is None:
             return None
         directory = self._node(parent)
-        node = self.inodes.for_qid([*directory.parts, name], replay.st.qid.path)
+        node = self.inodes.for_qid([*directory.parts, name], replay.st.qid.path, replay.st.st_mode)
         node.lookups += 1
         directory.name_added(name)
         return self._entry(node, replay.st)
@@ -367,7 +367,7 @@ class FidOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """The entry of a name just walked to (``fid``: kept by its inode if it has none,
         else given back), with one more lookup."""
-        node = self.inodes.for_qid([*parent.parts, name], st.qid.path)
+        node = self.inodes.for_qid([*parent.parts, name], st.qid.path, st.st_mode)
         node.lookups += 1
         parent.name_added(name)
         if not self._adopt(s, node, fid):

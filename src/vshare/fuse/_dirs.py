@@ -97,7 +97,7 @@ class DirectoryOperations(FidOperations):
                     alone.append(e.name)
                     continue
                 st = StatResult.from_rgetattr(attr)
-                node = self.inodes.for_qid([*d.node.parts, e.name], st.qid.path)
+                node = self.inodes.for_qid([*d.node.parts, e.name], st.qid.path, st.st_mode)
                 node.attrs_at = now
                 out.append((e.name, node, st))
             if r.end:

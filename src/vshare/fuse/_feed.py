@@ -210,6 +210,8 @@ class Feed:
             if st is None or (known is not None and known.qid_path == st.qid.path):
                 continue
             origin = gone.get(st.qid.path)
+            if origin is not None and not _same_type(origin[2], st):
+                origin = None  # its inode number reused by another file: not a rename
             if origin is not None and st.qid.path not in moved:  # renamed elsewhere
                 moved.add(st.qid.path)
                 source, old, node = origin
@@ -393,6 +395,10 @@ class Feed:
                     pass
 
         await anyio.to_thread.run_sync(drop)
+
+
+def _same_type(node: Inode, st: StatResult) -> bool:
+    return node.attrs is not None and stat.S_IFMT(node.attrs.st_mode) == stat.S_IFMT(st.st_mode)
 
 
 def _is_dir(node: Inode) -> bool:

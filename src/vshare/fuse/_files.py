@@ -132,7 +132,7 @@ class FileOperations(DirectoryOperations):
             return f, StatResult.from_rgetattr(ok(replies[-1]))  # type: ignore[arg-type]
 
         f, st = await self._on([parent], fn)
-        node = self.inodes.for_qid([*parent.parts, child], st.qid.path)
+        node = self.inodes.for_qid([*parent.parts, child], st.qid.path, st.st_mode)
         node.lookups += 1
         parent.name_added(child)
         self._dir_changed(parent)

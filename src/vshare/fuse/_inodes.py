@@ -18,6 +18,7 @@ given back.
 
 from __future__ import annotations
 
+import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -115,10 +116,25 @@ class InodeTable:
     def get(self, number: int) -> Inode | None:
         return self.by_number.get(number)
 
-    def for_qid(self, parts: list[str], qid_path: int) -> Inode:
+    def for_qid(self, parts: list[str], qid_path: int, mode: int | None = None) -> Inode:
         """The inode of ``qid_path``, made if new (with no lookups yet); ``parts`` is
-        where it was just seen."""
+        where it was just seen, ``mode`` (when known) what it is now. An inode known here
+        as another type of file is not it: the volume reused a removed file's inode
+        number (ext4 does at once), and handing the kernel the old inode for the new
+        file would make it mark that inode bad (EIO from then on)."""
         node = self.by_qid.get(qid_path)
+        if (
+            node is not None
+            and mode is not None
+            and node.attrs is not None
+            and stat.S_IFMT(node.attrs.st_mode) != stat.S_IFMT(mode)
+        ):
+            del self.by_qid[qid_path]  # the old one lives on for the kernel's FORGET
+            for key in node.names:
+                if self.by_path.get(key) is node:
+                    del self.by_path[key]
+            node.names.clear()
+            node = None
         if node is None:
             node = Inode(self._next, parts, qid_path)
             self._next += 1

@@ -99,7 +99,7 @@ class VshareOperations(FileOperations):
         async def fn(s: Session, fids: list[int], _: bool) -> pyfuse3.EntryAttributes:
             if s.client.readdirplus:  # its attributes, no fid until something is done to it
                 st = await self._stat_at(s, fids[0], child)
-                node = self.inodes.for_qid([*parent.parts, child], st.qid.path)
+                node = self.inodes.for_qid([*parent.parts, child], st.qid.path, st.st_mode)
                 node.lookups += 1
                 parent.name_added(child)
                 return self._entry(node, st)
