@@ -48,6 +48,7 @@ TARGETS: list[tuple[str, str, str, float]] = [
 #: The ratio tables: (system, what it is compared with).
 PAIRS: list[tuple[str, str]] = [
     ("vshare", "local"), ("vshare", "vshare-diod"), ("vshare", "sshfs"),
+    ("vshare-coherent", "sshfs"), ("vshare-coherent", "local"),
     ("vshare-gluster", "gluster-native"), ("vshare-gluster", "vshare"),
 ]  # fmt: skip
 

@@ -142,11 +142,21 @@ def vshare_gateway(rig: Rig, cache: str = "auto", backend: str = "", **gw: Any) 
     """The vshare FUSE client (its ``--cache`` mode: ``cache``) → the vshare gateway over a
     Unix socket, POSIX backend (or ``backend``); ``gw``: more arguments of :func:`gateway`."""
     name = "vshare-gateway" if not backend else "vshare-gateway-2"
+    if cache != "auto":  # a system of its own (compare.py starts them all at once)
+        name += f"-{cache}"
     with gateway(rig, name, backend, **gw) as sock:
         run = sock.parent
         mount = [VSHARE, "mount", f"unix://{sock}", "bench", str(run / "mnt"), "--cache", cache]
         with fuse_mounted(run / "mnt", mount, run / "mount.log") as mnt:
             yield mnt
+
+
+@contextlib.contextmanager
+def vshare_coherent(rig: Rig) -> Iterator[Path]:
+    """The same with ``--cache coherent``: ``always``'s hour-long caching, kept right by
+    the gateway's change feed (docs/changes-feed.md)."""
+    with vshare_gateway(rig, "coherent") as mnt:
+        yield mnt
 
 
 @contextlib.contextmanager
@@ -227,6 +237,7 @@ def _accepts(port: int) -> bool:
 SYSTEMS: dict[str, tuple[str, Callable[[Rig], contextlib.AbstractContextManager[Path]]]] = {
     "local": ("the export directory itself (ext4, page cache)", local),
     "vshare": ("vshare FUSE client → vshare gateway, Unix socket", vshare_gateway),
+    "vshare-coherent": ("the same, --cache coherent (the change feed)", vshare_coherent),
     "vshare-diod": ("vshare FUSE client → diod, loopback TCP", vshare_diod),
     "sshfs": ("sshfs → sshd, loopback", sshfs),
     "vshare-gluster": ("vshare FUSE client → vshare gateway → GlusterFS via libgfapi",
