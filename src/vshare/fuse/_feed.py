@@ -135,7 +135,8 @@ class Feed:
         entries: list[tuple[int, str]] = []
         echoes: list[tuple[Inode, int]] = []
         names: list[tuple[Inode, str, Inode | None]] = []  # directory, name, its inode here
-        relist: list[tuple[Inode, set[str] | None]] = []  # directory, its names if known all
+        #: directory, its names if it was known whole, the names known of it
+        relist: list[tuple[Inode, set[str] | None, set[str]]] = []
         for kinds, path, name in changes:
             if kinds & CHANGE_ALL or kinds & ~CHANGE_KNOWN:
                 await self._drop_everything()
@@ -157,18 +158,19 @@ class Feed:
                 if data and _is_dir(node):
                     # Entries changed, names untold (a GlusterFS upcall): drop them all,
                     # and find which by listing it again (for the guest's inotify).
+                    dropped = self._names_in(node)
                     if node.lookups > 0 or node is self.ops.inodes.root:
-                        relist.append((node, node.children))
+                        relist.append((node, node.children, {n for _, n in dropped}))
                     node.children = None
-                    entries += self._names_in(node)
+                    entries += dropped
                     data = False
                 if data:
                     node.seen = None
                 inval[node.number] = inval.get(node.number, True) and not data
                 if node.lookups > 0 and node.parts and not _writing(node):
                     echoes.append((node, kinds if data else CHANGE_ATTR))
-        for directory, before in relist:
-            names += await self._names_changed(directory, before)
+        for directory, before, names_known in relist:
+            names += await self._names_changed(directory, before, names_known)
         # The files to echo are asked about with the names (their attributes, for the
         # echo; or their absence: removed elsewhere, an IN_DELETE rather than an echo).
         asked = {(d.number, n) for d, n, _ in names}
@@ -210,7 +212,7 @@ class Feed:
             if st is None or (known is not None and known.qid_path == st.qid.path):
                 continue
             origin = gone.get(st.qid.path)
-            if origin is not None and not _same_type(origin[2], st):
+            if origin is not None and not origin[2].same_type(st.st_mode):
                 origin = None  # its inode number reused by another file: not a rename
             if origin is not None and st.qid.path not in moved:  # renamed elsewhere
                 moved.add(st.qid.path)
@@ -229,11 +231,12 @@ class Feed:
         return out
 
     async def _names_changed(
-        self, directory: Inode, before: set[str] | None
+        self, directory: Inode, before: set[str] | None, known: set[str]
     ) -> list[tuple[Inode, str, Inode | None]]:
         """The names of ``directory`` that changed, found by listing it again: against its
-        listing if the mount had it whole (names added and removed), else against the
-        names it knew (removed only: a name not known may have been there all along)."""
+        listing ``before`` if the mount had it whole (names added and removed), else
+        against the names it ``known`` (removed only: a name not known may have been there
+        all along)."""
 
         async def fn(s: Session, _fids: list[int], _: bool) -> set[str]:
             fid, _unit = await self.ops._open_node(s, directory, DOTL_RDONLY | DOTL_DIRECTORY)
@@ -249,7 +252,6 @@ class Feed:
             return []
         self.ops._complete(directory, now)  # the next such change is told against it
         by_path = self.ops.inodes.by_path
-        known = {key[-1] for key in by_path if key[:-1] == tuple(directory.parts)}
         changed = (before ^ now) if before is not None else (known - now)
         return [(directory, n, by_path.get((*directory.parts, n))) for n in sorted(changed)]
 
@@ -395,10 +397,6 @@ class Feed:
                     pass
 
         await anyio.to_thread.run_sync(drop)
-
-
-def _same_type(node: Inode, st: StatResult) -> bool:
-    return node.attrs is not None and stat.S_IFMT(node.attrs.st_mode) == stat.S_IFMT(st.st_mode)
 
 
 def _is_dir(node: Inode) -> bool:

@@ -56,6 +56,10 @@ class Inode:
     #: finds the inode whose link count it changes.
     names: set[tuple[str, ...]] = field(default_factory=set)
 
+    def same_type(self, mode: int) -> bool:
+        """Whether this inode is known here as the type of file ``mode`` says."""
+        return self.attrs is not None and stat.S_IFMT(self.attrs.st_mode) == stat.S_IFMT(mode)
+
     def knows_absent(self, name: str, now: float) -> bool:
         return self.children is not None and now < self.complete_until and name not in self.children
 
@@ -127,7 +131,7 @@ class InodeTable:
             node is not None
             and mode is not None
             and node.attrs is not None
-            and stat.S_IFMT(node.attrs.st_mode) != stat.S_IFMT(mode)
+            and not node.same_type(mode)
         ):
             del self.by_qid[qid_path]  # the old one lives on for the kernel's FORGET
             for key in node.names:
