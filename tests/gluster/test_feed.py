@@ -128,6 +128,19 @@ def gluster_gateway(
         gw.kill()  # glfs_fini would take ~10 s; the volume does not mind
 
 
+def _appended_and_seen(writer: Path, coherent: Path, watch: Watch) -> float:
+    """Append to f.txt ("one\\n") through ``writer``: the coherent mount's inotify says
+    IN_MODIFY within the bound, and its stat and read show the new contents. Seconds."""
+    with (writer / "f.txt").open("ab") as fh:
+        fh.write(b"two two\n")
+    latency = watch.wait(b"f.txt", inotify.IN_MODIFY, 5)
+    assert latency is not None, "no IN_MODIFY in the coherent mount"
+    assert latency <= LIMIT, f"IN_MODIFY after {latency:.3f} s"
+    assert _stat_until(coherent / "f.txt", 12, LIMIT) is not None
+    assert (coherent / "f.txt").read_bytes() == b"one\ntwo two\n"
+    return latency
+
+
 def test_a_native_clients_change_reaches_a_coherent_mount(
     gluster_session: Session,
     other: Path,
@@ -143,13 +156,7 @@ def test_a_native_clients_change_reaches_a_coherent_mount(
     time.sleep(0.3)  # the feed's Twatch is waiting and the volume's watcher registered
     watch = Watch(m)
     try:
-        with (there / "f.txt").open("ab") as fh:
-            fh.write(b"two two\n")
-        latency = watch.wait(b"f.txt", inotify.IN_MODIFY, 5)
-        assert latency is not None, "no IN_MODIFY in the mount"
-        assert latency <= LIMIT, f"IN_MODIFY after {latency:.3f} s"
-        assert _stat_until(m / "f.txt", 12, LIMIT) is not None
-        assert (m / "f.txt").read_bytes() == b"one\ntwo two\n"
+        latency = _appended_and_seen(there, m, watch)
         print(f"native client's write -> inotify in the mount: {latency * 1000:.1f} ms")
         (there / "new.txt").write_bytes(b"x")  # a name the mount listed as absent
         start = time.monotonic()
@@ -181,13 +188,7 @@ def test_a_change_through_a_second_gateway_reaches_a_coherent_mount(
         time.sleep(0.3)  # the feed's Twatch is waiting and the volume's watcher registered
         watch = Watch(a)
         try:
-            with (b / "f.txt").open("ab") as fh:
-                fh.write(b"two two\n")
-            latency = watch.wait(b"f.txt", inotify.IN_MODIFY, 5)
-            assert latency is not None, "no IN_MODIFY in the first gateway's mount"
-            assert latency <= LIMIT, f"IN_MODIFY after {latency:.3f} s"
-            assert _stat_until(a / "f.txt", 12, LIMIT) is not None
-            assert (a / "f.txt").read_bytes() == b"one\ntwo two\n"
+            latency = _appended_and_seen(b, a, watch)
             (b / "new.txt").write_bytes(b"x")
             assert watch.wait(b"new.txt", inotify.IN_CREATE, 5) is not None, "no IN_CREATE"
             assert sorted(os.listdir(a)) == ["f.txt", "new.txt"]
