@@ -40,6 +40,7 @@ from vshare.protocol import (
     VERSION_VSHARE,
     VERSION_VSHARE_2,
     VERSION_VSHARE_3,
+    VERSION_VSHARE_4,
     FrameDecoder,
     Message,
     Qid,
@@ -100,7 +101,7 @@ class _Pending:
 
 
 #: The vshare versions, each implying those before it.
-_VSHARE = (VERSION_VSHARE_3, VERSION_VSHARE_2, VERSION_VSHARE)
+_VSHARE = (VERSION_VSHARE_4, VERSION_VSHARE_3, VERSION_VSHARE_2, VERSION_VSHARE)
 
 
 def _reply_type(msg: Message) -> type[Message] | None:
@@ -129,6 +130,8 @@ class Client:
         self.readdirplus = False
         #: Whether the server offers the change feed, Twatch (``VERSION_VSHARE_3``).
         self.feed = False
+        #: Whether the server answers Tlcreateat (``VERSION_VSHARE_4``).
+        self.createat = False
         #: Requests this client has in flight at most (waited, unwaited and abandoned
         #: alike): under the gateway's bound per session (256), which answers EAGAIN past
         #: it — an unwaited Tclunk refused so would leave its fid open there.
@@ -424,16 +427,17 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        """Negotiate, asking for the most first: ``VERSION_VSHARE_3`` (the change feed,
-        :attr:`feed`), ``VERSION_VSHARE_2`` (Treaddirplus, :attr:`readdirplus`), then
-        ``VERSION_VSHARE`` (requests on one fid kept in order, :attr:`ordered`), then plain
-        9P2000.L. A gateway that knows less answers "9P2000.L" (the prefix) and is asked
-        for the next; diod answers an error to every vshare version."""
-        reply = await self._ask_version(msize, VERSION_VSHARE_3)
-        if reply is None or reply.version not in _VSHARE:
-            reply = await self._ask_version(msize, VERSION_VSHARE_2)
-        if reply is None or reply.version not in _VSHARE:
-            reply = await self._ask_version(msize, VERSION_VSHARE)
+        """Negotiate, asking for the most first: ``VERSION_VSHARE_4`` (Tlcreateat,
+        :attr:`createat`), ``VERSION_VSHARE_3`` (the change feed, :attr:`feed`),
+        ``VERSION_VSHARE_2`` (Treaddirplus, :attr:`readdirplus`), then ``VERSION_VSHARE``
+        (requests on one fid kept in order, :attr:`ordered`), then plain 9P2000.L. A
+        gateway that knows less answers "9P2000.L" (the prefix) and is asked for the next;
+        diod answers an error to every vshare version."""
+        reply = None
+        for version in _VSHARE:
+            reply = await self._ask_version(msize, version)
+            if reply is not None and reply.version in _VSHARE:
+                break
         if reply is None:
             plain = await self.rpc(Tversion(msize, VERSION_9P2000_L), tag=NOTAG)
             if not isinstance(plain, Rversion):
@@ -442,8 +446,9 @@ class Client:
         if reply.version not in (*_VSHARE, VERSION_9P2000_L):
             raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
         self.ordered = reply.version in _VSHARE
-        self.readdirplus = reply.version in (VERSION_VSHARE_2, VERSION_VSHARE_3)
-        self.feed = reply.version == VERSION_VSHARE_3
+        self.readdirplus = reply.version in _VSHARE[:3]
+        self.feed = reply.version in _VSHARE[:2]
+        self.createat = reply.version == VERSION_VSHARE_4
         self.msize = reply.msize
         return reply.msize
 

@@ -44,6 +44,7 @@ from vshare.protocol import (
     Tfsync,
     Tgetattr,
     Tlcreate,
+    Tlcreateat,
     Tread,
     Tsetattr,
     Twalk,
@@ -105,20 +106,26 @@ class FileOperations(DirectoryOperations):
 
         async def fn(s: Session, fids: list[int], retried: bool) -> tuple[OpenFile, StatResult]:
             fid = s.client.new_fid()
-            msgs: list[Message] = [
-                Twalk(fids[0], fid, ()),
-                Tlcreate(fid, child, dotl & ~DOTL_TRUNC, perm, ctx.gid),
-            ]
+            flags = dotl & ~DOTL_TRUNC
+            one = s.client.createat  # vshare.4: one request, else a clone and its Tlcreate
+            msgs: list[Message] = (
+                [Tlcreateat(fids[0], fid, child, flags, perm, ctx.gid)]
+                if one
+                else [Twalk(fids[0], fid, ()), Tlcreate(fid, child, flags, perm, ctx.gid)]
+            )
             msgs += self._chown_to_caller(fid, ctx)
             if not predict:
                 msgs.append(Tgetattr(fid, GETATTR_ALL))
             replies = await s.client.pipeline(msgs)
-            if isinstance(replies[0], OSError):
+            if not one and isinstance(replies[0], OSError):
                 s.client.release_fid(fid)
                 raise replies[0]
-            created = replies[1]
+            created = replies[0 if one else 1]
             if isinstance(created, OSError):
-                await self.share.forget_fid(s, fid)
+                if one:
+                    s.client.release_fid(fid)  # never made
+                else:
+                    await self.share.forget_fid(s, fid)
                 if created.errno != errno.EEXIST or (dotl & DOTL_EXCL and not retried):
                     raise created
                 # Our own earlier create (retried), or a concurrent one (not O_EXCL).

@@ -58,6 +58,7 @@ from vshare.protocol import (
     Message,
     Tclunk,
     Tlcreate,
+    Tlcreateat,
     Tlink,
     Tlopen,
     Tmkdir,
@@ -263,8 +264,8 @@ def _where(fid: Fid) -> int | None:
 
 #: Of each request that adds or removes a name, the field naming the directory's fid.
 _DIR_FIELD: Final[dict[type, str]] = {
-    Tlcreate: "fid", Tmkdir: "dfid", Tmknod: "dfid", Tsymlink: "fid", Tunlinkat: "dirfid",
-    Tlink: "dfid",
+    Tlcreate: "fid", Tlcreateat: "dfid", Tmkdir: "dfid", Tmknod: "dfid", Tsymlink: "fid",
+    Tunlinkat: "dirfid", Tlink: "dfid",
 }  # fmt: skip
 
 

@@ -42,6 +42,7 @@ from vshare.protocol import (
     Tgetattrat,
     Tgetlock,
     Tlcreate,
+    Tlcreateat,
     Tlink,
     Tlock,
     Tlopen,
@@ -74,23 +75,23 @@ _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but
 #: runs on the loop only when the backend says it is quick (else WouldBlock: a thread).
 _METADATA: Final = frozenset({
-    Tgetattr, Tgetattrat, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tsetattr, Tmkdir,
-    Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk, Tunlinkat,
+    Tgetattr, Tgetattrat, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tlcreateat,
+    Tsetattr, Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk, Tunlinkat,
 })  # fmt: skip
 
-#: Of each request, the fields that name a fid creates or changes (beyond using it): a fid
-#: it makes (attach, walk, xattrwalk), opens (lopen, lcreate, xattrcreate), moves (walk in
-#: place, rename: its remembered path) or ends (clunk, remove); and the fids of what a
-#: client may ask about in the same write: a directory it adds a name to (mkdir, symlink,
-#: mknod, link: a Twalk to the new name follows), a file whose attributes it sets or links
-#: (setattr, link: a Tgetattr follows). The session orders requests on one fid by this
-#: table and :data:`FID_FIELDS` (see session.py): the promise of 9P2000.L.vshare. Removals
-#: and renames are not here: nothing is pipelined after them, and ordering them would make
-#: every walk from a directory wait for the unlinks running in it (create+unlink at 16 in
-#: flight: 470 µs of gateway CPU each instead of 260).
+#: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
+#: (attach, walk, xattrwalk, lcreateat), opens (lopen, lcreate, xattrcreate), moves (walk in place,
+#: rename: its remembered path) or ends (clunk, remove); and the fids of what a client may ask about
+#: in the same write: a directory it adds a name to (mkdir, symlink, mknod, link: a Twalk to the new
+#: name follows), a file whose attributes it sets or links (setattr, link: a Tgetattr follows). The
+#: session orders requests on one fid by this table and :data:`FID_FIELDS` (see session.py): the
+#: promise of 9P2000.L.vshare. Removals and renames are not here: nothing is pipelined after them,
+#: and ordering them would make every walk from a directory wait for the unlinks running in it
+#: (create+unlink at 16 in flight: 470 µs of gateway CPU each instead of 260).
 FID_CHANGES: Final[dict[type, tuple[str, ...]]] = {
     Tattach: ("fid",), Twalk: ("newfid",), Txattrwalk: ("newfid",), Tlopen: ("fid",),
-    Tlcreate: ("fid",), Txattrcreate: ("fid",), Tclunk: ("fid",), Tremove: ("fid",),
+    Tlcreate: ("fid",), Tlcreateat: ("newfid",), Txattrcreate: ("fid",), Tclunk: ("fid",),
+    Tremove: ("fid",),
     Trename: ("fid",), Tmkdir: ("dfid",), Tsymlink: ("fid",), Tmknod: ("dfid",),
     Tlink: ("dfid", "fid"), Tsetattr: ("fid",),
 }  # fmt: skip
@@ -126,7 +127,8 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         #: The dispatch table: one bound method per T-message, looked up once per request.
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
-            Tlcreate: self.lcreate, Tread: self.read, Twrite: self.write, Tclunk: self.clunk,
+            Tlcreate: self.lcreate, Tlcreateat: self.lcreateat, Tread: self.read,
+            Twrite: self.write, Tclunk: self.clunk,
             Tremove: self.remove, Tgetattr: self.getattr, Tgetattrat: self.getattrat,
             Tsetattr: self.setattr,
             Treaddir: self.readdir, Treaddirplus: self.readdirplus, Tfsync: self.fsync,

@@ -8,8 +8,8 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
-from vshare.backend.base import Attr, DirEntry, Node, check_name
-from vshare.gateway.fids import Fid, node_qid, qid_of
+from vshare.backend.base import Attr, DirEntry, Node, OpenFile, check_name
+from vshare.gateway.fids import Fid, Link, node_qid, qid_of
 from vshare.gateway.ops_base import (
     INLINE,
     MAX_OFFSET,
@@ -26,6 +26,7 @@ from vshare.protocol import (
     Message,
     Rfsync,
     Rlcreate,
+    Rlcreateat,
     Rlopen,
     Rread,
     Rreaddir,
@@ -33,6 +34,7 @@ from vshare.protocol import (
     Rwrite,
     Tfsync,
     Tlcreate,
+    Tlcreateat,
     Tlopen,
     Tread,
     Treaddir,
@@ -48,7 +50,7 @@ READDIRPLUS_MAX: Final = 512
 
 
 class IoOps(OperationsBase):
-    """Tlopen, Tlcreate, Tread, Twrite, Treaddir, Treaddirplus, Tfsync."""
+    """Tlopen, Tlcreate, Tlcreateat, Tread, Twrite, Treaddir, Treaddirplus, Tfsync."""
 
     async def lopen(self, msg: Tlopen) -> Message:
         fid = self._fid(msg.fid)
@@ -61,23 +63,36 @@ class IoOps(OperationsBase):
         fid.flags = flags
         return Rlopen(node_qid(fid.node), self.msize - IOHDRSZ)
 
+    def _create_args(self, msg: Tlcreate | Tlcreateat) -> tuple[int, int]:
+        """The open flags and mode a create request asks for (modes verbatim: the guest
+        has applied its umask; squash gives everything its fixed modes)."""
+        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        return flags, squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+
+    def _create_in(
+        self, fid: Fid, msg: Tlcreate | Tlcreateat, flags: int, mode: int
+    ) -> tuple[Node, OpenFile, Link, int]:
+        """Create and open ``msg.name`` in the directory of ``fid`` (blocking), its owners
+        set; with the link to that directory (the file's ``up``) and the links made."""
+        node, file = self.backend.create(fid.node, msg.name, flags, mode)
+        try:
+            self._own(fid.att, node, msg.gid, mode)
+            link, links_made = fid.link_here(self.backend)  # the directory: the file's up
+        except BaseException:
+            file.close()
+            node.close()
+            raise
+        return node, file, link, links_made
+
     async def lcreate(self, msg: Tlcreate) -> Message:
         fid = self._fid(msg.fid)
         self._dir(fid)
         check_name(msg.name)
         self._writable(fid)
-        flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
-        mode = squash_mode(msg.mode) if self.squash else msg.mode & 0o7777
+        flags, mode = self._create_args(msg)
 
         def create() -> tuple[Node, int, int]:
-            node, file = self.backend.create(fid.node, msg.name, flags, mode)
-            try:
-                self._own(fid.att, node, msg.gid, mode)
-                link, links_made = fid.link_here(self.backend)  # the directory: the file's up
-            except BaseException:
-                file.close()
-                node.close()
-                raise
+            node, file, link, links_made = self._create_in(fid, msg, flags, mode)
             old = fid.node
             fid.node, fid.file, fid.flags = node, file, flags
             self._hold(fid.att, node)
@@ -90,6 +105,28 @@ class IoOps(OperationsBase):
         self.fid_budget.force(links_made)
         self.fid_budget.give(freed)
         return Rlcreate(node_qid(node), self.msize - IOHDRSZ)
+
+    async def lcreateat(self, msg: Tlcreateat) -> Message:
+        """vshare's extension (``VERSION_VSHARE_4``): Tlcreate in the directory ``dfid``
+        whose file becomes the new fid ``newfid``; ``dfid`` stays the directory. The
+        checks are Tlcreate's and a walk's to a new fid; the file's place is a link to the
+        directory fid's own, as for a file walked from it."""
+        dfid, _ = self._dir_to_change(msg.dfid, msg.name)
+        self._new_fid_allowed(msg.newfid)
+        flags, mode = self._create_args(msg)
+
+        def create() -> tuple[Fid, int]:
+            node, file, link, links_made = self._create_in(dfid, msg, flags, mode)
+            return Fid(dfid.att, node, link, msg.name, file, flags), links_made
+
+        new, links_made = await self._run(dfid.att, create)
+        self.fid_budget.force(links_made)
+        try:
+            self._add_fid(msg.newfid, new)  # EMFILE if others took the last fid meanwhile
+        except OSError:
+            self.fid_budget.give(await self._run_shielded(dfid.att, new.close))
+            raise
+        return Rlcreateat(node_qid(new.node), self.msize - IOHDRSZ)
 
     async def read(self, msg: Tread) -> Message:
         fid = self._fid(msg.fid)

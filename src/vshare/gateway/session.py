@@ -58,6 +58,7 @@ from vshare.protocol import (
     VERSION_VSHARE,
     VERSION_VSHARE_2,
     VERSION_VSHARE_3,
+    VERSION_VSHARE_4,
     FrameDecoder,
     LocalProtocolError,
     Message,
@@ -98,6 +99,11 @@ _SMALL_REPLY = 512
 _SEND_GRACE = 2.0
 Buffer = bytes | bytearray | memoryview
 #: Metric label of each request type: Tgetattr → "getattr".
+#: The versions this gateway agrees to as asked (a test plays an older gateway by
+#: narrowing it); any other "9P2000.L..." is answered "9P2000.L".
+VSHARE_VERSIONS: frozenset[str] = frozenset(
+    {VERSION_VSHARE, VERSION_VSHARE_2, VERSION_VSHARE_3, VERSION_VSHARE_4}
+)
 _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
 
 
@@ -422,10 +428,10 @@ class Session:
             await self._reply(tag, Rlerror(errno.EINVAL))
             return
         msize = min(msg.msize, self.ctx.config.msize)
-        if msg.version in (VERSION_VSHARE, VERSION_VSHARE_2, VERSION_VSHARE_3):
-            # Their promise, order per fid, is what _order keeps; vshare.2 adds a message
-            # (Treaddirplus) and vshare.3 another (Twatch, the change feed), which this
-            # gateway answers whatever was agreed.
+        if msg.version in VSHARE_VERSIONS:
+            # Their promise, order per fid, is what _order keeps; vshare.2 adds messages
+            # (Treaddirplus, Tgetattrat), vshare.3 Twatch (the change feed) and vshare.4
+            # Tlcreateat, which this gateway answers whatever was agreed.
             version = msg.version
         elif msg.version.startswith(VERSION_9P2000_L):
             version = VERSION_9P2000_L

@@ -355,6 +355,26 @@ class Rgetattrat(Rgetattr):
     __slots__ = ()
 
 
+class Tlcreateat(NamedTuple):
+    """vshare's extension (``VERSION_VSHARE_4``): Tlcreate of ``name`` in the directory
+    ``dfid`` that leaves ``dfid`` as it is and makes ``newfid`` the created, opened file,
+    as a Twalk of ``dfid`` to ``newfid`` and a Tlcreate on ``newfid`` would: one request a
+    created file instead of two."""
+
+    dfid: U32
+    newfid: U32
+    name: Str
+    flags: U32
+    mode: U32
+    gid: U32
+
+
+class Rlcreateat(Rlcreate):
+    """Rlcreate's fields, under its own type number."""
+
+    __slots__ = ()
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -447,6 +467,7 @@ Message: TypeAlias = (
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
     | Treaddirplus | Rreaddirplus | Twatch | Rwatch | Tgetattrat | Rgetattrat
+    | Tlcreateat | Rlcreateat
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -484,9 +505,11 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     # vshare's extension, only sent on a session that agreed to VERSION_VSHARE_2:
     # numbers that neither 9P2000, 9P2000.u nor 9P2000.L use.
     150: Treaddirplus, 151: Rreaddirplus,
+    154: Tgetattrat, 155: Rgetattrat,
     # only on a session that agreed to VERSION_VSHARE_3:
     152: Twatch, 153: Rwatch,
-    154: Tgetattrat, 155: Rgetattrat,
+    # only on a session that agreed to VERSION_VSHARE_4:
+    156: Tlcreateat, 157: Rlcreateat,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}
