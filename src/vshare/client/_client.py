@@ -130,8 +130,8 @@ class Client:
         self.readdirplus = False
         #: Whether the server offers the change feed, Twatch (``VERSION_VSHARE_3``).
         self.feed = False
-        #: Whether the server answers Tlcreateat (``VERSION_VSHARE_4``).
-        self.createat = False
+        #: Whether the server answers Tlcreateat and Twalkopen (``VERSION_VSHARE_4``).
+        self.opens_new_fids = False
         #: Requests this client has in flight at most (waited, unwaited and abandoned
         #: alike): under the gateway's bound per session (256), which answers EAGAIN past
         #: it — an unwaited Tclunk refused so would leave its fid open there.
@@ -427,8 +427,8 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        """Negotiate, asking for the most first: ``VERSION_VSHARE_4`` (Tlcreateat,
-        :attr:`createat`), ``VERSION_VSHARE_3`` (the change feed, :attr:`feed`),
+        """Negotiate, asking for the most first: ``VERSION_VSHARE_4`` (Tlcreateat and
+        Twalkopen, :attr:`opens_new_fids`), ``VERSION_VSHARE_3`` (the change feed, :attr:`feed`),
         ``VERSION_VSHARE_2`` (Treaddirplus, :attr:`readdirplus`), then ``VERSION_VSHARE``
         (requests on one fid kept in order, :attr:`ordered`), then plain 9P2000.L. A
         gateway that knows less answers "9P2000.L" (the prefix) and is asked for the next;
@@ -448,7 +448,7 @@ class Client:
         self.ordered = reply.version in _VSHARE
         self.readdirplus = reply.version in _VSHARE[:3]
         self.feed = reply.version in _VSHARE[:2]
-        self.createat = reply.version == VERSION_VSHARE_4
+        self.opens_new_fids = reply.version == VERSION_VSHARE_4
         self.msize = reply.msize
         return reply.msize
 

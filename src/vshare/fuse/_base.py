@@ -31,10 +31,12 @@ from vshare.protocol import (
     Rgetattr,
     Rgetattrat,
     Rlopen,
+    Rwalkopen,
     Tgetattr,
     Tgetattrat,
     Tlopen,
     Twalk,
+    Twalkopen,
 )
 
 log = logging.getLogger("vshare.fuse")
@@ -213,10 +215,7 @@ class FidOperations(pyfuse3.Operations):
             return await self._open_fid(s, await self._fid(s, node), flags)
         directory, pfid = held
         async with self._pinned(directory):
-            name = (node.parts[-1],)
-            fid, opened = await self._walk_then(s, pfid, name, lambda f: Tlopen(f, flags))
-        assert isinstance(opened, Rlopen)
-        return fid, opened.iounit
+            return await self._walk_open(s, pfid, (node.parts[-1],), flags)
 
     async def _stat_node(self, s: Session, node: Inode) -> StatResult:
         """``node``'s attributes on ``s``: a Tgetattr of its fid; for an inode that holds
@@ -439,9 +438,26 @@ class FidOperations(pyfuse3.Operations):
 
     async def _open_fid(self, s: Session, ifid: int, flags: int) -> tuple[int, int]:
         """A new fid cloned from ``ifid`` and opened with ``flags``: (fid, iounit)."""
-        fid, opened = await self._walk_then(s, ifid, (), lambda f: Tlopen(f, flags))
-        assert isinstance(opened, Rlopen)
-        return fid, opened.iounit
+        return await self._walk_open(s, ifid, (), flags)
+
+    async def _walk_open(
+        self, s: Session, pfid: int, names: tuple[str, ...], flags: int
+    ) -> tuple[int, int]:
+        """A new fid walked from ``pfid`` by ``names`` (at most one) and opened with
+        ``flags``: (fid, iounit). One Twalkopen (vshare.4; not for a truncation, which the
+        gateway tells its change feed of from an opened fid), else a Twalk and a Tlopen in
+        one write."""
+        if not s.client.opens_new_fids or flags & DOTL_TRUNC:
+            fid, opened = await self._walk_then(s, pfid, names, lambda f: Tlopen(f, flags))
+            assert isinstance(opened, Rlopen)
+            return fid, opened.iounit
+        fid = s.client.new_fid()
+        try:
+            r = await s.client.call(Twalkopen(pfid, fid, flags, names), Rwalkopen)
+        except OSError:
+            s.client.release_fid(fid)  # never made
+            raise
+        return fid, r.iounit
 
     def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
         info = pyfuse3.FileInfo(fh=fh)

@@ -107,7 +107,7 @@ class FileOperations(DirectoryOperations):
         async def fn(s: Session, fids: list[int], retried: bool) -> tuple[OpenFile, StatResult]:
             fid = s.client.new_fid()
             flags = dotl & ~DOTL_TRUNC
-            one = s.client.createat  # vshare.4: one request, else a clone and its Tlcreate
+            one = s.client.opens_new_fids  # vshare.4: one request, else a clone and its Tlcreate
             msgs: list[Message] = (
                 [Tlcreateat(fids[0], fid, child, flags, perm, ctx.gid)]
                 if one

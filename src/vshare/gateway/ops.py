@@ -19,11 +19,12 @@ when already there: see fids.py), never by asking the backend for a parent.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.ops_base import INLINE, WouldBlock
+from vshare.gateway.ops_base import INLINE, WouldBlock, os_error
 from vshare.gateway.ops_feed import FeedOps
 from vshare.gateway.ops_fids import FidOps
 from vshare.gateway.ops_io import IoOps
@@ -34,6 +35,8 @@ from vshare.protocol import (
     MESSAGE_TYPES,
     SETATTR_SIZE,
     Message,
+    Rlopen,
+    Rwalkopen,
     Tattach,
     Tauth,
     Tclunk,
@@ -60,6 +63,7 @@ from vshare.protocol import (
     Tsymlink,
     Tunlinkat,
     Twalk,
+    Twalkopen,
     Twatch,
     Twrite,
     Txattrcreate,
@@ -75,8 +79,9 @@ _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but
 #: runs on the loop only when the backend says it is quick (else WouldBlock: a thread).
 _METADATA: Final = frozenset({
-    Tgetattr, Tgetattrat, Twalk, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate, Tlcreateat,
-    Tsetattr, Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk, Tunlinkat,
+    Tgetattr, Tgetattrat, Twalk, Twalkopen, Tclunk, Tstatfs, Treadlink, Tlopen, Tlcreate,
+    Tlcreateat, Tsetattr, Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
+    Tunlinkat,
 })  # fmt: skip
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
@@ -90,8 +95,8 @@ _METADATA: Final = frozenset({
 #: (create+unlink at 16 in flight: 470 µs of gateway CPU each instead of 260).
 FID_CHANGES: Final[dict[type, tuple[str, ...]]] = {
     Tattach: ("fid",), Twalk: ("newfid",), Txattrwalk: ("newfid",), Tlopen: ("fid",),
-    Tlcreate: ("fid",), Tlcreateat: ("newfid",), Txattrcreate: ("fid",), Tclunk: ("fid",),
-    Tremove: ("fid",),
+    Tlcreate: ("fid",), Tlcreateat: ("newfid",), Twalkopen: ("newfid",), Txattrcreate: ("fid",),
+    Tclunk: ("fid",), Tremove: ("fid",),
     Trename: ("fid",), Tmkdir: ("dfid",), Tsymlink: ("fid",), Tmknod: ("dfid",),
     Tlink: ("dfid", "fid"), Tsetattr: ("fid",),
 }  # fmt: skip
@@ -127,7 +132,8 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         #: The dispatch table: one bound method per T-message, looked up once per request.
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
-            Tlcreate: self.lcreate, Tlcreateat: self.lcreateat, Tread: self.read,
+            Tlcreate: self.lcreate, Tlcreateat: self.lcreateat, Twalkopen: self.walkopen,
+            Tread: self.read,
             Twrite: self.write, Tclunk: self.clunk,
             Tremove: self.remove, Tgetattr: self.getattr, Tgetattrat: self.getattrat,
             Tsetattr: self.setattr,
@@ -139,6 +145,22 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
             Txattrcreate: self.xattrcreate, Tlock: self.lock, Tgetlock: self.getlock,
             Twatch: self.watch,
         }  # fmt: skip
+
+    async def walkopen(self, msg: Twalkopen) -> Message:
+        """vshare's extension (``VERSION_VSHARE_4``): Twalk of ``fid`` to ``newfid`` by at
+        most one name, then Tlopen of ``newfid``, with their checks; on an error no fid is
+        made. Not with DOTL_TRUNC (EINVAL): a truncation is told to the change feed before
+        it runs, from the fid it opens, which a walk has not made yet."""
+        if len(msg.wnames) > 1 or msg.flags & DOTL_TRUNC or msg.newfid == msg.fid:
+            raise os_error(errno.EINVAL)
+        await self.walk(Twalk(msg.fid, msg.newfid, msg.wnames))
+        try:
+            opened = await self.lopen(Tlopen(msg.newfid, msg.flags))
+        except BaseException:
+            await self.clunk(Tclunk(msg.newfid))
+            raise
+        assert isinstance(opened, Rlopen)
+        return Rwalkopen(opened.qid, opened.iounit)
 
     def handler(self, msg_type: type) -> Callable[[Any], Awaitable[Message]] | None:
         return self._handlers.get(msg_type)

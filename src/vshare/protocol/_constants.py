@@ -33,11 +33,12 @@ XATTR_NAMESPACES_NAME: Final = "vshare.xattr_namespaces"
 #: first; a gateway that does not know it answers "9P2000.L" (its prefix), and the client
 #: then asks for ``VERSION_VSHARE_2``.
 VERSION_VSHARE_3: Final = "9P2000.L.vshare.3"
-#: ``VERSION_VSHARE_3`` and Tlcreateat: a create in a directory fid that makes a new fid
-#: for the file, so that creating a file is one request, not a Twalk (the clone of the
-#: directory fid that Tlcreate turns into the file) and a Tlcreate. Asked for first; a
-#: gateway that does not know it answers "9P2000.L" (its prefix), and the client then asks
-#: for ``VERSION_VSHARE_3``.
+#: ``VERSION_VSHARE_3`` and two messages that make a fid and open it in one request:
+#: Tlcreateat, a create in a directory fid whose file gets a new fid (not a Twalk clone of
+#: the directory fid, which Tlcreate turns into the file, and the Tlcreate), and Twalkopen,
+#: a walk of at most one name to a new fid and its Tlopen. Asked for first; a gateway that
+#: does not know it answers "9P2000.L" (its prefix), and the client then asks for
+#: ``VERSION_VSHARE_3``.
 VERSION_VSHARE_4: Final = "9P2000.L.vshare.4"
 
 NOTAG: Final = 0xFFFF

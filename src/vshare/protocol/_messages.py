@@ -375,6 +375,23 @@ class Rlcreateat(Rlcreate):
     __slots__ = ()
 
 
+class Twalkopen(NamedTuple):
+    """vshare's extension (``VERSION_VSHARE_4``): a Twalk of ``fid`` to the new fid
+    ``newfid`` by at most one name, and a Tlopen of ``newfid`` with ``flags``, in one
+    request: an open of a file known by its directory's fid or by its own."""
+
+    fid: U32
+    newfid: U32
+    flags: U32
+    wnames: Names
+
+
+class Rwalkopen(Rlopen):
+    """Rlopen's fields, under its own type number."""
+
+    __slots__ = ()
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -467,7 +484,7 @@ Message: TypeAlias = (
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
     | Treaddirplus | Rreaddirplus | Twatch | Rwatch | Tgetattrat | Rgetattrat
-    | Tlcreateat | Rlcreateat
+    | Tlcreateat | Rlcreateat | Twalkopen | Rwalkopen
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -510,6 +527,7 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     152: Twatch, 153: Rwatch,
     # only on a session that agreed to VERSION_VSHARE_4:
     156: Tlcreateat, 157: Rlcreateat,
+    158: Twalkopen, 159: Rwalkopen,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}

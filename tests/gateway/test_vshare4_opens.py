@@ -1,6 +1,8 @@
-"""Tlcreateat, vshare's extension of 9P2000.L (``VERSION_VSHARE_4``): a create in a
-directory fid whose file becomes a new fid, as a Twalk clone and a Tlcreate would make
-it, in one request. The checks are theirs; the directory fid stays what it was."""
+"""vshare's extension of 9P2000.L ``VERSION_VSHARE_4``: a fid made and opened in one
+request. Tlcreateat, a create in a directory fid whose file becomes a new fid, as a Twalk
+clone and a Tlcreate would make it; Twalkopen, a Twalk of at most one name and a Tlopen of
+the new fid. The checks are theirs; the fid walked from stays what it was, and an error
+makes no fid."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ RDWR = p.DOTL_RDWR | p.DOTL_CREATE | p.DOTL_EXCL
 
 async def test_the_gateway_agrees_to_vshare_4(gw: Running) -> None:
     async with gw.client() as c:
-        assert c.createat and c.feed and c.readdirplus and c.ordered
+        assert c.opens_new_fids and c.feed and c.readdirplus and c.ordered
 
 
 async def test_an_older_gateway_is_asked_for_less(
@@ -34,7 +36,7 @@ async def test_an_older_gateway_is_asked_for_less(
     monkeypatch.setattr(session, "VSHARE_VERSIONS", older)
     async with gw.client() as c:
         assert c.feed and c.readdirplus and c.ordered
-        assert not c.createat
+        assert not c.opens_new_fids
 
 
 @pytest.mark.parametrize("inline_metadata", ["auto", "never"])
@@ -109,3 +111,77 @@ async def test_a_refused_create_makes_no_fid(gw: Running) -> None:
             await c.rpc(p.Tlcreateat(ro_root, n, "x", RDWR, 0o644, 0))
         assert info.value.errno == errno.EROFS
         assert not (gw.share_dir("beta") / "x").exists()
+
+
+async def test_walkopen_opens_a_new_fid_and_leaves_the_old(gw: Running) -> None:
+    share = gw.share_dir("alpha")
+    (share / "d").mkdir()
+    (share / "d" / "f").write_bytes(b"contents")
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        d = await walk(c, root, "d")
+        f = await walk(c, d, "f")
+        by_name, clone, listing = c.new_fid(), c.new_fid(), c.new_fid()
+        r = await c.call(p.Twalkopen(d, by_name, p.DOTL_RDONLY, ("f",)), p.Rwalkopen)
+        assert r.iounit > 0 and r.qid == (await getattr_(c, f)).qid
+        assert bytes((await c.call(p.Tread(by_name, 0, 100), p.Rread)).data) == b"contents"
+        # no name: a clone of the fid, opened (read-write here)
+        await c.call(p.Twalkopen(f, clone, p.DOTL_RDWR, ()), p.Rwalkopen)
+        await c.call(p.Twrite(clone, 0, b"C"), p.Rwrite)
+        assert bytes((await c.call(p.Tread(by_name, 0, 100), p.Rread)).data) == b"Contents"
+        # a directory, opened for listing; the fid it came from is still unopened
+        await c.call(p.Twalkopen(d, listing, p.DOTL_RDONLY | p.DOTL_DIRECTORY, ()), p.Rwalkopen)
+        names = {e.name for e in p.unpack_dirents((await c.call(
+            p.Treaddir(listing, 0, 8192), p.Rreaddir)).data)}  # fmt: skip
+        assert names >= {".", "..", "f"}
+        g = await walk(c, d, "f")  # d can still be walked from: not opened
+        for fid in (by_name, clone, listing, g, f, d, root):
+            await c.clunk(fid)
+    assert gw.gateway.ctx.budgets.fids.used == 0
+
+
+async def test_a_refused_walkopen_makes_no_fid(gw: Running) -> None:
+    share = gw.share_dir("alpha")
+    (share / "d").mkdir()
+    (share / "d" / "f").write_bytes(b"x")
+    (share / "d" / "ro").write_bytes(b"x")
+    os.chmod(share / "d" / "ro", 0o400)
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        d = await walk(c, root, "d")
+        n = c.new_fid()
+        cases = [
+            (p.Twalkopen(d, n, p.DOTL_RDONLY, ("missing",)), errno.ENOENT),
+            (p.Twalkopen(d, n, p.DOTL_RDONLY, ("..",)), None),  # fine: d's parent, the root
+            (p.Twalkopen(d, n, p.DOTL_RDONLY, ("a/b",)), errno.EINVAL),
+            (p.Twalkopen(d, n, p.DOTL_RDONLY, ("f", "g")), errno.EINVAL),  # one name at most
+            (p.Twalkopen(d, n, p.DOTL_WRONLY | p.DOTL_TRUNC, ("f",)), errno.EINVAL),
+            (p.Twalkopen(d, d, p.DOTL_RDONLY, ("f",)), errno.EINVAL),  # in place
+            (p.Twalkopen(d, root, p.DOTL_RDONLY, ("f",)), errno.EBADF),  # newfid in use
+            (p.Twalkopen(999, n, p.DOTL_RDONLY, ("f",)), errno.EBADF),
+        ]
+        for msg, code in cases:
+            if code is None:
+                await c.call(msg, p.Rwalkopen)
+                await c.clunk(n)
+                n = c.new_fid()
+                continue
+            with pytest.raises(OSError) as info:
+                await c.rpc(msg)
+            assert info.value.errno == code, msg
+            with pytest.raises(OSError) as info:  # n was never made
+                await c.rpc(p.Tgetattr(n, p.GETATTR_BASIC))
+            assert info.value.errno == errno.EBADF, msg
+        # an open that fails after the walk (a file of the read-only share opened for
+        # writing) leaves no fid either
+        ro_root, _ = await c.attach("beta")
+        (gw.share_dir("beta") / "f").write_bytes(b"x")
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Twalkopen(ro_root, n, p.DOTL_RDWR, ("f",)))
+        assert info.value.errno == errno.EROFS
+        with pytest.raises(OSError) as info:
+            await c.rpc(p.Tgetattr(n, p.GETATTR_BASIC))
+        assert info.value.errno == errno.EBADF
+        for fid in (d, root, ro_root):
+            await c.clunk(fid)
+    assert gw.gateway.ctx.budgets.fids.used == 0
