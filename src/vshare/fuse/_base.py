@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -352,7 +353,7 @@ class FidOperations(pyfuse3.Operations):
         here after a change of ours."""
         node.attrs = st
         if fresh:
-            node.attrs_at = anyio.current_time()
+            node.attrs_at = time.monotonic()
         return _attrs.entry(node.number, st, self.timeout)
 
     def _dir_changed(self, node: Inode, links: int = 0) -> None:
@@ -381,7 +382,7 @@ class FidOperations(pyfuse3.Operations):
         """Every name of ``node`` is ``names``, as of now."""
         if self.cache != "none":
             node.children = names
-            node.complete_until = anyio.current_time() + self.timeout
+            node.complete_until = time.monotonic() + self.timeout
 
     @property
     def inode_count(self) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
 import pyfuse3
 
 from vshare.client import Session, StatResult, read_dirents
@@ -81,7 +81,7 @@ class DirectoryOperations(FidOperations):
         alone: list[str] = []
         offset = 0
         count = s.client.msize - IOHDRSZ
-        now = anyio.current_time()
+        now = time.monotonic()
         while True:
             r = await s.client.call(Treaddirplus(d.fid, offset, count), Rreaddirplus)
             batch = unpack_dirents_plus(r.data)

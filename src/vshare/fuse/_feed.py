@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import anyio
@@ -179,7 +180,7 @@ class Feed:
             if parent is not None and (parent.number, node.parts[-1]) not in asked:
                 names.append((parent, node.parts[-1], node))
         found = await self._look_up_changed(names)
-        now = anyio.current_time()
+        now = time.monotonic()
         for _d, _n, known, st in found:
             if known is not None and st is not None and st.qid.path == known.qid_path:
                 known.attrs, known.attrs_at = st, now

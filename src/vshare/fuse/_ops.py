@@ -36,9 +36,9 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+import time
 from collections.abc import Callable, Sequence
 
-import anyio
 import pyfuse3
 
 from vshare.client import Session, StatResult, xattr_write
@@ -88,8 +88,8 @@ class VshareOperations(FileOperations):
                 raise pyfuse3.FUSEError(errno.ENOENT)  # so that the kernel creates it
             replay.node.lookups += 1  # so that the kernel removes it
             return _attrs.entry(replay.node.number, replay.node.attrs, 0.0)
-        if parent.knows_absent(child, anyio.current_time()):
-            return _attrs.negative_entry(parent.complete_until - anyio.current_time())
+        if parent.knows_absent(child, time.monotonic()):
+            return _attrs.negative_entry(parent.complete_until - time.monotonic())
 
         # A directory we knew whole and whose names we have not seen lately: a name we
         # did not know is most likely absent, and a Tgetattr sent with the Twalk would be
@@ -140,7 +140,7 @@ class VshareOperations(FileOperations):
         if (
             self.cache != "none"
             and node.attrs is not None
-            and anyio.current_time() - node.attrs_at < self.timeout
+            and time.monotonic() - node.attrs_at < self.timeout
         ):
             # The kernel drops its copy after each change it makes (a create in a
             # directory, a chown); ours is as fresh as the mode promises, with our changes.
