@@ -17,9 +17,9 @@ TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev
 	nfs-ganesha nfs-ganesha-vfs
 # What `make bench` compares against: fio, sshfs over a loopback sshd.
 BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
-# What the virtualenv needs to build pyfuse3 (the FUSE client) and mount with it, and
+# What the FUSE client mounts with (fusermount3), and what the virtualenv needs to build
 # libvirt-python (the gateway's libvirt lifecycle events) against libvirt's headers.
-BUILD_DEBS := fuse3 libfuse3-dev pkg-config gcc libvirt-dev
+BUILD_DEBS := fuse3 pkg-config gcc libvirt-dev
 RUN_DEBS :=
 
 .PHONY: run test test-fast lint typecheck bench venv debs-test debs-bench debs-run clean

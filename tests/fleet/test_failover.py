@@ -25,10 +25,6 @@ from .conftest import Fleet, GatewayProc, wait_for
 
 if not os.path.exists("/dev/fuse") or os.geteuid() != 0 or shutil.which("fusermount3") is None:
     pytest.skip("FUSE tests need root, /dev/fuse and fusermount3", allow_module_level=True)
-try:
-    import pyfuse3  # noqa: F401
-except ImportError:
-    pytest.skip("pyfuse3 is missing: pip install vshare[fuse]", allow_module_level=True)
 
 from vshare.fuse import is_mounted
 

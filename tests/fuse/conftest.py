@@ -23,10 +23,6 @@ VENV_BIN = Path(sys.executable).parent
 
 if not os.path.exists("/dev/fuse") or os.geteuid() != 0 or shutil.which("fusermount3") is None:
     pytest.skip("FUSE tests need root, /dev/fuse and fusermount3", allow_module_level=True)
-try:
-    import pyfuse3  # noqa: F401
-except ImportError:
-    pytest.skip("pyfuse3 is missing: pip install vshare[fuse]", allow_module_level=True)
 
 
 @dataclass

@@ -97,7 +97,7 @@ def test_standard_tools(gateway_proc: GatewayProc, mount: MountFactory, tmp_path
     assert os.stat(m / "moved" / "copy" / "top.txt").st_mode & 0o020
     sh("dd", "if=/dev/zero", f"of={m / 'dd.bin'}", "bs=1M", "count=8", "status=none")
     assert os.stat(gateway_proc.share_dir("alpha") / "dd.bin").st_size == 8 << 20
-    # flock and fcntl locks: kept by the kernel for this mount (pyfuse3 has no lock ops)
+    # flock and fcntl locks: kept by the kernel for this mount (the client has no lock handlers)
     with open(m / "dd.bin", "rb") as f1, open(m / "dd.bin", "rb") as f2:
         fcntl.flock(f1, fcntl.LOCK_EX)
         with pytest.raises(BlockingIOError):

@@ -1,5 +1,5 @@
-"""The vshare FUSE client: mount a share with pyfuse3 on trio, through the reconnecting
-async client (:mod:`vshare.client`).
+"""The vshare FUSE client: mount a share through the reconnecting async client
+(:mod:`vshare.client`), speaking the kernel's FUSE protocol itself (``device/``).
 
 - :func:`mount_main` / :func:`unmount`: what ``vshare mount`` / ``vshare umount`` call.
 - ``python -m vshare.fuse URI SHARE MOUNTPOINT [--gateway URI ...] [--cache MODE]

@@ -15,9 +15,8 @@ import stat as stat_mod
 import time
 from typing import Any
 
-import pyfuse3
-
 from vshare.client import StatResult
+from vshare.fuse import device
 from vshare.protocol import (
     SETATTR_ATIME,
     SETATTR_ATIME_SET,
@@ -35,8 +34,8 @@ from vshare.protocol import (
 _SETID = stat_mod.S_ISUID | stat_mod.S_ISGID
 
 
-def entry(inode: int, st: StatResult, timeout: float) -> pyfuse3.EntryAttributes:
-    e = pyfuse3.EntryAttributes()
+def entry(inode: int, st: StatResult, timeout: float) -> device.EntryAttributes:
+    e = device.EntryAttributes()
     e.st_ino = inode
     e.generation = 0
     e.entry_timeout = timeout
@@ -55,15 +54,15 @@ def entry(inode: int, st: StatResult, timeout: float) -> pyfuse3.EntryAttributes
     return e
 
 
-def negative_entry(timeout: float) -> pyfuse3.EntryAttributes:
+def negative_entry(timeout: float) -> device.EntryAttributes:
     """ "No such name", for the kernel to remember ``timeout`` seconds (st_ino 0)."""
-    e = pyfuse3.EntryAttributes()
+    e = device.EntryAttributes()
     e.st_ino = 0
     e.entry_timeout = timeout
     return e
 
 
-def setattr_from_fields(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> Tsetattr:
+def setattr_from_fields(attr: device.EntryAttributes, fields: device.SetattrFields) -> Tsetattr:
     """The Tsetattr (fid 0, to be replaced) of a FUSE setattr."""
     valid = 0
     if fields.update_mode:
@@ -111,6 +110,18 @@ def merge(first: Tsetattr | None, then: Tsetattr) -> Tsetattr:
     )
 
 
+def setid_to_drop(mode: int) -> int:
+    """The set-id bits Linux drops from a regular file of ``mode`` on a write, a
+    truncation or an ownership change by a caller without CAP_FSETID: set-user-ID, and
+    set-group-ID when group execute is on (else it marks mandatory locking)."""
+    if not stat_mod.S_ISREG(mode):
+        return 0
+    drop = mode & stat_mod.S_ISUID
+    if mode & stat_mod.S_IXGRP:
+        drop |= mode & stat_mod.S_ISGID
+    return drop
+
+
 def is_known_effect(msg: Tsetattr, owners_honoured: bool | None) -> bool:
     """Whether the attributes after ``msg`` can be computed here: not for set-id bits
     (the gateway may refuse them) nor for an ownership change before we know whether
@@ -148,6 +159,10 @@ def after_setattr(st: StatResult, msg: Tsetattr, owners_honoured: bool) -> StatR
     changes: dict[str, Any] = {"st_ctime_ns": now}
     if v & SETATTR_MODE:
         changes["st_mode"] = stat_mod.S_IFMT(st.st_mode) | (msg.mode & 0o7777)
+    if v & (SETATTR_UID | SETATTR_GID) and not v & SETATTR_MODE:
+        # The gateway's chown on the host drops them (root is no exception on Linux).
+        mode = changes.get("st_mode", st.st_mode)
+        changes["st_mode"] = mode & ~setid_to_drop(mode)
     if owners_honoured and v & SETATTR_UID:
         changes["st_uid"] = msg.uid
     if owners_honoured and v & SETATTR_GID:

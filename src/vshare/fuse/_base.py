@@ -16,10 +16,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
-import pyfuse3
 
 from vshare.client import AsyncShare, Session, StatResult
-from vshare.fuse import _attrs
+from vshare.fuse import _attrs, device
 from vshare.fuse._feed import Feed, Replay
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
@@ -28,6 +27,7 @@ from vshare.protocol import (
     DOTL_TRUNC,
     GETATTR_ALL,
     IOHDRSZ,
+    SETATTR_MODE,
     Message,
     Rgetattr,
     Rgetattrat,
@@ -36,6 +36,7 @@ from vshare.protocol import (
     Tgetattr,
     Tgetattrat,
     Tlopen,
+    Tsetattr,
     Twalk,
     Twalkopen,
 )
@@ -72,12 +73,12 @@ def fuse_errors(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+        except device.FUSEError:
             raise
         except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            raise device.FUSEError(exc.errno or errno.EIO) from None
         except ValueError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
+            raise device.FUSEError(errno.EINVAL) from None
 
     return wrapper
 
@@ -91,11 +92,11 @@ def ok(reply: Message | OSError) -> Message:
 def checked_name(name: bytes) -> str:
     decoded = os.fsdecode(name)
     if "/" in decoded or decoded in ("", ".", ".."):
-        raise pyfuse3.FUSEError(errno.EINVAL)
+        raise device.FUSEError(errno.EINVAL)
     return decoded
 
 
-class FidOperations(pyfuse3.Operations):
+class FidOperations:
     """State and helpers of :class:`~vshare.fuse._ops.VshareOperations` (the handlers are
     there and in ``_dirs.py``)."""
 
@@ -109,7 +110,6 @@ class FidOperations(pyfuse3.Operations):
         readonly: bool = False,
         max_fids: int = MAX_INODE_FIDS,
     ) -> None:
-        super().__init__()
         if cache not in TIMEOUTS:
             raise ValueError(f"cache must be one of {', '.join(TIMEOUTS)}, not {cache!r}")
         self.share = share
@@ -134,14 +134,14 @@ class FidOperations(pyfuse3.Operations):
         #: Set by the mount: without it every request is waited for.
         self.background: anyio.abc.TaskGroup | None = None
 
-    def _replay(self, ctx: pyfuse3.RequestContext, parent: int, name: str) -> Replay | None:
+    def _replay(self, ctx: device.RequestContext, parent: int, name: str) -> Replay | None:
         """The change feed's replay of ``name`` in ``parent`` that this request is (the
         echo thread's, fuse/_feed.py): answered from it, nothing sent."""
         return None if self.feed is None else self.feed.replay_for(ctx.pid, parent, name)
 
     def _made_elsewhere(
-        self, ctx: pyfuse3.RequestContext, parent: int, name: str
-    ) -> pyfuse3.EntryAttributes | None:
+        self, ctx: device.RequestContext, parent: int, name: str
+    ) -> device.EntryAttributes | None:
         """When this request (a create, mkdir or symlink) is the change feed replaying a
         name made elsewhere: its entry, as if made here (one lookup more); nothing sent."""
         replay = self._replay(ctx, parent, name)
@@ -156,7 +156,7 @@ class FidOperations(pyfuse3.Operations):
     def _node(self, inode: int) -> Inode:
         node = self.inodes.get(inode)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ESTALE)
+            raise device.FUSEError(errno.ESTALE)
         return node
 
     async def _fid(self, s: Session, node: Inode) -> int:
@@ -348,7 +348,7 @@ class FidOperations(pyfuse3.Operations):
         assert isinstance(attr, Rgetattr)
         return fid, StatResult.from_rgetattr(attr)
 
-    def _entry(self, node: Inode, st: StatResult, *, fresh: bool = True) -> pyfuse3.EntryAttributes:
+    def _entry(self, node: Inode, st: StatResult, *, fresh: bool = True) -> device.EntryAttributes:
         """The entry of ``node`` with ``st``: from the gateway (``fresh``), or computed
         here after a change of ours."""
         node.attrs = st
@@ -364,7 +364,7 @@ class FidOperations(pyfuse3.Operations):
 
     async def _found_fid(
         self, s: Session, parent: Inode, name: str, fid: int, st: StatResult
-    ) -> pyfuse3.EntryAttributes:
+    ) -> device.EntryAttributes:
         """The entry of a name just walked to (``fid``: kept by its inode if it has none,
         else given back), with one more lookup."""
         node = self.inodes.for_qid([*parent.parts, name], st.qid.path, st.st_mode)
@@ -374,9 +374,20 @@ class FidOperations(pyfuse3.Operations):
             await self.share.forget_fid(s, fid)
         return self._entry(node, st)
 
+    @staticmethod
+    def _setid_drop(node: Inode) -> Tsetattr | None:
+        """The mode change that drops ``node``'s set-id bits, as the kernel drops them on
+        a write or truncation by a caller without CAP_FSETID (it leaves that to us:
+        HANDLE_KILLPRIV_V2); None when there are none to drop."""
+        st = node.attrs
+        drop = 0 if st is None else _attrs.setid_to_drop(st.st_mode)
+        if st is None or not drop:
+            return None
+        return Tsetattr(0, SETATTR_MODE, stat.S_IMODE(st.st_mode) & ~drop, 0, 0, 0, 0, 0, 0, 0)
+
     def _writable(self) -> None:
         if self.readonly:
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise device.FUSEError(errno.EROFS)
 
     def _complete(self, node: Inode, names: set[str]) -> None:
         """Every name of ``node`` is ``names``, as of now."""
@@ -460,8 +471,8 @@ class FidOperations(pyfuse3.Operations):
             raise
         return fid, r.iounit
 
-    def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
-        info = pyfuse3.FileInfo(fh=fh)
+    def _file_info(self, fh: int, node: Inode) -> device.FileInfo:
+        info = device.FileInfo(fh=fh)
         if self.cache == "none":
             info.direct_io = True
             info.keep_cache = False

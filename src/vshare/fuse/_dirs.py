@@ -9,10 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import pyfuse3
-
 from vshare.client import Session, StatResult, read_dirents
-from vshare.fuse import _attrs
+from vshare.fuse import _attrs, device
 from vshare.fuse._base import READDIR_BATCH, FidOperations, fuse_errors
 from vshare.fuse._inodes import Inode, OpenDir
 from vshare.protocol import (
@@ -41,7 +39,7 @@ class DirectoryOperations(FidOperations):
     """opendir, readdir, releasedir."""
 
     @fuse_errors
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    async def opendir(self, inode: int, ctx: device.RequestContext) -> int:
         # No request yet: the directory is opened on the gateway at its first readdir.
         # Programs open directories they never read (rm -r, find and tar open each one
         # again for its fd, to work relative to it), and the kernel has already checked
@@ -180,7 +178,7 @@ class DirectoryOperations(FidOperations):
         return node
 
     @fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    async def readdir(self, fh: int, start_id: int, token: device.ReaddirToken) -> None:
         d = self._dirs[fh]
         if d.entries is None or start_id == 0:
             d.entries = await self._list(d)
@@ -189,7 +187,7 @@ class DirectoryOperations(FidOperations):
             node = self.inodes.revive(node)
             node.attrs = st
             e = _attrs.entry(node.number, st, self.timeout)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), e, i + 1):
+            if not token.add(os.fsencode(name), e, i + 1):
                 return
             node.lookups += 1  # the kernel took a lookup on it (readdirplus)
 

@@ -30,7 +30,6 @@ import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import anyio
-import pyfuse3
 
 from vshare.client import Session, StatResult, read_dirents
 from vshare.protocol import (
@@ -55,6 +54,7 @@ from vshare.protocol import (
 if TYPE_CHECKING:
     from vshare.fuse._base import FidOperations
     from vshare.fuse._inodes import Inode
+    from vshare.fuse.device import DeviceSession
 
 log = logging.getLogger("vshare.fuse")
 #: Bytes of change records one Rwatch may carry.
@@ -83,8 +83,10 @@ _Found = tuple["Inode", str, "Inode | None", "StatResult | None"]
 class Feed:
     """Follows the gateway's change feed for one mount (``run`` is a task of the mount)."""
 
-    def __init__(self, ops: FidOperations, mountpoint: str) -> None:
+    def __init__(self, ops: FidOperations, mountpoint: str, device: DeviceSession) -> None:
         self.ops = ops
+        #: Where the kernel is told to drop what it cached.
+        self.device = device
         self.mountpoint = mountpoint
         self.seq = 0
         #: The thread that replays changes through the mount (see the module note).
@@ -186,7 +188,7 @@ class Feed:
                 known.attrs, known.attrs_at = st, now
         replays = self._name_replays(found)
         for number, name in entries:
-            pyfuse3.invalidate_entry_async(number, os.fsencode(name), ignore_enoent=True)
+            self.device.invalidate_entry_async(number, os.fsencode(name))
         if inval or echoes or replays:
             await anyio.to_thread.run_sync(self._invalidate_and_echo, inval, echoes, replays)
 
@@ -302,7 +304,7 @@ class Feed:
         self.echo_tid = threading.get_native_id()
         for number, attr_only in inval.items():
             try:
-                pyfuse3.invalidate_inode(number, attr_only=attr_only)
+                self.device.invalidate_inode(number, attr_only=attr_only)
             except OSError:
                 pass  # not in the kernel's cache: nothing to drop
         # Names first: a file removed or renamed elsewhere is not looked up by its old
@@ -388,12 +390,12 @@ class Feed:
         def drop() -> None:
             for number in numbers:
                 try:
-                    pyfuse3.invalidate_inode(number, attr_only=False)
+                    self.device.invalidate_inode(number, attr_only=False)
                 except OSError:
                     pass
             for parent, name in names:
                 try:
-                    pyfuse3.invalidate_entry(parent, os.fsencode(name))
+                    self.device.invalidate_entry(parent, os.fsencode(name))
                 except OSError:
                     pass
 

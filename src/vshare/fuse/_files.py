@@ -14,10 +14,8 @@ import functools
 import os
 import stat as stat_mod
 
-import pyfuse3
-
 from vshare.client import Session, StatResult
-from vshare.fuse import _attrs
+from vshare.fuse import _attrs, device
 from vshare.fuse._base import (
     WRITE_BEHIND_BYTES,
     WRITE_FLAGS,
@@ -56,7 +54,7 @@ from vshare.protocol import (
 class FileOperations(DirectoryOperations):
     """The handlers of open files, under :class:`~vshare.fuse._ops.VshareOperations`."""
 
-    def _chown_to_caller(self, fid: int, ctx: pyfuse3.RequestContext) -> list[Message]:
+    def _chown_to_caller(self, fid: int, ctx: device.RequestContext) -> list[Message]:
         """The gateway gives what we create to the uid we attached as; a caller with
         another uid gets it (passthrough; squash ignores it)."""
         if ctx.uid == self._uid:
@@ -65,7 +63,7 @@ class FileOperations(DirectoryOperations):
         return [Tsetattr(fid, valid, 0, ctx.uid, ctx.gid, 0, 0, 0, 0, 0)]
 
     @fuse_errors
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: device.RequestContext) -> device.FileInfo:
         if flags & WRITE_FLAGS:
             self._writable()
         node = self._node(inode)
@@ -85,8 +83,8 @@ class FileOperations(DirectoryOperations):
 
     @fuse_errors
     async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: device.RequestContext
+    ) -> tuple[device.FileInfo, device.EntryAttributes]:
         self._writable()
         parent = self._node(parent_inode)
         child = checked_name(name)
@@ -185,8 +183,15 @@ class FileOperations(DirectoryOperations):
         return bytes(r.data), asked
 
     @fuse_errors
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
+    async def write(self, fh: int, off: int, buf: bytes, *, kill_setid: bool = False) -> int:
+        """``kill_setid``: the writer lacks CAP_FSETID, so set-id bits go (the kernel
+        leaves that to us: HANDLE_KILLPRIV_V2; the gateway writes as a user that keeps
+        them)."""
         f = self._files[fh]
+        drop = self._setid_drop(f.node) if kill_setid else None
+        if drop is not None and f.node.attrs is not None:  # sent before the data (below)
+            f.pending = _attrs.merge(f.pending, drop)
+            f.node.attrs = _attrs.after_setattr(f.node.attrs, drop, False)
         if f.error is not None or f.behind_bytes + len(buf) > WRITE_BEHIND_BYTES:
             await self._drain(f, tell=True)
         if f.pending is not None:

@@ -23,9 +23,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import anyio
-import pyfuse3
 
 from vshare.client import StatResult
+from vshare.fuse import device
 from vshare.protocol import Tsetattr
 
 
@@ -106,10 +106,10 @@ class InodeTable:
 
     def __init__(self, max_fids: int) -> None:
         self.max_fids = max_fids
-        self.root = Inode(pyfuse3.ROOT_INODE, [], -1, lookups=1)
-        self.by_number: dict[int, Inode] = {pyfuse3.ROOT_INODE: self.root}
+        self.root = Inode(device.ROOT_INODE, [], -1, lookups=1)
+        self.by_number: dict[int, Inode] = {device.ROOT_INODE: self.root}
         self.by_qid: dict[int, Inode] = {}
-        self._next = pyfuse3.ROOT_INODE + 1
+        self._next = device.ROOT_INODE + 1
         #: Inodes holding a walked fid (not the root: its fid is the session's).
         self.with_fid: OrderedDict[Inode, None] = OrderedDict()
         self.by_path: dict[tuple[str, ...], Inode] = {}

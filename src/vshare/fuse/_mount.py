@@ -46,11 +46,12 @@ class _Mount:
 
 async def _serve(m: _Mount) -> None:
     import anyio
-    import pyfuse3
 
     from vshare.client import open_share
     from vshare.fuse._feed import Feed
     from vshare.fuse._ops import VshareOperations
+    from vshare.fuse.device import DeviceSession, mount_device
+    from vshare.protocol import IOHDRSZ
 
     # Attach as the mounting user, as the kernel client does: servers that map users
     # (diod) need one; the gateway takes identity only from the transport, never from here.
@@ -68,29 +69,36 @@ async def _serve(m: _Mount) -> None:
         n_uname=uid,
     ) as shared:
         ops = VshareOperations(shared, cache=m.cache, readonly=m.readonly)
-        options = set(pyfuse3.default_options)
-        # nosuid: set-id bits and file capabilities of a share never apply here (and the
-        # getxattr of security.capability is answered locally, see _ops).
-        options |= {"fsname=vshare", f"subtype=vshare.{m.share}", "allow_other", "nosuid", "nodev"}
-        if m.readonly:
-            options.add("ro")
+        # default_permissions: the kernel checks modes, as on a local disk. nosuid: set-id
+        # bits and file capabilities of a share never apply here (and the getxattr of
+        # security.capability is answered locally, see _ops).
+        options = {
+            "default_permissions",
+            "fsname=vshare",
+            f"subtype=vshare.{m.share}",
+            "allow_other",
+            "nosuid",
+            "nodev",
+            "ro" if m.readonly else "rw",
+        }
         target = os.path.realpath(m.mountpoint)  # now: once mounted, a stat would hang
-        pyfuse3.init(ops, m.mountpoint, options)
+        # Writes as large as one Twrite carries.
+        max_write = (m.msize - IOHDRSZ) // 4096 * 4096
+        device = DeviceSession(ops, mount_device(m.mountpoint, options), max_write=max_write)
         try:
             async with anyio.create_task_group() as tasks:
                 ops.background = tasks
                 tasks.start_soon(_widen_readahead, target)
                 if m.cache == "coherent":  # the gateway's changes, pushed (fuse/_feed.py)
-                    ops.feed = Feed(ops, target)
+                    ops.feed = Feed(ops, target, device)
                     tasks.start_soon(ops.feed.run)
-                await pyfuse3.main()
+                await device.serve()
                 tasks.cancel_scope.cancel()  # the feed's long poll ends with the mount
         finally:
-            # unmount=False after an external umount: the kernel already let go.
-            with anyio.CancelScope(shield=True):
-                # ``target``, resolved before the mount: resolving the mountpoint now
-                # would stat it, and this process is the one that answers that stat.
-                pyfuse3.close(unmount=find_mount(target) is not None)
+            # No unmount after an external umount: the kernel already let go.
+            # ``target``, resolved before the mount: resolving the mountpoint now would
+            # stat it, and this process is the one that answers that stat.
+            device.close(mountpoint=target if find_mount(target) is not None else None)
 
 
 #: Read-ahead of the mount, in KiB: the kernel's default for FUSE is 128 KiB, so a
@@ -157,28 +165,20 @@ def mount_main(
     m = _Mount(gateways, share, mountpoint, cache, readonly, reconnect_timeout, msize)
     if not foreground:
         return _background(m)
-    try:
-        import pyfuse3
-        import pyfuse3.asyncio
+    from vshare.fuse.device import MountError
+    from vshare.transport import run_async
 
-        from vshare.transport import run_async
-    except ImportError:
-        print("vshare: the FUSE client needs `pip install vshare[fuse]`", file=sys.stderr)
-        return 1
     try:
-        serve = _serve(m)
-        # pyfuse3's asyncio mode, on uvloop: the same handlers cost about a sixth less
-        # of this process's CPU than on trio (docs/benchmarks.md), and the connection to
-        # the gateway keeps its socket registered with the loop between replies.
-        pyfuse3.asyncio.enable()
-        run_async(lambda: serve)
+        # On asyncio (uvloop when installed): the device session reads /dev/fuse from
+        # the loop's reader callback, as the connection to the gateway reads its socket.
+        run_async(_serve, m)
     except KeyboardInterrupt:
         return 0
+    except MountError as exc:
+        print(f"vshare: cannot mount at {mountpoint}: {exc.strerror}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"vshare: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # pyfuse3.init: the mount itself failed
-        print(f"vshare: cannot mount at {mountpoint}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""The pyfuse3 file system: FUSE requests → 9P requests on fids the client holds.
+"""The file system: FUSE requests → 9P requests on fids the client holds.
 
 As the kernel's v9fs: each inode holds a walked fid and each open file its own opened fid
 (``_inodes.py``), so an operation is one request on a fid already held, never a walk from
@@ -27,7 +27,7 @@ Cache modes (``--cache``):
   what they were at the last open (close-to-open consistency).
 - ``always``: one-hour timeouts and the page cache always kept: read-mostly data.
 
-POSIX locks: pyfuse3 has no getlk/setlk/flock handlers, so the kernel keeps fcntl and
+POSIX locks: there are no getlk/setlk/flock handlers, so the kernel keeps fcntl and
 flock locks locally: they work between processes of this mount, not across mounts.
 """
 
@@ -39,10 +39,8 @@ import stat as stat_mod
 import time
 from collections.abc import Callable, Sequence
 
-import pyfuse3
-
 from vshare.client import Session, StatResult, xattr_write
-from vshare.fuse import _attrs
+from vshare.fuse import _attrs, device
 from vshare.fuse._base import (
     checked_name,
     fuse_errors,
@@ -76,27 +74,39 @@ class VshareOperations(FileOperations):
     """See the module note. ``readonly`` refuses every change with EROFS here, before
     the gateway is asked (the mount is also ``ro``)."""
 
-    @fuse_errors
-    async def lookup(
-        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    def lookup_now(
+        self, parent_inode: int, name: bytes, ctx: device.RequestContext
+    ) -> device.EntryAttributes | None:
+        """The entry when it is known here with nothing asked, else None: a change feed
+        replay, or a name absent from a directory whose every name we know."""
         parent = self._node(parent_inode)
         child = checked_name(name)
         replay = self._replay(ctx, parent_inode, child)
         if replay is not None:  # the change feed replaying a name made or removed elsewhere
             if replay.made or replay.node is None or replay.node.attrs is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)  # so that the kernel creates it
+                raise device.FUSEError(errno.ENOENT)  # so that the kernel creates it
             replay.node.lookups += 1  # so that the kernel removes it
             return _attrs.entry(replay.node.number, replay.node.attrs, 0.0)
         if parent.knows_absent(child, time.monotonic()):
             return _attrs.negative_entry(parent.complete_until - time.monotonic())
+        return None
+
+    @fuse_errors
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: device.RequestContext
+    ) -> device.EntryAttributes:
+        now = self.lookup_now(parent_inode, name, ctx)
+        if now is not None:
+            return now
+        parent = self._node(parent_inode)
+        child = checked_name(name)
 
         # A directory we knew whole and whose names we have not seen lately: a name we
         # did not know is most likely absent, and a Tgetattr sent with the Twalk would be
         # a request for nothing.
         likely_absent = parent.children is not None and child not in parent.children
 
-        async def fn(s: Session, fids: list[int], _: bool) -> pyfuse3.EntryAttributes:
+        async def fn(s: Session, fids: list[int], _: bool) -> device.EntryAttributes:
             if s.client.readdirplus:  # its attributes, no fid until something is done to it
                 st = await self._stat_at(s, fids[0], child)
                 node = self.inodes.for_qid([*parent.parts, child], st.qid.path, st.st_mode)
@@ -134,17 +144,25 @@ class VshareOperations(FileOperations):
                 if node.busy == 0:
                     await self._give_back(s, node)
 
-    @fuse_errors
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    def getattr_now(self, inode: int) -> device.EntryAttributes | None:
+        """The attributes when ours are as fresh as the mode promises, else None. (The
+        kernel drops its copy after each change it makes, a create in a directory, a
+        chown; ours has our changes.)"""
         node = self._node(inode)
         if (
             self.cache != "none"
             and node.attrs is not None
             and time.monotonic() - node.attrs_at < self.timeout
         ):
-            # The kernel drops its copy after each change it makes (a create in a
-            # directory, a chown); ours is as fresh as the mode promises, with our changes.
             return _attrs.entry(node.number, node.attrs, self.timeout)
+        return None
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: device.RequestContext) -> device.EntryAttributes:
+        now = self.getattr_now(inode)
+        if now is not None:
+            return now
+        node = self._node(inode)
         await self._flush_pending(node)
         if node.opens and node is not self.inodes.root:
             # An open file reaches the inode even when no name does any more.
@@ -157,15 +175,68 @@ class VshareOperations(FileOperations):
 
         return self._entry(node, await self._on([node], fn, walk=False))
 
+    def _setattr_msg(
+        self, node: Inode, attr: device.EntryAttributes, fields: device.SetattrFields
+    ) -> Tsetattr:
+        msg = _attrs.setattr_from_fields(attr, fields)
+        if fields.kill_setid and not fields.update_mode:  # a truncation (HANDLE_KILLPRIV_V2)
+            drop = self._setid_drop(node)
+            if drop is not None:
+                msg = _attrs.merge(msg, drop)
+        return msg
+
+    def _setattr_file(self, node: Inode, fh: int | None) -> OpenFile | None:
+        f = self._files.get(fh) if fh is not None else None
+        if f is None and node.opens:
+            # The kernel gives no handle for futimens, fchown, fchmod: any open file of
+            # the inode will do, and it reaches the inode even once no name does.
+            f = next(iter(node.opens))
+        return f
+
+    def setattr_now(
+        self,
+        inode: int,
+        attr: device.EntryAttributes,
+        fields: device.SetattrFields,
+        fh: int | None,
+        ctx: device.RequestContext,
+    ) -> device.EntryAttributes | None:
+        """A setattr answered with nothing sent now, else None: one that changes nothing,
+        or one whose effect is known made through an open file (merged into its pending
+        changes, sent before its next request or at close). Not a size: errors now."""
+        if self.cache == "none" or (self.feed is not None and ctx.pid == self.feed.echo_tid):
+            return None
+        self._writable()
+        node = self._node(inode)
+        st = node.attrs
+        if st is None:
+            return None
+        msg = self._setattr_msg(node, attr, fields)
+        if _attrs.changes_nothing(msg, st):
+            return _attrs.entry(node.number, st, self.timeout)
+        f = self._setattr_file(node, fh)
+        if (
+            f is None
+            or msg.valid & SETATTR_SIZE
+            or not _attrs.is_known_effect(msg, self._owners_honoured)
+        ):
+            return None
+        f.pending = _attrs.merge(f.pending, msg)
+        honoured = bool(self._owners_honoured)
+        return self._entry(node, _attrs.after_setattr(st, msg, honoured), fresh=False)
+
     @fuse_errors
     async def setattr(
         self,
         inode: int,
-        attr: pyfuse3.EntryAttributes,
-        fields: pyfuse3.SetattrFields,
+        attr: device.EntryAttributes,
+        fields: device.SetattrFields,
         fh: int | None,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
+        ctx: device.RequestContext,
+    ) -> device.EntryAttributes:
+        now = self.setattr_now(inode, attr, fields, fh, ctx)
+        if now is not None:
+            return now
         self._writable()
         node = self._node(inode)
         if self.feed is not None and ctx.pid == self.feed.echo_tid:
@@ -177,25 +248,16 @@ class VshareOperations(FileOperations):
             node.attrs_at = float("-inf")
             fresh = await self.getattr(inode, ctx)
             if any(f.flags & (os.O_WRONLY | os.O_RDWR) for f in node.opens):
-                raise pyfuse3.FUSEError(errno.EBUSY)
+                raise device.FUSEError(errno.EBUSY)
             return fresh
-        msg = _attrs.setattr_from_fields(attr, fields)
-        st = node.attrs
-        if self.cache != "none" and st is not None and _attrs.changes_nothing(msg, st):
-            return _attrs.entry(node.number, st, self.timeout)
-        f = self._files.get(fh) if fh is not None else None
-        if f is None and node.opens:
-            # The kernel gives no handle for futimens, fchown, fchmod: any open file of
-            # the inode will do, and it reaches the inode even once no name does.
-            f = next(iter(node.opens))
+        msg = self._setattr_msg(node, attr, fields)
+        f = self._setattr_file(node, fh)
         known = (
             self.cache != "none"
             and node.attrs is not None
             and _attrs.is_known_effect(msg, self._owners_honoured)
         )
-        if known and f is not None and not msg.valid & SETATTR_SIZE:  # size: errors now
-            f.pending = _attrs.merge(f.pending, msg)
-        elif msg.valid:
+        if msg.valid:
             if f is not None:
                 await self._drain(f, tell=False)  # times set after the writes before
                 msg, f.pending = _attrs.merge(f.pending, msg), None
@@ -240,7 +302,7 @@ class VshareOperations(FileOperations):
         return await self._on([node], fn)
 
     @fuse_errors
-    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+    async def readlink(self, inode: int, ctx: device.RequestContext) -> bytes:
         async def fn(s: Session, fids: list[int], _: bool) -> bytes:
             r = await s.client.call(Treadlink(fids[0]), Rreadlink)
             return os.fsencode(r.target)
@@ -248,12 +310,12 @@ class VshareOperations(FileOperations):
         return await self._on([self._node(inode)], fn)
 
     @fuse_errors
-    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: device.RequestContext) -> device.StatvfsData:
         async def fn(s: Session, fids: list[int], _: bool) -> Rstatfs:
             return await s.client.call(Tstatfs(fids[0]), Rstatfs)
 
         r = await self._on([self.inodes.root], fn)
-        out = pyfuse3.StatvfsData()
+        out = device.StatvfsData()
         out.f_bsize = r.bsize
         out.f_frsize = r.bsize
         out.f_blocks = r.blocks
@@ -269,18 +331,18 @@ class VshareOperations(FileOperations):
         self,
         parent_inode: int,
         name: bytes,
-        ctx: pyfuse3.RequestContext,
+        ctx: device.RequestContext,
         make: Callable[[int, str], Message],
         *,
         is_dir: bool = False,
-    ) -> pyfuse3.EntryAttributes:
+    ) -> device.EntryAttributes:
         """mkdir, symlink, mknod: ``make(dfid, name)``, then the new name walked and
         its attributes fetched, all in one write."""
         self._writable()
         parent = self._node(parent_inode)
         child = checked_name(name)
 
-        async def fn(s: Session, fids: list[int], retried: bool) -> pyfuse3.EntryAttributes:
+        async def fn(s: Session, fids: list[int], retried: bool) -> device.EntryAttributes:
             fid = s.client.new_fid()
             msgs = [make(fids[0], child), Twalk(fids[0], fid, (child,))]
             msgs += self._chown_to_caller(fid, ctx)
@@ -310,8 +372,8 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+        self, parent_inode: int, name: bytes, mode: int, ctx: device.RequestContext
+    ) -> device.EntryAttributes:
         made = self._made_elsewhere(ctx, parent_inode, checked_name(name))
         if made is not None:
             return made
@@ -322,8 +384,8 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: device.RequestContext
+    ) -> device.EntryAttributes:
         if stat_mod.S_ISREG(mode):
             info, e = await self.create(parent_inode, name, mode, os.O_EXCL | os.O_WRONLY, ctx)
             await self.release(info.fh)
@@ -337,8 +399,8 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+        self, parent_inode: int, name: bytes, target: bytes, ctx: device.RequestContext
+    ) -> device.EntryAttributes:
         made = self._made_elsewhere(ctx, parent_inode, checked_name(name))
         if made is not None:
             return made
@@ -347,8 +409,8 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: device.RequestContext
+    ) -> device.EntryAttributes:
         self._writable()
         node = self._node(inode)
         parent = self._node(new_parent_inode)
@@ -370,7 +432,7 @@ class VshareOperations(FileOperations):
         return self._entry(node, st)
 
     async def _unlinkat(
-        self, parent_inode: int, name: bytes, flags: int, ctx: pyfuse3.RequestContext
+        self, parent_inode: int, name: bytes, flags: int, ctx: device.RequestContext
     ) -> None:
         self._writable()
         parent = self._node(parent_inode)
@@ -394,11 +456,11 @@ class VshareOperations(FileOperations):
         self._dir_changed(parent, -1 if flags & AT_REMOVEDIR else 0)
 
     @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: device.RequestContext) -> None:
         await self._unlinkat(parent_inode, name, 0, ctx)
 
     @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: device.RequestContext) -> None:
         await self._unlinkat(parent_inode, name, AT_REMOVEDIR, ctx)
 
     @fuse_errors
@@ -409,11 +471,11 @@ class VshareOperations(FileOperations):
         parent_inode_new: int,
         name_new: bytes,
         flags: int,
-        ctx: pyfuse3.RequestContext,
+        ctx: device.RequestContext,
     ) -> None:
         self._writable()
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)  # 9P has no atomic exchange
+        if flags & device.RENAME_EXCHANGE:
+            raise device.FUSEError(errno.EINVAL)  # 9P has no atomic exchange
         src, dst = self._node(parent_inode_old), self._node(parent_inode_new)
         old, new = checked_name(name_old), checked_name(name_new)
         replay = self._replay(ctx, parent_inode_old, old)
@@ -432,7 +494,7 @@ class VshareOperations(FileOperations):
     async def _rename_in(
         self, s: Session, fids: list[int], old: str, new: str, flags: int, retried: bool
     ) -> None:
-        if flags & pyfuse3.RENAME_NOREPLACE:
+        if flags & device.RENAME_NOREPLACE:
             try:
                 fid, _ = await self._walk_stat(s, fids[1], new)
             except FileNotFoundError:
@@ -446,16 +508,25 @@ class VshareOperations(FileOperations):
             if not retried:
                 raise
 
-    @fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    def getxattr_now(self, inode: int, name: bytes) -> None:
+        """ENODATA, raised, for an attribute known to be absent with nothing asked."""
         if name == b"security.capability":
-            # The kernel asks before every write, to drop a file capability: a round trip
-            # per write. The mount is nosuid, so capabilities never apply through it, and
-            # the gateway's own write on the host drops them there.
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            # The kernel asks before the first write to an inode and at each chown, to
+            # drop a file capability. The mount is nosuid, so capabilities never apply
+            # through it, and the gateway's own write on the host drops them there.
+            raise device.FUSEError(errno.ENODATA)
+        s = self.share.session
+        known = self._xattr_namespaces
+        shown = known is not None and s is not None and known[0] == s.epoch
+        if shown and known is not None and not os.fsdecode(name).startswith(known[1]):
+            raise device.FUSEError(errno.ENODATA)
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: device.RequestContext) -> bytes:
+        self.getxattr_now(inode, name)
         key = os.fsdecode(name)
         if not await self._xattr_shown(key):
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            raise device.FUSEError(errno.ENODATA)
 
         async def fn(s: Session, fids: list[int], _: bool) -> bytes:
             return await self.share.xattr_read(s, fids[0], key)
@@ -483,7 +554,7 @@ class VshareOperations(FileOperations):
 
     @fuse_errors
     async def setxattr(
-        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+        self, inode: int, name: bytes, value: bytes, ctx: device.RequestContext
     ) -> None:
         self._writable()
         key = os.fsdecode(name)
@@ -494,7 +565,7 @@ class VshareOperations(FileOperations):
         await self._on([self._node(inode)], fn)
 
     @fuse_errors
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+    async def listxattr(self, inode: int, ctx: device.RequestContext) -> Sequence[bytes]:
         async def fn(s: Session, fids: list[int], _: bool) -> bytes:
             return await self.share.xattr_read(s, fids[0], "")
 
@@ -502,7 +573,7 @@ class VshareOperations(FileOperations):
         return [n for n in raw.split(b"\0") if n]
 
     @fuse_errors
-    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def removexattr(self, inode: int, name: bytes, ctx: device.RequestContext) -> None:
         self._writable()
         key = os.fsdecode(name)
 
