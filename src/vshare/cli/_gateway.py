@@ -47,7 +47,7 @@ def gateway() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A gateway.toml; flags override it.",
 )
-@click.option("--msize", type=int, help="Largest msize to agree to (default 512 KiB).")
+@click.option("--msize", type=int, help="Largest msize to agree to (default 1 MiB + 24).")
 @click.option("--tls-cert", metavar="PEM", help="Certificate (chain) of tls:// listeners.")
 @click.option("--tls-key", metavar="PEM", help="Private key of --tls-cert.")
 @click.option(

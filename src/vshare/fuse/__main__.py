@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vshare.fuse._mount import mount_main
+from vshare.fuse._mount import DEFAULT_MSIZE, mount_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default="auto", choices=["none", "auto", "always", "coherent"])
     p.add_argument("--readonly", action="store_true")
     p.add_argument("--reconnect-timeout", type=float, default=30.0)
-    p.add_argument("--msize", type=int, default=512 * 1024 + 24)
+    p.add_argument("--msize", type=int, default=DEFAULT_MSIZE)
     p.add_argument("--foreground", action="store_true")
     a = p.parse_args(argv)
     return mount_main(

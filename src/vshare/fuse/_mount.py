@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vshare.client._session import DEFAULT_MSIZE
 from vshare.node.mounts import find_mount
 
 log = logging.getLogger("vshare.fuse")
@@ -142,7 +143,7 @@ def mount_main(
     readonly: bool = False,
     reconnect_timeout: float = 30.0,
     foreground: bool = False,
-    msize: int = 1024 * 1024 + 24,
+    msize: int = DEFAULT_MSIZE,
 ) -> int:
     """Mount ``share`` of the first reachable gateway of ``gateways`` at ``mountpoint``.
 
