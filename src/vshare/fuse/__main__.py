@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vshare.fuse._mount import DEFAULT_MSIZE, mount_main
+from vshare.client._session import DEFAULT_MSIZE
+from vshare.fuse._mount import mount_main
 
 
 def main(argv: list[str] | None = None) -> int:
