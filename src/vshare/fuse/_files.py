@@ -182,11 +182,37 @@ class FileOperations(DirectoryOperations):
         r = await s.client.call(Tread(fid, at, asked), Rread)
         return bytes(r.data), asked
 
+    def write_now(
+        self, fh: int, off: int, buf: bytes | memoryview, *, kill_setid: bool = False
+    ) -> int | None:
+        """A write answered at once and sent behind (see ``write``), else None: when it
+        must wait (mode ``none``, an error to tell, the write-behind full, changes to
+        send before it, set-id bits to drop)."""
+        f = self._files.get(fh)
+        if (
+            f is None
+            or self.cache == "none"
+            or f.error is not None
+            or f.pending is not None
+            or f.behind_bytes + len(buf) > WRITE_BEHIND_BYTES
+            or (kill_setid and self._setid_drop(f.node) is not None)
+            or not self._behind(f, functools.partial(self._write_all, f, off, buf), len(buf))
+        ):
+            return None
+        if f.node.attrs is not None:
+            f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
+        return len(buf)
+
     @fuse_errors
-    async def write(self, fh: int, off: int, buf: bytes, *, kill_setid: bool = False) -> int:
+    async def write(
+        self, fh: int, off: int, buf: bytes | memoryview, *, kill_setid: bool = False
+    ) -> int:
         """``kill_setid``: the writer lacks CAP_FSETID, so set-id bits go (the kernel
         leaves that to us: HANDLE_KILLPRIV_V2; the gateway writes as a user that keeps
         them)."""
+        n = self.write_now(fh, off, buf, kill_setid=kill_setid)
+        if n is not None:
+            return n
         f = self._files[fh]
         drop = self._setid_drop(f.node) if kill_setid else None
         if drop is not None and f.node.attrs is not None:  # sent before the data (below)
@@ -207,7 +233,7 @@ class FileOperations(DirectoryOperations):
             f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
         return len(buf)
 
-    async def _write_all(self, f: OpenFile, off: int, buf: bytes) -> None:
+    async def _write_all(self, f: OpenFile, off: int, buf: bytes | memoryview) -> None:
         view = memoryview(buf)
         done = 0
         while done < len(view):
@@ -221,11 +247,21 @@ class FileOperations(DirectoryOperations):
         chunk = rest[: self._io_size(s, f)]
         return int((await s.client.call(Twrite(fid, at, chunk), Rwrite)).count)
 
-    @fuse_errors
-    async def flush(self, fh: int) -> None:
+    def flush_now(self, fh: int) -> bool:
+        """A flush with nothing to wait for: no write unanswered; merged attribute changes
+        sent behind (their reply is not waited for: see release). False if it must wait."""
         f = self._files.get(fh)
         if f is None:
+            return True
+        if f.behind or f.error is not None:
+            return False
+        return f.pending is None or self._behind(f, functools.partial(self._send_pending, f))
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        if self.flush_now(fh):
             return
+        f = self._files[fh]
         await self._drain(f, tell=True)  # close() is where a write's error is told
         if f.pending is not None and self._behind(f, functools.partial(self._send_pending, f)):
             return  # merged attribute changes: their reply is not waited for (see release)

@@ -141,6 +141,8 @@ class DeviceSession:
                 (wire.GETATTR, "getattr_now", self._getattr_now),
                 (wire.SETATTR, "setattr_now", self._setattr_now),
                 (wire.GETXATTR, "getxattr_now", self._getxattr_now),
+                (wire.WRITE, "write_now", self._write_now),
+                (wire.FLUSH, "flush_now", self._flush_now),
             )
             if hasattr(ops, name)
         }
@@ -365,6 +367,16 @@ class DeviceSession:
     def _getxattr_now(self, h: wire.Header, body: bytes) -> bytes | None:
         self.ops.getxattr_now(h.nodeid, wire.names(body[8:], 1)[0])  # raises, or None
         return None
+
+    def _write_now(self, h: wire.Header, body: bytes) -> bytes | None:
+        io = wire.io_in(body)
+        data = wire.write_data(body, io.size)
+        kill = bool(io.flags & wire.WRITE_KILL_SUIDGID)
+        n = self.ops.write_now(io.fh, io.offset, data, kill_setid=kill)
+        return None if n is None else wire.write_out(n)
+
+    def _flush_now(self, h: wire.Header, body: bytes) -> bytes | None:
+        return b"" if self.ops.flush_now(wire.release_in(body)) else None
 
     async def _setattr(self, h: wire.Header, body: bytes) -> bytes:
         attr, fields, fh = _setattr_args(h, body)

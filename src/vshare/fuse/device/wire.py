@@ -212,8 +212,9 @@ def io_in(body: bytes) -> IoIn:
     return IoIn(fh, offset, size, flags)
 
 
-def write_data(body: bytes, size: int) -> bytes:
-    data = body[_IO_IN.size : _IO_IN.size + size]
+def write_data(body: bytes, size: int) -> memoryview:
+    """A WRITE's data: a view of ``body``, not a copy."""
+    data = memoryview(body)[_IO_IN.size : _IO_IN.size + size]
     if len(data) != size:
         raise WireError(f"a write of {size} bytes carries {len(data)}")
     return data
