@@ -352,6 +352,33 @@ def test_tar_x_costs_few_requests_per_file(
     )
 
 
+def test_listing_a_directory_known_whole_costs_no_requests(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """In cache mode ``auto`` a directory the client made or listed within the second is
+    listed again from what it knows, its own changes included (``rm -rf`` and ``find``
+    read each directory twice); a name made elsewhere shows once that second is over."""
+    gw = gateway_with(metrics=True)
+    m = mount(gw.uri, "alpha", "auto").path
+    d = m / "d"
+    d.mkdir()
+    for i in range(20):
+        (d / f"f{i}").write_bytes(b"x")
+    first = sorted(os.listdir(d))
+    before = settled(gw)
+    again = sorted(os.listdir(d))
+    (d / "f3").unlink()
+    (d / "new").write_bytes(b"y")
+    after = sorted(os.listdir(d))
+    spent = delta(before, settled(gw))
+    assert again == first == sorted(f"f{i}" for i in range(20))
+    assert after == sorted({*first, "new"} - {"f3"})
+    assert "readdirplus" not in spent and "walkopen" not in spent, spent
+    (gw.share_dir("alpha") / "d" / "host").write_bytes(b"z")
+    time.sleep(1.2)
+    assert "host" in os.listdir(d)
+
+
 @pytest.mark.parametrize("lister", ["listdir", "ls -l"])
 def test_stat_after_listing_costs_no_requests(
     gateway_with: GatewayFactory, mount: MountFactory, lister: str

@@ -118,6 +118,9 @@ class FidOperations:
         self.timeout = TIMEOUTS[cache]
         #: The kernel gathers writes in its page cache (not with ``none``: direct I/O).
         self.enable_writeback_cache = cache != "none" and not readonly
+        #: The kernel keeps a symlink's target with its inode: a target never changes
+        #: (a new link is a new inode), but ``none`` promises every read reaches us.
+        self.cache_symlinks = cache != "none"
         self.inodes = InodeTable(max_fids)
         #: The change feed's follower (cache mode ``coherent``; set by the mount).
         self.feed: Feed | None = None
