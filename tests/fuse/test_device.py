@@ -21,7 +21,7 @@ import pytest
 from vshare.fuse.device import EntryAttributes, StatvfsData, wire
 
 from .conftest import GatewayFactory, GatewayProc, MountFactory
-from .test_semantics import NOBODY, delta, settled
+from .test_semantics import NOBODY, delta, run_as_nobody, settled
 
 _PROBE = r"""
 #include <linux/fuse.h>
@@ -206,21 +206,6 @@ def test_readdir_reply_holds_what_fits() -> None:
 # --- through real mounts -------------------------------------------------------------
 
 
-def _as_nobody(cwd: Path, script: str) -> None:
-    done = subprocess.run(
-        ["/bin/sh", "-c", script],
-        cwd=cwd,
-        user=NOBODY,
-        group=NOBODY,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(params=["local", "fuse-none", "fuse-auto"])
 def place(
     request: pytest.FixtureRequest, tmp_path: Path, gateway_proc: GatewayProc, mount: MountFactory
@@ -249,7 +234,7 @@ def test_setid_bits_go_as_on_a_local_disk(place: tuple[Path, Path]) -> None:
     os.chmod(pub / "w", 0o6777)  # written to by nobody: both bits go
     os.chmod(pub / "t", 0o4766)  # truncated by nobody: set-user-ID goes
     os.chmod(pub / "c", 0o6755)  # chowned by root: both go
-    _as_nobody(pub, "echo more >> w && truncate -s 1 t")
+    run_as_nobody(pub, "echo more >> w && truncate -s 1 t")
     os.chown(pub / "c", NOBODY, NOBODY)
     want = {"w": 0o777, "t": 0o766, "c": 0o755}
     seen = {n: stat.S_IMODE(os.stat(pub / n).st_mode) for n in want}

@@ -201,6 +201,22 @@ def test_renamed_open_file_lands_in_the_backing_file(
 NOBODY = 65534
 
 
+def run_as_nobody(cwd: Path, script: str) -> None:
+    """``script`` by /bin/sh as uid and gid 65534, no other groups (no capabilities)."""
+    done = subprocess.run(
+        ["/bin/sh", "-c", script],
+        cwd=cwd,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, f"as {NOBODY}: {done.stderr}"
+
+
 def test_passthrough_creates_owned_by_the_caller(
     gateway_with: GatewayFactory, mount: MountFactory
 ) -> None:
@@ -213,18 +229,7 @@ def test_passthrough_creates_owned_by_the_caller(
     assert mode(back / "pub") == 0o777
     # chdir into the mount as root (the mountpoint's parents are private to root), then
     # drop to nobody: the mount is allow_other + default_permissions.
-    done = subprocess.run(
-        ["/bin/sh", "-c", "echo data > file && mkdir dir && ln -s file link && mkfifo fifo"],
-        cwd=m / "pub",
-        user=NOBODY,
-        group=NOBODY,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, f"as {NOBODY}: {done.stderr}"
+    run_as_nobody(m / "pub", "echo data > file && mkdir dir && ln -s file link && mkfifo fifo")
     owners = {
         name: (os.lstat(back / "pub" / name).st_uid, os.lstat(back / "pub" / name).st_gid)
         for name in ("file", "dir", "link", "fifo")

@@ -189,15 +189,17 @@ class DeviceSession:
                     log.error("reading /dev/fuse: %s; the mount ends", exc)
                 self._end()  # ENODEV: unmounted
                 return
-            self._dispatch(bytes(self._view[:n]))
+            self._dispatch(self._view[:n])
 
-    def _dispatch(self, data: bytes) -> None:
+    def _dispatch(self, data: memoryview) -> None:
+        """``data``: one read of the device, in the read buffer (valid until the next
+        read): the request's arguments are copied out of it once, as ``body``."""
         try:
             header, length = wire.parse_header(data)
         except wire.WireError as exc:
             log.error("a request from the kernel we cannot read: %s", exc)
             return
-        body = data[wire.IN_HEADER.size : length]
+        body = bytes(data[wire.IN_HEADER.size : length])
         op = header.opcode
         fast = self._fast.get(op)
         if fast is not None and self._answer_now(fast, header, body):
