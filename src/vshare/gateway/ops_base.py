@@ -207,7 +207,7 @@ class OperationsBase:
                     att.root.close()
             return freed
 
-        self.fid_budget.give(await anyio.to_thread.run_sync(close))
+        self.fid_budget.give(await self.ctx.workers.run(close))
         self.ctx.locks.release_session(self.session_id)
         self.lock_budget.close()
 

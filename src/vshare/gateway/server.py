@@ -183,6 +183,7 @@ class Gateway:
             raise
         for address in self.addresses:
             log.info("gateway: listening on %s", address)
+        self.ctx.workers.warm()
         try:
             async with anyio.create_task_group() as tg:
                 self._session_tg = tg

@@ -87,7 +87,7 @@ MIN_MSIZE = 4096
 _BATCH_PARTS = 128
 #: Seconds of requests answered on the loop by one session before it sends what it has and
 #: lets the other sessions in: what one busy session can add to another's latency.
-_SLICE = 0.0005
+_SLICE = 0.0002
 #: The least a session is read at a time, even with its identity at its partial-frame bound
 #: (whole small frames still get through).
 _MIN_RECEIVE = 4096

@@ -24,6 +24,8 @@ made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,13 +45,43 @@ class Workers:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
+        self._warming: threading.Barrier | None = None
 
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vshare-backend")
         return self._pool
 
+    def warm(self) -> None:
+        """Start every thread now, from a thread of its own. A pool starts a thread when a
+        call finds none idle, and ``Thread.start`` waits until the new thread runs: on the
+        event loop, with both cores busy, that held every session for milliseconds."""
+        pool, threads = self.pool(), self.threads
+        self._warming = barrier = threading.Barrier(threads)
+
+        def hold() -> None:  # each call holds its thread until all have one: one each
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=10)
+
+        def start() -> None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                for _ in range(threads):
+                    pool.submit(hold)
+
+        threading.Thread(target=start, name="vshare-warm", daemon=True).start()
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in a worker thread, outside any share's bound (the gateway's own work);
+        carried out to its end once started, as :meth:`ShareWorkers.run`."""
+        future = asyncio.get_running_loop().run_in_executor(self.pool(), fn)
+        with anyio.CancelScope(shield=True):
+            result = await future
+        return result
+
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.abort()
+            self._warming = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
