@@ -31,9 +31,14 @@ class Peer:
     """One connection: frames sent in batches, replies decoded by tag."""
 
     def __init__(self, uri: str, *, version: bool = True) -> None:
-        assert uri.startswith("unix://"), uri
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(uri[len("unix://") :])
+        if uri.startswith("tcp://"):
+            host, _, port = uri[len("tcp://") :].rpartition(":")
+            self.sock = socket.create_connection((host, int(port)))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            assert uri.startswith("unix://"), uri
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(uri[len("unix://") :])
         self.decoder = p.FrameDecoder(accept="R")
         self.next_tag = 1
         if version:

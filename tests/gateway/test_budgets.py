@@ -2,9 +2,11 @@
 refused or contained while a second tenant measures its getattr latency.
 
 The attacker is a separate process (``attacker.py``: raw 9P over a Unix socket, so its
-identity is this uid); the other tenant is this process, over TCP from 127.0.0.1 (another
-identity), answered by the gateway on this event loop. Its p99 getattr latency must stay
-within 5 ms and every one of its requests must succeed.
+identity is this uid); so is the other tenant (``tenant.py``: over TCP from 127.0.0.1,
+another identity), as VMs are. Its p99 getattr latency must stay within 5 ms and every one
+of its requests must succeed. (Measured from this process, on the gateway's own event loop,
+each getattr also waited for the hops of its client's tasks there, each behind a busy
+session's turn: 3 ms of a 5 ms limit that was not the gateway's doing.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
 P99_LIMIT = 0.005
 MEASURE_AT_LEAST = 1.0  # seconds: ~400 getattrs
+#: The other tenant's sessions: tenant.py's, and its client in this process.
+VICTIM_SESSIONS = 2
 
 
 def shares() -> tuple[Share, ...]:
@@ -49,20 +53,12 @@ def shares() -> tuple[Share, ...]:
 
 
 class Victim:
-    """The other tenant: getattr after getattr, timed, until stopped."""
+    """The other tenant: ``tenant.py``'s getattr latencies, and a client of its own in this
+    process for what a test checks it can still do (not timed)."""
 
-    def __init__(self, client: Client, fid: int) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        self.fid = fid
         self.latencies: list[float] = []
-        self.running = True
-
-    async def run(self) -> None:
-        while self.running:
-            start = time.perf_counter()
-            await self.client.call(p.Tgetattr(self.fid, p.GETATTR_BASIC), p.Rgetattr)
-            self.latencies.append(time.perf_counter() - start)
-            await anyio.sleep(0.002)
 
     def p99(self) -> float:
         return statistics.quantiles(self.latencies, n=100)[98]
@@ -76,19 +72,46 @@ class Victim:
 @asynccontextmanager
 async def victim(gw: Running) -> AsyncIterator[Victim]:
     """The other tenant measures while the body runs; its p99 is checked at the end."""
-    async with open_client(f"tcp://127.0.0.1:{gw.tcp_port}") as c:
-        root, _ = await c.attach("alpha")
-        v = Victim(c, await walk(c, root))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(v.run)
-            started = time.monotonic()
-            yield v
-            # a few more after the attacker has left, and enough of them for a p99
-            await anyio.sleep(max(0.2, MEASURE_AT_LEAST - (time.monotonic() - started)))
-            v.running = False
+    uri = f"tcp://127.0.0.1:{gw.tcp_port}"
+    async with child("tests.gateway.tenant", uri, "alpha") as proc, open_client(uri) as c:
+        assert proc.stdin is not None and proc.stdout is not None
+        with anyio.fail_after(30):
+            assert await receive_line(proc.stdout) == b"ready\n"
+        await c.attach("alpha")  # (within the handshake timeout)
+        v = Victim(c)
+        started = time.monotonic()
+        yield v
+        # a few more after the attacker has left, and enough of them for a p99
+        await anyio.sleep(max(0.2, MEASURE_AT_LEAST - (time.monotonic() - started)))
+        await proc.stdin.send(b"stop\n")
+        with anyio.fail_after(10):
+            v.latencies = json.loads(await receive_line(proc.stdout))
     print(v.report("other tenant"))
     assert len(v.latencies) > 50
     assert v.p99() <= P99_LIMIT, v.report("other tenant")
+
+
+async def receive_line(stream: anyio.abc.ByteReceiveStream) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        line += await stream.receive()
+    return line
+
+
+@asynccontextmanager
+async def child(module: str, *args: str) -> AsyncIterator[anyio.abc.Process]:
+    """``python -m module args``, piped, killed at the end if it has not exited."""
+    proc = await anyio.open_process(
+        [sys.executable, "-m", module, *args], cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with anyio.CancelScope(shield=True):
+                await proc.wait()
 
 
 class Attacker:
@@ -104,10 +127,8 @@ class Attacker:
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None
         await proc.stdin.send(b"go\n")
-        line = b""
         with anyio.fail_after(60):
-            while not line.endswith(b"\n"):
-                line += await proc.stdout.receive()
+            line = await receive_line(proc.stdout)
         yield json.loads(line)
         await proc.stdin.aclose()
         with anyio.fail_after(10):
@@ -117,17 +138,8 @@ class Attacker:
 @asynccontextmanager
 async def attacker(*args: str) -> AsyncIterator[Attacker]:
     """Start ``attacker.py`` with ``args``; it attacks in :meth:`Attacker.attack`."""
-    proc = await anyio.open_process(
-        [sys.executable, "-m", "tests.gateway.attacker", *args], cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-    )  # fmt: skip
-    try:
+    async with child("tests.gateway.attacker", *args) as proc:
         yield Attacker(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            with anyio.CancelScope(shield=True):
-                await proc.wait()
 
 
 def rss() -> int:
@@ -172,7 +184,9 @@ async def test_fids_until_emfile_leave_others_alone(start_gateway: GatewayFactor
                 # each session until its own limit, the second until the identity's
                 assert got["errors"] == [errno.EMFILE]
                 assert got["fids"] == [1499, 999]  # (+ the attach fid each)
-                assert fds_into(gw.volume) >= baseline + 2500  # an fd per open
+                # an fd per open (2,500 readlinks: in a thread, off the loop the other
+                # tenant is answered on)
+                assert await anyio.to_thread.run_sync(fds_into, gw.volume) >= baseline + 2500
                 fids = gw.gateway.ctx.budgets.fids
                 assert fids.refusals["session"] >= 1 and fids.refusals["identity"] >= 1
                 # the other tenant attaches, walks, opens and reads as usual
@@ -185,7 +199,7 @@ async def test_fids_until_emfile_leave_others_alone(start_gateway: GatewayFactor
                 await c.clunk(f)
                 await c.clunk(root)
             with anyio.fail_after(5):
-                while len(gw.gateway.sessions) > 1:
+                while len(gw.gateway.sessions) > VICTIM_SESSIONS:
                     await anyio.sleep(0.01)
         await sessions_ended(gw)
         assert fds_into(gw.volume) == baseline
@@ -203,16 +217,16 @@ async def test_silent_connections_take_only_their_identitys_slots(
         budget = gw.gateway.ctx.budgets.sessions
         async with attacker("silent", gw.uri, "60") as a, victim(gw), a.attack() as got:
             assert got["closed_at_once"] == 40  # over the identity's 20 slots
-            assert budget.used == 21 and budget.refusals["identity"] == 40
+            assert budget.used == 20 + VICTIM_SESSIONS and budget.refusals["identity"] == 40
             # the other tenant connects and attaches meanwhile
             async with open_client(f"tcp://127.0.0.1:{gw.tcp_port}") as c:
                 root, _ = await c.attach("alpha")
                 await c.call(p.Tgetattr(root, p.GETATTR_BASIC), p.Rgetattr)
             # the attacker's 20 go when their handshake time is up, the victim stays
             with anyio.fail_after(5):
-                while budget.used > 1:
+                while budget.used > VICTIM_SESSIONS:
                     await anyio.sleep(0.05)
-            assert len(gw.gateway.sessions) == 1
+            assert len(gw.gateway.sessions) == VICTIM_SESSIONS
             timeouts = gw.gateway.ctx.metrics.timeouts.labels(kind="handshake")
             assert timeouts._value.get() == 20  # type: ignore[attr-defined]
 
