@@ -75,8 +75,8 @@ class Workers:
         carried out to its end once started, as :meth:`ShareWorkers.run`."""
         future = asyncio.get_running_loop().run_in_executor(self.pool(), fn)
         with anyio.CancelScope(shield=True):
-            result = await future
-        return result
+            await asyncio.wait((future,))
+        return future.result()
 
     def close(self) -> None:
         if self._warming is not None:
