@@ -4,7 +4,8 @@ Layouts are checked against the kernel's own header: ``linux/fuse.h`` compiled b
 prints each struct's size and field offsets, and fills requests with known values, whose
 bytes our decoder must read back (the golden bytes come from the header, not from our
 encoder). Then what taking the kernel's offer changed, through real mounts: set-id bits
-dropped by the client as the kernel would (HANDLE_KILLPRIV_V2), writes of 1 MiB.
+dropped by the client as the kernel would (HANDLE_KILLPRIV_V2), writes of 1 MiB; and the
+kernel's interrupts answered.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -265,3 +268,60 @@ def test_writes_reach_the_gateway_in_1mib(
     spent = delta(before, settled(gw))
     assert (gw.share_dir("alpha") / "big").read_bytes() == data
     assert spent.get("write") in (16, 17), spent
+
+
+_WAIT_THEN_ASK = r"""
+import os, signal, sys, time
+
+class Interrupted(Exception):
+    pass
+
+def interrupt(signum, frame):
+    raise Interrupted
+
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("open", flush=True)
+sys.stdin.readline()
+signal.signal(signal.SIGALRM, interrupt)
+for ask in (lambda: os.pread(fd, 16, 0), lambda: os.fstat(fd)):
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    start = time.monotonic()
+    try:
+        ask()
+        print("answered", flush=True)
+    except Interrupted:
+        print(f"interrupted {time.monotonic() - start:.2f}", flush=True)
+"""
+
+
+def test_a_signal_ends_a_read_and_a_stat_the_gateway_does_not_answer(
+    gateway_proc: GatewayProc, mount: MountFactory
+) -> None:
+    """The gateway stops answering (SIGSTOP: a host being failed over): a read and an
+    fstat of an open file end with EINTR when the caller takes a signal (the kernel waits
+    for our answer to its interrupt; unanswered, not even SIGKILL ended them). Once the
+    gateway is back, the mount answers as before."""
+    assert gateway_proc.proc is not None
+    (gateway_proc.share_dir("alpha") / "f").write_bytes(b"sixteen bytes...")
+    m = mount(gateway_proc.uri, "alpha", "none").path
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WAIT_THEN_ASK, str(m / "f")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "open\n"
+        gateway_proc.proc.send_signal(signal.SIGSTOP)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, _ = child.communicate(timeout=20)
+    finally:
+        gateway_proc.proc.send_signal(signal.SIGCONT)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    said = out.split()
+    assert said[::2] == ["interrupted", "interrupted"], out
+    assert all(float(t) < 3 for t in said[1::2]), out
+    assert (m / "f").read_bytes() == b"sixteen bytes..."
+    assert os.stat(m / "f").st_size == 16

@@ -38,6 +38,15 @@ log = logging.getLogger("vshare.fuse")
 MAX_BACKGROUND = 64
 #: Requests read and dispatched per wake-up before the loop runs anything else.
 READS_PER_WAKEUP = 64
+#: Requests an interrupt (the caller took a signal: Ctrl-C on a stat or read that waits for
+#: a gateway being failed over) answers at once with EINTR. Each only asks: its handler
+#: runs on to its end and its answer is dropped, so nothing it changes (the inode table,
+#: a file's position in a reconnection) is left half done. Requests that make or forget
+#: something the kernel must learn of (lookup, open, create, release...) are answered
+#: when done, as before; the kernel waits for them.
+INTERRUPTIBLE = frozenset(
+    {wire.GETATTR, wire.READ, wire.READLINK, wire.STATFS, wire.GETXATTR, wire.LISTXATTR}
+)
 
 Handler = Callable[[wire.Header, bytes], Awaitable[bytes | list[bytes] | None]]
 #: A request answered at once from what the client knows, or None: then by its Handler.
@@ -96,6 +105,8 @@ class DeviceSession:
         self._buf = bytearray(self.max_write + 64 * 1024)
         self._view = memoryview(self._buf)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Interruptible requests not yet answered, by ``unique``.
+        self._interruptible: set[int] = set()
         self._done: asyncio.Future[None] | None = None
         self._notices: queue.SimpleQueue[tuple[int, bytes] | None] | None = None
         self._noticer: threading.Thread | None = None
@@ -206,6 +217,8 @@ class DeviceSession:
             return
         handler = self._handlers.get(op)
         if handler is not None:
+            if op in INTERRUPTIBLE:
+                self._interruptible.add(header.unique)
             self._spawn(self._answer(handler, header, body))
         elif op in (wire.FORGET, wire.BATCH_FORGET):  # no reply
             try:
@@ -222,8 +235,15 @@ class DeviceSession:
             except (FUSEError, wire.WireError) as exc:
                 log.error("FUSE_INIT refused: %s", exc)
                 self._fail(header.unique, errno.EPROTO)
-        elif op == wire.INTERRUPT:
-            pass  # handlers run to their end; the kernel takes the reply or drops it
+        elif op == wire.INTERRUPT:  # no reply of its own
+            try:
+                unique = wire.u64(body)
+            except wire.WireError as exc:
+                log.error("an interrupt we cannot read: %s", exc)
+                return
+            if unique in self._interruptible:  # else answered already, or runs to its end
+                self._interruptible.discard(unique)
+                self._fail(unique, errno.EINTR)
         elif op == wire.DESTROY:
             self._reply(header.unique, [])
             self._end()
@@ -255,16 +275,30 @@ class DeviceSession:
         try:
             out = await handler(header, body)
         except FUSEError as exc:
-            self._fail(header.unique, exc.errno)
+            if self._unanswered(header):
+                self._fail(header.unique, exc.errno)
         except wire.WireError as exc:
             log.error("opcode %d: %s", header.opcode, exc)
-            self._fail(header.unique, errno.EIO)
+            if self._unanswered(header):
+                self._fail(header.unique, errno.EIO)
         except Exception:
             log.exception("opcode %d failed", header.opcode)
-            self._fail(header.unique, errno.EIO)
+            if self._unanswered(header):
+                self._fail(header.unique, errno.EIO)
         else:
-            if out is not None:
+            if out is not None and self._unanswered(header):
                 self._reply(header.unique, [out] if isinstance(out, bytes) else out)
+
+    def _unanswered(self, header: wire.Header) -> bool:
+        """Whether the request still waits for its answer (not answered EINTR on an
+        interrupt); from here on, it is answered."""
+        if header.opcode not in INTERRUPTIBLE:
+            return True
+        try:
+            self._interruptible.remove(header.unique)
+        except KeyError:
+            return False
+        return True
 
     def _reply(self, unique: int, parts: list[bytes]) -> None:
         size = wire.OUT_HEADER.size + sum(map(len, parts))
