@@ -11,9 +11,11 @@ kernel's interrupts answered.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -52,7 +54,8 @@ int main(void) {
     O(fuse_entry_out, attr.blksize); O(fuse_entry_out, attr_valid);
     O(fuse_attr_out, attr.size); O(fuse_attr_out, attr.gid);
     O(fuse_init_out, flags); O(fuse_init_out, max_write); O(fuse_init_out, max_pages);
-    O(fuse_init_out, time_gran); O(fuse_statfs_out, st.namelen); O(fuse_statfs_out, st.frsize);
+    O(fuse_init_out, time_gran); O(fuse_init_out, flags2);
+    O(fuse_statfs_out, st.namelen); O(fuse_statfs_out, st.frsize);
     printf("\"name_offset\": %zu,\n", (size_t)FUSE_NAME_OFFSET);
     printf("\"name_offset_plus\": %zu,\n", (size_t)FUSE_NAME_OFFSET_DIRENTPLUS);
 
@@ -73,8 +76,10 @@ int main(void) {
     hex("create_in", &c, sizeof c);
     struct fuse_init_in i; memset(&i, 0, sizeof i);
     i.major = 7; i.minor = 41; i.max_readahead = 131072;
-    i.flags = FUSE_HANDLE_KILLPRIV_V2 | FUSE_MAX_PAGES;
-    hex("init_in", &i, 20);
+    i.flags = FUSE_HANDLE_KILLPRIV_V2 | FUSE_MAX_PAGES | FUSE_INIT_EXT;
+    i.flags2 = 1 << 4;  /* bit 36: DIRECT_IO_ALLOW_MMAP, newer than this header */
+    hex("init_in", &i, sizeof i);
+    hex("init_in_7_35", &i, 16);  /* what kernels before FUSE_INIT_EXT send */
     printf("\"end\": 0\n}\n");
     return 0;
 }
@@ -127,9 +132,11 @@ def test_replies_have_the_kernel_layout(header: dict[str, object]) -> None:
     assert len(attr) == header["fuse_attr_out"]
     assert _at(attr, header["fuse_attr_out.attr.size"], 8) == 1 << 35
     assert _at(attr, header["fuse_attr_out.attr.gid"], 4) == 4321
-    init = wire.init_out(38, 131072, wire.HANDLE_KILLPRIV_V2, 64, 1 << 20, 256)
+    flags = wire.HANDLE_KILLPRIV_V2 | wire.DIRECT_IO_ALLOW_MMAP
+    init = wire.init_out(38, 131072, flags, 64, 1 << 20, 256)
     assert len(init) == header["fuse_init_out"]
-    assert _at(init, header["fuse_init_out.flags"], 4) == wire.HANDLE_KILLPRIV_V2
+    assert _at(init, header["fuse_init_out.flags"], 4) == wire.HANDLE_KILLPRIV_V2 | wire.INIT_EXT
+    assert _at(init, header["fuse_init_out.flags2"], 4) == 1 << 4
     assert _at(init, header["fuse_init_out.max_write"], 4) == 1 << 20
     assert _at(init, header["fuse_init_out.max_pages"], 2) == 256
     assert _at(init, header["fuse_init_out.time_gran"], 4) == 1
@@ -181,7 +188,11 @@ def test_requests_filled_by_the_kernel_header_decode(header: dict[str, object]) 
     assert wire.create_in(create) == (0o101, 0o100620, 0, b"file")
     init = wire.init_in(bytes.fromhex(str(header["init_in"])))
     assert (init.major, init.minor, init.max_readahead) == (7, 41, 131072)
-    assert init.flags == wire.HANDLE_KILLPRIV_V2 | wire.MAX_PAGES
+    assert init.flags == (
+        wire.HANDLE_KILLPRIV_V2 | wire.MAX_PAGES | wire.INIT_EXT | wire.DIRECT_IO_ALLOW_MMAP
+    )
+    old = wire.init_in(bytes.fromhex(str(header["init_in_7_35"])))
+    assert (old.max_readahead, old.flags) == (131072, init.flags & 0xFFFF_FFFF)
 
 
 def test_short_or_unterminated_requests_are_wire_errors() -> None:
@@ -325,3 +336,37 @@ def test_a_signal_ends_a_read_and_a_stat_the_gateway_does_not_answer(
     assert all(float(t) < 3 for t in said[1::2]), out
     assert (m / "f").read_bytes() == b"sixteen bytes..."
     assert os.stat(m / "f").st_size == 16
+
+
+def test_shared_mmap_and_sqlite_wal_in_cache_none(
+    gateway_proc: GatewayProc, mount: MountFactory
+) -> None:
+    """``--cache none`` opens files FOPEN_DIRECT_IO; the kernel maps them shared only when
+    asked for DIRECT_IO_ALLOW_MMAP at INIT (else ENODEV: SQLite in WAL mode failed with
+    "disk I/O error"). What is written through the map reaches the gateway."""
+    m = mount(gateway_proc.uri, "alpha", "none").path
+    fd = os.open(m / "mapped", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.ftruncate(fd, 8192)
+        with mmap.mmap(fd, 8192) as mapped:
+            mapped[0:5] = b"hello"
+            mapped[4096:4101] = b"world"
+            mapped.flush()
+    finally:
+        os.close(fd)
+    on_host = (gateway_proc.share_dir("alpha") / "mapped").read_bytes()
+    assert (on_host[0:5], on_host[4096:4101], len(on_host)) == (b"hello", b"world", 8192)
+
+    db = sqlite3.connect(m / "wal.db")
+    try:
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+        db.execute("CREATE TABLE t (x)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
+        db.commit()
+    finally:
+        db.close()
+    host_db = sqlite3.connect(gateway_proc.share_dir("alpha") / "wal.db")
+    try:
+        assert host_db.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1000, 499500)
+    finally:
+        host_db.close()

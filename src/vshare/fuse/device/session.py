@@ -328,6 +328,8 @@ class DeviceSession:
             | wire.PARALLEL_DIROPS
             | wire.MAX_PAGES
             | wire.HANDLE_KILLPRIV_V2
+            | wire.INIT_EXT
+            | wire.DIRECT_IO_ALLOW_MMAP
         )
         if getattr(self.ops, "enable_writeback_cache", False):
             want |= wire.WRITEBACK_CACHE

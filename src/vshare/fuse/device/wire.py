@@ -65,6 +65,11 @@ PARALLEL_DIROPS: Final = 1 << 18
 MAX_PAGES: Final = 1 << 22
 CACHE_SYMLINKS: Final = 1 << 23
 HANDLE_KILLPRIV_V2: Final = 1 << 28
+INIT_EXT: Final = 1 << 30
+# Bits 32..63 travel in ``flags2`` (with INIT_EXT both ways); kernels from 6.6 on.
+#: Shared mmap of a file opened FOPEN_DIRECT_IO (``--cache none``): SQLite's WAL, mmap'd
+#: databases and editors' files map it; without, mmap(MAP_SHARED) fails with ENODEV.
+DIRECT_IO_ALLOW_MMAP: Final = 1 << 36
 
 # -- setattr valid bits (FATTR_*) --
 FATTR_MODE: Final = 1 << 0
@@ -112,7 +117,7 @@ _RELEASE_IN = struct.Struct("<QIIQ")  # fuse_release_in, fuse_flush_in
 _FSYNC_IN = struct.Struct("<QII")
 _CREATE_IN = struct.Struct("<IIII")
 _RENAME2_IN = struct.Struct("<QII")
-_INIT_IN = struct.Struct("<IIIII")
+_INIT_IN = struct.Struct("<IIII")
 _INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
 _STATFS_OUT = struct.Struct("<QQQQQIIII24x")
 _DIRENT = struct.Struct("<QQII")
@@ -248,7 +253,9 @@ def init_in(body: bytes) -> InitIn:
     if len(body) < _INIT_IN.size:  # a kernel older than 7.6: no readahead nor flags
         major, minor = struct.unpack_from("<II", body)
         return InitIn(major, minor, 0, 0)
-    major, minor, readahead, flags, _ = _INIT_IN.unpack_from(body)
+    major, minor, readahead, flags = _INIT_IN.unpack_from(body)
+    if flags & INIT_EXT and len(body) >= _INIT_IN.size + 4:
+        flags |= u32_pair(body[_INIT_IN.size :] + bytes(4))[0] << 32
     return InitIn(major, minor, readahead, flags)
 
 
@@ -342,19 +349,22 @@ def init_out(
     max_write: int,
     max_pages: int,
 ) -> bytes:
+    """``flags``: 64 bits, the high half sent in flags2 (then with INIT_EXT)."""
     congestion = max_background * 3 // 4
+    high = flags >> 32
+    low = (flags & 0xFFFF_FFFF) | (INIT_EXT if high else 0)
     return _INIT_OUT.pack(
         KERNEL_MAJOR,
         minor,
         max_readahead,
-        flags,
+        low,
         max_background,
         congestion,
         max_write,
         1,  # time_gran: nanoseconds
         max_pages,
         0,
-        0,
+        high,
     )
 
 
