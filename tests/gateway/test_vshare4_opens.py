@@ -32,7 +32,7 @@ async def test_an_older_gateway_is_asked_for_less(
 ) -> None:
     """A gateway that does not know vshare.4 answers "9P2000.L" to it; the client asks
     for vshare.3 and creates as before (a clone and a Tlcreate)."""
-    older = session.VSHARE_VERSIONS - {p.VERSION_VSHARE_4}
+    older = session.VSHARE_VERSIONS - {p.VERSION_VSHARE_4, p.VERSION_VSHARE_5}
     monkeypatch.setattr(session, "VSHARE_VERSIONS", older)
     async with gw.client() as c:
         assert c.feed and c.readdirplus and c.ordered

@@ -26,6 +26,7 @@ def test_the_table_has_every_9p2000l_message() -> None:
     expected |= {154, 155}  # vshare's Tgetattrat/Rgetattrat (VERSION_VSHARE_2)
     expected |= {156, 157}  # vshare's Tlcreateat/Rlcreateat (VERSION_VSHARE_4)
     expected |= {158, 159}  # vshare's Twalkopen/Rwalkopen (VERSION_VSHARE_4)
+    expected |= {160, 161}  # vshare's Tfallocate/Rfallocate (VERSION_VSHARE_5)
     assert set(MESSAGE_TYPES) == expected
     assert 107 not in MESSAGE_TYPES  # Rerror: 9P2000.L answers with Rlerror only
 

@@ -291,6 +291,33 @@ class CheckedBackend(Backend, Generic[_N, _F]):
         return self._readdir(f, readdir_position(cookie, max_entries), max_entries)
 
     @einval_on_value_error
+    def fallocate(
+        self,
+        file: OpenFile,
+        offset: int,
+        length: int,
+        *,
+        keep_size: bool = False,
+        punch_hole: bool = False,
+        zero_range: bool = False,
+    ) -> None:
+        f = self._file(file)
+        if f._is_dir:
+            raise err(errno.EISDIR)
+        if punch_hole and (zero_range or not keep_size):  # as Linux's vfs_fallocate
+            raise err(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise err(errno.EINVAL)
+        if offset + length > I64_MAX:
+            raise err(errno.EFBIG)
+        self._fallocate(f, offset, length, keep_size, punch_hole, zero_range)
+
+    @abc.abstractmethod
+    def _fallocate(
+        self, f: _F, offset: int, length: int, keep_size: bool, punch_hole: bool, zero_range: bool
+    ) -> None: ...
+
+    @einval_on_value_error
     def mkdir(self, parent: Node, name: str, mode: int) -> Node:
         return self._mkdir(self._parent(parent), name_bytes(name), mode & 0o7777)
 

@@ -453,6 +453,28 @@ def fdatasync(fd: int) -> None:
     _check(load().glfs_fdatasync(_ptr(fd), None, None))
 
 
+def ftruncate(fd: int, length: int) -> None:
+    _count("truncate")
+    _check(load().glfs_ftruncate(_ptr(fd), _size(length), None, None))
+
+
+def fallocate(fd: int, offset: int, length: int, *, keep_size: bool) -> None:
+    _count("fallocate")
+    _check(load().glfs_fallocate(_ptr(fd), int(keep_size), _size(offset), _size(length)))
+
+
+def discard(fd: int, offset: int, length: int) -> None:
+    """``glfs_discard``: a hole punched, the size kept."""
+    _count("discard")
+    _check(load().glfs_discard(_ptr(fd), _size(offset), _size(length)))
+
+
+def zerofill(fd: int, offset: int, length: int) -> None:
+    """``glfs_zerofill``: the range reads as zeros, the size kept."""
+    _count("zerofill")
+    _check(load().glfs_zerofill(_ptr(fd), _size(offset), _size(length)))
+
+
 def seekdir(fd: int, offset: int) -> None:
     """``glfs_seekdir``: the next :func:`readdirplus` starts after the entry whose
     ``d_off`` is ``offset`` (0: from the start)."""

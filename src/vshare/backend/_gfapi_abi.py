@@ -180,6 +180,14 @@ PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     # int glfs_fsync(fd, *prestat, *poststat), glfs_fdatasync likewise           (6.0)
     "glfs_fsync": (_INT, (_P, _P, _P)),
     "glfs_fdatasync": (_INT, (_P, _P, _P)),
+    # int glfs_ftruncate(fd, off_t length, *prestat, *poststat)                    (6.0)
+    "glfs_ftruncate": (_INT, (_P, _OFF, _P, _P)),
+    # int glfs_fallocate(fd, int keep_size, off_t offset, size_t len)              (3.5.0)
+    "glfs_fallocate": (_INT, (_P, _INT, _OFF, _SIZE)),
+    # int glfs_discard(fd, off_t offset, size_t len)                               (3.5.0)
+    "glfs_discard": (_INT, (_P, _OFF, _SIZE)),
+    # int glfs_zerofill(fd, off_t offset, off_t len)                               (3.5.0)
+    "glfs_zerofill": (_INT, (_P, _OFF, _OFF)),
     # int glfs_readdirplus_r(fd, struct stat *, struct dirent *, struct dirent **res)
     "glfs_readdirplus_r": (_INT, (_P, _STAT_P, ctypes.POINTER(Dirent), ctypes.POINTER(_P))),
     "glfs_seekdir": (None, (_P, ctypes.c_long)),

@@ -442,3 +442,18 @@ def fchownat(dirfd: int, path: bytes, uid: int, gid: int, flags: int) -> None:
         gid & _UINT32_MAX,
         flags,
     )
+
+
+#: fallocate(2)'s mode bits (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE: Final = 0x01
+FALLOC_FL_PUNCH_HOLE: Final = 0x02
+FALLOC_FL_ZERO_RANGE: Final = 0x10
+
+_fallocate_func = _libc.fallocate
+_fallocate_func.restype = ctypes.c_int
+_fallocate_func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """``fallocate(fd, mode, offset, length)`` (glibc's, 64-bit offsets)."""
+    _retry(_fallocate_func, _check_fd(fd), mode, offset, length)

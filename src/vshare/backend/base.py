@@ -338,6 +338,22 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def fsync(self, file: OpenFile, *, datasync: bool) -> None: ...
 
+    def fallocate(
+        self,
+        file: OpenFile,
+        offset: int,
+        length: int,
+        *,
+        keep_size: bool = False,
+        punch_hole: bool = False,
+        zero_range: bool = False,
+    ) -> None:
+        """fallocate(2) of an open regular file, ``length`` bytes from ``offset``: allocate
+        them (the size grows to cover them unless ``keep_size``), punch a hole there
+        (``punch_hole``, only with ``keep_size``) or zero them (``zero_range``). EOPNOTSUPP
+        where the backend or its filesystem cannot (this default)."""
+        raise OSError(errno.EOPNOTSUPP, "fallocate is not supported by this backend")
+
     # -- change sources (the gateway's change feed, docs/changes-feed.md) ---------------------
 
     def host_directory(self, node: Node) -> HostDirectory | None:

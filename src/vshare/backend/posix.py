@@ -495,6 +495,23 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         with f._ref as fd:
             (os.fdatasync if datasync else os.fsync)(fd)
 
+    def _fallocate(
+        self,
+        f: PosixOpenFile,
+        offset: int,
+        length: int,
+        keep_size: bool,
+        punch_hole: bool,
+        zero_range: bool,
+    ) -> None:
+        mode = (
+            (_linux.FALLOC_FL_KEEP_SIZE if keep_size else 0)
+            | (_linux.FALLOC_FL_PUNCH_HOLE if punch_hole else 0)
+            | (_linux.FALLOC_FL_ZERO_RANGE if zero_range else 0)
+        )
+        with f._ref as fd:
+            _linux.fallocate(fd, mode, offset, length)
+
     # -- names ---------------------------------------------------------------------------------
 
     def _mkdir(self, parent: PosixNode, raw: bytes, perms: int) -> PosixNode:

@@ -41,6 +41,7 @@ from vshare.protocol import (
     VERSION_VSHARE_2,
     VERSION_VSHARE_3,
     VERSION_VSHARE_4,
+    VERSION_VSHARE_5,
     FrameDecoder,
     Message,
     Qid,
@@ -101,7 +102,7 @@ class _Pending:
 
 
 #: The vshare versions, each implying those before it.
-_VSHARE = (VERSION_VSHARE_4, VERSION_VSHARE_3, VERSION_VSHARE_2, VERSION_VSHARE)
+_VSHARE = (VERSION_VSHARE_5, VERSION_VSHARE_4, VERSION_VSHARE_3, VERSION_VSHARE_2, VERSION_VSHARE)
 
 
 def _reply_type(msg: Message) -> type[Message] | None:
@@ -132,6 +133,8 @@ class Client:
         self.feed = False
         #: Whether the server answers Tlcreateat and Twalkopen (``VERSION_VSHARE_4``).
         self.opens_new_fids = False
+        #: Whether the server answers Tfallocate (``VERSION_VSHARE_5``).
+        self.fallocates = False
         #: Requests this client has in flight at most (waited, unwaited and abandoned
         #: alike): under the gateway's bound per session (256), which answers EAGAIN past
         #: it — an unwaited Tclunk refused so would leave its fid open there.
@@ -427,8 +430,9 @@ class Client:
         self._free_fids.append(fid)
 
     async def version(self, msize: int) -> int:
-        """Negotiate, asking for the most first: ``VERSION_VSHARE_4`` (Tlcreateat and
-        Twalkopen, :attr:`opens_new_fids`), ``VERSION_VSHARE_3`` (the change feed, :attr:`feed`),
+        """Negotiate, asking for the most first: ``VERSION_VSHARE_5`` (Tfallocate,
+        :attr:`fallocates`), ``VERSION_VSHARE_4`` (Tlcreateat and Twalkopen,
+        :attr:`opens_new_fids`), ``VERSION_VSHARE_3`` (the change feed, :attr:`feed`),
         ``VERSION_VSHARE_2`` (Treaddirplus, :attr:`readdirplus`), then ``VERSION_VSHARE``
         (requests on one fid kept in order, :attr:`ordered`), then plain 9P2000.L. A
         gateway that knows less answers "9P2000.L" (the prefix) and is asked for the next;
@@ -446,9 +450,10 @@ class Client:
         if reply.version not in (*_VSHARE, VERSION_9P2000_L):
             raise OSError(errno.EPROTONOSUPPORT, f"server speaks {reply.version!r}")
         self.ordered = reply.version in _VSHARE
-        self.readdirplus = reply.version in _VSHARE[:3]
-        self.feed = reply.version in _VSHARE[:2]
-        self.opens_new_fids = reply.version == VERSION_VSHARE_4
+        self.readdirplus = reply.version in _VSHARE[:4]
+        self.feed = reply.version in _VSHARE[:3]
+        self.opens_new_fids = reply.version in _VSHARE[:2]
+        self.fallocates = reply.version == VERSION_VSHARE_5
         self.msize = reply.msize
         return reply.msize
 

@@ -35,10 +35,12 @@ from vshare.protocol import (
     SETATTR_SIZE,
     SETATTR_UID,
     Message,
+    Rfallocate,
     Rlcreate,
     Rread,
     Rwrite,
     Tclunk,
+    Tfallocate,
     Tfsync,
     Tgetattr,
     Tlcreate,
@@ -277,6 +279,25 @@ class FileOperations(DirectoryOperations):
             await s.client.rpc(Tfsync(fid, int(datasync)))
 
         await self._file_call(f, one)
+
+    @fuse_errors
+    async def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
+        """fallocate(2), after what was written behind; EOPNOTSUPP from a gateway older
+        than ``VERSION_VSHARE_5`` (glibc's posix_fallocate then writes zeros itself). The
+        file's size and blocks change: its attributes are asked for again."""
+        f = self._files[fh]
+        await self._drain(f, tell=True)
+        await self._flush_pending(f.node)
+
+        async def one(s: Session, fid: int) -> None:
+            if not s.client.fallocates:
+                raise OSError(errno.EOPNOTSUPP, "the gateway has no fallocate (vshare.5)")
+            await s.client.call(Tfallocate(fid, mode, offset, length), Rfallocate)
+
+        try:
+            await self._file_call(f, one)
+        finally:
+            f.node.attrs_at = float("-inf")
 
     async def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)

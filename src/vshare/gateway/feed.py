@@ -57,6 +57,7 @@ from vshare.protocol import (
     Change,
     Message,
     Tclunk,
+    Tfallocate,
     Tlcreate,
     Tlcreateat,
     Tlink,
@@ -274,7 +275,7 @@ def describe(fids: dict[int, Fid], msg: Message) -> tuple[str, list[Change]] | N
     handler runs: Tlcreate turns its directory fid into the file, Tremove ends its fid).
     None for requests that change nothing others cache."""
     t = type(msg)
-    if t is Twrite:
+    if t is Twrite or t is Tfallocate:
         fid = fids.get(msg.fid)  # type: ignore[union-attr]
         if fid is None or fid.xattr_write is not None:  # an xattr's value: told at Tclunk
             return None

@@ -40,6 +40,7 @@ from vshare.protocol import (
     Tattach,
     Tauth,
     Tclunk,
+    Tfallocate,
     Tfsync,
     Tgetattr,
     Tgetattrat,
@@ -98,7 +99,7 @@ FID_CHANGES: Final[dict[type, tuple[str, ...]]] = {
     Tlcreate: ("fid",), Tlcreateat: ("newfid",), Twalkopen: ("newfid",), Txattrcreate: ("fid",),
     Tclunk: ("fid",), Tremove: ("fid",),
     Trename: ("fid",), Tmkdir: ("dfid",), Tsymlink: ("fid",), Tmknod: ("dfid",),
-    Tlink: ("dfid", "fid"), Tsetattr: ("fid",),
+    Tlink: ("dfid", "fid"), Tsetattr: ("fid",), Tfallocate: ("fid",),
 }  # fmt: skip
 #: Of each request, every field that names a fid (an attach's ``afid`` names none: it must
 #: be NOFID). Not Twatch: a long poll, it would hold up every later change of its fid
@@ -133,6 +134,7 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
             Tlcreate: self.lcreate, Tlcreateat: self.lcreateat, Twalkopen: self.walkopen,
+            Tfallocate: self.fallocate,
             Tread: self.read,
             Twrite: self.write, Tclunk: self.clunk,
             Tremove: self.remove, Tgetattr: self.getattr, Tgetattrat: self.getattrat,

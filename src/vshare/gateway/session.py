@@ -59,6 +59,7 @@ from vshare.protocol import (
     VERSION_VSHARE_2,
     VERSION_VSHARE_3,
     VERSION_VSHARE_4,
+    VERSION_VSHARE_5,
     FrameDecoder,
     LocalProtocolError,
     Message,
@@ -102,7 +103,7 @@ Buffer = bytes | bytearray | memoryview
 #: The versions this gateway agrees to as asked (a test plays an older gateway by
 #: narrowing it); any other "9P2000.L..." is answered "9P2000.L".
 VSHARE_VERSIONS: frozenset[str] = frozenset(
-    {VERSION_VSHARE, VERSION_VSHARE_2, VERSION_VSHARE_3, VERSION_VSHARE_4}
+    {VERSION_VSHARE, VERSION_VSHARE_2, VERSION_VSHARE_3, VERSION_VSHARE_4, VERSION_VSHARE_5}
 )
 _OP_NAMES: dict[type, str] = {t: t.__name__[1:] for t in MESSAGE_TYPES.values()}
 
@@ -430,8 +431,9 @@ class Session:
         msize = min(msg.msize, self.ctx.config.msize)
         if msg.version in VSHARE_VERSIONS:
             # Their promise, order per fid, is what _order keeps; vshare.2 adds messages
-            # (Treaddirplus, Tgetattrat), vshare.3 Twatch (the change feed) and vshare.4
-            # Tlcreateat, which this gateway answers whatever was agreed.
+            # (Treaddirplus, Tgetattrat), vshare.3 Twatch (the change feed), vshare.4
+            # Tlcreateat and Twalkopen, vshare.5 Tfallocate, which this gateway answers
+            # whatever was agreed.
             version = msg.version
         elif msg.version.startswith(VERSION_9P2000_L):
             version = VERSION_9P2000_L

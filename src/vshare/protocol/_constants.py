@@ -40,6 +40,18 @@ VERSION_VSHARE_3: Final = "9P2000.L.vshare.3"
 #: does not know it answers "9P2000.L" (its prefix), and the client then asks for
 #: ``VERSION_VSHARE_3``.
 VERSION_VSHARE_4: Final = "9P2000.L.vshare.4"
+#: ``VERSION_VSHARE_4`` and Tfallocate: fallocate(2) of an open fid, with the modes FUSE
+#: passes on (``FALLOCATE_MODES``), which 9P2000.L has no message for. Asked for first; a
+#: gateway that does not know it answers "9P2000.L" (its prefix), and the client then asks
+#: for ``VERSION_VSHARE_4`` (and answers fallocate EOPNOTSUPP, as v9fs does).
+VERSION_VSHARE_5: Final = "9P2000.L.vshare.5"
+
+#: Tfallocate's mode bits (Linux ``FALLOC_FL_*``): keep the size, punch a hole (with
+#: KEEP_SIZE), zero a range. The ones FUSE passes on; others are EOPNOTSUPP.
+FALLOC_KEEP_SIZE: Final = 0x01
+FALLOC_PUNCH_HOLE: Final = 0x02
+FALLOC_ZERO_RANGE: Final = 0x10
+FALLOCATE_MODES: Final = FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE
 
 NOTAG: Final = 0xFFFF
 NOFID: Final = 0xFFFFFFFF

@@ -392,6 +392,20 @@ class Rwalkopen(Rlopen):
     __slots__ = ()
 
 
+class Tfallocate(NamedTuple):
+    """vshare's extension (``VERSION_VSHARE_5``): fallocate(2) of the open fid ``fid``,
+    ``length`` bytes from ``offset``, with ``mode`` (``FALLOC_*``)."""
+
+    fid: U32
+    mode: U32
+    offset: U64
+    length: U64
+
+
+class Rfallocate(NamedTuple):
+    pass
+
+
 class Tfsync(NamedTuple):
     fid: U32
     datasync: U32
@@ -484,7 +498,7 @@ Message: TypeAlias = (
     | Treaddir | Rreaddir | Tfsync | Rfsync | Tlock | Rlock | Tgetlock | Rgetlock
     | Tlink | Rlink | Tmkdir | Rmkdir | Trenameat | Rrenameat | Tunlinkat | Runlinkat
     | Treaddirplus | Rreaddirplus | Twatch | Rwatch | Tgetattrat | Rgetattrat
-    | Tlcreateat | Rlcreateat | Twalkopen | Rwalkopen
+    | Tlcreateat | Rlcreateat | Twalkopen | Rwalkopen | Tfallocate | Rfallocate
 )  # fmt: skip
 
 #: The type number of every message. T-messages are even, R-messages odd; Rerror (107)
@@ -528,6 +542,8 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
     # only on a session that agreed to VERSION_VSHARE_4:
     156: Tlcreateat, 157: Rlcreateat,
     158: Twalkopen, 159: Rwalkopen,
+    # only on a session that agreed to VERSION_VSHARE_5:
+    160: Tfallocate, 161: Rfallocate,
 }  # fmt: skip
 
 TYPE_NUMBERS: Final[dict[type[Message], int]] = {cls: n for n, cls in MESSAGE_TYPES.items()}

@@ -404,6 +404,43 @@ class BackendConformance(_Suite):
         app.close()
         assert vol.read_all(node) == b"abc1234"
 
+    def test_fallocate(self, vol: Vol) -> None:
+        """fallocate(2)'s modes as Linux has them: allocate (the size grows unless
+        keep_size), punch a hole (keep_size only), zero a range (the size grows unless
+        keep_size); the refusals of Linux's vfs_fallocate."""
+        be = vol.backend
+        node = vol.mkfile(vol.root, "f", b"x" * 8192)
+        file = be.open(node, os.O_RDWR)
+        try:
+            be.fallocate(file, 0, 16384)
+            assert be.getattr(node).size == 16384
+            be.fallocate(file, 16384, 65536, keep_size=True)
+            assert be.getattr(node).size == 16384
+            be.fallocate(file, 0, 4096, keep_size=True, punch_hole=True)
+            be.fallocate(file, 4096, 100, keep_size=True, zero_range=True)
+            be.fallocate(file, 16000, 1000, zero_range=True)
+            assert be.getattr(node).size == 17000
+            with raises_errno(errno.EOPNOTSUPP):
+                be.fallocate(file, 0, 10, punch_hole=True)  # without keep_size
+            with raises_errno(errno.EOPNOTSUPP):
+                be.fallocate(file, 0, 10, keep_size=True, punch_hole=True, zero_range=True)
+            for offset, length in ((-1, 10), (0, 0), (0, -5)):
+                with raises_errno(errno.EINVAL):
+                    be.fallocate(file, offset, length)
+            with raises_errno(errno.EFBIG):
+                be.fallocate(file, (1 << 63) - 5, 10)
+        finally:
+            file.close()
+        assert vol.read_all(node) == bytes(4196) + b"x" * (8192 - 4196) + bytes(17000 - 8192)
+        ro = be.open(node, os.O_RDONLY)
+        with raises_errno(errno.EBADF):
+            be.fallocate(ro, 0, 10)
+        ro.close()
+        directory = be.open(vol.root, os.O_RDONLY)
+        with raises_errno(errno.EISDIR):
+            be.fallocate(directory, 0, 10)
+        directory.close()
+
     def test_open_directory(self, vol: Vol) -> None:
         d = vol.backend.mkdir(vol.root, "d", 0o755)
         file = vol.backend.open(d, os.O_RDONLY)

@@ -277,6 +277,32 @@ class GlusterBackend(GlusterCore):
             else:
                 _gfapi.fsync(fd)
 
+    def _fallocate(
+        self,
+        f: GlusterOpenFile,
+        offset: int,
+        length: int,
+        keep_size: bool,
+        punch_hole: bool,
+        zero_range: bool,
+    ) -> None:
+        if f._accmode == os.O_RDONLY:
+            raise err(errno.EBADF)
+        try:
+            with f._ref as fd:
+                if punch_hole:
+                    _gfapi.discard(fd, offset, length)
+                elif zero_range:
+                    _gfapi.zerofill(fd, offset, length)
+                    # growing the size, as Linux's ZERO_RANGE without KEEP_SIZE does, is
+                    # ours to do
+                    if not keep_size and _gfapi.fstat(fd).st_size < offset + length:
+                        _gfapi.ftruncate(fd, offset + length)
+                else:
+                    _gfapi.fallocate(fd, offset, length, keep_size=keep_size)
+        finally:
+            self._changed(f._qid)
+
     # -- names ---------------------------------------------------------------------------------
 
     def _new_entry(

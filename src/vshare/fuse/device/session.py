@@ -129,6 +129,7 @@ class DeviceSession:
             wire.STATFS: self._statfs,
             wire.RELEASE: self._release,
             wire.FSYNC: self._fsync,
+            wire.FALLOCATE: self._fallocate,
             wire.SETXATTR: self._setxattr,
             wire.GETXATTR: self._getxattr,
             wire.LISTXATTR: self._listxattr,
@@ -485,6 +486,10 @@ class DeviceSession:
 
     async def _fsync(self, h: wire.Header, body: bytes) -> bytes:
         await self.ops.fsync(*wire.fsync_in(body))
+        return b""
+
+    async def _fallocate(self, h: wire.Header, body: bytes) -> bytes:
+        await self.ops.fallocate(*wire.fallocate_in(body))
         return b""
 
     async def _setxattr(self, h: wire.Header, body: bytes) -> bytes:

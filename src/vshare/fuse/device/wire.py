@@ -51,6 +51,7 @@ INTERRUPT: Final = 36
 DESTROY: Final = 38
 BATCH_FORGET: Final = 42
 READDIRPLUS: Final = 44
+FALLOCATE: Final = 43
 RENAME2: Final = 45
 
 # -- INIT flags --
@@ -115,6 +116,7 @@ _SETATTR_IN = struct.Struct("<IIQQQQQQIIIIIIII")
 _IO_IN = struct.Struct("<QQIIQII")  # fuse_read_in, fuse_write_in (and readdir)
 _RELEASE_IN = struct.Struct("<QIIQ")  # fuse_release_in, fuse_flush_in
 _FSYNC_IN = struct.Struct("<QII")
+_FALLOCATE_IN = struct.Struct("<QQQII")
 _CREATE_IN = struct.Struct("<IIII")
 _RENAME2_IN = struct.Struct("<QII")
 _INIT_IN = struct.Struct("<IIII")
@@ -233,6 +235,18 @@ def release_in(body: bytes) -> int:
 def fsync_in(body: bytes) -> tuple[int, bool]:
     fh, flags, _ = _unpack(_FSYNC_IN, body)
     return fh, bool(flags & FSYNC_FDATASYNC)
+
+
+class FallocateIn(NamedTuple):
+    fh: int
+    offset: int
+    length: int
+    mode: int
+
+
+def fallocate_in(body: bytes) -> FallocateIn:
+    fh, offset, length, mode, _ = _unpack(_FALLOCATE_IN, body)
+    return FallocateIn(fh, offset, length, mode)
 
 
 def create_in(body: bytes) -> tuple[int, int, int, bytes]:
