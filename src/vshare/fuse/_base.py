@@ -4,6 +4,7 @@ design, ``_inodes.py`` for why fids are pinned)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
@@ -14,11 +15,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-import anyio
-import anyio.abc
-
 from vshare.client import AsyncShare, Session, StatResult
 from vshare.fuse import _attrs, device
+from vshare.fuse._background import Background
 from vshare.fuse._feed import Feed, Replay
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
@@ -135,7 +134,7 @@ class FidOperations:
         #: (session epoch, the xattr namespaces the gateway shows), once asked (vshare.2).
         self._xattr_namespaces: tuple[int, tuple[str, ...]] | None = None
         #: Set by the mount: without it every request is waited for.
-        self.background: anyio.abc.TaskGroup | None = None
+        self.background: Background | None = None
 
     def _replay(self, ctx: device.RequestContext, parent: int, name: str) -> Replay | None:
         """The change feed's replay of ``name`` in ``parent`` that this request is (the
@@ -416,7 +415,7 @@ class FidOperations:
         if self.background is None:
             return False
         if f.idle is None or f.behind == 0:
-            f.idle = anyio.Event()
+            f.idle = asyncio.Event()
         f.behind += 1
         f.behind_bytes += size
         idle = f.idle

@@ -18,11 +18,10 @@ given back.
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
-
-import anyio
 
 from vshare.client import StatResult
 from vshare.fuse import device
@@ -87,7 +86,7 @@ class OpenFile:
     #: first error, told at the next operation on the file (as a page cache tells it).
     behind: int = 0
     behind_bytes: int = 0
-    idle: anyio.Event | None = None
+    idle: asyncio.Event | None = None
     error: OSError | None = None
 
 

@@ -49,6 +49,7 @@ async def _serve(m: _Mount) -> None:
     import anyio
 
     from vshare.client import open_share
+    from vshare.fuse._background import Background
     from vshare.fuse._feed import Feed
     from vshare.fuse._ops import VshareOperations
     from vshare.fuse.device import DeviceSession, mount_device
@@ -86,14 +87,17 @@ async def _serve(m: _Mount) -> None:
         # Writes as large as one Twrite carries.
         max_write = (m.msize - IOHDRSZ) // 4096 * 4096
         device = DeviceSession(ops, mount_device(m.mountpoint, options), max_write=max_write)
+        ops.background = background = Background()
         try:
             async with anyio.create_task_group() as tasks:
-                ops.background = tasks
                 tasks.start_soon(_widen_readahead, target)
                 if m.cache == "coherent":  # the gateway's changes, pushed (fuse/_feed.py)
                     ops.feed = Feed(ops, target, device)
                     tasks.start_soon(ops.feed.run)
-                await device.serve()
+                try:
+                    await device.serve()
+                finally:
+                    await background.aclose()
                 tasks.cancel_scope.cancel()  # the feed's long poll ends with the mount
         finally:
             # No unmount after an external umount: the kernel already let go.
