@@ -254,6 +254,22 @@ class FidOperations:
         async with self._pinned(directory):
             return await self.share.walk_from(s, pfid, (parts[-1],))
 
+    def _fresh(self, node: Inode) -> bool:
+        """Whether ``node``'s attributes are as fresh as the cache mode promises."""
+        return (
+            self.cache != "none"
+            and node.attrs is not None
+            and time.monotonic() - node.attrs_at < self.timeout
+        )
+
+    async def _cool(self, s: Session | None, node: Inode) -> None:
+        """The kernel holds ``node`` no more: kept cold (``_inodes.py``), its fid given
+        back (now, or by ``_unpin`` when the last request using it ends)."""
+        for old in self.inodes.cool(node):
+            await self._give_back(s, old)
+        if node.busy == 0:
+            await self._give_back(s, node)
+
     async def _give_back(self, s: Session | None, node: Inode) -> None:
         fid, epoch = node.fid, node.epoch
         node.fid, node.epoch = -1, -1
@@ -306,8 +322,14 @@ class FidOperations:
         """One use of ``node``'s fid ended; if it was the last and the kernel forgot the
         inode meanwhile, its fid goes back now (``forget`` could not give it back)."""
         node.busy -= 1
-        if node.busy == 0 and node.fid >= 0 and self.inodes.get(node.number) is not node:
+        if node.busy == 0 and node.fid >= 0 and not self._held(node):
             await self._give_back(self.share.session, node)
+
+    def _held(self, node: Inode) -> bool:
+        """Whether the kernel may name ``node``: it holds a lookup or an open file of it."""
+        return node is self.inodes.root or (
+            self.inodes.get(node.number) is node and (node.lookups > 0 or bool(node.opens))
+        )
 
     async def _shed_fids(self) -> bool:
         """The gateway refused us a fid: hold at most three quarters of the walked fids we

@@ -217,9 +217,8 @@ class DirectoryOperations(FidOperations):
             return
         s = self.share.session
         for _, node, _ in d.entries or ():
-            if node.lookups <= 0 and not node.opens and node.busy == 0:
-                self.inodes.drop(node)  # listed, never handed to the kernel
-                await self._give_back(s, node)
+            if node.lookups <= 0 and not node.opens:
+                await self._cool(s, node)  # listed, never handed to the kernel
         if s is not None and d.epoch == s.epoch:
             await self.share.forget_fid(s, d.fid)
 

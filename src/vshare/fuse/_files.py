@@ -321,6 +321,4 @@ class FileOperations(DirectoryOperations):
             except OSError:
                 pass  # the fid is gone either way
         if node.lookups <= 0 and not node.opens and node is not self.inodes.root:
-            self.inodes.drop(node)
-            if node.busy == 0:
-                await self._give_back(s, node)
+            await self._cool(s, node)

@@ -10,6 +10,13 @@ keeps at most ``max_fids`` walked fids, least recently used first out).
 An :class:`OpenFile` holds its own *opened* fid, so reads, writes, fstat and fsetattr work
 on a file whose name is gone (unlinked or renamed while open), as on a local disk.
 
+An inode the kernel forgets (``drop_caches``, memory pressure, a tree walked once) is kept
+*cold* for a while (:meth:`InodeTable.cool`, at most ``MAX_COLD``, oldest out first),
+without its fid: a lookup of its name while its attributes are as fresh as the cache mode
+promises is answered from them, with nothing asked (``find`` or ``stat`` after
+``drop_caches`` looked every entry up at the gateway again; sshfs answered from the 20 s
+cache it keeps in its process).
+
 Why fids are pinned: a fid number is reused once its Tclunk is answered, so a fid given
 back while a request that names it is being built could make that request act on another
 file. An operation pins (``busy``) the inodes whose fids it uses; only unpinned fids are
@@ -100,11 +107,18 @@ class OpenDir:
     entries: list[tuple[str, Inode, StatResult]] | None = None
 
 
+#: Inodes the kernel forgot, kept for the lookups their attributes can still answer.
+MAX_COLD = 20_000
+
+
 class InodeTable:
     """Inodes by FUSE number and by qid.path, and the walked fids held, in LRU order."""
 
-    def __init__(self, max_fids: int) -> None:
+    def __init__(self, max_fids: int, max_cold: int = MAX_COLD) -> None:
         self.max_fids = max_fids
+        self.max_cold = max_cold
+        #: Inodes the kernel holds no lookup of, oldest first (see the module note).
+        self.cold: OrderedDict[Inode, None] = OrderedDict()
         self.root = Inode(device.ROOT_INODE, [], -1, lookups=1)
         self.by_number: dict[int, Inode] = {device.ROOT_INODE: self.root}
         self.by_qid: dict[int, Inode] = {}
@@ -175,8 +189,31 @@ class InodeTable:
             self.used(node)  # its fid counts against the budget again
         return node
 
+    def cool(self, node: Inode) -> list[Inode]:
+        """The kernel holds ``node`` no more (its last lookup went, no file is open on
+        it): kept for a lookup its attributes answer (the caller gives its fid back now).
+        Returns the oldest kept beyond ``max_cold``, dropped (the caller gives back a fid
+        one of them took meanwhile); one looked up again meanwhile just leaves the list."""
+        self.cold[node] = None
+        self.cold.move_to_end(node)
+        dropped: list[Inode] = []
+        busy: list[Inode] = []
+        while len(self.cold) > self.max_cold:
+            old, _ = self.cold.popitem(last=False)
+            if old.lookups > 0 or old.opens or old is self.root:
+                continue
+            if old.busy:
+                busy.append(old)  # in use by a request: later
+                continue
+            self.drop(old)
+            dropped.append(old)
+        for old in busy:
+            self.cold[old] = None
+        return dropped
+
     def drop(self, node: Inode) -> None:
         """Forget ``node`` (its last lookup went): the caller gives its fid back."""
+        self.cold.pop(node, None)
         self.by_number.pop(node.number, None)
         if self.by_qid.get(node.qid_path) is node:
             del self.by_qid[node.qid_path]
