@@ -287,7 +287,7 @@ class DeviceSession:
             if self._unanswered(header):
                 self._fail(header.unique, errno.EIO)
         else:
-            if out is not None and self._unanswered(header):
+            if self._unanswered(header) and out is not None:
                 self._reply(header.unique, [out] if isinstance(out, bytes) else out)
 
     def _unanswered(self, header: wire.Header) -> bool:
