@@ -61,7 +61,9 @@ class Workers:
 
         def hold() -> None:  # each call holds its thread until all have one: one each
             with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait(timeout=10)
+                # bounded: a backend call stuck on a thread meanwhile must not hold the
+                # calls queued behind these for long
+                barrier.wait(timeout=2)
 
         def start() -> None:
             with contextlib.suppress(RuntimeError):  # closed meanwhile
