@@ -228,6 +228,34 @@ def dotdot(
                     "max_walk_s": max(times, default=0.0), "more": more}  # fmt: skip
 
 
+def flood(uri: str, sessions: str, seconds: str) -> tuple[list[Peer], dict[str, Any]]:
+    """``sessions`` sessions, each with 64 Tgetattrs in flight, all sent at once, their
+    replies read, again, for ``seconds``: every session ready on the gateway's loop at
+    the same time."""
+    peers = []
+    for _ in range(int(sessions)):
+        peer = Peer(uri)
+        peer.attach()
+        peer.pipeline([p.Twalk(0, 1, ())])
+        peers.append(peer)
+    batch = b"".join(p.encode(t, p.Tgetattr(1, p.GETATTR_BASIC)) for t in range(1, 65))
+    rounds = 0
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        for peer in peers:
+            peer.sock.sendall(batch)
+        for peer in peers:
+            got = 0
+            while got < 64:
+                data = peer.sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("the gateway closed the connection")
+                peer.decoder.feed(data)
+                got += sum(1 for _ in peer.decoder)
+        rounds += 1
+    return peers, {"rounds": rounds, "getattrs": rounds * 64 * len(peers)}
+
+
 ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
     "locks": locks,
     "unread": unread,
@@ -235,6 +263,7 @@ ATTACKS: dict[str, Callable[..., tuple[list[Peer], dict[str, Any]]]] = {
     "fids": fids,
     "silent": silent,
     "dotdot": dotdot,
+    "flood": flood,
 }
 
 

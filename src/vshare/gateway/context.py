@@ -27,6 +27,7 @@ from vshare.gateway.config import GatewayConfig, Share
 from vshare.gateway.feed import FeedHub
 from vshare.gateway.instances import InstanceTable
 from vshare.gateway.locks import LockTable
+from vshare.gateway.loop_share import LoopShare
 from vshare.gateway.metrics import Metrics
 from vshare.gateway.quota import ShareUsage
 from vshare.gateway.workers import ShareWorkers, Workers
@@ -296,6 +297,8 @@ class GatewayContext:
     budgets: Budgets = field(init=False)
     #: The change feed (``9P2000.L.vshare.3``): subscriptions by share, and its sources.
     feed: FeedHub = field(default_factory=FeedHub)
+    #: Each identity's share of the event loop (loop_share.py).
+    loop_share: LoopShare = field(default_factory=LoopShare)
 
     def __post_init__(self) -> None:
         self.read_buffers = BufferPool(self.config.msize - IOHDRSZ, keep=32)

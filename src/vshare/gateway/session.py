@@ -138,6 +138,7 @@ class Session:
         self._order: dict[int, _FidOrder] = {}  # see the module's docstring
         self._send_turn = SendTurn()
         self._slice_end = 0.0  # see _SLICE
+        self._turn_start = 0.0  # when this session's turn on the loop began
         #: Bytes of a frame received in part (budget "partial_frame_bytes", per identity).
         self._partial = ctx.budgets.partial.account(self.key, self.id, str(conn.identity))
         #: Bytes of replies being made or waiting to be sent by tasks (budget "reply_bytes").
@@ -208,8 +209,11 @@ class Session:
             reason = "internal error"
         finally:
             with anyio.CancelScope(shield=True):
+                # a hundred sessions of one identity ending at once take their turns too
+                await self._take_turn()
                 await self.ops.close_all()
                 await self.conn.aclose()
+                self.ctx.loop_share.charge(self.key, self._turn_start)
             self._partial.close()
             self._replies.close()
             metrics.sessions.dec()
@@ -262,7 +266,7 @@ class Session:
             if not data:
                 return "closed by peer"
             self.reads += 1
-            self._slice_end = time.perf_counter() + _SLICE
+            await self._take_turn()
             decoder.feed(data)
             # Replies answered here, on the loop, go out together in one send.
             batch: list[Buffer] = []
@@ -316,6 +320,14 @@ class Session:
                 else:
                     partial.give(partial.used - left)
             await self._send_batch(batch)
+            self.ctx.loop_share.charge(self.key, self._turn_start)
+
+    async def _take_turn(self) -> None:
+        """Wait while this identity has had its share of the loop and another wants it
+        (loop_share.py); then a turn of ``_SLICE`` begins."""
+        await self.ctx.loop_share.turn(self.key)
+        self._turn_start = time.perf_counter()
+        self._slice_end = self._turn_start + _SLICE
 
     async def _wait_for(self, event: anyio.Event, since: float) -> bool:
         """Wait for ``event`` (a budget freed); False if, with an idle timeout, a partial
@@ -526,8 +538,9 @@ class Session:
         ):
             # send what we have and let other sessions in
             await self._send_batch(batch)
+            self.ctx.loop_share.charge(self.key, self._turn_start)
             await anyio.lowlevel.checkpoint()
-            self._slice_end = time.perf_counter() + _SLICE
+            await self._take_turn()
 
     async def _send_batch(self, batch: list[Buffer]) -> None:
         if batch:
