@@ -285,12 +285,20 @@ class VshareOperations(FileOperations):
             if not fetch:
                 return None
             st = StatResult.from_rgetattr(ok(replies[1]))  # type: ignore[arg-type]
-            if msg.valid & (SETATTR_UID | SETATTR_GID) and self._owners_honoured is None:
+            before = node.attrs
+            if (
+                msg.valid & (SETATTR_UID | SETATTR_GID)
+                and self._owners_honoured is None
+                and before is not None
+            ):
                 wanted = (
-                    msg.uid if msg.valid & SETATTR_UID else st.st_uid,
-                    msg.gid if msg.valid & SETATTR_GID else st.st_gid,
+                    msg.uid if msg.valid & SETATTR_UID else before.st_uid,
+                    msg.gid if msg.valid & SETATTR_GID else before.st_gid,
                 )
-                self._owners_honoured = (st.st_uid, st.st_gid) == wanted
+                # Only a chown that asks for a change tells: a chown to the owners a file
+                # has (cp -a, tar as root, git) looks honoured to a squashing gateway too.
+                if wanted != (before.st_uid, before.st_gid):
+                    self._owners_honoured = (st.st_uid, st.st_gid) == wanted
             return st
 
         if f is not None:
