@@ -122,13 +122,19 @@ def setid_to_drop(mode: int) -> int:
     return drop
 
 
-def is_known_effect(msg: Tsetattr, owners_honoured: bool | None) -> bool:
-    """Whether the attributes after ``msg`` can be computed here: not for set-id bits
-    (the gateway may refuse them) nor for an ownership change before we know whether
-    the gateway keeps ownership (passthrough) or squashes it."""
+def is_known_effect(msg: Tsetattr, owners_honoured: bool | None, st: StatResult) -> bool:
+    """Whether the attributes after ``msg`` (on a file whose attributes are ``st``) can be
+    computed here: not for set-id bits (the gateway may refuse them) nor for an ownership
+    change before we know whether the gateway keeps ownership (passthrough) or squashes
+    it; a chown to the owners the file has changes them in neither (tar as root does one
+    per file)."""
     if msg.valid & SETATTR_MODE and msg.mode & _SETID:
         return False
-    return not (msg.valid & (SETATTR_UID | SETATTR_GID) and owners_honoured is None)
+    if not msg.valid & (SETATTR_UID | SETATTR_GID) or owners_honoured is not None:
+        return True
+    return (not msg.valid & SETATTR_UID or msg.uid == st.st_uid) and (
+        not msg.valid & SETATTR_GID or msg.gid == st.st_gid
+    )
 
 
 _TIMES = SETATTR_ATIME | SETATTR_MTIME | SETATTR_CTIME | SETATTR_ATIME_SET | SETATTR_MTIME_SET

@@ -218,7 +218,7 @@ class VshareOperations(FileOperations):
         if (
             f is None
             or msg.valid & SETATTR_SIZE
-            or not _attrs.is_known_effect(msg, self._owners_honoured)
+            or not _attrs.is_known_effect(msg, self._owners_honoured, st)
         ):
             return None
         f.pending = _attrs.merge(f.pending, msg)
@@ -255,7 +255,7 @@ class VshareOperations(FileOperations):
         known = (
             self.cache != "none"
             and node.attrs is not None
-            and _attrs.is_known_effect(msg, self._owners_honoured)
+            and _attrs.is_known_effect(msg, self._owners_honoured, node.attrs)
         )
         if msg.valid:
             if f is not None:
