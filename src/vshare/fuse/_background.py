@@ -10,7 +10,8 @@ every creation. The FUSE client runs on asyncio only (``vshare.transport.run_asy
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 class Background:
@@ -20,8 +21,8 @@ class Background:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
-        task = asyncio.get_running_loop().create_task(_run(fn))
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(fn())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -31,7 +32,3 @@ class Background:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-
-
-async def _run(fn: Callable[[], Awaitable[None]]) -> None:
-    await fn()

@@ -254,17 +254,23 @@ class FidOperations:
         async with self._pinned(directory):
             return await self.share.walk_from(s, pfid, (parts[-1],))
 
-    def _fresh(self, node: Inode) -> bool:
-        """Whether ``node``'s attributes are as fresh as the cache mode promises."""
-        return (
-            self.cache != "none"
-            and node.attrs is not None
-            and time.monotonic() - node.attrs_at < self.timeout
-        )
+    def _fresh_entry(self, node: Inode) -> device.EntryAttributes | None:
+        """``node``'s entry from its attributes if they are as fresh as the cache mode
+        promises, else None."""
+        if (
+            self.cache == "none"
+            or node.attrs is None
+            or time.monotonic() - node.attrs_at >= self.timeout
+        ):
+            return None
+        return _attrs.entry(node.number, node.attrs, self.timeout)
 
     async def _cool(self, s: Session | None, node: Inode) -> None:
-        """The kernel holds ``node`` no more: kept cold (``_inodes.py``), its fid given
-        back (now, or by ``_unpin`` when the last request using it ends)."""
+        """If the kernel holds ``node`` no more (no lookup, no open file): kept cold
+        (``_inodes.py``), its fid given back (now, or by ``_unpin`` when the last request
+        using it ends)."""
+        if node.lookups > 0 or node.opens or node is self.inodes.root:
+            return
         for old in self.inodes.cool(node):
             await self._give_back(s, old)
         if node.busy == 0:

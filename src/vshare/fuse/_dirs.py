@@ -217,8 +217,7 @@ class DirectoryOperations(FidOperations):
             return
         s = self.share.session
         for _, node, _ in d.entries or ():
-            if node.lookups <= 0 and not node.opens:
-                await self._cool(s, node)  # listed, never handed to the kernel
+            await self._cool(s, node)  # if listed but never handed to the kernel
         if s is not None and d.epoch == s.epoch:
             await self.share.forget_fid(s, d.fid)
 

@@ -320,5 +320,4 @@ class FileOperations(DirectoryOperations):
                     await self.share.forget_fid(s, f.fid)
             except OSError:
                 pass  # the fid is gone either way
-        if node.lookups <= 0 and not node.opens and node is not self.inodes.root:
-            await self._cool(s, node)
+        await self._cool(s, node)

@@ -89,12 +89,11 @@ class VshareOperations(FileOperations):
             return _attrs.entry(replay.node.number, replay.node.attrs, 0.0)
         if parent.knows_absent(child, time.monotonic()):
             return _attrs.negative_entry(parent.complete_until - time.monotonic())
-        node = self.inodes.by_path.get((*parent.parts, child))
-        if node is not None and self._fresh(node):  # a name the kernel forgot, say
-            assert node.attrs is not None
+        node = self.inodes.by_path.get((*parent.parts, child))  # one it forgot, say
+        entry = None if node is None else self._fresh_entry(node)
+        if node is not None and entry is not None:
             node.lookups += 1
-            return _attrs.entry(node.number, node.attrs, self.timeout)
-        return None
+        return entry
 
     @fuse_errors
     async def lookup(
@@ -144,18 +143,13 @@ class VshareOperations(FileOperations):
             if node is None or node is self.inodes.root:
                 continue
             node.lookups -= nlookup
-            if node.lookups <= 0 and not node.opens:
-                await self._cool(s, node)
+            await self._cool(s, node)
 
     def getattr_now(self, inode: int) -> device.EntryAttributes | None:
         """The attributes when ours are as fresh as the mode promises, else None. (The
         kernel drops its copy after each change it makes, a create in a directory, a
         chown; ours has our changes.)"""
-        node = self._node(inode)
-        if self._fresh(node):
-            assert node.attrs is not None
-            return _attrs.entry(node.number, node.attrs, self.timeout)
-        return None
+        return self._fresh_entry(self._node(inode))
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: device.RequestContext) -> device.EntryAttributes:

@@ -39,12 +39,16 @@ class LoopShare:
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    async def turn(self, key: str) -> None:
-        """Wait, if identity ``key`` must, until a session of it may take its turn."""
+    def must_wait(self, key: str) -> bool:
+        """Whether a session of identity ``key`` waits (:meth:`turn`) before its turn."""
         now = time.perf_counter()
         self._turn_window(now)
-        if not self._waiting.get(key) and not self._held(key, now):
-            return
+        return bool(self._waiting.get(key)) or self._held(key, now)
+
+    async def turn(self, key: str) -> None:
+        """Wait until a session of identity ``key`` may take its turn (the caller asked
+        :meth:`must_wait`)."""
+        now = time.perf_counter()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(key, deque()).append(fut)

@@ -4,6 +4,7 @@ fsync (see ops.py)."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Sequence
 from typing import Final
@@ -220,23 +221,21 @@ class IoOps(OperationsBase):
         if msg.offset + msg.length > MAX_OFFSET:
             raise os_error(errno.EFBIG)
         limit = fid.att.share.size_bytes
-        await self._run(fid.att, self._fallocate_within, fid, limit, msg)
+        await self._run(fid.att, self._fallocate_within, fid, file, limit, msg)
         return Rfallocate()
 
-    def _fallocate_within(self, fid: Fid, limit: int | None, msg: Tfallocate) -> None:
+    def _fallocate_within(
+        self, fid: Fid, file: OpenFile, limit: int | None, msg: Tfallocate
+    ) -> None:
         """The backend's fallocate, keeping a share within its size. Usage counts apparent
         sizes (quota.py), so growth is reserved as a write's; and space kept beyond the end
         of the file (KEEP_SIZE), which no size would show, is refused in a share with a
         size (EOPNOTSUPP: a program then writes, as glibc's posix_fallocate does)."""
-        assert fid.file is not None
         keep, punch = bool(msg.mode & FALLOC_KEEP_SIZE), bool(msg.mode & FALLOC_PUNCH_HOLE)
-
-        def call() -> None:
-            assert fid.file is not None
-            self.backend.fallocate(
-                fid.file, msg.offset, msg.length, keep_size=keep, punch_hole=punch,
-                zero_range=bool(msg.mode & FALLOC_ZERO_RANGE),
-            )  # fmt: skip
+        call = functools.partial(
+            self.backend.fallocate, file, msg.offset, msg.length, keep_size=keep,
+            punch_hole=punch, zero_range=bool(msg.mode & FALLOC_ZERO_RANGE),
+        )  # fmt: skip
 
         if limit is None or punch:  # a hole frees; it never grows the file
             call()

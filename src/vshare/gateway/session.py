@@ -266,7 +266,9 @@ class Session:
             if not data:
                 return "closed by peer"
             self.reads += 1
-            await self._take_turn()
+            if self.ctx.loop_share.must_wait(self.key):  # no coroutine per read otherwise
+                await self.ctx.loop_share.turn(self.key)
+            self._begin_turn()
             decoder.feed(data)
             # Replies answered here, on the loop, go out together in one send.
             batch: list[Buffer] = []
@@ -325,7 +327,11 @@ class Session:
     async def _take_turn(self) -> None:
         """Wait while this identity has had its share of the loop and another wants it
         (loop_share.py); then a turn of ``_SLICE`` begins."""
-        await self.ctx.loop_share.turn(self.key)
+        if self.ctx.loop_share.must_wait(self.key):
+            await self.ctx.loop_share.turn(self.key)
+        self._begin_turn()
+
+    def _begin_turn(self) -> None:
         self._turn_start = time.perf_counter()
         self._slice_end = self._turn_start + _SLICE
 

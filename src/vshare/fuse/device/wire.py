@@ -269,7 +269,7 @@ def init_in(body: bytes) -> InitIn:
         return InitIn(major, minor, 0, 0)
     major, minor, readahead, flags = _INIT_IN.unpack_from(body)
     if flags & INIT_EXT and len(body) >= _INIT_IN.size + 4:
-        flags |= u32_pair(body[_INIT_IN.size :] + bytes(4))[0] << 32
+        flags |= struct.unpack_from("<I", body, _INIT_IN.size)[0] << 32
     return InitIn(major, minor, readahead, flags)
 
 
