@@ -52,6 +52,7 @@ __all__ = [
     "fsync",
     "h_close",
     "h_creat",
+    "h_creat_open",
     "h_extract_handle",
     "h_getxattr",
     "h_link",
@@ -235,6 +236,23 @@ def h_creat(fs: int, parent: int, name: bytes, flags: int, mode: int) -> tuple[i
         _ptr(fs), _ptr(parent), _name(name), flags, mode & 0o7777, ctypes.byref(st)
     )
     return _new(obj), st
+
+
+def h_creat_open(fs: int, parent: int, name: bytes, flags: int, mode: int) -> tuple[int, Stat, int]:
+    """``glfs_h_creat_open``: create ``name`` and open it in one call to the brick (a create
+    fop that leaves its fd open), not ``glfs_h_creat`` then ``glfs_h_open``: (object, its
+    stat, the open ``glfs_fd``)."""
+    _count("create")
+    st = Stat()
+    fd = ctypes.c_void_p()
+    obj = load().glfs_h_creat_open(
+        _ptr(fs), _ptr(parent), _name(name), flags, mode & 0o7777, ctypes.byref(st),
+        ctypes.byref(fd),
+    )  # fmt: skip
+    if obj and not fd.value:  # never seen; the object must not leak if it happens
+        load().glfs_h_close(obj)
+        raise _error(errno.EIO)
+    return _new(obj), st, _new(fd.value)
 
 
 def h_mkdir(fs: int, parent: int, name: bytes, mode: int) -> tuple[int, Stat]:

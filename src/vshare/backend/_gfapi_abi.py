@@ -150,6 +150,9 @@ PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     # struct glfs_object *glfs_h_lookupat(fs, parent, path, struct stat *, int follow)
     "glfs_h_lookupat": (_P, (_P, _P, _S, _STAT_P, _INT)),
     "glfs_h_creat": (_P, (_P, _P, _S, _INT, ctypes.c_uint32, _STAT_P)),
+    # struct glfs_object *glfs_h_creat_open(fs, parent, path, int flags, mode_t,
+    #                                       struct stat *, glfs_fd_t **out_fd)  (6.6)
+    "glfs_h_creat_open": (_P, (_P, _P, _S, _INT, ctypes.c_uint32, _STAT_P, ctypes.POINTER(_P))),
     "glfs_h_mkdir": (_P, (_P, _P, _S, ctypes.c_uint32, _STAT_P)),
     "glfs_h_mknod": (_P, (_P, _P, _S, ctypes.c_uint32, ctypes.c_uint64, _STAT_P)),
     "glfs_h_symlink": (_P, (_P, _P, _S, _S, _STAT_P)),

@@ -571,6 +571,30 @@ class BackendConformance(_Suite):
         attr = vol.backend.getattr(f)
         assert (_perm(attr.mode), attr.uid, attr.gid) == (0o6755, 12345, 23456)
 
+    def test_setattr_all_at_once(self, vol: Vol) -> None:
+        """Owner, mode, size and times in one call, as a client merges them: each applied,
+        set-id bits kept after the owner changes, the times last (a truncation moves the
+        mtime), with a size and without."""
+        root = os.geteuid() == 0
+        f = vol.mkfile(vol.root, "f", b"0123456789")
+        owner = {"uid": 12345, "gid": 23456} if root else {}
+        mode = 0o6750 if root else 0o750
+        vol.backend.setattr(f, mode=mode, size=4, atime_ns=1_000_000_123, mtime_ns=2_000_000_456,
+                            **owner)  # fmt: skip
+        attr = vol.backend.getattr(f)
+        assert (_perm(attr.mode), attr.size) == (mode, 4)
+        assert (attr.atime_ns, attr.mtime_ns) == (1_000_000_123, 2_000_000_456)
+        if root:
+            assert (attr.uid, attr.gid) == (12345, 23456)
+        owner = {"uid": 0, "gid": 0} if root else {}
+        mode = 0o4711 if root else 0o711
+        vol.backend.setattr(f, mode=mode, atime_ns=3_000_000_007, mtime_ns=4_000_000_009, **owner)
+        attr = vol.backend.getattr(f)
+        assert (_perm(attr.mode), attr.size) == (mode, 4)
+        assert (attr.atime_ns, attr.mtime_ns) == (3_000_000_007, 4_000_000_009)
+        if root:
+            assert (attr.uid, attr.gid) == (0, 0)
+
     def test_setattr_size(self, vol: Vol) -> None:
         f = vol.mkfile(vol.root, "f", b"0123456789")
         vol.backend.setattr(f, size=4)

@@ -34,8 +34,9 @@ This is the one place where it is stated; the code below enforces it.
      1 s by default): the object that had that name a moment ago. Its type is the one of its
      gfid (a gfid never changes type), so a stale answer is never "a directory" that is
      really a symlink; see "Not covered" for objects another client moves out meanwhile.
-   - ``create``/``mkdir``/``symlink``/``mknod`` use ``glfs_h_creat``/``_mkdir``/``_symlink``/
-     ``_mknod`` on the parent object, which return the new object itself (no second lookup).
+   - ``create``/``mkdir``/``symlink``/``mknod`` use ``glfs_h_creat_open``/``_mkdir``/
+     ``_symlink``/``_mknod`` on the parent object, which return the new object itself (no
+     second lookup; ``create`` its open fd too, from the one create fop).
    - :meth:`~GlusterBackend.clone` copies the object (``glfs_object_copy``).
 
    The gfid → object call (``glfs_h_create_from_handle``) is not bound at all: no gfid from
@@ -88,11 +89,13 @@ Other rules
   open is accepted and fails only at close), so the open file's access mode is checked here:
   EBADF as the kernel answers.
 - **Modes** of ``create``/``mkdir``/``mknod`` arrive verbatim: gfapi applies no umask (this
-  gfapi exports no ``glfs_umask``; ``glfs_h_creat``/``h_mkdir``/``h_mknod`` pass the mode to
+  gfapi exports no ``glfs_umask``; ``glfs_h_creat_open``/``h_mkdir``/``h_mknod`` pass the mode to
   the bricks as given, checked on GlusterFS 10.3 with the process umask at 022 and 077), so
   the gateway's umask never reaches the volume and nothing needs undoing, unlike POSIX.
-- **setattr** applies owner, then mode, then size (``glfs_h_truncate``), then times
-  (``glfs_h_setattrs``); :data:`~vshare.backend.base.TIME_NOW` is this host's clock.
+- **setattr** applies owner, then mode, then size (``glfs_h_truncate``), then times: owner,
+  mode and times in one ``glfs_h_setattrs`` (the brick applies them in that order), the
+  times in a second one after a truncation; :data:`~vshare.backend.base.TIME_NOW` is this
+  host's clock.
 - **nlink of an unlinked open file**: GlusterFS reports 1 (the brick keeps the file under
   ``.glusterfs/unlink`` until its last close); for files this backend unlinked while it had
   them open, ``getattr`` reports 0 as POSIX does (while they stay open). ``getattr`` of such a

@@ -96,38 +96,64 @@ class GlusterBackend(GlusterCore):
             attr, fresh = self._fetch_attr(n)
             if cached and fresh:
                 self._cache.put_attr(token, attr)
-        if n.qid_path in self._orphans:
-            if self._open_file_of(n.qid_path) is None:
+        return self._links_seen(attr)
+
+    @einval_on_value_error
+    def getattr_at(self, parent: Node, name: str) -> Attr:
+        p = self._parent(parent)
+        if p._cache != "none":  # the cache's own path: its names, then its attributes
+            return super().getattr_at(parent, name)
+        # The lookup's stat is the object's attributes, as a getattr right after it would
+        # fetch them: one call to the brick, not two.
+        obj, st = self._lookup_object(p, name_bytes(name))
+        node = self._adopt((obj, st))
+        try:
+            self._vol.ancestry.note(p.qid_path, node.qid_path)  # as _lookup does
+            return self._links_seen(attr_of(st, node.qid_path))
+        finally:
+            node.close()
+
+    def _links_seen(self, attr: Attr) -> Attr:
+        """``attr`` as POSIX counts links: 0 for a file this backend unlinked while open
+        (GlusterFS still counts the one under ``.glusterfs/unlink``; package note)."""
+        qid = attr.qid_path
+        if qid in self._orphans:
+            if self._open_file_of(qid) is None:
                 with self._handles_lock:
-                    self._orphans.discard(n.qid_path)
+                    self._orphans.discard(qid)
             return attr._replace(nlink=0)
         return attr
 
     def _setattr(self, n: GlusterNode, change: AttrChange) -> None:
         mode, uid, gid, size, atime_ns, mtime_ns = change
         ftype = n.file_type
-        owner, owner_valid = setattrs_of(
-            ("st_uid", None if uid is None else owner_id(uid), SET_ATTR_UID),
-            ("st_gid", None if gid is None else owner_id(gid), SET_ATTR_GID),
-        )
         atime = None if atime_ns is None else timespec(atime_ns)
         mtime = None if mtime_ns is None else timespec(mtime_ns)
-        times, times_valid = setattrs_of(
-            ("st_atim", atime, SET_ATTR_ATIME), ("st_mtim", mtime, SET_ATTR_MTIME)
-        )
+        # One setattr fop carries what can go together: the brick applies owner, then mode,
+        # then times (posix_setattr; the order of chown, chmod and utimensat, which keeps
+        # the set-id bits a chmod gives after a chown). A truncation sets the mtime itself:
+        # times asked with one go in a call of their own after it.
+        first: list[tuple[str, object, int]] = [
+            ("st_uid", None if uid is None else owner_id(uid), SET_ATTR_UID),
+            ("st_gid", None if gid is None else owner_id(gid), SET_ATTR_GID),
+            ("st_mode", None if mode is None else ftype | mode, SET_ATTR_MODE),
+        ]
+        last: list[tuple[str, object, int]] = [
+            ("st_atim", atime, SET_ATTR_ATIME),
+            ("st_mtim", mtime, SET_ATTR_MTIME),
+        ]
+        if size is None:
+            first, last = first + last, []
         with n._ref as obj:
-            if owner_valid:
-                _gfapi.h_setattrs(self._fs, obj, owner, owner_valid)
-                self._changed(n.qid_path)
-            if mode is not None:
-                perms, valid = setattrs_of(("st_mode", ftype | mode, SET_ATTR_MODE))
-                _gfapi.h_setattrs(self._fs, obj, perms, valid)
-                self._changed(n.qid_path)
             try:
+                st, valid = setattrs_of(*first)
+                if valid:
+                    _gfapi.h_setattrs(self._fs, obj, st, valid)
                 if size is not None:
                     _gfapi.h_truncate(self._fs, obj, size)
-                if times_valid:
-                    _gfapi.h_setattrs(self._fs, obj, times, times_valid)
+                st, valid = setattrs_of(*last)
+                if valid:
+                    _gfapi.h_setattrs(self._fs, obj, st, valid)
             finally:
                 self._changed(n.qid_path)
 
@@ -156,17 +182,19 @@ class GlusterBackend(GlusterCore):
             raise err(errno.EINVAL)
         oflags = flags & IO_FLAGS_KEPT & ~os.O_TRUNC
         try:
-            with p._ref as pobj:
-                made = _gfapi.h_creat(
+            with p._ref as pobj:  # one create fop, whose fd stays open: no open after it
+                obj, st, fd = _gfapi.h_creat_open(
                     self._fs, pobj, raw, oflags | os.O_CREAT | os.O_EXCL, mode & 0o7777
                 )
         finally:
             self._changed(p.qid_path, name=raw)
-        node = self._adopt(made, p._cache)
+        try:
+            node = self._adopt((obj, st), p._cache)
+        except BaseException:
+            _gfapi.close(fd)
+            raise
         self._vol.ancestry.note(p.qid_path, node.qid_path)
         try:
-            with node._ref as obj:
-                fd = _gfapi.h_open(self._fs, obj, oflags)
             return node, self._wrap_fd(fd, node, is_dir=False, accmode=accmode)
         except BaseException:
             node.close()
@@ -246,7 +274,7 @@ class GlusterBackend(GlusterCore):
     ) -> list[tuple[DirEntry, Attr | None]]:
         # The stats come with the listing (readdirp): one network round trip per batch,
         # where the default's lookup and getattr of each name would cost one or two each.
-        # An entry the brick sent without a stat is looked up as the default does.
+        # An entry the brick sent without a stat is looked up (getattr_at: one call).
         f = self._file(file)
         if not f._is_dir:
             raise err(errno.ENOTDIR)
@@ -254,15 +282,10 @@ class GlusterBackend(GlusterCore):
         for i, (entry, attr) in enumerate(out):
             if attr is None and entry.name not in (".", ".."):
                 try:
-                    node = self.lookup(directory, entry.name)
+                    out[i] = (entry, self.getattr_at(directory, entry.name))
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ESTALE):
                         raise
-                    continue
-                try:
-                    out[i] = (entry, self.getattr(node))
-                finally:
-                    node.close()
         return out
 
     @einval_on_value_error
