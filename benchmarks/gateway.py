@@ -143,6 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         config.write_text(
             f'listen = ["unix://{sock}"]\nbackend = "posix:{vol}"\nmsize = {1024 * 1024 + 24}\n'
             f"max_sessions = {args.sessions + 10}\n"
+            f'inline_metadata = "{args.inline_metadata}"\n'
             # every session here is one identity (this uid): lift its share of the slots
             f"max_sessions_per_identity = {args.sessions + 10}\n"
             f'[[share]]\nname = "bench"\npath = "shares/bench"\n'
@@ -153,7 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if args.profile:  # sample the gateway with py-spy; the report is written at exit
             py_spy = Path(sys.executable).parent / "py-spy"
             command = [str(py_spy), "record", "--format", args.profile_format, "-o", args.profile,
-                       "--rate", "250", "--", *command]  # fmt: skip
+                       "--rate", "250", "--nonblocking", "--", *command]  # fmt: skip
         log = open(args.gateway_log, "w") if args.gateway_log else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(command, stderr=log)
         try:
@@ -219,6 +220,11 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="record the gateway with py-spy")
     parser.add_argument("--gateway-log", metavar="FILE", help="the gateway's log (stderr)")
     parser.add_argument("--profile-format", default="speedscope", help="py-spy output format")
+    parser.add_argument(
+        "--inline-metadata", default="auto", choices=("auto", "always", "never"),
+        help="the gateway's inline_metadata: 'never' sends every metadata request through "
+        "a task and a worker thread, the path every request takes on GlusterFS",
+    )  # fmt: skip
     args = parser.parse_args()
     out = anyio.run(run, args)
     if args.json:

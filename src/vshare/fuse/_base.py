@@ -17,7 +17,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from vshare.client import AsyncShare, Session, StatResult
 from vshare.fuse import _attrs, device
-from vshare.fuse._background import Background
 from vshare.fuse._feed import Feed, Replay
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
@@ -39,6 +38,7 @@ from vshare.protocol import (
     Twalk,
     Twalkopen,
 )
+from vshare.transport import TaskSet
 
 log = logging.getLogger("vshare.fuse")
 P = ParamSpec("P")
@@ -134,7 +134,7 @@ class FidOperations:
         #: (session epoch, the xattr namespaces the gateway shows), once asked (vshare.2).
         self._xattr_namespaces: tuple[int, tuple[str, ...]] | None = None
         #: Set by the mount: without it every request is waited for.
-        self.background: Background | None = None
+        self.background: TaskSet | None = None
 
     def _replay(self, ctx: device.RequestContext, parent: int, name: str) -> Replay | None:
         """The change feed's replay of ``name`` in ``parent`` that this request is (the

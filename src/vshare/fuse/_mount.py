@@ -49,11 +49,11 @@ async def _serve(m: _Mount) -> None:
     import anyio
 
     from vshare.client import open_share
-    from vshare.fuse._background import Background
     from vshare.fuse._feed import Feed
     from vshare.fuse._ops import VshareOperations
     from vshare.fuse.device import DeviceSession, mount_device
     from vshare.protocol import IOHDRSZ
+    from vshare.transport import TaskSet
 
     # Attach as the mounting user, as the kernel client does: servers that map users
     # (diod) need one; the gateway takes identity only from the transport, never from here.
@@ -87,7 +87,7 @@ async def _serve(m: _Mount) -> None:
         # Writes as large as one Twrite carries.
         max_write = (m.msize - IOHDRSZ) // 4096 * 4096
         device = DeviceSession(ops, mount_device(m.mountpoint, options), max_write=max_write)
-        ops.background = background = Background()
+        ops.background = background = TaskSet()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_widen_readahead, target)
