@@ -229,3 +229,43 @@ async def test_graceful_shutdown_waits_for_in_flight_requests(volume: Path, tmp_
                 inner.cancel_scope.cancel()
             assert results and all(n == 1 << 18 for n in results)
     await gateway.wait_stopped()
+
+
+async def test_a_bug_in_a_request_task_ends_that_session_only(
+    gw: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception out of a request's task (handlers answer errors themselves: only a bug
+    of ours gets there) closes its session, logged, with its fids; others go on."""
+    from vshare.gateway.session import Session
+
+    reply = Session._reply
+
+    async def broken(self: Session, tag: int, msg: p.Message, msize: int | None = None) -> None:
+        if isinstance(msg, p.Rfsync):  # fsync is always answered by a task
+            raise RuntimeError("a bug")
+        await reply(self, tag, msg, msize)
+
+    monkeypatch.setattr(Session, "_reply", broken)
+    (gw.share_dir("alpha") / "f").write_bytes(b"z")
+    async with gw.client() as other:
+        root, _ = await other.attach("alpha")
+        conn = await connect(gw.uri)
+        dec = p.FrameDecoder(accept="R")
+        setup = [p.Tversion(1 << 20, "9P2000.L"), p.Tattach(0, p.NOFID, "", "alpha", 0),
+                 p.Twalk(0, 1, ("f",)), p.Tlopen(1, p.DOTL_RDONLY)]  # fmt: skip
+        for msg in setup:
+            await conn.send([p.encode(1, msg)])
+            dec.feed(await conn.receive(1 << 20))
+            assert not isinstance(next(iter(dec))[1], p.Rlerror)
+        with caplog.at_level(logging.INFO, logger="vshare.gateway"):
+            await conn.send([p.encode(7, p.Tfsync(1, 0))])
+            with anyio.fail_after(10):
+                assert await conn.receive(1 << 20) == b""  # closed, no reply
+            with anyio.fail_after(5):
+                while len(gw.gateway.sessions) > 1:
+                    await anyio.sleep(0.02)
+        await conn.aclose()
+        said = [r.getMessage() for r in caplog.records]
+        assert any("internal error" in m and "after" in m for m in said), said
+        assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+        await walk(other, root, "f")  # the other session goes on
