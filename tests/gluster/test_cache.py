@@ -281,3 +281,92 @@ def test_all_defers_read_only_opens(backend: GlusterBackend, area: tuple[str, Pa
         node.close()
     finally:
         root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_getattrs_from_memory_answer_only_what_the_cache_holds(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """``getattr_nowait`` / ``getattr_at_nowait`` (what the gateway answers on its event
+    loop): the cache's attributes, with no call to GlusterFS; None for what it does not
+    hold, and None again once this gateway changed the file."""
+    rel, there = area
+    (there / "f").write_bytes(b"x" * 100)
+    root = backend.open_root(rel, cache=mode)
+    try:
+        assert backend.getattr_at_nowait(root, "f") is None  # never looked up here
+        assert _stat_path(backend, root, "f") == 100  # fills the cache
+        time.sleep(0.3)  # the native write's upcall may come after the fill: fill again
+        assert _stat_path(backend, root, "f") == 100
+        node = backend.lookup(root, "f")
+        try:
+            asked = backend.getattr(node)
+            got: list[object] = []
+            calls = _calls_during(
+                lambda: got.extend(
+                    [backend.getattr_at_nowait(root, "f"), backend.getattr_nowait(node)]
+                )
+            )
+            assert calls == {}, calls
+            assert got == [asked, asked]
+            backend.setattr(node, mode=0o600)  # this gateway's change: dropped at once
+            assert backend.getattr_nowait(node) is None
+            assert backend.getattr_at_nowait(root, "f") is None
+            assert backend.getattr(node).mode & 0o7777 == 0o600
+        finally:
+            node.close()
+    finally:
+        root.close()
+
+
+def test_getattrs_from_memory_in_none_never_answer(
+    backend: GlusterBackend, area: tuple[str, Path]
+) -> None:
+    rel, there = area
+    (there / "f").write_bytes(b"x")
+    root = backend.open_root(rel, cache="none")
+    try:
+        for _ in range(2):
+            assert _stat_path(backend, root, "f") == 1
+        node = backend.lookup(root, "f")
+        try:
+            assert backend.getattr_nowait(node) is None
+        finally:
+            node.close()
+        assert backend.getattr_at_nowait(root, "f") is None
+    finally:
+        root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_a_file_made_here_is_known_without_a_lookup(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """The create's own answer fills the cache: the next lookup and getattr of the new name
+    reach no brick, and say what another client sees."""
+    rel, there = area
+    root = backend.open_root(rel, cache=mode)
+    try:
+        # An upcall of any object coming in the microseconds between the create and its
+        # parent's invalidation keeps the create out of the cache (the fill cannot tell it
+        # is not about the new file): a few tries, of which nearly all fill.
+        filled = []
+        for i in range(3):
+            name = f"new{i}"
+            node, f = backend.create(root, name, os.O_RDWR, 0o640)
+            f.close()
+            node.close()
+            got: list[object] = []
+            calls = _calls_during(
+                lambda n=name, out=got: out.append(backend.getattr_at_nowait(root, n))
+            )
+            assert calls == {}, calls
+            if got[0] is not None:
+                filled.append(name)
+                st = os.stat(there / name)
+                attr = backend.getattr_at(root, name)
+                assert got[0] == attr
+                assert (attr.mode, attr.size, attr.nlink) == (st.st_mode, 0, 1)
+        assert filled, "no create was entered in the cache"
+    finally:
+        root.close()

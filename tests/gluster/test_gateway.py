@@ -195,6 +195,24 @@ def test_volumes_accept_gluster_uris() -> None:
         Volumes({"gv": "gluster://g1"})
 
 
+@asynccontextmanager
+async def _share_of_one_file(
+    gluster_session: Session, short_dir: Path, mode: str
+) -> AsyncIterator[tuple[Gateway, Client, int]]:
+    """A gateway serving share ``c`` (cache ``mode``) holding ``f`` (5 bytes), in a fresh
+    directory of the volume: (gateway, an attached client, the share root's fid)."""
+    rel = gluster_session.fresh_root("gwc")
+    gluster_session.host(rel).host_write("shares/c/f", b"12345")
+    me = str(os.getuid())
+    share = Share("c", "shares/c", id="c", access=(AccessRule("user", me),), cache=mode)  # type: ignore[arg-type]
+    async with (
+        serving(f"{gluster_session.uri}/{rel}", short_dir / "c.sock", share) as (gw, uri),
+        open_client(uri) as client,
+    ):
+        root, _ = await client.attach("c")
+        yield gw, client, root
+
+
 def _sample(gw: Gateway, name: str, **labels: str) -> float:
     value = gw.ctx.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -207,16 +225,7 @@ async def test_cache_mode_and_its_metrics(
 ) -> None:
     """Through the gateway: a share's cache mode decides whether repeated walks and getattrs
     reach GlusterFS, and /metrics says so (backend calls, cache hits)."""
-    rel = gluster_session.fresh_root("gwc")
-    gluster_session.host(rel).host_write("shares/c/f", b"12345")
-    me = str(os.getuid())
-    share = Share("c", "shares/c", id="c", access=(AccessRule("user", me),), cache=mode)  # type: ignore[arg-type]
-    sock = short_dir / "c.sock"
-    async with (
-        serving(f"{gluster_session.uri}/{rel}", sock, share) as (gw, uri),
-        open_client(uri) as client,
-    ):
-        root, _ = await client.attach("c")
+    async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
         for _ in range(2):  # the first round fills the cache
             fid = await walk(client, root, "f")
             assert (await getattr_(client, fid)).size == 5
@@ -234,3 +243,36 @@ async def test_cache_mode_and_its_metrics(
     else:
         assert new_lookups == 0 and new_hits >= 20
     assert _sample(gw, "vshare_cache_limit_bytes") > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["none", "meta"])
+async def test_getattrs_the_cache_holds_are_answered_on_the_loop(
+    gluster_session: Session, short_dir: Path, mode: str
+) -> None:
+    """In ``meta`` a Tgetattr or Tgetattrat whose answer the cache holds is answered where
+    it is read: no worker thread, no call to GlusterFS (``vshare_requests_on_loop_total``);
+    what it misses goes to a thread as before. In ``none`` every one goes to GlusterFS."""
+    async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
+        fid = await walk(client, root, "f")
+        for _ in range(2):  # the first round fills the cache
+            await client.call(p.Tgetattrat(root, "f", p.GETATTR_ALL), p.Rgetattrat)
+            await getattr_(client, fid)
+        on_loop = {op: _sample(gw, "vshare_requests_on_loop_total", op=op) for op in OPS}
+        lookups = _sample(gw, "vshare_backend_calls_total", call="lookup")
+        for _ in range(20):
+            got = await client.call(p.Tgetattrat(root, "f", p.GETATTR_ALL), p.Rgetattrat)
+            assert got.size == 5
+            assert (await getattr_(client, fid)).size == 5
+        with pytest.raises(OSError) as missing:  # not in the cache: to a thread, and ENOENT
+            await client.call(p.Tgetattrat(root, "nothing", p.GETATTR_ALL), p.Rgetattrat)
+        assert missing.value.errno == errno.ENOENT
+        new = {op: _sample(gw, "vshare_requests_on_loop_total", op=op) - on_loop[op] for op in OPS}
+        new_lookups = _sample(gw, "vshare_backend_calls_total", call="lookup") - lookups
+    if mode == "none":
+        assert new == {"getattrat": 0, "getattr": 0} and new_lookups >= 20
+    else:
+        assert new == {"getattrat": 20, "getattr": 20} and new_lookups >= 1  # "nothing"
+
+
+OPS = ("getattrat", "getattr")

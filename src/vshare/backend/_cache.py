@@ -208,9 +208,10 @@ class VolumeCache:
 
     # -- invalidating --------------------------------------------------------------------------
 
-    def invalidate(self, qid: int, source: str, *, names: bool = True) -> None:
+    def invalidate(self, qid: int, source: str, *, names: bool = True) -> int:
         """Drop every entry of object ``qid`` (module docstring: coherence), and refuse
-        fills of it whose fetch began before now. ``source`` labels the count.
+        fills of it whose fetch began before now. ``source`` labels the count. Returns the
+        token this invalidation took: :meth:`token` right after it, if no other came between.
 
         ``names=False`` keeps the names *in* directory ``qid`` (the caller changed one entry
         of it and drops that one with :meth:`forget_name`); fills of them are refused all
@@ -228,8 +229,10 @@ class VolumeCache:
             if not names:
                 keys = [k for k in keys if not (k[0] == "n" and k[1] == qid)]  # type: ignore[index]
             dropped = [self._remove(key) for key in keys]
+            seq = self._seq
         for entry in dropped:
             _close(entry)
+        return seq
 
     def forget_name(self, parent: int, name: bytes) -> None:
         """Drop the entry of ``parent/name`` (after this process changed that name)."""

@@ -183,6 +183,10 @@ class Backend(abc.ABC):
     #: then make them on its event loop instead of paying a worker-thread hand-off. False for
     #: anything that can wait on a network (NFS, FUSE, CephFS, GlusterFS).
     cheap_metadata: bool = False
+    #: Whether :meth:`getattr_nowait` and :meth:`getattr_at_nowait` may answer (a backend
+    #: with a cache of attributes and names): where metadata is not cheap, the gateway
+    #: then tries them on its event loop before it hands a getattr to a worker thread.
+    nowait_metadata: bool = False
 
     @abc.abstractmethod
     def open_root(self, path: str, *, cache: CacheMode = "none") -> Node:
@@ -241,6 +245,17 @@ class Backend(abc.ABC):
             return self.getattr(node)
         finally:
             node.close()
+
+    def getattr_nowait(self, node: Node) -> Attr | None:
+        """:meth:`getattr` if the backend can answer from what it holds in memory (its
+        cache), with no call that may wait; None otherwise, having changed nothing. The
+        gateway tries it on its event loop where metadata is not cheap
+        (:attr:`nowait_metadata`). None always (this default)."""
+        return None
+
+    def getattr_at_nowait(self, parent: Node, name: str) -> Attr | None:
+        """:meth:`getattr_at` from memory, as :meth:`getattr_nowait`; None otherwise."""
+        return None
 
     def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:
         """Whether :meth:`unlink` of ``name`` would finish in microseconds (an empty

@@ -54,10 +54,13 @@ class _RequestStats:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
         self.timings: dict[str, Timings] = {}
+        self.on_loop: dict[str, int] = {}
 
-    def observe(self, op: str, result: str, seconds: float) -> None:
+    def observe(self, op: str, result: str, seconds: float, on_loop: bool) -> None:
         key = (op, result)
         self.counts[key] = self.counts.get(key, 0) + 1
+        if on_loop:
+            self.on_loop[op] = self.on_loop.get(op, 0) + 1
         timings = self.timings.get(op)
         if timings is None:
             timings = self.timings[op] = Timings()
@@ -72,6 +75,15 @@ class _RequestStats:
         for (op, result), count in sorted(self.counts.items()):
             requests.add_metric([op, result], count)
         yield requests
+        on_loop = CounterMetricFamily(
+            "vshare_requests_on_loop",
+            "Of those, answered on the event loop: no task, no worker thread (cheap "
+            "metadata, data or attributes the page cache or the gateway's cache holds)",
+            labels=["op"],
+        )
+        for op, count in sorted(self.on_loop.items()):
+            on_loop.add_metric([op], count)
+        yield on_loop
         latency = HistogramMetricFamily(
             "vshare_request_seconds", "Time to answer a request", labels=["op"]
         )
@@ -274,6 +286,6 @@ class Metrics:
             self._libvirt_stats = _LibvirtStats(status)
             self.registry.register(self._libvirt_stats)
 
-    def observe(self, op: str, result: str, seconds: float) -> None:
-        """One answered request (on the event loop)."""
-        self._requests.observe(op, result, seconds)
+    def observe(self, op: str, result: str, seconds: float, *, on_loop: bool = False) -> None:
+        """One answered request (recorded on the event loop); ``on_loop``: answered there."""
+        self._requests.observe(op, result, seconds, on_loop)

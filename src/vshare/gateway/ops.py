@@ -84,6 +84,9 @@ _METADATA: Final = frozenset({
     Tlcreateat, Tsetattr, Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
     Tunlinkat,
 })  # fmt: skip
+#: Of those, what a backend whose metadata is not cheap may answer from its cache on the
+#: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread).
+_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat})
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
 #: (attach, walk, xattrwalk, lcreateat), opens (lopen, lcreate, xattrcreate), moves (walk in place,
@@ -129,7 +132,13 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         super().__init__(ctx, identity, session_id, key)
         mode = ctx.config.inline_metadata
         cheap = mode == "always" or (mode == "auto" and ctx.backend.cheap_metadata)
-        self._inline_types = _NO_BACKEND | _METADATA if cheap else _NO_BACKEND
+        self.metadata_inline = cheap
+        if cheap:
+            self._inline_types = _NO_BACKEND | _METADATA
+        elif mode == "auto" and ctx.backend.nowait_metadata:
+            self._inline_types = _NO_BACKEND | _FROM_MEMORY
+        else:
+            self._inline_types = _NO_BACKEND
         #: The dispatch table: one bound method per T-message, looked up once per request.
         self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
             Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,

@@ -70,6 +70,10 @@ class OperationsBase:
         self.fids: dict[int, Fid] = {}
         self._attachments: set[Attachment] = set()
         self.squash = ctx.config.ownership == "squash"
+        #: Whether metadata requests answered on the event loop make their backend calls
+        #: there (set by :class:`~vshare.gateway.ops.Operations`); if not, only what the
+        #: backend answers from memory is (:meth:`_run_nowait`).
+        self.metadata_inline = False
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -77,6 +81,19 @@ class OperationsBase:
         if INLINE.get():
             return fn(*args)
         return await att.limiter.run(fn, *args)
+
+    async def _run_nowait(
+        self, att: Attachment, nowait: Callable[..., T | None], fn: Callable[..., T], *args: Any
+    ) -> T:
+        """``fn(*args)`` as :meth:`_run`; but on the event loop, where the backend's metadata
+        is not cheap, only what ``nowait(*args)`` answers from memory: else
+        :class:`WouldBlock` (the session asks ``fn`` in a task)."""
+        if INLINE.get() and not self.metadata_inline:
+            out = nowait(*args)
+            if out is None:
+                raise WouldBlock
+            return out
+        return await self._run(att, fn, *args)
 
     def _fid(self, fid: int) -> Fid:
         try:

@@ -215,7 +215,8 @@ class FidOps(OperationsBase):
 
     async def getattr(self, msg: Tgetattr) -> Message:
         fid = self._fid(msg.fid)
-        attr = await self._run(fid.att, self.backend.getattr, fid.node)
+        b = self.backend
+        attr = await self._run_nowait(fid.att, b.getattr_nowait, b.getattr, fid.node)
         return self._rgetattr(fid, attr)
 
     async def getattrat(self, msg: Tgetattrat) -> Message:
@@ -225,7 +226,10 @@ class FidOps(OperationsBase):
         if not fid.node.is_dir:
             raise os_error(errno.ENOTDIR)
         check_name(msg.name)
-        attr = await self._run(fid.att, self.backend.getattr_at, fid.node, msg.name)
+        b = self.backend
+        attr = await self._run_nowait(
+            fid.att, b.getattr_at_nowait, b.getattr_at, fid.node, msg.name
+        )
         return Rgetattrat(*self._rgetattr(fid, attr))
 
     async def setattr(self, msg: Tsetattr) -> Message:

@@ -508,7 +508,7 @@ class Session:
             log.exception("session %d: %s failed (%r)", self.id, name, msg)
             reply = Rlerror(errno.EIO)
         result = "ok" if not isinstance(reply, Rlerror) else errno.errorcode.get(reply.ecode, "E?")
-        self.ctx.metrics.observe(name, result, time.perf_counter() - start)
+        self.ctx.metrics.observe(name, result, time.perf_counter() - start, on_loop=inline)
         return reply
 
     async def _serve(self, tag: int, msg: Message, after: Sequence[_Request] = ()) -> None:

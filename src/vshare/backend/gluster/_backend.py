@@ -99,6 +99,25 @@ class GlusterBackend(GlusterCore):
         return self._links_seen(attr)
 
     @einval_on_value_error
+    def getattr_nowait(self, node: Node) -> Attr | None:
+        n = self._node(node)
+        attr = None if n._cache == "none" else self._cache.attr(n.qid_path)
+        return None if attr is None else self._links_seen(attr)
+
+    @einval_on_value_error
+    def getattr_at_nowait(self, parent: Node, name: str) -> Attr | None:
+        p = self._parent(parent)
+        if p._cache == "none":
+            return None
+        qid = self._cached_child_qid(p, name_bytes(name))
+        if qid is None:
+            return None
+        attr = self._cache.attr(qid)
+        if attr is None:
+            return None
+        self._vol.ancestry.note(p.qid_path, qid)  # as _lookup does
+        return self._links_seen(attr)
+
     def getattr_at(self, parent: Node, name: str) -> Attr:
         p = self._parent(parent)
         if p._cache != "none":  # the cache's own path: its names, then its attributes
@@ -181,19 +200,27 @@ class GlusterBackend(GlusterCore):
         if accmode == os.O_ACCMODE:
             raise err(errno.EINVAL)
         oflags = flags & IO_FLAGS_KEPT & ~os.O_TRUNC
+        token = self._cache.token()
+        changed = -1
         try:
             with p._ref as pobj:  # one create fop, whose fd stays open: no open after it
                 obj, st, fd = _gfapi.h_creat_open(
                     self._fs, pobj, raw, oflags | os.O_CREAT | os.O_EXCL, mode & 0o7777
                 )
         finally:
-            self._changed(p.qid_path, name=raw)
+            changed = self._changed(p.qid_path, name=raw)
         try:
             node = self._adopt((obj, st), p._cache)
         except BaseException:
             _gfapi.close(fd)
             raise
         self._vol.ancestry.note(p.qid_path, node.qid_path)
+        if p._cache != "none" and changed == token + 1:
+            # The one invalidation since ``token`` is ours, of the parent, after the create:
+            # none of another client's change to the new file came meanwhile, and the fill's
+            # own check (from ``changed`` on) refuses it if one comes now. A ``stat`` right
+            # after a create, a listing's or a ``find``'s first lookup: no call to the brick.
+            self._remember(changed, p, raw, node, st)
         try:
             return node, self._wrap_fd(fd, node, is_dir=False, accmode=accmode)
         except BaseException:

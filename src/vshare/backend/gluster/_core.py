@@ -42,6 +42,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
     cache's reads. Abstract: the operations themselves are the subclass's."""
 
     cheap_metadata = False  # every metadata call may wait on the network
+    nowait_metadata = True  # but the volume's cache answers getattrs it holds (shares in meta, all)
 
     def __init__(
         self,
@@ -108,14 +109,28 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         """A node owning the object ``made`` returned (released here if that fails)."""
         return GlusterNode(self, made[0], made[1], cache)
 
-    def _changed(self, qid: int, *, name: bytes | None = None) -> None:
+    def _changed(self, qid: int, *, name: bytes | None = None) -> int:
         """This process changed object ``qid`` (or, with ``name``, that entry of directory
         ``qid``): drop what the cache knows of it. Made whatever the node's cache mode: a
         share's mode can change while it is attached, and GlusterFS sends no upcall to the
-        client that made a change."""
-        self._cache.invalidate(qid, "local", names=False)
+        client that made a change. Returns the invalidation's token (see :meth:`_made`)."""
+        seq = self._cache.invalidate(qid, "local", names=False)
         if name is not None:
             self._cache.forget_name(qid, name)
+        return seq
+
+    def _remember(
+        self, token: int, parent: GlusterNode, raw: bytes, node: GlusterNode, st: _gfapi.Stat
+    ) -> None:
+        """Cache ``parent/raw`` → ``node`` and its attributes ``st``, unless something they
+        concern was invalidated after ``token`` (taken before the call that returned them)."""
+        qid = node.qid_path
+        self._cache.put_attr(token, attr_of(st, qid))
+        with contextlib.suppress(OSError), node._ref as held:
+            keep = Ref(_gfapi.object_copy(held), _gfapi.h_close)
+            self._cache.put_name(
+                token, parent.qid_path, raw, qid, (keep, node.file_type, qid), keep.close
+            )
 
     def _note_moved(self, new_dir: GlusterNode, raw: bytes) -> None:
         """While the change feed watches the volume: the object now named ``new_dir/raw``
@@ -167,13 +182,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         token = self._cache.token()
         obj, st = self._lookup_object(parent, raw)
         node = self._adopt((obj, st), mode)
-        qid = node.qid_path
-        self._cache.put_attr(token, attr_of(st, qid))
-        with contextlib.suppress(OSError), node._ref as held:
-            keep = Ref(_gfapi.object_copy(held), _gfapi.h_close)
-            self._cache.put_name(
-                token, parent.qid_path, raw, qid, (keep, node.file_type, qid), keep.close
-            )
+        self._remember(token, parent, raw, node, st)
         return node
 
     def _lookup_object(self, parent: GlusterNode, raw: bytes) -> tuple[int, _gfapi.Stat]:
