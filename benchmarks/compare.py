@@ -118,16 +118,27 @@ def make_shared_file(path: Path, size_mib: int) -> None:
         os.fsync(f.fileno())
 
 
-def start_gluster(rig: Rig, stack: contextlib.ExitStack, size_mib: int) -> None:
+#: ``--gluster-volume``: the bench volume's options. ``cache``: what docs/cache.md tells
+#: operators to set for shares in cache mode meta or all (the default mode; without them
+#: the gateway serves those shares as ``none`` and warns), GlusterFS's own upcalls; the
+#: native client runs on the same volume. ``default``: none set.
+GLUSTER_VOLUMES = ("cache", "default")
+
+
+def start_gluster(rig: Rig, stack: contextlib.ExitStack, size_mib: int, volume: str) -> None:
     """A private glusterd and a single-brick volume on this disk (under the rig), with the
-    same data as the local export, written through a native mount."""
+    same data as the local export, written through a native mount; ``volume``: its options
+    (:data:`GLUSTER_VOLUMES`)."""
+    from vshare.backend.gluster import CACHE_VOLUME_OPTIONS
     from vshare.testing.glusterd import available, fuse_mount, gluster_volume
 
     missing = available()
     if missing:
         raise RuntimeError(f"GlusterFS systems: {missing}")
-    log("starting glusterd and a single-brick volume")
-    rig.gluster = stack.enter_context(gluster_volume("vshare-bench", rig.root))
+    options = CACHE_VOLUME_OPTIONS if volume == "cache" else {}
+    shown = ", ".join(f"{k} {v}" for k, v in options.items()) or "default options"
+    log(f"starting glusterd and a single-brick volume ({shown})")
+    rig.gluster = stack.enter_context(gluster_volume("vshare-bench", rig.root, options=options))
     staging = stack.enter_context(fuse_mount(rig.gluster, rig.scratch("gluster-staging") / "m"))
     (staging / "export").mkdir()
     log(f"preparing {size_mib} MiB of shared data on the volume")
@@ -267,6 +278,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write all figures here")
     ap.add_argument("--chart", type=Path, help="write a PNG chart here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
+    ap.add_argument("--gluster-volume", choices=GLUSTER_VOLUMES, default="cache",
+                    help="the GlusterFS volume's options: 'cache' (features.cache-invalidation, "
+                         "as docs/cache.md tells operators) or 'default'")  # fmt: skip
     ap.add_argument("--from-json", type=Path, metavar="FILE",
                     help="measure nothing: report the --json of an earlier run")  # fmt: skip
     args = ap.parse_args()
@@ -303,7 +317,7 @@ def main() -> int:
         results: dict[str, dict[str, list[float]]] = {}
         with contextlib.ExitStack() as stack:
             if any(s in GLUSTER_SYSTEMS for s in systems):
-                start_gluster(rig, stack, args.size_mib)
+                start_gluster(rig, stack, args.size_mib, args.gluster_volume)
             roots = {}
             for name in systems:
                 log(f"starting {name}: {SYSTEMS[name][0]}")
@@ -328,6 +342,7 @@ def main() -> int:
         "machine": machine(), "versions": versions(), "params": {
             "size_mib": args.size_mib, "files": args.files, "rand_seconds": args.rand_seconds,
             "rounds": args.rounds, "tarball": params.tarball.name if params.tarball else None,
+            "gluster_volume": args.gluster_volume,
         },
         "systems": {s: SYSTEMS[s][0] for s in systems}, "seconds": time.time() - started,
         "raw": results, **summary,

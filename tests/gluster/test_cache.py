@@ -370,3 +370,39 @@ def test_a_file_made_here_is_known_without_a_lookup(
         assert filled, "no create was entered in the cache"
     finally:
         root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_unlink_takes_the_type_from_the_cache(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """An unlink or rmdir of a name the cache holds checks the type there: the right errno,
+    no lookup; the entry goes from the volume."""
+    rel, there = area
+    (there / "f").write_bytes(b"x")
+    (there / "d").mkdir()
+    root = backend.open_root(rel, cache=mode)
+    try:
+        for name in ("f", "d"):
+            _stat_path(backend, root, name)  # fills the cache
+        time.sleep(0.3)  # the native client's upcalls may drop them: fill again
+        for name in ("f", "d"):
+            _stat_path(backend, root, name)
+        for name, rmdir, code in (("f", True, errno.ENOTDIR), ("d", False, errno.EISDIR)):
+            with pytest.raises(OSError) as refused:
+                backend.unlink(root, name, rmdir=rmdir)
+            assert refused.value.errno == code
+        calls = _calls_during(
+            lambda: [backend.unlink(root, "f", rmdir=False), backend.unlink(root, "d", rmdir=True)]
+        )
+        assert "lookup" not in calls and calls.get("unlink") == 2, calls
+        brick = backend.open_root(rel, cache="none")  # asks the brick, as another client
+        try:
+            for name in ("f", "d"):
+                with pytest.raises(OSError) as gone:
+                    backend.lookup(brick, name)
+                assert gone.value.errno == errno.ENOENT
+        finally:
+            brick.close()
+    finally:
+        root.close()

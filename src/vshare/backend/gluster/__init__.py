@@ -111,9 +111,11 @@ Other rules
   GlusterFS itself may then leave a file without its gfid link on the brick (seen here:
   unreadable by gfid).
 - **unlink**: gfapi has one call for files and empty directories (``glfs_h_unlink``); the
-  type is checked by a lookup first (EISDIR/ENOTDIR as POSIX). Between that lookup and the
-  unlink another client could swap the entry for an empty directory or a file of the same
-  name: the wrong kind of entry may then go, but it is always that entry of that directory.
+  type is checked first (EISDIR/ENOTDIR as POSIX), by a lookup or, in cache modes meta and
+  all, from the cache when it holds the name (kept right by upcalls, within milliseconds).
+  Between that check and the unlink another client could swap the entry for an empty
+  directory or a file of the same name: the wrong kind of entry may then go, but it is
+  always that entry of that directory.
 - **readdir** cookies are gfapi's ``d_off`` (``glfs_seekdir``), as unsigned 64-bit numbers;
   one listing at a time per open directory. ``fsync`` of a directory does nothing (the brick
   has made directory changes by the time gfapi returns).

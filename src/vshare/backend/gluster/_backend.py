@@ -420,20 +420,32 @@ class GlusterBackend(GlusterCore):
                 if qid is not None:
                     self._changed(qid)
 
-    def _unlink(self, p: GlusterNode, raw: bytes, *, rmdir: bool) -> None:
-        # The type decides the errno (package note: unlink).
+    def _entry_kind(self, p: GlusterNode, raw: bytes) -> tuple[int, int, int]:
+        """The file type, qid and link count of ``p/raw``: from the volume's cache when it
+        holds the name and its attributes (modes meta and all, kept right by upcalls), else
+        from a lookup."""
+        if p._cache != "none":
+            qid = self._cached_child_qid(p, raw)
+            attr = None if qid is None else self._cache.attr(qid)
+            if attr is not None:
+                return stat.S_IFMT(attr.mode), attr.qid_path, attr.nlink
         with p._ref as pobj:
             obj, st = _gfapi.h_lookupat(self._fs, pobj, raw, follow=False)
         try:
             gfid = _gfapi.h_extract_handle(obj)
         finally:
             _gfapi.h_close(obj)
-        kind = stat.S_IFMT(st.st_mode)
+        return stat.S_IFMT(st.st_mode), qid_of_gfid(gfid), st.st_nlink
+
+    def _unlink(self, p: GlusterNode, raw: bytes, *, rmdir: bool) -> None:
+        # The type decides the errno (package note: unlink). When the cache holds the
+        # name, gfapi's own resolution of it in glfs_h_unlink finds it in its inode table
+        # too (the cache keeps a reference): the brick sees the unlink alone.
+        kind, qid, links = self._entry_kind(p, raw)
         if rmdir and kind != stat.S_IFDIR:
             raise err(errno.ENOTDIR)
         if not rmdir and kind == stat.S_IFDIR:
             raise err(errno.EISDIR)
-        qid = qid_of_gfid(gfid)
         self._open_deferred(qid)  # an open file stays readable after its unlink, as POSIX
         try:
             with p._ref as pobj:
@@ -441,7 +453,7 @@ class GlusterBackend(GlusterCore):
         finally:
             self._changed(p.qid_path, name=raw)
             self._cache.invalidate(qid, "local")
-        if kind == stat.S_IFREG and st.st_nlink == 1 and self._open_file_of(qid) is not None:
+        if kind == stat.S_IFREG and links == 1 and self._open_file_of(qid) is not None:
             with self._handles_lock:
                 self._orphans.add(qid)
 
