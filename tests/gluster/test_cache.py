@@ -287,14 +287,16 @@ def test_all_defers_read_only_opens(backend: GlusterBackend, area: tuple[str, Pa
 def test_getattrs_from_memory_answer_only_what_the_cache_holds(
     backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
 ) -> None:
-    """``getattr_nowait`` / ``getattr_at_nowait`` (what the gateway answers on its event
-    loop): the cache's attributes, with no call to GlusterFS; None for what it does not
-    hold, and None again once this gateway changed the file."""
+    """``getattr_nowait`` / ``getattr_at_nowait`` / ``lookup_nowait`` (what the gateway
+    answers on its event loop): the cache's attributes and nodes, with no call to
+    GlusterFS; None for what it does not hold, and None again once this gateway changed
+    the file."""
     rel, there = area
     (there / "f").write_bytes(b"x" * 100)
     root = backend.open_root(rel, cache=mode)
     try:
         assert backend.getattr_at_nowait(root, "f") is None  # never looked up here
+        assert backend.lookup_nowait(root, "f") is None
         assert _stat_path(backend, root, "f") == 100  # fills the cache
         time.sleep(0.3)  # the native write's upcall may come after the fill: fill again
         assert _stat_path(backend, root, "f") == 100
@@ -304,14 +306,22 @@ def test_getattrs_from_memory_answer_only_what_the_cache_holds(
             got: list[object] = []
             calls = _calls_during(
                 lambda: got.extend(
-                    [backend.getattr_at_nowait(root, "f"), backend.getattr_nowait(node)]
+                    [
+                        backend.getattr_at_nowait(root, "f"),
+                        backend.getattr_nowait(node),
+                        backend.lookup_nowait(root, "f"),
+                    ]
                 )
             )
             assert calls == {}, calls
-            assert got == [asked, asked]
+            assert got[:2] == [asked, asked]
+            held = got[2]
+            assert isinstance(held, Node) and held.qid_path == node.qid_path
+            held.close()
             backend.setattr(node, mode=0o600)  # this gateway's change: dropped at once
             assert backend.getattr_nowait(node) is None
             assert backend.getattr_at_nowait(root, "f") is None
+            assert backend.lookup_nowait(root, "f") is None
             assert backend.getattr(node).mode & 0o7777 == 0o600
         finally:
             node.close()
@@ -334,6 +344,7 @@ def test_getattrs_from_memory_in_none_never_answer(
         finally:
             node.close()
         assert backend.getattr_at_nowait(root, "f") is None
+        assert backend.lookup_nowait(root, "f") is None
     finally:
         root.close()
 

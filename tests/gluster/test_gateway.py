@@ -250,8 +250,8 @@ async def test_cache_mode_and_its_metrics(
 async def test_getattrs_the_cache_holds_are_answered_on_the_loop(
     gluster_session: Session, short_dir: Path, mode: str
 ) -> None:
-    """In ``meta`` a Tgetattr or Tgetattrat whose answer the cache holds is answered where
-    it is read: no worker thread, no call to GlusterFS (``vshare_requests_on_loop_total``);
+    """In ``meta`` a Tgetattr, Tgetattrat or Twalk whose answer the cache holds is answered
+    where it is read: no worker thread, no call to GlusterFS (``vshare_requests_on_loop_total``);
     what it misses goes to a thread as before. In ``none`` every one goes to GlusterFS."""
     async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
         fid = await walk(client, root, "f")
@@ -264,15 +264,19 @@ async def test_getattrs_the_cache_holds_are_answered_on_the_loop(
             got = await client.call(p.Tgetattrat(root, "f", p.GETATTR_ALL), p.Rgetattrat)
             assert got.size == 5
             assert (await getattr_(client, fid)).size == 5
+            walked = await walk(client, root, "f")
+            assert (await getattr_(client, walked)).size == 5
+            await client.clunk(walked)
         with pytest.raises(OSError) as missing:  # not in the cache: to a thread, and ENOENT
             await client.call(p.Tgetattrat(root, "nothing", p.GETATTR_ALL), p.Rgetattrat)
         assert missing.value.errno == errno.ENOENT
         new = {op: _sample(gw, "vshare_requests_on_loop_total", op=op) - on_loop[op] for op in OPS}
         new_lookups = _sample(gw, "vshare_backend_calls_total", call="lookup") - lookups
     if mode == "none":
-        assert new == {"getattrat": 0, "getattr": 0} and new_lookups >= 20
+        assert new == dict.fromkeys(OPS, 0) and new_lookups >= 40
     else:
-        assert new == {"getattrat": 20, "getattr": 20} and new_lookups >= 1  # "nothing"
+        assert new == {"getattrat": 20, "getattr": 40, "walk": 20}
+        assert new_lookups >= 1  # "nothing"
 
 
-OPS = ("getattrat", "getattr")
+OPS = ("getattrat", "getattr", "walk")

@@ -183,9 +183,10 @@ class Backend(abc.ABC):
     #: then make them on its event loop instead of paying a worker-thread hand-off. False for
     #: anything that can wait on a network (NFS, FUSE, CephFS, GlusterFS).
     cheap_metadata: bool = False
-    #: Whether :meth:`getattr_nowait` and :meth:`getattr_at_nowait` may answer (a backend
-    #: with a cache of attributes and names): where metadata is not cheap, the gateway
-    #: then tries them on its event loop before it hands a getattr to a worker thread.
+    #: Whether :meth:`lookup_nowait`, :meth:`getattr_nowait` and :meth:`getattr_at_nowait`
+    #: may answer (a backend with a cache of attributes and names): where metadata is not
+    #: cheap, the gateway then tries them on its event loop before it hands a walk or a
+    #: getattr to a worker thread.
     nowait_metadata: bool = False
 
     @abc.abstractmethod
@@ -245,6 +246,10 @@ class Backend(abc.ABC):
             return self.getattr(node)
         finally:
             node.close()
+
+    def lookup_nowait(self, parent: Node, name: str) -> Node | None:
+        """:meth:`lookup` from memory, as :meth:`getattr_nowait`; None otherwise."""
+        return None
 
     def getattr_nowait(self, node: Node) -> Attr | None:
         """:meth:`getattr` if the backend can answer from what it holds in memory (its

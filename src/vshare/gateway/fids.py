@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vshare.backend.base import Backend, Node, OpenFile
@@ -202,13 +203,21 @@ class Walked:
     name: str | None
 
 
+WalkResult = tuple[list[Qid], Walked | None, int, int]
+
+
 def walk(
-    backend: Backend, fid: Fid, names: tuple[str, ...]
-) -> tuple[list[Qid], Walked | None, int, int]:
+    backend: Backend,
+    fid: Fid,
+    names: tuple[str, ...],
+    lookup: Callable[[Node, str], Node] | None = None,
+) -> WalkResult:
     """Walk ``names`` (each checked already, or ``.``/``..``) from ``fid`` (blocking: call
     from a worker thread). Returns the qids walked, the place reached if every name was
     walked (else None: a partial walk, nothing kept), the links made and the links freed
-    (for the budget). The first name failing raises its error."""
+    (for the budget). The first name failing raises its error. ``lookup``: the backend's
+    (this default) or what stands for it."""
+    lookup = lookup or backend.lookup
     node, up, name = fid.node, fid.up, fid.name
     at_fid = True  # node/up are the fid's (borrowed); else this walk owns them
     links_made = freed = 0
@@ -232,7 +241,7 @@ def walk(
                 node, up, name, at_fid = parent, above, above_name, False
             else:
                 try:
-                    child = backend.lookup(node, step)
+                    child = lookup(node, step)
                 except OSError:
                     if i == 0:
                         raise
@@ -260,3 +269,15 @@ def walk(
         drop()
         raise
     return qids, Walked(node, up, name), links_made, freed
+
+
+def walk_from_memory(backend: Backend, fid: Fid, names: tuple[str, ...]) -> WalkResult | None:
+    """:func:`walk` of one name whose node the backend holds in memory
+    (:meth:`Backend.lookup_nowait`: no call that may wait, the rest of a walk makes none),
+    or None, having done nothing."""
+    if len(names) != 1 or names[0] in (".", ".."):
+        return None
+    child = backend.lookup_nowait(fid.node, names[0])
+    if child is None:
+        return None
+    return walk(backend, fid, names, lambda _node, _name: child)

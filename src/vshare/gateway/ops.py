@@ -86,7 +86,7 @@ _METADATA: Final = frozenset({
 })  # fmt: skip
 #: Of those, what a backend whose metadata is not cheap may answer from its cache on the
 #: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread).
-_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat})
+_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat, Twalk})
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
 #: (attach, walk, xattrwalk, lcreateat), opens (lopen, lcreate, xattrcreate), moves (walk in place,

@@ -85,14 +85,15 @@ class OperationsBase:
     async def _run_nowait(
         self, att: Attachment, nowait: Callable[..., T | None], fn: Callable[..., T], *args: Any
     ) -> T:
-        """``fn(*args)`` as :meth:`_run`; but on the event loop, where the backend's metadata
-        is not cheap, only what ``nowait(*args)`` answers from memory: else
-        :class:`WouldBlock` (the session asks ``fn`` in a task)."""
-        if INLINE.get() and not self.metadata_inline:
+        """``fn(*args)`` as :meth:`_run`; but where the backend's metadata is not cheap,
+        what ``nowait(*args)`` answers from memory first, with no worker thread. On the
+        event loop, only that: else :class:`WouldBlock` (the session asks again in a task)."""
+        if not self.metadata_inline:
             out = nowait(*args)
-            if out is None:
+            if out is not None:
+                return out
+            if INLINE.get():
                 raise WouldBlock
-            return out
         return await self._run(att, fn, *args)
 
     def _fid(self, fid: int) -> Fid:

@@ -7,7 +7,7 @@ import errno
 
 from vshare.backend.base import TIME_NOW, Node, check_name
 from vshare.gateway.context import audit_log
-from vshare.gateway.fids import Attachment, Fid, node_qid
+from vshare.gateway.fids import Attachment, Fid, node_qid, walk_from_memory
 from vshare.gateway.fids import walk as walk_names
 from vshare.gateway.ops_base import (
     MAX_OFFSET,
@@ -144,8 +144,8 @@ class FidOps(OperationsBase):
         links = real - (1 if real and fid.at_root else 0)
         if not self.fid_budget.fits(links + (msg.newfid != msg.fid)):
             raise os_error(errno.EMFILE)
-        qids, walked, links_made, freed = await self._run(
-            fid.att, walk_names, self.backend, fid, msg.wnames
+        qids, walked, links_made, freed = await self._run_nowait(
+            fid.att, walk_from_memory, walk_names, self.backend, fid, msg.wnames
         )
         self.fid_budget.force(links_made)
         self.fid_budget.give(freed)

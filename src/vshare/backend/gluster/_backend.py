@@ -99,6 +99,16 @@ class GlusterBackend(GlusterCore):
         return self._links_seen(attr)
 
     @einval_on_value_error
+    @einval_on_value_error
+    def lookup_nowait(self, parent: Node, name: str) -> Node | None:
+        p = self._parent(parent)
+        if p._cache == "none":
+            return None
+        node = self._cached_node(p, name_bytes(name))
+        if node is not None:
+            self._vol.ancestry.note(p.qid_path, node.qid_path)  # as _lookup does
+        return node
+
     def getattr_nowait(self, node: Node) -> Attr | None:
         n = self._node(node)
         attr = None if n._cache == "none" else self._cache.attr(n.qid_path)

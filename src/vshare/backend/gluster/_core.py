@@ -167,23 +167,30 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         mode = parent._cache
         if mode == "none":
             return self._adopt(self._lookup_object(parent, raw))
-        cached = self._cache.name(parent.qid_path, raw)
-        if cached is not None:
-            ref, ftype, _ = cached
-            try:
-                with ref as obj:
-                    copy = _gfapi.object_copy(obj)
-            except OSError:
-                pass  # evicted meanwhile: ask gfapi
-            else:
-                st = _gfapi.Stat()
-                st.st_mode = ftype
-                return GlusterNode(self, copy, st, mode)
+        held = self._cached_node(parent, raw)
+        if held is not None:
+            return held
         token = self._cache.token()
         obj, st = self._lookup_object(parent, raw)
         node = self._adopt((obj, st), mode)
         self._remember(token, parent, raw, node, st)
         return node
+
+    def _cached_node(self, parent: GlusterNode, raw: bytes) -> GlusterNode | None:
+        """A node on ``parent/raw`` from the volume's cache (no network: a copy of the object
+        a lookup of this name in this directory found), or None if it does not hold it."""
+        cached = self._cache.name(parent.qid_path, raw)
+        if cached is None:
+            return None
+        ref, ftype, _ = cached
+        try:
+            with ref as obj:
+                copy = _gfapi.object_copy(obj)
+        except OSError:
+            return None  # evicted meanwhile
+        st = _gfapi.Stat()
+        st.st_mode = ftype
+        return GlusterNode(self, copy, st, parent._cache)
 
     def _lookup_object(self, parent: GlusterNode, raw: bytes) -> tuple[int, _gfapi.Stat]:
         """``glfs_h_lookupat`` of one name, not followed: (object, stat).
