@@ -10,9 +10,11 @@ from vshare.gateway.context import audit_log
 from vshare.gateway.fids import Attachment, Fid, node_qid, walk_from_memory
 from vshare.gateway.fids import walk as walk_names
 from vshare.gateway.ops_base import (
+    INLINE,
     MAX_OFFSET,
     NO_ID,
     OperationsBase,
+    WouldBlock,
     os_error,
 )
 from vshare.policy import decide, squash_mode
@@ -166,6 +168,12 @@ class FidOps(OperationsBase):
         return Rwalk(tuple(qids))
 
     async def clunk(self, msg: Tclunk) -> Message:
+        if INLINE.get() and not self.metadata_inline:
+            # Closing nodes never waits (handles released in memory); closing an open file
+            # may (GlusterFS flushes), and so may an xattr write: those go to a thread.
+            held = self._fid(msg.fid)
+            if held.file is not None or held.xattr_write is not None:
+                raise WouldBlock
         fid = self._drop_fid(msg.fid)
         pending = fid.xattr_write
         # An xattr write takes effect here: the access level is checked now, not only at
