@@ -18,7 +18,7 @@ import pytest
 
 from tests.gluster.conftest import Session
 from vshare.backend import _gfapi
-from vshare.backend.base import CacheMode, Node
+from vshare.backend.base import Attr, CacheMode, Node
 from vshare.backend.gluster import GlusterBackend
 from vshare.testing import glusterd as gd
 
@@ -415,5 +415,80 @@ def test_unlink_takes_the_type_from_the_cache(
                 assert gone.value.errno == errno.ENOENT
         finally:
             brick.close()
+    finally:
+        root.close()
+
+
+def _listed(b: GlusterBackend, directory: Node, batch: int = 1000) -> dict[str, Attr | None]:
+    """A whole listing through ``readdir_attrs``, ``batch`` entries at a time: name → attr
+    (each name once)."""
+    f = b.open(directory, os.O_RDONLY)
+    try:
+        out: dict[str, Attr | None] = {}
+        cookie = 0
+        while entries := b.readdir_attrs(directory, f, cookie, batch):
+            for entry, attr in entries:
+                assert entry.name not in out, f"{entry.name} listed twice"
+                out[entry.name] = attr
+            cookie = entries[-1][0].cookie
+        return out
+    finally:
+        f.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_a_listing_is_kept_whole_and_dropped_on_any_change(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """A directory listed again is answered from the cache (entries and attributes, in
+    batches by its cookies as gfapi's); a change made here shows in the next listing at
+    once, another client's within the bound."""
+    rel, there = area
+    for name in ("a", "b", "c"):
+        (there / name).write_bytes(name.encode())
+    root = backend.open_root(rel, cache=mode)
+    try:
+        first = _listed(backend, root)
+        time.sleep(0.3)  # the native writes' upcalls may come after the fill: fill again
+        first = _listed(backend, root)
+        assert sorted(first) == [".", "..", "a", "b", "c"]
+        before = backend.cache_stats()
+        for batch in (1000, 2, 1):
+            again = _listed(backend, root, batch)
+            assert again == first
+        after = backend.cache_stats()
+        assert after.hits["listing"] - before.hits["listing"] >= 3
+        # This gateway's changes: a new name, a child's new mode.
+        node, f = backend.create(root, "d", os.O_RDWR, 0o600)
+        f.close()
+        node.close()
+        node = backend.lookup(root, "a")
+        try:
+            backend.setattr(node, mode=0o640)
+        finally:
+            node.close()
+        now = _listed(backend, root)
+        assert sorted(now) == [".", "..", "a", "b", "c", "d"]
+        a = now["a"]
+        assert a is not None and a.mode & 0o7777 == 0o640
+        # Another client's: a name added and one removed.
+        _listed(backend, root)  # cached again
+        (there / "e").write_bytes(b"e")
+        (there / "b").unlink()
+        _until(lambda: sorted(_listed(backend, root)) == [".", "..", "a", "c", "d", "e"], BOUND)
+    finally:
+        root.close()
+
+
+def test_none_keeps_no_listing(backend: GlusterBackend, area: tuple[str, Path]) -> None:
+    rel, there = area
+    (there / "a").write_bytes(b"a")
+    root = backend.open_root(rel, cache="none")
+    try:
+        before = backend.cache_stats()
+        for _ in range(3):
+            assert sorted(_listed(backend, root)) == [".", "..", "a"]
+        after = backend.cache_stats()
+        assert after.hits["listing"] == before.hits["listing"]
     finally:
         root.close()

@@ -10,7 +10,10 @@ Keys are qid paths (unique across the volume). Three kinds of entry:
 - **name**: ``(parent qid, name) → payload`` (the backend's handle on the child, closed by
   the ``close`` callable given with it when the entry goes), indexed by child too;
 - **data**: ``(qid, block) → bytes``, blocks of :data:`BLOCK` bytes; a short block is the end
-  of the file (any change to the file drops all its blocks, so that stays true).
+  of the file (any change to the file drops all its blocks, so that stays true);
+- **listing**: ``directory qid → entries`` (the backend's, with their attributes), a whole
+  listing from its start to its end, indexed by the directory and by every entry's object:
+  a change to any of them drops it (a name added or removed changes the directory).
 
 Coherence: ``invalidate(qid)`` drops every entry of ``qid``: its attr, its data, the names
 *in* it (when it is a directory) and the names that lead *to* it. A fill must not put back
@@ -118,6 +121,10 @@ class VolumeCache:
         value: bytes | None = self._get(("d", qid, index), "data")
         return value
 
+    def listing(self, directory: int) -> Any:
+        """The whole listing cached for ``directory``, or None."""
+        return self._get(("l", directory), "listing")
+
     def _get(self, key: Hashable, kind: str) -> Any:
         expired: _Entry[Any] | None = None
         with self._lock:
@@ -159,6 +166,14 @@ class VolumeCache:
         not kept (False)."""
         size = _HANDLE_SIZE + len(name)
         return self._put(token, ("n", parent, name), payload, size, (parent, child), close)
+
+    def put_listing(
+        self, token: int, directory: int, listing: Any, children: tuple[int, ...], size: int
+    ) -> bool:
+        """Cache ``listing``, all of ``directory`` (entries of the objects ``children``),
+        charged ``size`` bytes (the caller's estimate of what it holds)."""
+        qids = (directory, *children)
+        return self._put(token, ("l", directory), listing, size, qids)
 
     def put_block(self, token: int, qid: int, index: int, data: bytes) -> bool:
         """Cache block ``index`` of ``qid``: :data:`BLOCK` bytes, fewer at the end of file."""

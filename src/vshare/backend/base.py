@@ -107,15 +107,19 @@ class StatFs:
     namelen: int
 
 
+#: The kinds of entry a backend's cache keeps (:class:`CacheStats`).
+CACHE_KINDS: Final = ("attr", "name", "data", "listing")
+
+
 @dataclass
 class CacheStats:
     """What a backend's cache did since it was made (a snapshot): lookups by kind of entry
-    (``attr``, ``name``, ``data``) that hit or missed, invalidations by source (``upcall``:
-    the storage said another client changed an object; ``local``: this process changed
-    it), entries evicted for room or expired, and the bytes charged against the bound."""
+    (:data:`CACHE_KINDS`) that hit or missed, invalidations by source (``upcall``: the
+    storage said another client changed an object; ``local``: this process changed it),
+    entries evicted for room or expired, and the bytes charged against the bound."""
 
-    hits: dict[str, int] = field(default_factory=lambda: {"attr": 0, "name": 0, "data": 0})
-    misses: dict[str, int] = field(default_factory=lambda: {"attr": 0, "name": 0, "data": 0})
+    hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CACHE_KINDS, 0))
+    misses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CACHE_KINDS, 0))
     invalidations: dict[str, int] = field(default_factory=dict)  # by source
     evictions: int = 0
     expirations: int = 0

@@ -52,6 +52,12 @@ log = logging.getLogger("vshare.backend.gluster")
 
 _FUSE_SUPER_MAGIC: Final = 0x65735546
 _READDIR_BATCH_MAX: Final = 1 << 20
+#: Listings of at most this many entries are cached whole (modes meta and all).
+_LISTING_MAX: Final = 4096
+#: Bytes charged per cached listing entry (the DirEntry, its slot and cookie index), and
+#: for its attributes (as the cache charges an Attr): estimates, as the cache's own.
+_LISTED_ENTRY: Final = 320
+_ATTR: Final = 450
 
 
 class GlusterBackend(GlusterCore):
@@ -280,20 +286,32 @@ class GlusterBackend(GlusterCore):
             self._changed(f._qid)
 
     def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
-        return [entry for entry, _ in self._readdirplus(f, position, max_entries)]
+        return [entry for entry, _ in self._readdirplus(f, position, max_entries)[0]]
 
     def _readdirplus(
         self, f: GlusterOpenFile, position: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]]:
+    ) -> tuple[list[tuple[DirEntry, Attr | None]], bool]:
         """Entries from ``glfs_readdirplus_r``, each with the stat the brick's readdirp
-        sent along (None for ``.``, ``..`` and an entry that came without one)."""
+        sent along (None for ``.``, ``..`` and an entry that came without one), and whether
+        they reach the end of the directory.
+
+        The end, once reached, is remembered: the gateway asks again from there to learn
+        it is the end, and gfapi would send the brick one more READDIRP to say so (the third
+        of each small directory's listing)."""
         out: list[tuple[DirEntry, Attr | None]] = []
         dirent, st = f._dirent, f._dirstat
         assert dirent is not None and st is not None
         limit = min(max_entries, _READDIR_BATCH_MAX)
         with f._ref as fd, f._dir_lock:
+            end_at, f._end_at = f._end_at, None
+            if position == end_at:
+                return out, True
             _gfapi.seekdir(fd, position)
-            while len(out) < limit and _gfapi.readdirplus(fd, dirent, st):
+            while True:
+                if len(out) >= limit:
+                    return out, False
+                if not _gfapi.readdirplus(fd, dirent, st):
+                    break
                 qid = st.st_ino or dirent.d_ino
                 ftype = (dirent.d_type << 12) or stat.S_IFMT(st.st_mode)
                 name = decode(dirent.d_name)
@@ -303,7 +321,8 @@ class GlusterBackend(GlusterCore):
                 if name not in (".", ".."):
                     self._vol.ancestry.note(f._qid, qid)
                 out.append((DirEntry(name, qid, ftype, dirent.d_off & U64), attr))
-        return out
+            f._end_at = readdir_position(out[-1][0].cookie, 1) if out else position
+        return out, True
 
     @einval_on_value_error
     def readdir_attrs(
@@ -312,10 +331,21 @@ class GlusterBackend(GlusterCore):
         # The stats come with the listing (readdirp): one network round trip per batch,
         # where the default's lookup and getattr of each name would cost one or two each.
         # An entry the brick sent without a stat is looked up (getattr_at: one call).
+        # In cache modes meta and all, a whole listing is kept (the volume's cache, dropped
+        # when the directory or any entry's object changes): `find`, `ls -l`, `rm -rf`
+        # reading a directory again reach no brick.
         f = self._file(file)
         if not f._is_dir:
             raise err(errno.ENOTDIR)
-        out = self._readdirplus(f, readdir_position(cookie, max_entries), max_entries)
+        d = self._node(directory)
+        position = readdir_position(cookie, max_entries)
+        caching = d._cache != "none"
+        if caching:
+            held = self._listed(d.qid_path, cookie, max_entries)
+            if held is not None:
+                return held
+        token = self._cache.token()
+        out, complete = self._readdirplus(f, position, max_entries)
         for i, (entry, attr) in enumerate(out):
             if attr is None and entry.name not in (".", ".."):
                 try:
@@ -323,7 +353,37 @@ class GlusterBackend(GlusterCore):
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ESTALE):
                         raise
+        if caching and complete and position == 0 and len(out) <= _LISTING_MAX:
+            self._keep_listing(token, d.qid_path, out)
         return out
+
+    def _listed(
+        self, directory: int, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]] | None:
+        """The entries after ``cookie`` from the cached listing of ``directory``; None when
+        none is cached, or the cookie is none of its entries'."""
+        held = self._cache.listing(directory)
+        if held is None:
+            return None
+        entries, after = held
+        start = 0 if cookie == 0 else after.get(cookie)
+        if start is None:
+            return None
+        out: list[tuple[DirEntry, Attr | None]] = list(entries[start : start + max_entries])
+        if self._vol.ancestry.active:  # as _readdirplus notes them (the change feed)
+            for entry, _ in out:
+                if entry.name not in (".", ".."):
+                    self._vol.ancestry.note(directory, entry.qid_path)
+        return out
+
+    def _keep_listing(
+        self, token: int, directory: int, out: list[tuple[DirEntry, Attr | None]]
+    ) -> None:
+        entries = tuple(out)
+        after = {entry.cookie: i + 1 for i, (entry, _) in enumerate(entries)}
+        children = tuple({e.qid_path for e, _ in entries if e.name not in (".", "..")})
+        size = sum(_LISTED_ENTRY + len(e.name) + (_ATTR if a else 0) for e, a in entries)
+        self._cache.put_listing(token, directory, (entries, after), children, size)
 
     @einval_on_value_error
     def fsync(self, file: OpenFile, *, datasync: bool) -> None:
