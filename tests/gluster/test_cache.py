@@ -18,7 +18,7 @@ import pytest
 
 from tests.gluster.conftest import Session
 from vshare.backend import _gfapi
-from vshare.backend.base import Attr, CacheMode, Node
+from vshare.backend.base import Attr, CacheMode, DirEntry, Node
 from vshare.backend.gluster import GlusterBackend
 from vshare.testing import glusterd as gd
 
@@ -490,5 +490,37 @@ def test_none_keeps_no_listing(backend: GlusterBackend, area: tuple[str, Path]) 
             assert sorted(_listed(backend, root)) == [".", "..", "a"]
         after = backend.cache_stats()
         assert after.hits["listing"] == before.hits["listing"]
+    finally:
+        root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
+def test_a_directory_whose_listing_is_cached_opens_when_a_listing_misses(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """With its listing cached, a directory's open sends no OPENDIR; a listing that then
+    misses (a name added meanwhile) opens it and reads it from the brick."""
+    rel, there = area
+    (there / "a").write_bytes(b"a")
+    root = backend.open_root(rel, cache=mode)
+    try:
+        _listed(backend, root)
+        time.sleep(0.3)  # the native write's upcall may come after the fill: fill again
+        _listed(backend, root)
+        listed: list[dict[str, Attr | None]] = []
+        calls = _calls_during(lambda: listed.append(_listed(backend, root)))
+        assert "opendir" not in calls, calls
+        assert sorted(listed[0]) == [".", "..", "a"]
+        f = backend.open(root, os.O_RDONLY)  # deferred
+        try:
+            node, made = backend.create(root, "b", os.O_RDWR, 0o600)  # drops the listing
+            made.close()
+            node.close()
+            got: list[list[tuple[DirEntry, Attr | None]]] = []
+            calls = _calls_during(lambda: got.append(list(backend.readdir_attrs(root, f, 0, 100))))
+            assert calls.get("opendir") == 1, calls
+            assert sorted(e.name for e, _ in got[0]) == [".", "..", "a", "b"]
+        finally:
+            f.close()
     finally:
         root.close()

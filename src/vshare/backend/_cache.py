@@ -125,6 +125,11 @@ class VolumeCache:
         """The whole listing cached for ``directory``, or None."""
         return self._get(("l", directory), "listing")
 
+    def has_listing(self, directory: int) -> bool:
+        """Whether a listing of ``directory`` is cached now (not counted as a lookup)."""
+        with self._lock:
+            return ("l", directory) in self._entries
+
     def _get(self, key: Hashable, kind: str) -> Any:
         expired: _Entry[Any] | None = None
         with self._lock:

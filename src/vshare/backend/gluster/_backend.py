@@ -198,6 +198,9 @@ class GlusterBackend(GlusterCore):
         if is_dir:
             if accmode != os.O_RDONLY or flags & os.O_TRUNC:
                 raise err(errno.EISDIR)
+            if n._cache != "none" and self._cache.has_listing(n.qid_path):
+                # Its listing will come from the cache: the OPENDIR waits for a miss.
+                return self._wrap_deferred(n, 0, is_dir=True)
             fd = self._opendir(n)
         elif n._cache == "all" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
             return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)

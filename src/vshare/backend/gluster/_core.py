@@ -303,15 +303,19 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         with n._ref as obj:
             return _gfapi.h_opendir(self._fs, obj)
 
-    def _wrap_deferred(self, n: GlusterNode, flags: int) -> GlusterOpenFile:
+    def _wrap_deferred(
+        self, n: GlusterNode, flags: int, *, is_dir: bool = False
+    ) -> GlusterOpenFile:
+        """A read-only open made when first needed (a file's read that misses the data
+        cache, a directory's listing that misses the cached one)."""
         node = self._clone(n)
         file = GlusterOpenFile(
             self,
             None,
             n.qid_path,
-            is_dir=False,
+            is_dir=is_dir,
             accmode=os.O_RDONLY,
-            cache_data=True,
+            cache_data=not is_dir,
             deferred=(node, flags),
         )
         with self._handles_lock:

@@ -145,9 +145,12 @@ class GlusterOpenFile(BackendFile):
                 if self._closed or self._deferred is None:
                     raise err(errno.EBADF)
                 node, flags = self._deferred
-                with node._ref as obj:
-                    fd = _gfapi.h_open(self._owner._fs, obj, flags)
-                self._fd = self._owner._track(fd, _gfapi.close)
+                if self._is_dir:
+                    fd = self._owner._opendir(node)
+                else:
+                    with node._ref as obj:
+                        fd = _gfapi.h_open(self._owner._fs, obj, flags)
+                self._fd = self._owner._track(fd, _gfapi.closedir if self._is_dir else _gfapi.close)
                 self._deferred = None
                 node.close()
             return self._fd
