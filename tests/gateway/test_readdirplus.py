@@ -10,10 +10,10 @@ import os
 import pytest
 
 from tests.gateway.conftest import GatewayFactory, Running
-from tests.gateway.helpers import getattr_, open_, walk
+from tests.gateway.helpers import getattr_, listdir, open_, walk
 from vshare import protocol as p
 from vshare.client import Client
-from vshare.gateway.ops_io import READDIRPLUS_MAX
+from vshare.gateway.ops_io import INLINE_LISTING_MAX, READDIRPLUS_MAX
 
 pytestmark = pytest.mark.anyio
 
@@ -90,6 +90,51 @@ async def test_a_large_directory_takes_bounded_replies_and_lists_each_name_once(
         # a count too small for one entry with its attributes: nothing, and not the end
         tiny = await c.call(p.Treaddirplus(d, 0, 100), p.Rreaddirplus)
         assert bytes(tiny.data) == b"" and tiny.end == 0
+
+
+def _on_loop(gw: Running, op: str) -> float:
+    registry = gw.gateway.ctx.metrics.registry
+    return registry.get_sample_value("vshare_requests_on_loop_total", {"op": op}) or 0.0
+
+
+@pytest.mark.parametrize("plus", [True, False])
+async def test_a_small_directory_is_listed_on_the_loop_a_large_one_in_a_thread(
+    gw: Running, plus: bool
+) -> None:
+    """Where metadata is cheap, a listing from the start of a directory that ends within
+    INLINE_LISTING_MAX entries is answered on the event loop; a larger one is listed in a
+    thread, whole, each name once, the same as it would have been."""
+    small, large = gw.share_dir("alpha") / "small", gw.share_dir("alpha") / "large"
+    small.mkdir()
+    large.mkdir()
+    for i in range(5):
+        (small / f"s{i}").write_bytes(b"s")
+    n = INLINE_LISTING_MAX + 10
+    for i in range(n):
+        (large / f"l{i:03d}").write_bytes(b"l" * (i % 4))
+    op = "readdirplus" if plus else "readdir"
+    async with gw.client() as c:
+        root, _ = await c.attach("alpha")
+        listed: dict[str, list[str]] = {}
+        for name in ("small", "large"):
+            d = await open_(c, root, name, flags=p.DOTL_RDONLY | p.DOTL_DIRECTORY)
+            before = _on_loop(gw, op)
+            if plus:
+                entries, _ = await listing_plus(c, d)
+                names = [e.name for e, _ in entries]
+                assert all(
+                    a is not None and a.size == (int(e.name[1:]) % 4 if name == "large" else 1)
+                    for e, a in entries
+                    if e.name not in (".", "..")
+                )
+            else:
+                names = [e.name for e in await listdir(c, root, name)]
+            listed[name] = sorted(x for x in names if x not in (".", ".."))
+            on_loop = _on_loop(gw, op) - before
+            assert on_loop == (1 if name == "small" else 0), (name, on_loop)
+            await c.clunk(d)
+    assert listed["small"] == [f"s{i}" for i in range(5)]
+    assert listed["large"] == [f"l{i:03d}" for i in range(n)]
 
 
 async def test_only_open_directories_list(gw: Running) -> None:

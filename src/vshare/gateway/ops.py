@@ -84,6 +84,9 @@ _METADATA: Final = frozenset({
     Tlcreateat, Tsetattr, Tmkdir, Tsymlink, Tmknod, Tlink, Trename, Trenameat, Txattrwalk,
     Tunlinkat,
 })  # fmt: skip
+#: Listings from their start, where metadata is cheap: answered on the loop when the
+#: directory ends within a few dozen entries (else WouldBlock: a thread).
+_LISTINGS: Final = frozenset({Treaddir, Treaddirplus})
 #: Of those, what a backend whose metadata is not cheap may answer from its cache on the
 #: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread), and the clunk
 #: of a fid with no open file (its handles are released in memory).
@@ -135,7 +138,7 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         cheap = mode == "always" or (mode == "auto" and ctx.backend.cheap_metadata)
         self.metadata_inline = cheap
         if cheap:
-            self._inline_types = _NO_BACKEND | _METADATA
+            self._inline_types = _NO_BACKEND | _METADATA | _LISTINGS
         elif mode == "auto" and ctx.backend.nowait_metadata:
             self._inline_types = _NO_BACKEND | _FROM_MEMORY
         else:
@@ -181,14 +184,17 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         """Whether ``msg`` may be answered on the event loop, before the next request is
         read: it makes no backend call, or only cheap metadata calls (see
         :attr:`Backend.cheap_metadata`), or it is a read, which is answered there only from
-        cached data (:meth:`Backend.read_nowait`; else :class:`WouldBlock`). Truncation may
-        free many blocks: never inline."""
+        cached data (:meth:`Backend.read_nowait`; else :class:`WouldBlock`), or a listing
+        from a directory's start, answered there only if it ends within
+        ``INLINE_LISTING_MAX`` entries. Truncation may free many blocks: never inline."""
         if type(msg) not in self._inline_types:
             return False
         if isinstance(msg, Tlopen):
             return not msg.flags & DOTL_TRUNC
         if isinstance(msg, Tsetattr):
             return not msg.valid & SETATTR_SIZE
+        if isinstance(msg, (Treaddir, Treaddirplus)):
+            return msg.offset == 0
         return True
 
     async def inline(self, msg: Message) -> Message:

@@ -54,6 +54,9 @@ from vshare.protocol import (
 _DIRENT_MIN: Final = 24  # a packed entry without its name
 #: Entries of one Rreaddirplus at most (see IoOps.readdirplus).
 READDIRPLUS_MAX: Final = 512
+#: Entries a listing answered on the event loop may hold (a stat each, where metadata is
+#: cheap): a directory that does not end within them is listed in a worker thread.
+INLINE_LISTING_MAX: Final = 64
 
 
 class IoOps(OperationsBase):
@@ -275,14 +278,14 @@ class IoOps(OperationsBase):
         directory = fid.node
         entry_min = _DIRENT_MIN + 8 + (ATTRS_SIZE if plus else 0)
 
-        def fill() -> tuple[bytes, bool]:
+        def fill(limit: int) -> tuple[bytes, bool]:
             packer = DirentPacker(count)
             cookie = offset
             while True:
                 want = max(1, (count - packer.size) // entry_min)
                 attrs: Sequence[Attr | None] = ()
-                if plus:
-                    want = min(want, READDIRPLUS_MAX - len(packer))
+                if plus or limit < READDIRPLUS_MAX:
+                    want = min(want, limit - len(packer))
                     if want <= 0:
                         return packer.getvalue(), False
                     listed = self.backend.readdir_attrs(directory, file, cookie, want)
@@ -307,7 +310,15 @@ class IoOps(OperationsBase):
                         return packer.getvalue(), False
                     cookie = entry.cookie
 
-        return await self._run(fid.att, fill)
+        if INLINE.get():
+            # A small directory, whole, where its stats are cheap (runs_inline: from its
+            # start): one turn on the loop, no worker thread. A larger one is listed again
+            # from its start in a thread: a listing changes nothing.
+            data, end = fill(INLINE_LISTING_MAX)
+            if not end:
+                raise WouldBlock
+            return data, end
+        return await self._run(fid.att, fill, READDIRPLUS_MAX)
 
     async def fsync(self, msg: Tfsync) -> Message:
         fid = self._fid(msg.fid)
