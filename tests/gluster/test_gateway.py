@@ -288,3 +288,28 @@ async def test_getattrs_the_cache_holds_are_answered_on_the_loop(
 
 
 OPS = ("getattrat", "getattr", "walk", "clunk")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["none", "meta"])
+async def test_a_cached_listing_is_answered_on_the_loop(
+    gluster_session: Session, short_dir: Path, mode: str
+) -> None:
+    """In ``meta`` a directory listed again is answered from the cache on the event loop,
+    entries and attributes as the first time; in ``none`` every listing reaches GlusterFS."""
+    async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
+        listings = []
+        for _ in range(3):
+            before = _sample(gw, "vshare_requests_on_loop_total", op="readdirplus")
+            d = await walk(client, root)
+            await client.call(p.Tlopen(d, p.DOTL_RDONLY | p.DOTL_DIRECTORY), p.Rlopen)
+            got = await client.call(p.Treaddirplus(d, 0, 1 << 16), p.Rreaddirplus)
+            assert got.end == 1
+            listings.append(
+                sorted((e.name, a.size if a else None) for e, a in p.unpack_dirents_plus(got.data))
+            )
+            await client.clunk(d)
+            on_loop = _sample(gw, "vshare_requests_on_loop_total", op="readdirplus") - before
+        assert listings[0] == listings[1] == listings[2]
+        assert ("f", 5) in listings[0]
+    assert on_loop == (0 if mode == "none" else 1)

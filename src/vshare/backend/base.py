@@ -187,10 +187,10 @@ class Backend(abc.ABC):
     #: then make them on its event loop instead of paying a worker-thread hand-off. False for
     #: anything that can wait on a network (NFS, FUSE, CephFS, GlusterFS).
     cheap_metadata: bool = False
-    #: Whether :meth:`lookup_nowait`, :meth:`getattr_nowait` and :meth:`getattr_at_nowait`
-    #: may answer (a backend with a cache of attributes and names): where metadata is not
-    #: cheap, the gateway then tries them on its event loop before it hands a walk or a
-    #: getattr to a worker thread.
+    #: Whether :meth:`lookup_nowait`, :meth:`getattr_nowait`, :meth:`getattr_at_nowait` and
+    #: :meth:`readdir_attrs_nowait` may answer (a backend with a cache of attributes, names
+    #: and listings): where metadata is not cheap, the gateway then tries them on its event
+    #: loop before it hands a walk, a getattr or a listing to a worker thread.
     nowait_metadata: bool = False
 
     @abc.abstractmethod
@@ -264,6 +264,13 @@ class Backend(abc.ABC):
 
     def getattr_at_nowait(self, parent: Node, name: str) -> Attr | None:
         """:meth:`getattr_at` from memory, as :meth:`getattr_nowait`; None otherwise."""
+        return None
+
+    def readdir_attrs_nowait(
+        self, directory: Node, file: OpenFile, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]] | None:
+        """:meth:`readdir_attrs` from memory (a cached listing), as :meth:`getattr_nowait`;
+        None otherwise."""
         return None
 
     def unlink_is_quick(self, parent: Node, name: str, *, rmdir: bool) -> bool:

@@ -88,9 +88,10 @@ _METADATA: Final = frozenset({
 #: directory ends within a few dozen entries (else WouldBlock: a thread).
 _LISTINGS: Final = frozenset({Treaddir, Treaddirplus})
 #: Of those, what a backend whose metadata is not cheap may answer from its cache on the
-#: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread), and the clunk
-#: of a fid with no open file (its handles are released in memory).
-_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat, Twalk, Tclunk})
+#: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread): attributes,
+#: one-name walks, listings; and the clunk of a fid with no open file (its handles are
+#: released in memory).
+_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat, Twalk, Tclunk, Treaddirplus})
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
 #: (attach, walk, xattrwalk, lcreateat), opens (lopen, lcreate, xattrcreate), moves (walk in place,

@@ -278,17 +278,30 @@ class IoOps(OperationsBase):
         directory = fid.node
         entry_min = _DIRENT_MIN + 8 + (ATTRS_SIZE if plus else 0)
 
+        def from_memory(
+            d: Node, f: OpenFile, cookie: int, n: int
+        ) -> list[tuple[DirEntry, Attr | None]]:
+            listed = self.backend.readdir_attrs_nowait(d, f, cookie, n)
+            if listed is None:
+                raise WouldBlock  # nothing is changed by a listing
+            return listed
+
         def fill(limit: int) -> tuple[bytes, bool]:
             packer = DirentPacker(count)
             cookie = offset
+            inline = INLINE.get()
+            with_attrs = (
+                from_memory if inline and not self.metadata_inline else self.backend.readdir_attrs
+            )
             while True:
                 want = max(1, (count - packer.size) // entry_min)
                 attrs: Sequence[Attr | None] = ()
-                if plus or limit < READDIRPLUS_MAX:
+                if plus or inline:
                     want = min(want, limit - len(packer))
                     if want <= 0:
                         return packer.getvalue(), False
-                    listed = self.backend.readdir_attrs(directory, file, cookie, want)
+                if plus:
+                    listed = with_attrs(directory, file, cookie, want)
                     entries: Sequence[DirEntry] = [e for e, _ in listed]
                     attrs = [a for _, a in listed]
                 else:
@@ -311,9 +324,10 @@ class IoOps(OperationsBase):
                     cookie = entry.cookie
 
         if INLINE.get():
-            # A small directory, whole, where its stats are cheap (runs_inline: from its
-            # start): one turn on the loop, no worker thread. A larger one is listed again
-            # from its start in a thread: a listing changes nothing.
+            # A small directory, whole, where its stats are cheap or its listing is in the
+            # backend's memory (runs_inline: from its start): one turn on the loop, no
+            # worker thread. A larger one is listed again from its start in a thread: a
+            # listing changes nothing.
             data, end = fill(INLINE_LISTING_MAX)
             if not end:
                 raise WouldBlock

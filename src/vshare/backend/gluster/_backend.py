@@ -360,6 +360,17 @@ class GlusterBackend(GlusterCore):
             self._keep_listing(token, d.qid_path, out)
         return out
 
+    @einval_on_value_error
+    def readdir_attrs_nowait(
+        self, directory: Node, file: OpenFile, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]] | None:
+        f = self._file(file)
+        d = self._node(directory)
+        if not f._is_dir or d._cache == "none":
+            return None
+        readdir_position(cookie, max_entries)  # the same checks (EINVAL)
+        return self._listed(d.qid_path, cookie, max_entries)
+
     def _listed(
         self, directory: int, cookie: int, max_entries: int
     ) -> list[tuple[DirEntry, Attr | None]] | None:
