@@ -295,21 +295,34 @@ OPS = ("getattrat", "getattr", "walk", "clunk")
 async def test_a_cached_listing_is_answered_on_the_loop(
     gluster_session: Session, short_dir: Path, mode: str
 ) -> None:
-    """In ``meta`` a directory listed again is answered from the cache on the event loop,
-    entries and attributes as the first time; in ``none`` every listing reaches GlusterFS."""
+    """In ``meta`` a directory listed again is opened (the OPENDIR put off), listed and
+    closed on the event loop, entries and attributes as the first time; in ``none`` every
+    listing reaches GlusterFS."""
     async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
+        await client.call(p.Tmkdir(root, "sub", 0o755, os.getgid()), p.Rmkdir)
+        sub = await walk(client, root, "sub")
+        await client.clunk(await create(client, sub, "g"))
+        await client.clunk(sub)
         listings = []
         for _ in range(3):
-            before = _sample(gw, "vshare_requests_on_loop_total", op="readdirplus")
-            d = await walk(client, root)
-            await client.call(p.Tlopen(d, p.DOTL_RDONLY | p.DOTL_DIRECTORY), p.Rlopen)
+            before = {op: _sample(gw, "vshare_requests_on_loop_total", op=op) for op in DIR_OPS}
+            d = client.new_fid()
+            flags = p.DOTL_RDONLY | p.DOTL_DIRECTORY
+            await client.call(p.Twalkopen(root, d, flags, ("sub",)), p.Rwalkopen)
             got = await client.call(p.Treaddirplus(d, 0, 1 << 16), p.Rreaddirplus)
             assert got.end == 1
             listings.append(
                 sorted((e.name, a.size if a else None) for e, a in p.unpack_dirents_plus(got.data))
             )
             await client.clunk(d)
-            on_loop = _sample(gw, "vshare_requests_on_loop_total", op="readdirplus") - before
+            on_loop = {
+                op: _sample(gw, "vshare_requests_on_loop_total", op=op) - before[op]
+                for op in DIR_OPS
+            }
         assert listings[0] == listings[1] == listings[2]
-        assert ("f", 5) in listings[0]
-    assert on_loop == (0 if mode == "none" else 1)
+        assert ("g", 0) in listings[0]
+    # The directory's open waits for a listing that misses: none here.
+    assert on_loop == dict.fromkeys(DIR_OPS, 0 if mode == "none" else 1)
+
+
+DIR_OPS = ("walkopen", "readdirplus", "clunk")

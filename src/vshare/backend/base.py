@@ -187,10 +187,9 @@ class Backend(abc.ABC):
     #: then make them on its event loop instead of paying a worker-thread hand-off. False for
     #: anything that can wait on a network (NFS, FUSE, CephFS, GlusterFS).
     cheap_metadata: bool = False
-    #: Whether :meth:`lookup_nowait`, :meth:`getattr_nowait`, :meth:`getattr_at_nowait` and
-    #: :meth:`readdir_attrs_nowait` may answer (a backend with a cache of attributes, names
-    #: and listings): where metadata is not cheap, the gateway then tries them on its event
-    #: loop before it hands a walk, a getattr or a listing to a worker thread.
+    #: Whether the ``*_nowait`` methods may answer (a backend with a cache of attributes,
+    #: names and listings): where metadata is not cheap, the gateway then tries them on its
+    #: event loop before it hands a walk, a getattr, an open or a listing to a thread.
     nowait_metadata: bool = False
 
     @abc.abstractmethod
@@ -265,6 +264,17 @@ class Backend(abc.ABC):
     def getattr_at_nowait(self, parent: Node, name: str) -> Attr | None:
         """:meth:`getattr_at` from memory, as :meth:`getattr_nowait`; None otherwise."""
         return None
+
+    def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
+        """:meth:`open` if it needs no call that may wait (a directory whose listing is in
+        memory, opened when a listing misses it), as :meth:`getattr_nowait`; None
+        otherwise, having done nothing."""
+        return None
+
+    def close_is_quick(self, file: OpenFile) -> bool:
+        """Whether closing ``file`` cannot wait (an open put off and never made). False
+        (this default) where the backend cannot tell."""
+        return False
 
     def readdir_attrs_nowait(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int

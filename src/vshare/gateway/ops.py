@@ -89,9 +89,12 @@ _METADATA: Final = frozenset({
 _LISTINGS: Final = frozenset({Treaddir, Treaddirplus})
 #: Of those, what a backend whose metadata is not cheap may answer from its cache on the
 #: event loop (:attr:`Backend.nowait_metadata`; else WouldBlock: a thread): attributes,
-#: one-name walks, listings; and the clunk of a fid with no open file (its handles are
-#: released in memory).
-_FROM_MEMORY: Final = frozenset({Tgetattr, Tgetattrat, Twalk, Tclunk, Treaddirplus})
+#: one-name walks, listings, opens of directories whose listing it holds (a Twalkopen
+#: whose open must wait clunks the fid its walk made: nothing is left changed); and the
+#: clunk of a fid with no open file, or one never made (handles released in memory).
+_FROM_MEMORY: Final = frozenset(
+    {Tgetattr, Tgetattrat, Twalk, Tclunk, Treaddirplus, Tlopen, Twalkopen}
+)
 
 #: Of each request, the fields that name a fid creates or changes (beyond using it): a fid it makes
 #: (attach, walk, xattrwalk, lcreateat), opens (lopen, lcreate, xattrcreate), moves (walk in place,

@@ -170,9 +170,13 @@ class FidOps(OperationsBase):
     async def clunk(self, msg: Tclunk) -> Message:
         if INLINE.get() and not self.metadata_inline:
             # Closing nodes never waits (handles released in memory); closing an open file
-            # may (GlusterFS flushes), and so may an xattr write: those go to a thread.
+            # may (GlusterFS flushes) unless it was never made, and so may an xattr write:
+            # those go to a thread.
             held = self._fid(msg.fid)
-            if held.file is not None or held.xattr_write is not None:
+            file = held.file
+            if held.xattr_write is not None or (
+                file is not None and not self.backend.close_is_quick(file)
+            ):
                 raise WouldBlock
         fid = self._drop_fid(msg.fid)
         pending = fid.xattr_write

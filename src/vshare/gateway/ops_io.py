@@ -70,7 +70,8 @@ class IoOps(OperationsBase):
         flags = dotl_to_os_flags(msg.flags) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             self._writable(fid)
-        fid.file = await self._run(fid.att, self.backend.open, fid.node, flags)
+        b = self.backend
+        fid.file = await self._run_nowait(fid.att, b.open_nowait, b.open, fid.node, flags)
         fid.flags = flags
         return Rlopen(node_qid(fid.node), self.msize - IOHDRSZ)
 

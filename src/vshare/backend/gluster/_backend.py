@@ -17,6 +17,7 @@ from vshare.backend._common import (
     U64,
     AttrChange,
     check_offset,
+    check_open,
     decode,
     einval_on_value_error,
     err,
@@ -52,12 +53,6 @@ log = logging.getLogger("vshare.backend.gluster")
 
 _FUSE_SUPER_MAGIC: Final = 0x65735546
 _READDIR_BATCH_MAX: Final = 1 << 20
-#: Listings of at most this many entries are cached whole (modes meta and all).
-_LISTING_MAX: Final = 4096
-#: Bytes charged per cached listing entry (the DirEntry, its slot and cookie index), and
-#: for its attributes (as the cache charges an Attr): estimates, as the cache's own.
-_LISTED_ENTRY: Final = 320
-_ATTR: Final = 450
 
 
 class GlusterBackend(GlusterCore):
@@ -356,9 +351,21 @@ class GlusterBackend(GlusterCore):
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ESTALE):
                         raise
-        if caching and complete and position == 0 and len(out) <= _LISTING_MAX:
+        if caching and complete and position == 0:
             self._keep_listing(token, d.qid_path, out)
         return out
+
+    def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
+        n = self._node(node)
+        if n._cache == "none" or n.file_type != stat.S_IFDIR:
+            return None
+        _, accmode = check_open(n.file_type, flags)
+        if accmode != os.O_RDONLY or flags & os.O_TRUNC or not self._cache.has_listing(n.qid_path):
+            return None
+        return self._wrap_deferred(n, 0, is_dir=True)  # as _open would
+
+    def close_is_quick(self, file: OpenFile) -> bool:
+        return self._file(file)._fd is None  # put off, never made: a node to let go
 
     @einval_on_value_error
     def readdir_attrs_nowait(
@@ -370,34 +377,6 @@ class GlusterBackend(GlusterCore):
             return None
         readdir_position(cookie, max_entries)  # the same checks (EINVAL)
         return self._listed(d.qid_path, cookie, max_entries)
-
-    def _listed(
-        self, directory: int, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]] | None:
-        """The entries after ``cookie`` from the cached listing of ``directory``; None when
-        none is cached, or the cookie is none of its entries'."""
-        held = self._cache.listing(directory)
-        if held is None:
-            return None
-        entries, after = held
-        start = 0 if cookie == 0 else after.get(cookie)
-        if start is None:
-            return None
-        out: list[tuple[DirEntry, Attr | None]] = list(entries[start : start + max_entries])
-        if self._vol.ancestry.active:  # as _readdirplus notes them (the change feed)
-            for entry, _ in out:
-                if entry.name not in (".", ".."):
-                    self._vol.ancestry.note(directory, entry.qid_path)
-        return out
-
-    def _keep_listing(
-        self, token: int, directory: int, out: list[tuple[DirEntry, Attr | None]]
-    ) -> None:
-        entries = tuple(out)
-        after = {entry.cookie: i + 1 for i, (entry, _) in enumerate(entries)}
-        children = tuple({e.qid_path for e, _ in entries if e.name not in (".", "..")})
-        size = sum(_LISTED_ENTRY + len(e.name) + (_ATTR if a else 0) for e, a in entries)
-        self._cache.put_listing(token, directory, (entries, after), children, size)
 
     @einval_on_value_error
     def fsync(self, file: OpenFile, *, datasync: bool) -> None:

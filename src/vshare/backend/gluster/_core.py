@@ -22,7 +22,7 @@ from vshare.backend._common import (
     name_bytes,
     owned,
 )
-from vshare.backend.base import Attr, Node, OpenFile
+from vshare.backend.base import Attr, DirEntry, Node, OpenFile
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._fields import attr_of, qid_of_gfid
 from vshare.backend.gluster._handles import GlusterNode, GlusterOpenFile, Ref
@@ -36,10 +36,19 @@ _OPENDIR_RETRY: Final = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 _LOOKUP_RETRY: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
+#: Listings of at most this many entries are cached whole (modes meta and all).
+_LISTING_MAX: Final = 4096
+#: Bytes charged per cached listing entry (the DirEntry, its slot and cookie index), and
+#: for its attributes (as the cache charges an Attr): estimates, as the cache's own.
+_LISTED_ENTRY: Final = 320
+_ATTR: Final = 450
+
+
 class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
     """What every operation of :class:`~vshare.backend.gluster.GlusterBackend` stands on:
-    the volume, the handles given out, lookups (through the cache), opens and the data
-    cache's reads. Abstract: the operations themselves are the subclass's."""
+    the volume, the handles given out, lookups (through the cache), opens, the data
+    cache's reads and the cached listings. Abstract: the operations themselves are the
+    subclass's."""
 
     cheap_metadata = False  # every metadata call may wait on the network
     nowait_metadata = True  # but the volume's cache answers getattrs it holds (shares in meta, all)
@@ -386,6 +395,38 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         # Upcalls name objects by gfid, volume-wide: _volumes.Ancestry tells which are
         # below ``root`` from where this process found them.
         return _volumes.watch(self._vol, self._node(root).qid_path, callback)
+
+    def _listed(
+        self, directory: int, cookie: int, max_entries: int
+    ) -> list[tuple[DirEntry, Attr | None]] | None:
+        """The entries after ``cookie`` from the cached listing of ``directory``; None when
+        none is cached, or the cookie is none of its entries'."""
+        held = self._cache.listing(directory)
+        if held is None:
+            return None
+        entries, after = held
+        start = 0 if cookie == 0 else after.get(cookie)
+        if start is None:
+            return None
+        out: list[tuple[DirEntry, Attr | None]] = list(entries[start : start + max_entries])
+        if self._vol.ancestry.active:  # as _readdirplus notes them (the change feed)
+            for entry, _ in out:
+                if entry.name not in (".", ".."):
+                    self._vol.ancestry.note(directory, entry.qid_path)
+        return out
+
+    def _keep_listing(
+        self, token: int, directory: int, out: list[tuple[DirEntry, Attr | None]]
+    ) -> None:
+        """Cache ``out``, the whole of ``directory`` read from its start (token: taken
+        before), unless it is longer than :data:`_LISTING_MAX`."""
+        if len(out) > _LISTING_MAX:
+            return
+        entries = tuple(out)
+        after = {entry.cookie: i + 1 for i, (entry, _) in enumerate(entries)}
+        children = tuple({e.qid_path for e, _ in entries if e.name not in (".", "..")})
+        size = sum(_LISTED_ENTRY + len(e.name) + (_ATTR if a else 0) for e, a in entries)
+        self._cache.put_listing(token, directory, (entries, after), children, size)
 
     def cache_stats(self) -> CacheStats:
         """The volume's cache counters (shared by every backend of the volume here)."""
