@@ -31,6 +31,7 @@ from vshare.gateway.ops_io import IoOps
 from vshare.gateway.ops_names import NameOps
 from vshare.gateway.ops_xattrs import XattrLockOps
 from vshare.protocol import (
+    DOTL_DIRECTORY,
     DOTL_TRUNC,
     MESSAGE_TYPES,
     SETATTR_SIZE,
@@ -193,6 +194,8 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         ``INLINE_LISTING_MAX`` entries. Truncation may free many blocks: never inline."""
         if type(msg) not in self._inline_types:
             return False
+        if isinstance(msg, (Tlopen, Twalkopen)) and not self.metadata_inline:
+            return bool(msg.flags & DOTL_DIRECTORY)  # only a directory's open is put off
         if isinstance(msg, Tlopen):
             return not msg.flags & DOTL_TRUNC
         if isinstance(msg, Tsetattr):
