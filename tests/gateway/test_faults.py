@@ -17,7 +17,7 @@ from vshare.backend.posix import PosixBackend
 from vshare.client import open_client
 from vshare.gateway.config import GatewayConfig
 from vshare.gateway.server import Gateway
-from vshare.transport import connect
+from vshare.transport import Connection, connect
 
 from .conftest import GatewayFactory, Running, base_config
 from .helpers import create, walk
@@ -38,17 +38,24 @@ async def test_ten_thousand_fids_then_the_limit(start_gateway: GatewayFactory) -
         await walk(c, root)  # room again
 
 
+async def _open_f(uri: str) -> tuple[Connection, p.FrameDecoder]:
+    """A raw connection that has attached ``alpha`` and opened its ``f`` as fid 1 (one
+    request at a time), and the decoder of its replies."""
+    conn = await connect(uri)
+    dec = p.FrameDecoder(accept="R")
+    setup = [p.Tversion(1 << 20, "9P2000.L"), p.Tattach(0, p.NOFID, "", "alpha", 0),
+             p.Twalk(0, 1, ("f",)), p.Tlopen(1, p.DOTL_RDONLY)]  # fmt: skip
+    for msg in setup:
+        await conn.send([p.encode(1, msg)])
+        dec.feed(await conn.receive(1 << 20))
+        assert not isinstance(next(iter(dec))[1], p.Rlerror)
+    return conn, dec
+
+
 async def test_too_many_requests_in_flight_get_eagain(start_gateway: GatewayFactory) -> None:
     async with start_gateway(max_inflight=2, share_threads=1) as gw:
         (gw.share_dir("alpha") / "f").write_bytes(b"x" * (1 << 20))
-        conn = await connect(gw.uri)
-        dec = p.FrameDecoder(accept="R")
-        setup = [p.Tversion(1 << 20, "9P2000.L"), p.Tattach(0, p.NOFID, "", "alpha", 0),
-                 p.Twalk(0, 1, ("f",)), p.Tlopen(1, p.DOTL_RDONLY)]  # fmt: skip
-        for msg in setup:
-            await conn.send([p.encode(1, msg)])
-            dec.feed(await conn.receive(1 << 20))
-            assert not isinstance(next(iter(dec))[1], p.Rlerror)
+        conn, dec = await _open_f(gw.uri)
         # fsync always runs in a worker thread (reads of cached data are answered on the
         # event loop and never wait in flight).
         await conn.send([p.encode(10 + i, p.Tfsync(1, 0)) for i in range(40)])
@@ -249,14 +256,7 @@ async def test_a_bug_in_a_request_task_ends_that_session_only(
     (gw.share_dir("alpha") / "f").write_bytes(b"z")
     async with gw.client() as other:
         root, _ = await other.attach("alpha")
-        conn = await connect(gw.uri)
-        dec = p.FrameDecoder(accept="R")
-        setup = [p.Tversion(1 << 20, "9P2000.L"), p.Tattach(0, p.NOFID, "", "alpha", 0),
-                 p.Twalk(0, 1, ("f",)), p.Tlopen(1, p.DOTL_RDONLY)]  # fmt: skip
-        for msg in setup:
-            await conn.send([p.encode(1, msg)])
-            dec.feed(await conn.receive(1 << 20))
-            assert not isinstance(next(iter(dec))[1], p.Rlerror)
+        conn, _ = await _open_f(gw.uri)
         with caplog.at_level(logging.INFO, logger="vshare.gateway"):
             await conn.send([p.encode(7, p.Tfsync(1, 0))])
             with anyio.fail_after(10):
