@@ -441,8 +441,8 @@ def test_a_listing_is_kept_whole_and_dropped_on_any_change(
     backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
 ) -> None:
     """A directory listed again is answered from the cache (entries and attributes, in
-    batches by its cookies as gfapi's); a change made here shows in the next listing at
-    once, another client's within the bound."""
+    batches by its cookies as gfapi's), and its names are cached as lookups' are; a change
+    made here shows in the next listing at once, another client's within the bound."""
     rel, there = area
     for name in ("a", "b", "c"):
         (there / name).write_bytes(name.encode())
@@ -458,6 +458,18 @@ def test_a_listing_is_kept_whole_and_dropped_on_any_change(
             assert again == first
         after = backend.cache_stats()
         assert after.hits["listing"] - before.hits["listing"] >= 3
+        # The listing brought each name's object: a stat or a walk of a name never looked
+        # up here reaches no brick.
+        got: list[object] = []
+        calls = _calls_during(
+            lambda: got.extend(
+                [backend.getattr_at_nowait(root, "c"), backend.lookup_nowait(root, "c")]
+            )
+        )
+        assert calls == {} and got[0] == first["c"] and first["c"] is not None
+        held = got[1]
+        assert isinstance(held, Node) and held.qid_path == first["c"].qid_path
+        held.close()
         # This gateway's changes: a new name, a child's new mode.
         node, f = backend.create(root, "d", os.O_RDWR, 0o600)
         f.close()

@@ -86,6 +86,7 @@ __all__ = [
     "upcall_inode_handles",
     "upcall_register",
     "upcall_unregister",
+    "xreaddirplus",
 ]
 
 _P = ctypes.c_void_p
@@ -512,6 +513,46 @@ def readdirplus(fd: int, dirent: Dirent, st: Stat) -> bool:
     if ret != 0:
         raise _error(ret if ret > 0 else None)
     return bool(result.value)
+
+
+#: ``glfs_xreaddirplus_r`` flags, and the bits of its answer saying what it filled.
+XREADDIRP_STAT: Final = 0x1
+XREADDIRP_HANDLE: Final = 0x2
+
+
+def xreaddirplus(fd: int, dirent: Dirent, st: Stat) -> tuple[bool, int | None]:
+    """``glfs_xreaddirplus_r`` asking for each entry's stat and object: whether an entry
+    was read (into ``dirent`` and ``st``, zeroed when gfapi sent no stat), and a copy of its
+    object (the caller closes it, :func:`h_close`) or None (``.``, ``..``, none sent).
+    The objects are gfapi's inodes of the entries, linked under the directory as a lookup
+    would: a later ``glfs_h_unlink`` or lookup of the name finds them there. (Not counted
+    in :func:`calls`, as :func:`readdirplus`.)"""
+    lib = load()
+    xstat, result = _P(), _P()
+    ctypes.set_errno(0)
+    ret = lib.glfs_xreaddirplus_r(
+        _ptr(fd),
+        XREADDIRP_STAT | XREADDIRP_HANDLE,
+        ctypes.byref(xstat),
+        ctypes.byref(dirent),
+        ctypes.byref(result),
+    )
+    try:
+        if ret < 0:
+            raise _error()
+        if ret == 0 or not result.value:
+            return False, None
+        ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+        obj = None
+        if xstat.value:
+            if ret & XREADDIRP_STAT and (sp := lib.glfs_xreaddirplus_get_stat(xstat)):
+                ctypes.memmove(ctypes.byref(st), sp, ctypes.sizeof(st))
+            if ret & XREADDIRP_HANDLE and (op := lib.glfs_xreaddirplus_get_object(xstat)):
+                obj = object_copy(op)  # the one gfapi gave goes with xstat
+        return True, obj
+    finally:
+        if xstat.value:
+            lib.glfs_free(xstat)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -193,6 +193,16 @@ PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "glfs_zerofill": (_INT, (_P, _OFF, _OFF)),
     # int glfs_readdirplus_r(fd, struct stat *, struct dirent *, struct dirent **res)
     "glfs_readdirplus_r": (_INT, (_P, _STAT_P, ctypes.POINTER(Dirent), ctypes.POINTER(_P))),
+    # int glfs_xreaddirplus_r(fd, uint32_t flags, struct glfs_xreaddirp_stat **xstat,
+    #                        struct dirent *ext, struct dirent **res)              (3.11.0)
+    "glfs_xreaddirplus_r": (
+        _INT,
+        (_P, ctypes.c_uint32, ctypes.POINTER(_P), ctypes.POINTER(Dirent), ctypes.POINTER(_P)),
+    ),
+    # struct stat *glfs_xreaddirplus_get_stat(xstat); struct glfs_object *..._get_object(xstat):
+    # both freed with glfs_free(xstat)                                              (3.11.0)
+    "glfs_xreaddirplus_get_stat": (_P, (_P,)),
+    "glfs_xreaddirplus_get_object": (_P, (_P,)),
     "glfs_seekdir": (None, (_P, ctypes.c_long)),
     "glfs_set_xlator_option": (_INT, (_P, _S, _S, _S)),
     # int glfs_upcall_register(fs, uint32_t event_list, glfs_upcall_cbk cbk, void *data)

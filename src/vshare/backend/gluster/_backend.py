@@ -287,11 +287,16 @@ class GlusterBackend(GlusterCore):
         return [entry for entry, _ in self._readdirplus(f, position, max_entries)[0]]
 
     def _readdirplus(
-        self, f: GlusterOpenFile, position: int, max_entries: int
+        self,
+        f: GlusterOpenFile,
+        position: int,
+        max_entries: int,
+        objects: list[tuple[int, int]] | None = None,
     ) -> tuple[list[tuple[DirEntry, Attr | None]], bool]:
         """Entries from ``glfs_readdirplus_r``, each with the stat the brick's readdirp
         sent along (None for ``.``, ``..`` and an entry that came without one), and whether
-        they reach the end of the directory.
+        they reach the end of the directory; with ``objects``, the entries' gfapi objects
+        too, by index in the list returned (the caller closes them).
 
         The end, once reached, is remembered: the gateway asks again from there to learn
         it is the end, and gfapi would send the brick one more READDIRP to say so (the third
@@ -308,8 +313,15 @@ class GlusterBackend(GlusterCore):
             while True:
                 if len(out) >= limit:
                     return out, False
-                if not _gfapi.readdirplus(fd, dirent, st):
-                    break
+                if objects is None:
+                    if not _gfapi.readdirplus(fd, dirent, st):
+                        break
+                else:  # and each entry's object, for the caller (which closes them)
+                    more, obj = _gfapi.xreaddirplus(fd, dirent, st)
+                    if not more:
+                        break
+                    if obj is not None:
+                        objects.append((len(out), obj))
                 qid = st.st_ino or dirent.d_ino
                 ftype = (dirent.d_type << 12) or stat.S_IFMT(st.st_mode)
                 name = decode(dirent.d_name)
@@ -343,14 +355,24 @@ class GlusterBackend(GlusterCore):
             if held is not None:
                 return held
         token = self._cache.token()
-        out, complete = self._readdirplus(f, position, max_entries)
-        for i, (entry, attr) in enumerate(out):
-            if attr is None and entry.name not in (".", ".."):
-                try:
-                    out[i] = (entry, self.getattr_at(directory, entry.name))
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOENT, errno.ESTALE):
-                        raise
+        # With a cache mode, the listing brings each entry's object: its name is cached as
+        # a lookup's would be (a `stat`, an open or an unlink of it after `ls` or `find`
+        # reaches no brick).
+        objects: list[tuple[int, int]] | None = [] if caching else None
+        try:
+            out, complete = self._readdirplus(f, position, max_entries, objects)
+            for i, (entry, attr) in enumerate(out):
+                if attr is None and entry.name not in (".", ".."):
+                    try:
+                        out[i] = (entry, self.getattr_at(directory, entry.name))
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ESTALE):
+                            raise
+            if objects:
+                self._remember_listed(token, d, out, objects)
+        finally:
+            for _, obj in objects or ():
+                _gfapi.h_close(obj)
         if caching and complete and position == 0:
             self._keep_listing(token, d.qid_path, out)
         return out

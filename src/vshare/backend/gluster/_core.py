@@ -185,6 +185,32 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         self._remember(token, parent, raw, node, st)
         return node
 
+    def _remember_listed(
+        self,
+        token: int,
+        directory: GlusterNode,
+        out: list[tuple[DirEntry, Attr | None]],
+        objects: list[tuple[int, int]],
+    ) -> None:
+        """Cache the names a listing of ``directory`` found, with their objects (``objects``:
+        by index in ``out``; taken from the list: the cache owns them now) and attributes,
+        as :meth:`_remember` does for a lookup (``token``: taken before the listing)."""
+        while objects:
+            i, obj = objects.pop()
+            keep = Ref(obj, _gfapi.h_close)
+            entry, attr = out[i]
+            try:
+                qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
+            except OSError:
+                keep.close()
+                continue
+            if attr is not None and attr.qid_path == qid:
+                self._cache.put_attr(token, attr)
+            raw = name_bytes(entry.name)
+            self._cache.put_name(
+                token, directory.qid_path, raw, qid, (keep, entry.file_type, qid), keep.close
+            )
+
     def _cached_node(self, parent: GlusterNode, raw: bytes) -> GlusterNode | None:
         """A node on ``parent/raw`` from the volume's cache (no network: a copy of the object
         a lookup of this name in this directory found), or None if it does not hold it."""
