@@ -199,6 +199,9 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
             i, obj = objects.pop()
             keep = Ref(obj, _gfapi.h_close)
             entry, attr = out[i]
+            if entry.name in (".", ".."):  # never looked up by name (walks resolve them)
+                keep.close()
+                continue
             try:
                 qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
             except OSError:
