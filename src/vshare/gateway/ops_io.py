@@ -279,20 +279,14 @@ class IoOps(OperationsBase):
         directory = fid.node
         entry_min = _DIRENT_MIN + 8 + (ATTRS_SIZE if plus else 0)
 
-        def from_memory(
-            d: Node, f: OpenFile, cookie: int, n: int
-        ) -> list[tuple[DirEntry, Attr | None]]:
-            listed = self.backend.readdir_attrs_nowait(d, f, cookie, n)
-            if listed is None:
-                raise WouldBlock  # nothing is changed by a listing
-            return listed
-
         def fill(limit: int) -> tuple[bytes, bool]:
             packer = DirentPacker(count)
             cookie = offset
             inline = INLINE.get()
             with_attrs = (
-                from_memory if inline and not self.metadata_inline else self.backend.readdir_attrs
+                self._listed_from_memory
+                if inline and not self.metadata_inline
+                else self.backend.readdir_attrs
             )
             while True:
                 want = max(1, (count - packer.size) // entry_min)
@@ -334,6 +328,15 @@ class IoOps(OperationsBase):
                 raise WouldBlock
             return data, end
         return await self._run(fid.att, fill, READDIRPLUS_MAX)
+
+    def _listed_from_memory(
+        self, directory: Node, file: OpenFile, cookie: int, n: int
+    ) -> list[tuple[DirEntry, Attr | None]]:
+        """:meth:`Backend.readdir_attrs_nowait`, or WouldBlock (a listing changes nothing)."""
+        listed = self.backend.readdir_attrs_nowait(directory, file, cookie, n)
+        if listed is None:
+            raise WouldBlock
+        return listed
 
     async def fsync(self, msg: Tfsync) -> Message:
         fid = self._fid(msg.fid)

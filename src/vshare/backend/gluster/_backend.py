@@ -100,7 +100,6 @@ class GlusterBackend(GlusterCore):
         return self._links_seen(attr)
 
     @einval_on_value_error
-    @einval_on_value_error
     def lookup_nowait(self, parent: Node, name: str) -> Node | None:
         p = self._parent(parent)
         if p._cache == "none":

@@ -136,10 +136,18 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         qid = node.qid_path
         self._cache.put_attr(token, attr_of(st, qid))
         with contextlib.suppress(OSError), node._ref as held:
-            keep = Ref(_gfapi.object_copy(held), _gfapi.h_close)
-            self._cache.put_name(
-                token, parent.qid_path, raw, qid, (keep, node.file_type, qid), keep.close
-            )
+            self._put_name(token, parent.qid_path, raw, _gfapi.object_copy(held), node.file_type)
+
+    def _put_name(self, token: int, parent: int, raw: bytes, obj: int, ftype: int) -> None:
+        """Hand ``obj`` (an object of ``parent/raw``, of type ``ftype``) to the cache as that
+        name's entry: it owns the object from now on, kept or closed."""
+        keep = Ref(obj, _gfapi.h_close)
+        try:
+            qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
+        except OSError:
+            keep.close()
+            return
+        self._cache.put_name(token, parent, raw, qid, (keep, ftype, qid), keep.close)
 
     def _note_moved(self, new_dir: GlusterNode, raw: bytes) -> None:
         """While the change feed watches the volume: the object now named ``new_dir/raw``
@@ -197,22 +205,13 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         as :meth:`_remember` does for a lookup (``token``: taken before the listing)."""
         while objects:
             i, obj = objects.pop()
-            keep = Ref(obj, _gfapi.h_close)
             entry, attr = out[i]
             if entry.name in (".", ".."):  # never looked up by name (walks resolve them)
-                keep.close()
+                _gfapi.h_close(obj)
                 continue
-            try:
-                qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
-            except OSError:
-                keep.close()
-                continue
-            if attr is not None and attr.qid_path == qid:
+            if attr is not None:
                 self._cache.put_attr(token, attr)
-            raw = name_bytes(entry.name)
-            self._cache.put_name(
-                token, directory.qid_path, raw, qid, (keep, entry.file_type, qid), keep.close
-            )
+            self._put_name(token, directory.qid_path, name_bytes(entry.name), obj, entry.file_type)
 
     def _cached_node(self, parent: GlusterNode, raw: bytes) -> GlusterNode | None:
         """A node on ``parent/raw`` from the volume's cache (no network: a copy of the object
