@@ -292,23 +292,25 @@ OPS = ("getattrat", "getattr", "walk", "clunk")
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["none", "meta"])
+@pytest.mark.parametrize("opened_from", ["its parent", "its own fid"])
 async def test_a_cached_listing_is_answered_on_the_loop(
-    gluster_session: Session, short_dir: Path, mode: str
+    gluster_session: Session, short_dir: Path, mode: str, opened_from: str
 ) -> None:
     """In ``meta`` a directory listed again is opened (the OPENDIR put off), listed and
-    closed on the event loop, entries and attributes as the first time; in ``none`` every
-    listing reaches GlusterFS."""
+    closed on the event loop, entries and attributes as the first time, whether its
+    Twalkopen names it from its parent or clones the directory's own fid (as the vshare
+    FUSE client's opendir does); in ``none`` every listing reaches GlusterFS."""
     async with _share_of_one_file(gluster_session, short_dir, mode) as (gw, client, root):
         await client.call(p.Tmkdir(root, "sub", 0o755, os.getgid()), p.Rmkdir)
         sub = await walk(client, root, "sub")
         await client.clunk(await create(client, sub, "g"))
-        await client.clunk(sub)
+        start, names = (root, ("sub",)) if opened_from == "its parent" else (sub, ())
         listings = []
         for _ in range(3):
             before = {op: _sample(gw, "vshare_requests_on_loop_total", op=op) for op in DIR_OPS}
             d = client.new_fid()
             flags = p.DOTL_RDONLY | p.DOTL_DIRECTORY
-            await client.call(p.Twalkopen(root, d, flags, ("sub",)), p.Rwalkopen)
+            await client.call(p.Twalkopen(start, d, flags, names), p.Rwalkopen)
             got = await client.call(p.Treaddirplus(d, 0, 1 << 16), p.Rreaddirplus)
             assert got.end == 1
             listings.append(
@@ -321,6 +323,7 @@ async def test_a_cached_listing_is_answered_on_the_loop(
             }
         assert listings[0] == listings[1] == listings[2]
         assert ("g", 0) in listings[0]
+        await client.clunk(sub)
     # The directory's open waits for a listing that misses: none here.
     assert on_loop == dict.fromkeys(DIR_OPS, 0 if mode == "none" else 1)
 

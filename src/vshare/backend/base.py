@@ -203,7 +203,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def clone(self, node: Node) -> Node:
-        """A second, independently closable handle on the same object."""
+        """A second, independently closable handle on the same object. Made in memory,
+        with no call that may wait: the gateway clones fids on its event loop."""
 
     @abc.abstractmethod
     def lookup(self, parent: Node, name: str) -> Node:

@@ -274,7 +274,10 @@ def walk(
 def walk_from_memory(backend: Backend, fid: Fid, names: tuple[str, ...]) -> WalkResult | None:
     """:func:`walk` of one name whose node the backend holds in memory
     (:meth:`Backend.lookup_nowait`: no call that may wait, the rest of a walk makes none),
-    or None, having done nothing."""
+    or of no name (a clone: :meth:`Backend.clone` never waits, and a directory's
+    Twalkopen from its own fid is one); or None, having done nothing."""
+    if not names:
+        return walk(backend, fid, names)
     if len(names) != 1 or names[0] in (".", ".."):
         return None
     child = backend.lookup_nowait(fid.node, names[0])
