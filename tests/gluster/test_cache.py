@@ -18,8 +18,9 @@ import pytest
 
 from tests.gluster.conftest import Session
 from vshare.backend import _gfapi
-from vshare.backend.base import Attr, CacheMode, DirEntry, Node
+from vshare.backend.base import Attr, CacheMode, DirEntry, Node, OpenFile
 from vshare.backend.gluster import GlusterBackend
+from vshare.backend.gluster._backend import _LIST_AHEAD_MAX
 from vshare.testing import glusterd as gd
 
 #: The goal for another client's change to be seen here.
@@ -504,6 +505,71 @@ def test_none_keeps_no_listing(backend: GlusterBackend, area: tuple[str, Path]) 
         assert after.hits["listing"] == before.hits["listing"]
     finally:
         root.close()
+
+
+@pytest.mark.parametrize("mode", ["none", "meta", "all"])
+def test_a_directory_is_listed_by_its_open(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """In ``meta`` and ``all`` the open of a directory whose listing is not cached reads it
+    (GlusterFS's readdir-ahead, in the open's own call), caches it and closes the directory
+    again: its listing and its close then reach no brick, and wait for nothing. A directory
+    longer than a listing the cache keeps stays open, and lists whole from the brick. In
+    ``none`` an open only opens."""
+    rel, there = area
+    (there / "small").mkdir()
+    (there / "small" / "a").write_bytes(b"a")
+    (there / "large").mkdir()
+    many = {f"f{i:04}" for i in range(_LIST_AHEAD_MAX + 1)}
+    root = backend.open_root(rel, cache=mode)
+    try:
+        large = backend.lookup(root, "large")
+        try:
+            for name in many:
+                node, made = backend.create(large, name, os.O_RDWR, 0o600)
+                made.close()
+                node.close()
+        finally:
+            large.close()
+        for name, names in (("small", {"a"}), ("large", many)):
+            d = backend.lookup(root, name)
+            try:
+                _open_and_list(backend, d, names, ahead=mode != "none" and name == "small")
+            finally:
+                d.close()
+    finally:
+        root.close()
+
+
+def _open_and_list(backend: GlusterBackend, d: Node, names: set[str], *, ahead: bool) -> None:
+    """Open ``d``: one OPENDIR; its listing ``names`` from memory at once if ``ahead``; its
+    listing, read whole, sends no other OPENDIR; its close is quick if ``ahead``."""
+    opened: list[OpenFile] = []
+    calls = _calls_during(lambda: opened.append(backend.open(d, os.O_RDONLY)))
+    f = opened[0]
+    try:
+        assert calls.get("opendir") == 1, calls
+        assert backend.close_is_quick(f) == ahead
+        held = backend.readdir_attrs_nowait(d, f, 0, 1000)
+        if ahead:
+            assert held is not None
+            assert {e.name for e, _ in held} - {".", ".."} == names
+            assert all(a is not None for e, a in held if e.name not in (".", ".."))
+        else:
+            assert held is None
+        got: set[str] = set()
+
+        def list_all() -> None:
+            cookie = 0
+            while entries := backend.readdir_attrs(d, f, cookie, 200):
+                got.update(e.name for e, _ in entries)
+                cookie = entries[-1][0].cookie
+
+        calls = _calls_during(list_all)
+        assert got - {".", ".."} == names
+        assert "opendir" not in calls, calls  # the open's own fd, or none needed
+    finally:
+        f.close()
 
 
 @pytest.mark.parametrize("mode", ["meta", "all"])

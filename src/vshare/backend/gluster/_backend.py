@@ -53,6 +53,9 @@ log = logging.getLogger("vshare.backend.gluster")
 
 _FUSE_SUPER_MAGIC: Final = 0x65735546
 _READDIR_BATCH_MAX: Final = 1 << 20
+#: Entries a directory's open reads ahead (:meth:`GlusterBackend._list_ahead`): the
+#: gateway's own batch (``READDIRPLUS_MAX``), so a listing it could cache is read whole.
+_LIST_AHEAD_MAX: Final = 512
 
 
 class GlusterBackend(GlusterCore):
@@ -196,6 +199,8 @@ class GlusterBackend(GlusterCore):
                 # Its listing will come from the cache: the OPENDIR waits for a miss.
                 return self._wrap_deferred(n, 0, is_dir=True)
             fd = self._opendir(n)
+            if n._cache != "none":
+                return self._list_ahead(n, self._wrap_fd(fd, n, is_dir=True, accmode=accmode))
         elif n._cache == "all" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
             return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)
         else:
@@ -333,26 +338,56 @@ class GlusterBackend(GlusterCore):
             f._end_at = readdir_position(out[-1][0].cookie, 1) if out else position
         return out, True
 
+    def _list_ahead(self, d: GlusterNode, file: GlusterOpenFile) -> GlusterOpenFile:
+        """A directory just opened (cache modes meta and all), listed at once from its start
+        in the open's own call, as GlusterFS's readdir-ahead translator preloads a listing
+        on OPENDIR: a directory is opened to be read. A listing that fits
+        (:data:`_LIST_AHEAD_MAX`) is cached and the directory closed again; what is
+        returned is a deferred open whose listing, seek and close the gateway answers from
+        memory, on its event loop (one worker-thread hop for `find`'s or `ls`'s opendir,
+        readdir, readdir, releasedir, where there were three). Anything else (a longer
+        directory, an error, a change meanwhile) keeps the open ``file`` as it was."""
+        try:
+            _, complete = self._listing_from_brick(d, file, 0, _LIST_AHEAD_MAX)
+        except OSError:
+            return file  # the listing's own readdir will meet it, and say so
+        except BaseException:
+            file.close()
+            raise
+        if not complete or not self._cache.has_listing(d.qid_path):
+            return file
+        file.close()
+        return self._wrap_deferred(d, 0, is_dir=True)
+
     @einval_on_value_error
     def readdir_attrs(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
     ) -> list[tuple[DirEntry, Attr | None]]:
-        # The stats come with the listing (readdirp): one network round trip per batch,
-        # where the default's lookup and getattr of each name would cost one or two each.
-        # An entry the brick sent without a stat is looked up (getattr_at: one call).
-        # In cache modes meta and all, a whole listing is kept (the volume's cache, dropped
-        # when the directory or any entry's object changes): `find`, `ls -l`, `rm -rf`
-        # reading a directory again reach no brick.
         f = self._file(file)
         if not f._is_dir:
             raise err(errno.ENOTDIR)
         d = self._node(directory)
-        position = readdir_position(cookie, max_entries)
-        caching = d._cache != "none"
-        if caching:
+        readdir_position(cookie, max_entries)  # its checks (EINVAL) before any answer
+        if d._cache != "none":
             held = self._listed(d.qid_path, cookie, max_entries)
             if held is not None:
                 return held
+        return self._listing_from_brick(d, f, cookie, max_entries)[0]
+
+    def _listing_from_brick(
+        self, d: GlusterNode, f: GlusterOpenFile, cookie: int, max_entries: int
+    ) -> tuple[list[tuple[DirEntry, Attr | None]], bool]:
+        """Entries of ``d`` after ``cookie`` read through its open ``f``, and whether they
+        reach its end.
+
+        The stats come with the listing (readdirp): one network round trip per batch,
+        where the default's lookup and getattr of each name would cost one or two each.
+        An entry the brick sent without a stat is looked up (getattr_at: one call).
+        In cache modes meta and all, a whole listing is kept (the volume's cache, dropped
+        when the directory or any entry's object changes): `find`, `ls -l`, `rm -rf`
+        reading a directory again reach no brick."""
+        position = readdir_position(cookie, max_entries)
+        caching = d._cache != "none"
         token = self._cache.token()
         # With a cache mode, the listing brings each entry's object: its name is cached as
         # a lookup's would be (a `stat`, an open or an unlink of it after `ls` or `find`
@@ -363,7 +398,7 @@ class GlusterBackend(GlusterCore):
             for i, (entry, attr) in enumerate(out):
                 if attr is None and entry.name not in (".", ".."):
                     try:
-                        out[i] = (entry, self.getattr_at(directory, entry.name))
+                        out[i] = (entry, self.getattr_at(d, entry.name))
                     except OSError as exc:
                         if exc.errno not in (errno.ENOENT, errno.ESTALE):
                             raise
@@ -374,7 +409,7 @@ class GlusterBackend(GlusterCore):
                 _gfapi.h_close(obj)
         if caching and complete and position == 0:
             self._keep_listing(token, d.qid_path, out)
-        return out
+        return out, complete
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
         n = self._node(node)
