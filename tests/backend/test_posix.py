@@ -444,7 +444,7 @@ def test_readdir_cookies_are_d_off(backend: PosixBackend, share: Node, volume: P
     for i in range(10):
         (volume / SHARE / f"f{i}").write_bytes(b"")
     dfile = backend.open(share, os.O_RDONLY)
-    entries = list(backend.readdir(dfile, 0, 100))
+    entries = list(backend.readdir(dfile, 0, 100).entries)
     raw = os.open(volume / SHARE, os.O_RDONLY | os.O_DIRECTORY)
     buf = ctypes.create_string_buffer(65536)
     kernel = [
@@ -463,7 +463,7 @@ def test_non_utf8_names_surrogateescape(backend: PosixBackend, share: Node, volu
     with open(raw, "wb") as f:
         f.write(b"bytes")
     dfile = backend.open(share, os.O_RDONLY)
-    names = [e.name for e in backend.readdir(dfile, 0, 100)]
+    names = [e.name for e in backend.readdir(dfile, 0, 100).entries]
     dfile.close()
     assert "\udcff\udcfe-name" in names
     node = backend.lookup(share, "\udcff\udcfe-name")
@@ -570,7 +570,7 @@ def test_mount_point_inside_volume(backend: PosixBackend, share: Node, mounted_t
     assert f.qid_path >> 56 not in (0, 255)  # another device: another index
     assert f.qid_path & (2**56 - 1) == st.st_ino
     dfile = backend.open(share, os.O_RDONLY)
-    entries = {e.name: e for e in backend.readdir(dfile, 0, 100)}
+    entries = {e.name: e for e in backend.readdir(dfile, 0, 100).entries}
     dfile.close()
     # documented: the entry of a mount point carries the covered inode, not the mounted root
     assert entries["mnt"].qid_path != mnt.qid_path

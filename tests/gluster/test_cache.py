@@ -427,7 +427,7 @@ def _listed(b: GlusterBackend, directory: Node, batch: int = 1000) -> dict[str, 
     try:
         out: dict[str, Attr | None] = {}
         cookie = 0
-        while entries := b.readdir_attrs(directory, f, cookie, batch):
+        while entries := b.readdir_attrs(directory, f, cookie, batch).entries:
             for entry, attr in entries:
                 assert entry.name not in out, f"{entry.name} listed twice"
                 out[entry.name] = attr
@@ -553,15 +553,16 @@ def _open_and_list(backend: GlusterBackend, d: Node, names: set[str], *, ahead: 
         held = backend.readdir_attrs_nowait(d, f, 0, 1000)
         if ahead:
             assert held is not None
-            assert {e.name for e, _ in held} - {".", ".."} == names
-            assert all(a is not None for e, a in held if e.name not in (".", ".."))
+            assert held.end
+            assert {e.name for e, _ in held.entries} - {".", ".."} == names
+            assert all(a is not None for e, a in held.entries if e.name not in (".", ".."))
         else:
             assert held is None
         got: set[str] = set()
 
         def list_all() -> None:
             cookie = 0
-            while entries := backend.readdir_attrs(d, f, cookie, 200):
+            while entries := backend.readdir_attrs(d, f, cookie, 200).entries:
                 got.update(e.name for e, _ in entries)
                 cookie = entries[-1][0].cookie
 
@@ -595,7 +596,9 @@ def test_a_directory_whose_listing_is_cached_opens_when_a_listing_misses(
             made.close()
             node.close()
             got: list[list[tuple[DirEntry, Attr | None]]] = []
-            calls = _calls_during(lambda: got.append(list(backend.readdir_attrs(root, f, 0, 100))))
+            calls = _calls_during(
+                lambda: got.append(list(backend.readdir_attrs(root, f, 0, 100).entries))
+            )
             assert calls.get("opendir") == 1, calls
             assert sorted(e.name for e, _ in got[0]) == [".", "..", "a", "b"]
         finally:

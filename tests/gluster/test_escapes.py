@@ -242,7 +242,7 @@ def test_rename_and_symlink_race(env: Env) -> None:
             try:
                 f = b.open(d, os.O_RDONLY)
                 try:
-                    names = {e.name for e in b.readdir(f, 0, 1000)}
+                    names = {e.name for e in b.readdir(f, 0, 1000).entries}
                 finally:
                     f.close()
                 assert "secret-only-name" not in names, names

@@ -14,10 +14,10 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from vshare.backend.base import Backend, DirEntry, Node, OpenFile, check_name
+from vshare.backend.base import Backend, DirEntry, Listing, Node, OpenFile, check_name
 
 __all__ = [
     "I64_MAX",
@@ -284,7 +284,7 @@ class CheckedBackend(Backend, Generic[_N, _F]):
         return self._open(n, flags, is_dir=is_dir, accmode=accmode)
 
     @einval_on_value_error
-    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Listing[DirEntry]:
         f = self._file(file)
         if not f._is_dir:
             raise err(errno.ENOTDIR)
@@ -372,8 +372,9 @@ class CheckedBackend(Backend, Generic[_N, _F]):
     def _open(self, n: _N, flags: int, *, is_dir: bool, accmode: int) -> OpenFile: ...
 
     @abc.abstractmethod
-    def _readdir(self, f: _F, position: int, max_entries: int) -> Sequence[DirEntry]:
-        """Entries after the signed directory offset ``position``."""
+    def _readdir(self, f: _F, position: int, max_entries: int) -> Listing[DirEntry]:
+        """Entries after the signed directory offset ``position``, and whether they reach
+        the directory's end (:class:`~vshare.backend.base.Listing`)."""
 
     @abc.abstractmethod
     def _mkdir(self, parent: _N, raw: bytes, perms: int) -> _N: ...

@@ -20,7 +20,7 @@ import errno
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from vshare.terms import CACHE_MODES, CacheMode
 
@@ -33,6 +33,7 @@ __all__ = [
     "CacheStats",
     "DirEntry",
     "HostDirectory",
+    "Listing",
     "Node",
     "OpenFile",
     "StatFs",
@@ -90,6 +91,21 @@ class DirEntry(NamedTuple):
     qid_path: int
     file_type: int  # S_IFMT bits (stat.S_IFDIR, ...); 0 when unknown
     cookie: int
+
+
+_E = TypeVar("_E")
+
+
+class Listing(NamedTuple, Generic[_E]):
+    """Entries of an open directory from a cookie on, and whether they reach its end.
+
+    ``end`` True: the backend saw that no entry follows the last one (the next listing
+    from its cookie would be empty); the gateway then tells its client so (Rreaddirplus'
+    end) and asks the backend nothing more. False: there may be more; ask again from the
+    last cookie. An empty listing is the end."""
+
+    entries: Sequence[_E]
+    end: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +295,7 @@ class Backend(abc.ABC):
 
     def readdir_attrs_nowait(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]] | None:
+    ) -> Listing[tuple[DirEntry, Attr | None]] | None:
         """:meth:`readdir_attrs` from memory (a cached listing), as :meth:`getattr_nowait`;
         None otherwise."""
         return None
@@ -303,14 +319,14 @@ class Backend(abc.ABC):
         """Write ``data`` at ``offset`` (or at the end if opened with O_APPEND)."""
 
     @abc.abstractmethod
-    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Sequence[DirEntry]:
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Listing[DirEntry]:
         """Up to ``max_entries`` entries of an open directory, starting after ``cookie``
-        (0: from the start). ``.`` and ``..`` are included. Cookies stay valid while the
-        directory changes; an empty result means the end."""
+        (0: from the start), and whether they reach its end. ``.`` and ``..`` are
+        included. Cookies stay valid while the directory changes."""
 
     def readdir_attrs(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         """:meth:`readdir` of ``file`` (an open handle on ``directory``) with each entry's
         attributes, as :meth:`getattr` of a :meth:`lookup` of its name would give them:
         None for ``.`` and ``..``, and for a name gone since it was listed.
@@ -319,7 +335,8 @@ class Backend(abc.ABC):
         names come from the directory itself and are looked up in it like any other
         name, so what can be reached is what :meth:`lookup` allows."""
         out: list[tuple[DirEntry, Attr | None]] = []
-        for entry in self.readdir(file, cookie, max_entries):
+        listed = self.readdir(file, cookie, max_entries)
+        for entry in listed.entries:
             attr = None
             if entry.name not in (".", ".."):
                 try:
@@ -333,7 +350,7 @@ class Backend(abc.ABC):
                     finally:
                         node.close()
             out.append((entry, attr))
-        return out
+        return Listing(out, listed.end)
 
     @abc.abstractmethod
     def mkdir(self, parent: Node, name: str, mode: int) -> Node: ...

@@ -140,7 +140,6 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Sequence
 from typing import Final
 
 from vshare.backend import _linux
@@ -167,6 +166,7 @@ from vshare.backend.base import (
     CacheMode,
     DirEntry,
     HostDirectory,
+    Listing,
     Node,
     OpenFile,
     StatFs,
@@ -342,14 +342,14 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
     @einval_on_value_error
     def readdir_attrs(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         # One statx per name relative to the open directory, no lookup: a listed name is
         # one component ("." and ".." are skipped) and the symlink itself is stat'ed, so
         # nothing outside the directory is reached (the confinement above holds).
-        entries = self.readdir(file, cookie, max_entries)
+        listed = self.readdir(file, cookie, max_entries)
         out: list[tuple[DirEntry, Attr | None]] = []
         with self._file(file)._ref as fd:
-            for entry in entries:
+            for entry in listed.entries:
                 attr = None
                 if entry.name not in (".", ".."):
                     try:
@@ -357,7 +357,7 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
                     except FileNotFoundError:
                         pass  # removed since it was listed
                 out.append((entry, attr))
-        return out
+        return Listing(out, listed.end)
 
     def _attr(self, st: _linux.Stat) -> Attr:
         return Attr(
@@ -467,8 +467,8 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
                 return os.write(fd, data)
             return os.pwrite(fd, data, offset)
 
-    def _readdir(self, f: PosixOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
-        # ``position`` is the kernel's d_off
+    def _readdir(self, f: PosixOpenFile, position: int, max_entries: int) -> Listing[DirEntry]:
+        # ``position`` is the kernel's d_off; the end is a getdents that returns nothing
         qids = self._qids
         dev = f._dev
         out: list[DirEntry] = []
@@ -482,12 +482,12 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
             while len(out) < max_entries:
                 data = _linux.getdents64(fd, buf)
                 if not data:
-                    break
+                    return Listing(out, True)
                 for ino, off, dtype, raw in _linux.iter_dirents(data):
                     out.append(DirEntry(decode(raw), qids.qid(dev, ino), dtype << 12, off & U64))
                     if len(out) == max_entries:
                         break
-        return out
+        return Listing(out, False)
 
     @einval_on_value_error
     def fsync(self, file: OpenFile, *, datasync: bool) -> None:

@@ -22,11 +22,14 @@ def _children(backend: Backend, directory: Node) -> Iterator[tuple[str, int]]:
     handle = backend.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         cookie = 0
-        while entries := backend.readdir(handle, cookie, 512):
+        while True:
+            entries, end = backend.readdir(handle, cookie, 512)
             for entry in entries:
                 cookie = entry.cookie
                 if entry.name not in (".", ".."):
                     yield entry.name, entry.file_type
+            if end or not entries:
+                return
     finally:
         handle.close()
 
@@ -119,7 +122,7 @@ def _batch(backend: Backend, directory: Node) -> list[tuple[str, int]]:
     """Up to :data:`BATCH` entries of ``directory`` (not ``.``/``..``), from its start."""
     handle = backend.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        entries = backend.readdir(handle, 0, BATCH)
+        entries = backend.readdir(handle, 0, BATCH).entries
     finally:
         handle.close()
     return [(e.name, e.file_type) for e in entries if e.name not in (".", "..")]

@@ -148,6 +148,9 @@ class Fid:
     xattr_data: bytes | None = None  # after Txattrwalk: the value (or the name list)
     xattr_write: XattrWrite | None = None
     here: Link | None = None  # this fid's own place as a link, once something walked down
+    #: The cookie after which its last listing reached the directory's end: Treaddir (which
+    #: has no end flag) asks once more from there, and is answered empty from this.
+    listing_end: int | None = None
 
     @property
     def at_root(self) -> bool:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
-from vshare.backend.base import Attr, DirEntry, Node, OpenFile, check_name
+from vshare.backend.base import Attr, DirEntry, Listing, Node, OpenFile, check_name
 from vshare.gateway.fids import Fid, Link, node_qid, qid_of
 from vshare.gateway.ops_base import (
     INLINE,
@@ -274,12 +274,18 @@ class IoOps(OperationsBase):
         if offset > MAX_OFFSET:
             raise os_error(errno.EINVAL)
         count = min(count, self.msize - IOHDRSZ)
+        if offset and offset == fid.listing_end:
+            # Asked again from where the last listing ended (Treaddir has no end flag):
+            # the end, with no backend call (once: a later ask looks again).
+            fid.listing_end = None
+            return b"", True
         at_root = fid.at_root
         root_qid_path = fid.att.root.qid_path
         directory = fid.node
         entry_min = _DIRENT_MIN + 8 + (ATTRS_SIZE if plus else 0)
 
-        def fill(limit: int) -> tuple[bytes, bool]:
+        def fill(limit: int) -> tuple[bytes, bool, int]:
+            """(packed entries, whether they reach the end, the cookie after them)."""
             packer = DirentPacker(count)
             cookie = offset
             inline = INLINE.get()
@@ -294,15 +300,16 @@ class IoOps(OperationsBase):
                 if plus or inline:
                     want = min(want, limit - len(packer))
                     if want <= 0:
-                        return packer.getvalue(), False
+                        return packer.getvalue(), False, cookie
                 if plus:
                     listed = with_attrs(directory, file, cookie, want)
-                    entries: Sequence[DirEntry] = [e for e, _ in listed]
-                    attrs = [a for _, a in listed]
+                    entries: Sequence[DirEntry] = [e for e, _ in listed.entries]
+                    attrs = [a for _, a in listed.entries]
+                    end = listed.end
                 else:
-                    entries = self.backend.readdir(file, cookie, want)
+                    entries, end = self.backend.readdir(file, cookie, want)
                 if not entries:
-                    return packer.getvalue(), True
+                    return packer.getvalue(), True, cookie
                 for i, entry in enumerate(entries):
                     qid_path = entry.qid_path
                     if at_root and entry.name == "..":
@@ -315,23 +322,27 @@ class IoOps(OperationsBase):
                         attr = attrs[i]
                         extra = NO_ATTRS if attr is None else pack_attrs(self._rgetattr(fid, attr))
                     if not packer.add(qid, entry.cookie, kind >> 12, entry.name, extra):
-                        return packer.getvalue(), False
+                        return packer.getvalue(), False, cookie
                     cookie = entry.cookie
+                if end:  # the backend saw the end: no call to learn it
+                    return packer.getvalue(), True, cookie
 
         if INLINE.get():
             # A small directory, whole, where its stats are cheap or its listing is in the
             # backend's memory (runs_inline: from its start): one turn on the loop, no
             # worker thread. A larger one is listed again from its start in a thread: a
             # listing changes nothing.
-            data, end = fill(INLINE_LISTING_MAX)
+            data, end, after = fill(INLINE_LISTING_MAX)
             if not end:
                 raise WouldBlock
-            return data, end
-        return await self._run(fid.att, fill, READDIRPLUS_MAX)
+        else:
+            data, end, after = await self._run(fid.att, fill, READDIRPLUS_MAX)
+        fid.listing_end = after if end and after != offset else None
+        return data, end
 
     def _listed_from_memory(
         self, directory: Node, file: OpenFile, cookie: int, n: int
-    ) -> list[tuple[DirEntry, Attr | None]]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         """:meth:`Backend.readdir_attrs_nowait`, or WouldBlock (a listing changes nothing)."""
         listed = self.backend.readdir_attrs_nowait(directory, file, cookie, n)
         if listed is None:

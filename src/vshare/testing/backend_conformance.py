@@ -231,14 +231,19 @@ class Vol:
             file.close()
 
     def listing(self, file: OpenFile, batch: int, cookie: int = 0) -> list[DirEntry]:
+        """The whole listing after ``cookie``, ``batch`` entries a call; each end a backend
+        tells is checked to be one (the next call from there lists nothing)."""
         out: list[DirEntry] = []
         for _ in range(1_000_000):
-            entries = self.backend.readdir(file, cookie, batch)
+            entries, end = self.backend.readdir(file, cookie, batch)
             if not entries:
                 return out
             assert len(entries) <= batch
             out.extend(entries)
             cookie = entries[-1].cookie
+            if end:
+                assert list(self.backend.readdir(file, cookie, batch).entries) == []
+                return out
         raise AssertionError("readdir never reached the end")
 
     def names(self, directory: Node, batch: int = 100) -> list[str]:
@@ -879,10 +884,32 @@ class BackendConformance(_Suite):
         for i, entry in enumerate(entries):
             rest = [e.name for e in vol.listing(file, 1000, cookie=entry.cookie)]
             assert rest == names[i + 1 :], f"resuming after {entry.name!r}"
-        assert vol.backend.readdir(file, entries[-1].cookie, 10) == []
+        assert vol.backend.readdir(file, entries[-1].cookie, 10) == ([], True)
         # starting over from 0 gives the same listing again
         assert [e.name for e in vol.listing(file, 1000)] == names
         file.close()
+
+    def test_readdir_tells_the_end(self, vol: Vol) -> None:
+        """A listing says whether it reaches the directory's end, so that nobody asks again
+        to learn it: never when entries follow, and always when it comes up empty."""
+        d = vol.backend.mkdir(vol.root, "d", 0o755)
+        self._populate(vol, d, 10)
+        file = vol.backend.open(d, os.O_RDONLY)
+        try:
+            some = vol.backend.readdir(file, 0, 5)
+            assert len(some.entries) == 5 and not some.end
+            attrs = vol.backend.readdir_attrs(d, file, 0, 5)
+            assert len(attrs.entries) == 5 and not attrs.end
+            everything = vol.backend.readdir(file, 0, 1000)
+            assert len(everything.entries) == 12
+            last = everything.entries[-1].cookie
+            assert vol.backend.readdir(file, last, 10) == ([], True)
+            assert vol.backend.readdir_attrs(d, file, last, 10) == ([], True)
+            # The real backends see the end when they reach it within the call.
+            assert everything.end
+            assert vol.backend.readdir_attrs(d, file, 0, 1000).end
+        finally:
+            file.close()
 
     def test_readdir_1000(self, vol: Vol) -> None:
         d = vol.backend.mkdir(vol.root, "big", 0o755)
@@ -902,7 +929,7 @@ class BackendConformance(_Suite):
         vol.backend.mkdir(d, "sub", 0o700).close()
         vol.backend.symlink(d, "sym", "../../../etc/passwd").close()
         file = vol.backend.open(d, os.O_RDONLY)
-        listed = vol.backend.readdir_attrs(d, file, 0, 1000)
+        listed = vol.backend.readdir_attrs(d, file, 0, 1000).entries
         assert sorted(e.name for e, _ in listed) == sorted([*names, "sub", "sym", ".", ".."])
         for entry, attr in listed:
             if entry.name in (".", ".."):
@@ -920,9 +947,9 @@ class BackendConformance(_Suite):
         assert stat.S_ISLNK(by_name["sym"].mode)  # type: ignore[union-attr]  # not followed
         assert stat.S_IMODE(by_name["sub"].mode) == 0o700  # type: ignore[union-attr]
         cookie = listed[5][0].cookie
-        rest = vol.backend.readdir_attrs(d, file, cookie, 1000)
+        rest = vol.backend.readdir_attrs(d, file, cookie, 1000).entries
         assert [e.name for e, _ in rest] == [e.name for e, _ in listed[6:]]
-        assert vol.backend.readdir_attrs(d, file, listed[-1][0].cookie, 10) == []
+        assert vol.backend.readdir_attrs(d, file, listed[-1][0].cookie, 10) == ([], True)
         file.close()
 
     def test_getattr_at_is_lookup_and_getattr(self, vol: Vol) -> None:
@@ -1522,10 +1549,10 @@ class EscapeBattery(_Suite):
             with pytest.raises(OSError):
                 b.readdir(dfile, 0, max_entries)
         try:
-            assert b.readdir(dfile, 0, 0) == []
+            assert list(b.readdir(dfile, 0, 0).entries) == []
         except OSError as e:
             assert e.errno == errno.EINVAL
-        names = [e.name for e in b.readdir(dfile, 0, 2**62)]
+        names = [e.name for e in b.readdir(dfile, 0, 2**62).entries]
         assert sorted(names) == [".", "..", "d", "f"]
         dfile.close()
         assert b.getattr(node).size == 10

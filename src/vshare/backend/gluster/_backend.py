@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from vshare.backend import _gfapi
@@ -32,7 +32,7 @@ from vshare.backend._gfapi_abi import (
     SET_ATTR_MTIME,
     SET_ATTR_UID,
 )
-from vshare.backend.base import Attr, DirEntry, Node, OpenFile, StatFs
+from vshare.backend.base import Attr, DirEntry, Listing, Node, OpenFile, StatFs
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._core import GlusterCore
 from vshare.backend.gluster._fields import (
@@ -287,8 +287,9 @@ class GlusterBackend(GlusterCore):
         finally:
             self._changed(f._qid)
 
-    def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Sequence[DirEntry]:
-        return [entry for entry, _ in self._readdirplus(f, position, max_entries)[0]]
+    def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Listing[DirEntry]:
+        listed = self._readdirplus(f, position, max_entries)
+        return Listing([entry for entry, _ in listed.entries], listed.end)
 
     def _readdirplus(
         self,
@@ -296,27 +297,20 @@ class GlusterBackend(GlusterCore):
         position: int,
         max_entries: int,
         objects: list[tuple[int, int]] | None = None,
-    ) -> tuple[list[tuple[DirEntry, Attr | None]], bool]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         """Entries from ``glfs_readdirplus_r``, each with the stat the brick's readdirp
         sent along (None for ``.``, ``..`` and an entry that came without one), and whether
         they reach the end of the directory; with ``objects``, the entries' gfapi objects
-        too, by index in the list returned (the caller closes them).
-
-        The end, once reached, is remembered: the gateway asks again from there to learn
-        it is the end, and gfapi would send the brick one more READDIRP to say so (the third
-        of each small directory's listing)."""
+        too, by index in the list returned (the caller closes them)."""
         out: list[tuple[DirEntry, Attr | None]] = []
         dirent, st = f._dirent, f._dirstat
         assert dirent is not None and st is not None
         limit = min(max_entries, _READDIR_BATCH_MAX)
         with f._ref as fd, f._dir_lock:
-            end_at, f._end_at = f._end_at, None
-            if position == end_at:
-                return out, True
             _gfapi.seekdir(fd, position)
             while True:
                 if len(out) >= limit:
-                    return out, False
+                    return Listing(out, False)
                 if objects is None:
                     if not _gfapi.readdirplus(fd, dirent, st):
                         break
@@ -335,8 +329,7 @@ class GlusterBackend(GlusterCore):
                 if name not in (".", ".."):
                     self._vol.ancestry.note(f._qid, qid)
                 out.append((DirEntry(name, qid, ftype, dirent.d_off & U64), attr))
-            f._end_at = readdir_position(out[-1][0].cookie, 1) if out else position
-        return out, True
+        return Listing(out, True)
 
     def _list_ahead(self, d: GlusterNode, file: GlusterOpenFile) -> GlusterOpenFile:
         """A directory just opened (cache modes meta and all), listed at once from its start
@@ -348,7 +341,7 @@ class GlusterBackend(GlusterCore):
         readdir, readdir, releasedir, where there were three). Anything else (a longer
         directory, an error, a change meanwhile) keeps the open ``file`` as it was."""
         try:
-            _, complete = self._listing_from_brick(d, file, 0, _LIST_AHEAD_MAX)
+            complete = self._listing_from_brick(d, file, 0, _LIST_AHEAD_MAX).end
         except OSError:
             return file  # the listing's own readdir will meet it, and say so
         except BaseException:
@@ -362,7 +355,7 @@ class GlusterBackend(GlusterCore):
     @einval_on_value_error
     def readdir_attrs(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         f = self._file(file)
         if not f._is_dir:
             raise err(errno.ENOTDIR)
@@ -372,11 +365,11 @@ class GlusterBackend(GlusterCore):
             held = self._listed(d.qid_path, cookie, max_entries)
             if held is not None:
                 return held
-        return self._listing_from_brick(d, f, cookie, max_entries)[0]
+        return self._listing_from_brick(d, f, cookie, max_entries)
 
     def _listing_from_brick(
         self, d: GlusterNode, f: GlusterOpenFile, cookie: int, max_entries: int
-    ) -> tuple[list[tuple[DirEntry, Attr | None]], bool]:
+    ) -> Listing[tuple[DirEntry, Attr | None]]:
         """Entries of ``d`` after ``cookie`` read through its open ``f``, and whether they
         reach its end.
 
@@ -395,6 +388,7 @@ class GlusterBackend(GlusterCore):
         objects: list[tuple[int, int]] | None = [] if caching else None
         try:
             out, complete = self._readdirplus(f, position, max_entries, objects)
+            out = list(out)
             for i, (entry, attr) in enumerate(out):
                 if attr is None and entry.name not in (".", ".."):
                     try:
@@ -409,7 +403,7 @@ class GlusterBackend(GlusterCore):
                 _gfapi.h_close(obj)
         if caching and complete and position == 0:
             self._keep_listing(token, d.qid_path, out)
-        return out, complete
+        return Listing(out, complete)
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
         n = self._node(node)
@@ -426,7 +420,7 @@ class GlusterBackend(GlusterCore):
     @einval_on_value_error
     def readdir_attrs_nowait(
         self, directory: Node, file: OpenFile, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]] | None:
+    ) -> Listing[tuple[DirEntry, Attr | None]] | None:
         f = self._file(file)
         d = self._node(directory)
         if not f._is_dir or d._cache == "none":

@@ -22,7 +22,7 @@ from vshare.backend._common import (
     name_bytes,
     owned,
 )
-from vshare.backend.base import Attr, DirEntry, Node, OpenFile
+from vshare.backend.base import Attr, DirEntry, Listing, Node, OpenFile
 from vshare.backend.gluster import _volumes
 from vshare.backend.gluster._fields import attr_of, qid_of_gfid
 from vshare.backend.gluster._handles import GlusterNode, GlusterOpenFile, Ref
@@ -426,7 +426,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
 
     def _listed(
         self, directory: int, cookie: int, max_entries: int
-    ) -> list[tuple[DirEntry, Attr | None]] | None:
+    ) -> Listing[tuple[DirEntry, Attr | None]] | None:
         """The entries after ``cookie`` from the cached listing of ``directory``; None when
         none is cached, or the cookie is none of its entries'."""
         held = self._cache.listing(directory)
@@ -441,7 +441,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
             for entry, _ in out:
                 if entry.name not in (".", ".."):
                     self._vol.ancestry.note(directory, entry.qid_path)
-        return out
+        return Listing(out, start + len(out) >= len(entries))
 
     def _keep_listing(
         self, token: int, directory: int, out: list[tuple[DirEntry, Attr | None]]

@@ -95,7 +95,6 @@ class GlusterOpenFile(BackendFile):
         "_dir_lock",
         "_dirent",
         "_dirstat",
-        "_end_at",
         "_fd",
         "_open_lock",
         "_qid",
@@ -129,9 +128,6 @@ class GlusterOpenFile(BackendFile):
         self._dir_lock = threading.Lock()
         self._dirent = _gfapi.Dirent() if is_dir else None
         self._dirstat = _gfapi.Stat() if is_dir else None
-        #: Where the last listing reached the end of the directory: the next readdir from
-        #: there is answered empty without asking again (once; see _backend._readdirplus).
-        self._end_at: int | None = None
 
     @property
     def _ref(self) -> Ref:
