@@ -513,9 +513,9 @@ def test_a_directory_is_listed_by_its_open(
 ) -> None:
     """In ``meta`` and ``all`` the open of a directory whose listing is not cached reads it
     (GlusterFS's readdir-ahead, in the open's own call), caches it and closes the directory
-    again: its listing and its close then reach no brick, and wait for nothing. A directory
-    longer than a listing the cache keeps stays open, and lists whole from the brick. In
-    ``none`` an open only opens."""
+    again: its listing (with attributes or without) and its close then reach no brick, and
+    wait for nothing. A longer directory stays open, its first entries cached as the head
+    of its listing, and lists whole. In ``none`` an open only opens."""
     rel, there = area
     (there / "small").mkdir()
     (there / "small" / "a").write_bytes(b"a")
@@ -534,40 +534,54 @@ def test_a_directory_is_listed_by_its_open(
         for name, names in (("small", {"a"}), ("large", many)):
             d = backend.lookup(root, name)
             try:
-                _open_and_list(backend, d, names, ahead=mode != "none" and name == "small")
+                caching = mode != "none"
+                _open_and_list(backend, d, names, whole=caching and name == "small")
+                if caching and name == "large":  # the head's answer, before any brick's
+                    f = backend.open(d, os.O_RDONLY)
+                    try:
+                        head = backend.readdir_attrs_nowait(d, f, 0, 10_000)
+                        assert head is not None and not head.end
+                        assert len(head.entries) == _LIST_AHEAD_MAX
+                    finally:
+                        f.close()
             finally:
                 d.close()
     finally:
         root.close()
 
 
-def _open_and_list(backend: GlusterBackend, d: Node, names: set[str], *, ahead: bool) -> None:
-    """Open ``d``: one OPENDIR; its listing ``names`` from memory at once if ``ahead``; its
-    listing, read whole, sends no other OPENDIR; its close is quick if ``ahead``."""
+def _open_and_list(backend: GlusterBackend, d: Node, names: set[str], *, whole: bool) -> None:
+    """Open ``d``: one OPENDIR; its listing ``names`` from memory at once if ``whole``; its
+    listing, read whole with attributes and without, sends no other OPENDIR; its close is
+    quick if ``whole``."""
     opened: list[OpenFile] = []
     calls = _calls_during(lambda: opened.append(backend.open(d, os.O_RDONLY)))
     f = opened[0]
     try:
         assert calls.get("opendir") == 1, calls
-        assert backend.close_is_quick(f) == ahead
+        assert backend.close_is_quick(f) == whole
         held = backend.readdir_attrs_nowait(d, f, 0, 1000)
-        if ahead:
+        if whole:
             assert held is not None
             assert held.end
             assert {e.name for e, _ in held.entries} - {".", ".."} == names
             assert all(a is not None for e, a in held.entries if e.name not in (".", ".."))
-        else:
-            assert held is None
         got: set[str] = set()
+        plain: set[str] = set()
 
         def list_all() -> None:
             cookie = 0
             while entries := backend.readdir_attrs(d, f, cookie, 200).entries:
                 got.update(e.name for e, _ in entries)
                 cookie = entries[-1][0].cookie
+            cookie = 0
+            while more := backend.readdir(f, cookie, 200).entries:
+                plain.update(e.name for e in more)
+                cookie = more[-1].cookie
 
         calls = _calls_during(list_all)
         assert got - {".", ".."} == names
+        assert plain == got
         assert "opendir" not in calls, calls  # the open's own fd, or none needed
     finally:
         f.close()

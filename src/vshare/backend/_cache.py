@@ -12,8 +12,9 @@ Keys are qid paths (unique across the volume). Three kinds of entry:
 - **data**: ``(qid, block) → bytes``, blocks of :data:`BLOCK` bytes; a short block is the end
   of the file (any change to the file drops all its blocks, so that stays true);
 - **listing**: ``directory qid → entries`` (the backend's, with their attributes), a whole
-  listing from its start to its end, indexed by the directory and by every entry's object:
-  a change to any of them drops it (a name added or removed changes the directory).
+  listing from its start to its end (or, kept apart, only its head: the first entries of a
+  longer one), indexed by the directory and by every entry's object: a change to any of
+  them drops it (a name added or removed changes the directory).
 
 Coherence: ``invalidate(qid)`` drops every entry of ``qid``: its attr, its data, the names
 *in* it (when it is a directory) and the names that lead *to* it. A fill must not put back
@@ -121,14 +122,21 @@ class VolumeCache:
         value: bytes | None = self._get(("d", qid, index), "data")
         return value
 
-    def listing(self, directory: int) -> Any:
-        """The whole listing cached for ``directory``, or None."""
-        return self._get(("l", directory), "listing")
+    def listing(self, directory: int) -> tuple[Any, bool] | None:
+        """The listing cached for ``directory`` and whether it is whole (else the head of
+        a longer one: see :meth:`put_listing`), or None. One lookup."""
+        whole = self._peek(("l", directory))
+        value = self._get(("l" if whole else "h", directory), "listing")
+        return None if value is None else (value, whole)
 
-    def has_listing(self, directory: int) -> bool:
-        """Whether a listing of ``directory`` is cached now (not counted as a lookup)."""
+    def _peek(self, key: Hashable) -> bool:
         with self._lock:
-            return ("l", directory) in self._entries
+            return key in self._entries
+
+    def has_listing(self, directory: int, *, head: bool = False) -> bool:
+        """Whether a whole listing of ``directory`` is cached now (``head``: the head of
+        one); not counted as a lookup."""
+        return self._peek(("h" if head else "l", directory))
 
     def _get(self, key: Hashable, kind: str) -> Any:
         expired: _Entry[Any] | None = None
@@ -173,12 +181,20 @@ class VolumeCache:
         return self._put(token, ("n", parent, name), payload, size, (parent, child), close)
 
     def put_listing(
-        self, token: int, directory: int, listing: Any, children: tuple[int, ...], size: int
+        self,
+        token: int,
+        directory: int,
+        listing: Any,
+        children: tuple[int, ...],
+        size: int,
+        *,
+        whole: bool = True,
     ) -> bool:
-        """Cache ``listing``, all of ``directory`` (entries of the objects ``children``),
-        charged ``size`` bytes (the caller's estimate of what it holds)."""
+        """Cache ``listing``, all of ``directory`` (``whole`` False: its first entries only),
+        entries of the objects ``children``, charged ``size`` bytes (the caller's estimate
+        of what it holds)."""
         qids = (directory, *children)
-        return self._put(token, ("l", directory), listing, size, qids)
+        return self._put(token, ("l" if whole else "h", directory), listing, size, qids)
 
     def put_block(self, token: int, qid: int, index: int, data: bytes) -> bool:
         """Cache block ``index`` of ``qid``: :data:`BLOCK` bytes, fewer at the end of file."""

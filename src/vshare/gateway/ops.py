@@ -191,7 +191,7 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         :attr:`Backend.cheap_metadata`), or it is a read, which is answered there only from
         cached data (:meth:`Backend.read_nowait`; else :class:`WouldBlock`), or a listing
         from a directory's start, answered there only if it ends within
-        ``INLINE_LISTING_MAX`` entries (or from where the fid's last listing ended: empty).
+        ``INLINE_LISTING_MAX`` entries (or a Treaddir from where the fid's last one ended).
         Truncation may free many blocks: never inline."""
         if type(msg) not in self._inline_types:
             return False
@@ -202,12 +202,12 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         if isinstance(msg, Tsetattr):
             return not msg.valid & SETATTR_SIZE
         if isinstance(msg, (Treaddir, Treaddirplus)):
-            # From a directory's start; or asked again from where its last listing ended
-            # (Treaddir has no end flag), which is answered from memory.
+            # From a directory's start; or a Treaddir asked again from where its last
+            # listing ended (it has no end flag), which is answered from memory.
             if msg.offset == 0:
                 return True
             fid = self.fids.get(msg.fid)
-            return fid is not None and fid.listing_end == msg.offset
+            return type(msg) is Treaddir and fid is not None and fid.listing_end == msg.offset
         return True
 
     async def inline(self, msg: Message) -> Message:

@@ -274,9 +274,10 @@ class IoOps(OperationsBase):
         if offset > MAX_OFFSET:
             raise os_error(errno.EINVAL)
         count = min(count, self.msize - IOHDRSZ)
-        if offset and offset == fid.listing_end:
-            # Asked again from where the last listing ended (Treaddir has no end flag):
-            # the end, with no backend call (once: a later ask looks again).
+        if not plus and offset and offset == fid.listing_end:
+            # A Treaddir asked again from where the last one ended (it has no end flag):
+            # the end, with no backend call (once: a later ask looks again). A
+            # Treaddirplus says its end, so asking again from there means "look again".
             fid.listing_end = None
             return b"", True
         at_root = fid.at_root
@@ -337,7 +338,7 @@ class IoOps(OperationsBase):
                 raise WouldBlock
         else:
             data, end, after = await self._run(fid.att, fill, READDIRPLUS_MAX)
-        fid.listing_end = after if end and after != offset else None
+        fid.listing_end = after if end and after != offset and not plus else None
         return data, end
 
     def _listed_from_memory(

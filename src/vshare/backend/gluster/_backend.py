@@ -287,6 +287,18 @@ class GlusterBackend(GlusterCore):
         finally:
             self._changed(f._qid)
 
+    @einval_on_value_error
+    def readdir(self, file: OpenFile, cookie: int, max_entries: int) -> Listing[DirEntry]:
+        # From the cached listing where there is one (a directory's open reads it: a
+        # kernel client's Treaddir, the change feed's and the quota scan's listings).
+        f = self._file(file)
+        if f._is_dir and f._listings:
+            readdir_position(cookie, max_entries)  # its checks (EINVAL) first
+            held = self._listed(f._qid, cookie, max_entries)
+            if held is not None:
+                return Listing([entry for entry, _ in held.entries], held.end)
+        return super().readdir(file, cookie, max_entries)
+
     def _readdir(self, f: GlusterOpenFile, position: int, max_entries: int) -> Listing[DirEntry]:
         listed = self._readdirplus(f, position, max_entries)
         return Listing([entry for entry, _ in listed.entries], listed.end)
@@ -339,7 +351,12 @@ class GlusterBackend(GlusterCore):
         returned is a deferred open whose listing, seek and close the gateway answers from
         memory, on its event loop (one worker-thread hop for `find`'s or `ls`'s opendir,
         readdir, readdir, releasedir, where there were three). Anything else (a longer
-        directory, an error, a change meanwhile) keeps the open ``file`` as it was."""
+        directory, an error, a change meanwhile) keeps the open ``file``; a longer
+        directory's first entries are cached as its listing's head, which the first
+        listing's first batch is answered from (no entry is read twice), unless a head
+        is cached already."""
+        if self._cache.has_listing(d.qid_path, head=True):
+            return file
         try:
             complete = self._listing_from_brick(d, file, 0, _LIST_AHEAD_MAX).end
         except OSError:
@@ -387,8 +404,8 @@ class GlusterBackend(GlusterCore):
         # reaches no brick).
         objects: list[tuple[int, int]] | None = [] if caching else None
         try:
-            out, complete = self._readdirplus(f, position, max_entries, objects)
-            out = list(out)
+            listed = self._readdirplus(f, position, max_entries, objects)
+            out, complete = list(listed.entries), listed.end
             for i, (entry, attr) in enumerate(out):
                 if attr is None and entry.name not in (".", ".."):
                     try:
@@ -401,8 +418,8 @@ class GlusterBackend(GlusterCore):
         finally:
             for _, obj in objects or ():
                 _gfapi.h_close(obj)
-        if caching and complete and position == 0:
-            self._keep_listing(token, d.qid_path, out)
+        if caching and position == 0 and out:
+            self._keep_listing(token, d.qid_path, out, whole=complete)
         return Listing(out, complete)
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:

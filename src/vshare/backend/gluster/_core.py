@@ -354,6 +354,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
             accmode=os.O_RDONLY,
             cache_data=not is_dir,
             deferred=(node, flags),
+            listings=is_dir,
         )
         with self._handles_lock:
             self._files.add(file)
@@ -364,7 +365,13 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
     ) -> GlusterOpenFile:
         cache_data = node._cache == "all" and not is_dir
         file = GlusterOpenFile(
-            self, fd, node.qid_path, is_dir=is_dir, accmode=accmode, cache_data=cache_data
+            self,
+            fd,
+            node.qid_path,
+            is_dir=is_dir,
+            accmode=accmode,
+            cache_data=cache_data,
+            listings=is_dir and node._cache != "none",
         )
         with self._handles_lock:
             self._files.add(file)
@@ -428,33 +435,41 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         self, directory: int, cookie: int, max_entries: int
     ) -> Listing[tuple[DirEntry, Attr | None]] | None:
         """The entries after ``cookie`` from the cached listing of ``directory``; None when
-        none is cached, or the cookie is none of its entries'."""
+        none is cached, or the cookie is none of its entries', or is the last of a head
+        (the rest is the brick's to list)."""
         held = self._cache.listing(directory)
         if held is None:
             return None
-        entries, after = held
+        (entries, after), whole = held
         start = 0 if cookie == 0 else after.get(cookie)
-        if start is None:
+        if start is None or (not whole and start >= len(entries)):
             return None
         out: list[tuple[DirEntry, Attr | None]] = list(entries[start : start + max_entries])
         if self._vol.ancestry.active:  # as _readdirplus notes them (the change feed)
             for entry, _ in out:
                 if entry.name not in (".", ".."):
                     self._vol.ancestry.note(directory, entry.qid_path)
-        return Listing(out, start + len(out) >= len(entries))
+        return Listing(out, whole and start + len(out) >= len(entries))
 
     def _keep_listing(
-        self, token: int, directory: int, out: list[tuple[DirEntry, Attr | None]]
+        self,
+        token: int,
+        directory: int,
+        out: list[tuple[DirEntry, Attr | None]],
+        *,
+        whole: bool,
     ) -> None:
-        """Cache ``out``, the whole of ``directory`` read from its start (token: taken
-        before), unless it is longer than :data:`_LISTING_MAX`."""
+        """Cache ``out``, read from the start of ``directory`` (token: taken before): all of
+        it (``whole``), unless it is longer than :data:`_LISTING_MAX`, or its head. A head
+        answers a listing's first batches; the brick lists from its last cookie on, with no
+        entry read twice (a directory's open reads one ahead: _backend._list_ahead)."""
         if len(out) > _LISTING_MAX:
             return
         entries = tuple(out)
         after = {entry.cookie: i + 1 for i, (entry, _) in enumerate(entries)}
         children = tuple({e.qid_path for e, _ in entries if e.name not in (".", "..")})
         size = sum(_LISTED_ENTRY + len(e.name) + (_ATTR if a else 0) for e, a in entries)
-        self._cache.put_listing(token, directory, (entries, after), children, size)
+        self._cache.put_listing(token, directory, (entries, after), children, size, whole=whole)
 
     def cache_stats(self) -> CacheStats:
         """The volume's cache counters (shared by every backend of the volume here)."""

@@ -96,6 +96,7 @@ class GlusterOpenFile(BackendFile):
         "_dirent",
         "_dirstat",
         "_fd",
+        "_listings",
         "_open_lock",
         "_qid",
     )
@@ -112,8 +113,11 @@ class GlusterOpenFile(BackendFile):
         accmode: int,
         cache_data: bool = False,
         deferred: tuple[GlusterNode, int] | None = None,
+        listings: bool = False,
     ) -> None:
         self._owner = owner
+        #: A directory whose listings the volume's cache may hold (cache modes meta, all).
+        self._listings = listings
         self._cache_data = cache_data  # reads may be answered from the volume's data cache
         self._closed = False
         self._deferred = deferred
