@@ -377,18 +377,18 @@ class GlusterBackend(GlusterCore):
         if not f._is_dir:
             raise err(errno.ENOTDIR)
         d = self._node(directory)
-        readdir_position(cookie, max_entries)  # its checks (EINVAL) before any answer
+        position = readdir_position(cookie, max_entries)  # its checks (EINVAL) first
         if d._cache != "none":
             held = self._listed(d.qid_path, cookie, max_entries)
             if held is not None:
                 return held
-        return self._listing_from_brick(d, f, cookie, max_entries)
+        return self._listing_from_brick(d, f, position, max_entries)
 
     def _listing_from_brick(
-        self, d: GlusterNode, f: GlusterOpenFile, cookie: int, max_entries: int
+        self, d: GlusterNode, f: GlusterOpenFile, position: int, max_entries: int
     ) -> Listing[tuple[DirEntry, Attr | None]]:
-        """Entries of ``d`` after ``cookie`` read through its open ``f``, and whether they
-        reach its end.
+        """Entries of ``d`` after the directory offset ``position`` read through its open
+        ``f``, and whether they reach its end.
 
         The stats come with the listing (readdirp): one network round trip per batch,
         where the default's lookup and getattr of each name would cost one or two each.
@@ -396,7 +396,6 @@ class GlusterBackend(GlusterCore):
         In cache modes meta and all, a whole listing is kept (the volume's cache, dropped
         when the directory or any entry's object changes): `find`, `ls -l`, `rm -rf`
         reading a directory again reach no brick."""
-        position = readdir_position(cookie, max_entries)
         caching = d._cache != "none"
         token = self._cache.token()
         # With a cache mode, the listing brings each entry's object: its name is cached as

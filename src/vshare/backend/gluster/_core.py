@@ -136,17 +136,22 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         qid = node.qid_path
         self._cache.put_attr(token, attr_of(st, qid))
         with contextlib.suppress(OSError), node._ref as held:
-            self._put_name(token, parent.qid_path, raw, _gfapi.object_copy(held), node.file_type)
+            copy = _gfapi.object_copy(held)
+            self._put_name(token, parent.qid_path, raw, copy, node.file_type, qid)
 
-    def _put_name(self, token: int, parent: int, raw: bytes, obj: int, ftype: int) -> None:
-        """Hand ``obj`` (an object of ``parent/raw``, of type ``ftype``) to the cache as that
-        name's entry: it owns the object from now on, kept or closed."""
+    def _put_name(
+        self, token: int, parent: int, raw: bytes, obj: int, ftype: int, qid: int | None = None
+    ) -> None:
+        """Hand ``obj`` (an object of ``parent/raw``, of type ``ftype``; its qid if the
+        caller knows it, else read from its handle) to the cache as that name's entry: it
+        owns the object from now on, kept or closed."""
         keep = Ref(obj, _gfapi.h_close)
-        try:
-            qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
-        except OSError:
-            keep.close()
-            return
+        if qid is None:
+            try:
+                qid = qid_of_gfid(_gfapi.h_extract_handle(obj))
+            except OSError:
+                keep.close()
+                return
         self._cache.put_name(token, parent, raw, qid, (keep, ftype, qid), keep.close)
 
     def _note_moved(self, new_dir: GlusterNode, raw: bytes) -> None:
