@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from dataclasses import replace
 
 import anyio
@@ -211,3 +212,48 @@ async def test_concurrent_writers_cannot_overshoot(start_gateway: GatewayFactory
         total = sum(f.stat().st_size for f in gw.share_dir("alpha").iterdir())
         assert refused == 4
         assert GiB - 65536 < total <= GiB
+
+
+@pytest.mark.parametrize("change", ["revoked", "resized"])
+async def test_a_change_made_while_an_attach_opens_its_root_reaches_it(
+    gw: Running, change: str
+) -> None:
+    """set_shares reevaluates the attachments that exist; an attach whose root is being
+    opened in a worker thread meanwhile decides again when it comes back: a rule revoked
+    then refuses it, a new size is the one its statfs shows."""
+    backend = gw.gateway.ctx.backend
+    entered, release = threading.Event(), threading.Event()
+    real = backend.open_root
+
+    def held_open_root(path: str, **kw: object) -> object:
+        entered.set()
+        release.wait(5)
+        return real(path, **kw)  # type: ignore[arg-type]
+
+    backend.open_root = held_open_root  # type: ignore[method-assign]
+    try:
+        async with gw.client() as c:
+            got: list[object] = []
+
+            async def attach() -> None:
+                try:
+                    got.append(await c.attach("alpha"))
+                except OSError as exc:
+                    got.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(attach)
+                await anyio.to_thread.run_sync(entered.wait, 5)
+                if change == "revoked":
+                    gw.gateway.set_shares(shares_with("alpha", access=()))
+                else:
+                    gw.gateway.set_shares(shares_with("alpha", size_gib=3))
+                release.set()
+            if change == "revoked":
+                assert isinstance(got[0], OSError) and got[0].errno == errno.EACCES
+            else:
+                root, _ = got[0]  # type: ignore[misc]
+                st = await c.call(p.Tstatfs(root), p.Rstatfs)
+                assert st.blocks * st.bsize == 3 * GiB
+    finally:
+        backend.open_root = real  # type: ignore[method-assign]

@@ -104,6 +104,14 @@ class FidOps(OperationsBase):
         root, node = await limiter.run(open_root)
         uid = None if msg.n_uname == NO_ID else msg.n_uname
         att = Attachment(share, level, root, limiter, usage, uid)
+        # The shares may have changed while the root was opened: set_shares reevaluated
+        # only the attachments that existed. Decide again on what is served now.
+        served = self.ctx.shares.get(share.key)
+        now = decide(self.ctx.resolve(self.identity), served.access) if served else None
+        if served is None or now is None:
+            await self._close_shielded(att, node, root)
+            raise os_error(errno.EACCES)
+        att.share, att.level = served, now
         try:
             self._add_fid(msg.fid, Fid(att, node))
         except OSError:
