@@ -37,3 +37,26 @@ def test_stat_after_the_kernel_forgot_costs_no_requests(
         assert sum(spent.values()) >= 100, spent  # each one asks
     else:
         assert sum(spent.values()) == 0, spent
+
+
+def test_files_read_after_the_kernel_forgot_are_opened_from_their_directory(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """After ``drop_caches`` in ``always`` the client looks names up from what it kept, so
+    no directory holds a fid; opening each file (``tar c``, ``grep -r``) must not walk its
+    path from the share root and keep a fid for it: the directory is given one fid, and
+    each file is one Twalkopen from it."""
+    gw = gateway_with(metrics=True)
+    m = mount(gw.uri, "alpha", "always").path
+    (m / "d").mkdir()
+    for i in range(50):
+        (m / "d" / f"f{i:03}").write_bytes(b"%d" % i)
+    drop_caches()
+    before = settled(gw)
+    got = {i: (m / "d" / f"f{i:03}").read_bytes() for i in range(50)}
+    spent = delta(before, settled(gw))
+    print(f"50 files read after drop_caches, --cache always: {spent}")
+    assert got == {i: b"%d" % i for i in range(50)}
+    assert spent.get("walkopen") == 50, spent
+    assert spent.get("walk", 0) <= 1, spent  # the directory's, once
+    assert spent.get("clunk", 0) <= 51, spent

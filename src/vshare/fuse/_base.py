@@ -193,6 +193,22 @@ class FidOperations:
         pfid = self._held_fid(s, directory)
         return None if pfid < 0 else (directory, pfid)
 
+    def _parent_in_use(self, s: Session, parts: Sequence[str]) -> Inode | None:
+        """The inode of the directory holding the name ``parts`` if it holds a fid on ``s``
+        or the kernel holds it (looked up or open): worth a fid of its own, from which this
+        name and each of its siblings is then reached by one name. A directory listed from
+        what the client knows (``coherent``, ``always``) is opened and read with no fid, so
+        without this every file opened in it walked its own path from the share root and
+        kept a fid (``tar c`` after ``drop_caches``: Twalk + Twalkopen per file)."""
+        if len(parts) < 2:
+            return self.inodes.root if parts else None
+        directory = self.inodes.by_path.get(tuple(parts[:-1]))
+        if directory is None or not (
+            self._held_fid(s, directory) >= 0 or directory.lookups > 0 or directory.opens
+        ):
+            return None
+        return directory
+
     @contextlib.asynccontextmanager
     async def _pinned(self, node: Inode) -> AsyncIterator[None]:
         """``node``'s fid is not given back meanwhile (see ``_inodes.py``)."""
@@ -204,35 +220,36 @@ class FidOperations:
 
     async def _open_node(self, s: Session, node: Inode, flags: int) -> tuple[int, int]:
         """A new fid on ``node`` opened with ``flags``: (fid, iounit). An inode that holds
-        no fid (it came with a listing) but whose directory does is opened by one Twalk
-        from the directory and the Tlopen, in one write, and is given no fid of its own:
-        a file read once costs two requests and a Tclunk. Not so a directory (below).
+        no fid (it came with a listing) but whose directory is in use
+        (:meth:`_parent_in_use`, given a fid first if it has none) is opened by one
+        Twalkopen from the directory and is given no fid of its own: a file read once
+        costs two requests and a Tclunk. Not so a directory (below).
         The caller has pinned ``node``."""
         # A directory gets its fid all the same: what is done in it (lookups, unlinks)
         # needs one, and opening it from that fid costs nothing more.
         is_dir = node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
-        held = (
-            None if is_dir or self._held_fid(s, node) >= 0 else self._directory_fid(s, node.parts)
+        directory = (
+            None if is_dir or self._held_fid(s, node) >= 0 else self._parent_in_use(s, node.parts)
         )
-        if held is None:
+        if directory is None:
             return await self._open_fid(s, await self._fid(s, node), flags)
-        directory, pfid = held
         async with self._pinned(directory):
+            pfid = await self._fid(s, directory)
             return await self._walk_open(s, pfid, (node.parts[-1],), flags)
 
     async def _stat_node(self, s: Session, node: Inode) -> StatResult:
         """``node``'s attributes on ``s``: a Tgetattr of its fid; for an inode that holds
-        none, a Tgetattrat of its name in its directory's fid (vshare.2), ESTALE if the
-        name names another file now; else its fid walked first. The caller pinned it."""
+        none, a Tgetattrat of its name in its directory's fid (vshare.2; the directory in
+        use, :meth:`_parent_in_use`), ESTALE if the name names another file now; else its
+        fid walked first. The caller pinned it."""
         fid = self._held_fid(s, node)
         if fid >= 0:
             return await self._stat(s, fid)
-        held = self._directory_fid(s, node.parts) if s.client.readdirplus else None
-        if held is None:
+        directory = self._parent_in_use(s, node.parts) if s.client.readdirplus else None
+        if directory is None:
             return await self._stat(s, await self._fid(s, node))
-        directory, pfid = held
         async with self._pinned(directory):
-            st = await self._stat_at(s, pfid, node.parts[-1])
+            st = await self._stat_at(s, await self._fid(s, directory), node.parts[-1])
         if st.qid.path != node.qid_path:
             raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), "/".join(node.parts))
         return st
