@@ -400,6 +400,65 @@ def test_open_flags_filtered(backend: PosixBackend, share: Node, volume: Path) -
     backend.open(share, os.O_RDONLY | os.O_DIRECTORY).close()
 
 
+def _resident(path: Path) -> int:
+    """Bytes of ``path`` in the page cache: mincore(2) of a mapping never touched (which
+    reads nothing, as a read, even RWF_NOWAIT, would start readahead)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long)  # fmt: skip
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    size = path.stat().st_size
+    page = os.sysconf("SC_PAGE_SIZE")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, 0x1, 0x01, fd, 0)  # PROT_READ, MAP_SHARED
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            vec = (ctypes.c_ubyte * ((size + page - 1) // page))()
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(page for v in vec if v & 1)
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def test_a_read_only_open_starts_reading_the_head(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    """A read-only open has the kernel start reading the file's first 128 KiB, so that the
+    first Tread, a round trip later, finds it in the page cache and is answered on the
+    event loop (``read_nowait``) instead of by a worker thread; the rest stays unread."""
+    path = volume / SHARE / "f"
+    path.write_bytes(os.urandom(512 * 1024))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+    finally:
+        os.close(fd)
+    if _resident(path):
+        pytest.skip(f"{volume} keeps every page in memory (tmpfs?): nothing to read ahead")
+    node = backend.lookup(share, "f")
+    backend.open(node, os.O_RDWR).close()
+    assert _resident(path) == 0  # not for writing
+    file = backend.open(node, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + 5
+        while (n := _resident(path)) < 128 * 1024:
+            assert time.monotonic() < deadline, f"{n} bytes read ahead"
+            time.sleep(0.001)
+        assert n < 512 * 1024, "the whole file was read"
+        buf = memoryview(bytearray(4096))
+        assert backend.read_nowait(file, 124 * 1024, buf) == 4096
+        assert bytes(buf) == path.read_bytes()[124 * 1024 : 128 * 1024]
+    finally:
+        file.close()
+        node.close()
+
+
 def test_value_errors_become_einval(backend: PosixBackend, share: Node) -> None:
     node, file = backend.create(share, "f", os.O_RDWR, 0o644)
     with raises_errno(errno.EINVAL):

@@ -179,6 +179,9 @@ _RESOLVE: Final = _linux.RESOLVE_BENEATH | _linux.RESOLVE_NO_SYMLINKS | _linux.R
 _EMPTY_NOFOLLOW: Final = _linux.AT_EMPTY_PATH | _linux.AT_SYMLINK_NOFOLLOW
 _READDIR_MIN_BUFSIZE: Final = 4096
 _READDIR_MAX_BUFSIZE: Final = 32 * 1024
+#: Bytes of a file opened read-only that the open asks the kernel to start reading
+#: (``POSIX_FADV_WILLNEED``): the kernel's own first readahead, the FUSE client's first read.
+_READ_AHEAD_AT_OPEN: Final = 128 * 1024
 
 #: Kept importable here (tests): the qid-path map of the module note.
 _QidMap = QidMap
@@ -408,6 +411,12 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         oflags = _io_flags(flags) | (os.O_DIRECTORY if is_dir else 0)
         with n._ref as fd:
             iofd = os.open(_proc(fd), oflags)
+        if not is_dir and oflags & os.O_ACCMODE == os.O_RDONLY:
+            # Start reading the head now, so that the first Tread, one round trip later,
+            # finds it in the page cache and is answered on the event loop (read_nowait)
+            # instead of by a worker thread: `tar c` of a tree after drop_caches, 4.85 ->
+            # 4.0 s. The I/O is only started here; what a guest opens it mostly reads.
+            os.posix_fadvise(iofd, 0, _READ_AHEAD_AT_OPEN, os.POSIX_FADV_WILLNEED)
         return PosixOpenFile(
             self, iofd, is_dir=is_dir, dev=n._dev, append=bool(oflags & os.O_APPEND)
         )
