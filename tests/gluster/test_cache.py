@@ -284,6 +284,31 @@ def test_all_defers_read_only_opens(backend: GlusterBackend, area: tuple[str, Pa
         root.close()
 
 
+def test_meta_puts_off_read_only_opens_until_their_first_read(
+    backend: GlusterBackend, area: tuple[str, Path]
+) -> None:
+    """In mode meta, as GlusterFS's own client does by default (open-behind): a read-only
+    open makes no OPEN (nor FLUSH at close) until its first read; a file unlinked through
+    this backend meanwhile stays readable, as POSIX says."""
+    rel, there = area
+    (there / "f").write_bytes(b"m" * 5000)
+    root = backend.open_root(rel, cache="meta")
+    try:
+        node = backend.lookup(root, "f")
+        calls = _calls_during(lambda: backend.open(node, os.O_RDONLY).close())
+        assert not {"open", "flush"} & set(calls), calls
+        f = backend.open(node, os.O_RDONLY)
+        calls = _calls_during(lambda: _read_all(backend, root, "f"))
+        assert {"open", "read"} <= set(calls), calls
+        backend.unlink(root, "f", rmdir=False)
+        buf = bytearray(10)
+        assert backend.read(f, 4990, memoryview(buf)) == 10 and bytes(buf) == b"m" * 10
+        f.close()
+        node.close()
+    finally:
+        root.close()
+
+
 @pytest.mark.parametrize("mode", ["meta", "all"])
 def test_getattrs_from_memory_answer_only_what_the_cache_holds(
     backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode

@@ -284,8 +284,8 @@ class Backend(abc.ABC):
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
         """:meth:`open` if it needs no call that may wait (a directory whose listing is in
-        memory, opened when a listing misses it), as :meth:`getattr_nowait`; None
-        otherwise, having done nothing."""
+        memory, opened when a listing misses it; a read-only open put off until its first
+        read), as :meth:`getattr_nowait`; None otherwise, having done nothing."""
         return None
 
     def close_is_quick(self, file: OpenFile) -> bool:

@@ -201,7 +201,11 @@ class GlusterBackend(GlusterCore):
             fd = self._opendir(n)
             if n._cache != "none":
                 return self._list_ahead(n, self._wrap_fd(fd, n, is_dir=True, accmode=accmode))
-        elif n._cache == "all" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
+        elif n._cache != "none" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
+            # As GlusterFS's own client does by default (open-behind: lazy-open, then
+            # read-after-open): the OPEN waits for the first read, which makes it in the
+            # same call; an open for a stat, or whose reads the data cache answers, costs
+            # no OPEN and FLUSH at all. Opened here, it is answered on the event loop.
             return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)
         else:
             with n._ref as obj:
@@ -423,10 +427,14 @@ class GlusterBackend(GlusterCore):
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:
         n = self._node(node)
-        if n._cache == "none" or n.file_type != stat.S_IFDIR:
+        if n._cache == "none" or n.file_type not in (stat.S_IFDIR, stat.S_IFREG):
             return None
         _, accmode = check_open(n.file_type, flags)
-        if accmode != os.O_RDONLY or flags & os.O_TRUNC or not self._cache.has_listing(n.qid_path):
+        if accmode != os.O_RDONLY or flags & os.O_TRUNC:
+            return None
+        if n.file_type == stat.S_IFREG:
+            return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)  # as _open would
+        if not self._cache.has_listing(n.qid_path):
             return None
         return self._wrap_deferred(n, 0, is_dir=True)  # as _open would
 

@@ -348,8 +348,8 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
     def _wrap_deferred(
         self, n: GlusterNode, flags: int, *, is_dir: bool = False
     ) -> GlusterOpenFile:
-        """A read-only open made when first needed (a file's read that misses the data
-        cache, a directory's listing that misses the cached one)."""
+        """A read-only open made when first needed (a file's first read that the data
+        cache does not answer, a directory's listing that misses the cached one)."""
         node = self._clone(n)
         file = GlusterOpenFile(
             self,
@@ -357,7 +357,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
             n.qid_path,
             is_dir=is_dir,
             accmode=os.O_RDONLY,
-            cache_data=not is_dir,
+            cache_data=n._cache == "all" and not is_dir,
             deferred=(node, flags),
             listings=is_dir,
         )
