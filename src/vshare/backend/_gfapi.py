@@ -50,6 +50,7 @@ __all__ = [
     "fs_new",
     "fstat",
     "fsync",
+    "h_anonymous_read",
     "h_close",
     "h_creat",
     "h_creat_open",
@@ -451,6 +452,17 @@ def pread(fd: int, buf: memoryview, offset: int) -> int:
     if n == 0:
         return 0
     return _check(load().glfs_pread(_ptr(fd), target, n, _size(offset), 0, None))
+
+
+def h_anonymous_read(fs: int, obj: int, buf: memoryview, offset: int) -> int:
+    """``glfs_h_anonymous_read``: read the object ``obj`` into ``buf`` with no open file (the
+    brick reads it through an anonymous fd: one READ, no OPEN, FLUSH or RELEASE); bytes
+    read."""
+    _count("read")
+    target, n = _address(buf, writable=True)
+    if n == 0:
+        return 0
+    return _check(load().glfs_h_anonymous_read(_ptr(fs), _ptr(obj), target, n, _size(offset)))
 
 
 def pwrite(fd: int, data: memoryview, offset: int) -> int:

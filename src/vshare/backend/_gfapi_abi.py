@@ -178,6 +178,8 @@ PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "glfs_closedir": (_INT, (_P,)),
     # ssize_t glfs_pread(fd, buf, count, offset, flags, struct glfs_stat *post)   (6.0)
     "glfs_pread": (_SSIZE, (_P, _P, _SIZE, _OFF, _INT, _P)),
+    # ssize_t glfs_h_anonymous_read(fs, struct glfs_object *, buf, count, offset)  (3.7.0)
+    "glfs_h_anonymous_read": (_SSIZE, (_P, _P, _P, _SIZE, _OFF)),
     # ssize_t glfs_pwrite(fd, buf, count, offset, flags, *prestat, *poststat)     (6.0)
     "glfs_pwrite": (_SSIZE, (_P, _P, _SIZE, _OFF, _INT, _P, _P)),
     # int glfs_fsync(fd, *prestat, *poststat), glfs_fdatasync likewise           (6.0)

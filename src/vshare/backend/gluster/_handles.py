@@ -99,6 +99,7 @@ class GlusterOpenFile(BackendFile):
         "_listings",
         "_open_lock",
         "_qid",
+        "_read_unopened",
     )
 
     _owner: GlusterCore
@@ -121,6 +122,8 @@ class GlusterOpenFile(BackendFile):
         self._cache_data = cache_data  # reads may be answered from the volume's data cache
         self._closed = False
         self._deferred = deferred
+        #: Reads may go without an open (see :meth:`unopened`).
+        self._read_unopened = deferred is not None and not is_dir and not cache_data
         self._open_lock = threading.Lock()
         self._fd: Ref | None = None
         if fd is not None:
@@ -155,9 +158,24 @@ class GlusterOpenFile(BackendFile):
                 node.close()
             return self._fd
 
+    def unopened(self) -> GlusterNode | None:
+        """The node of this file while its open is put off and reads may go without it
+        (:meth:`GlusterBackend.read`): a regular file not yet opened, nor closed, whose
+        reads so far each reached its end. None otherwise."""
+        with self._open_lock:
+            if self._fd is None and self._deferred is not None and self._read_unopened:
+                return self._deferred[0]
+            return None
+
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def read_left_more(self) -> None:
+        """A read without an open stopped short of the end: the next read opens the file
+        (a reader going on holds it open, as open-behind's read-after-open does)."""
+        with self._open_lock:
+            self._read_unopened = False
 
     def close(self) -> None:
         with self._open_lock:
