@@ -481,6 +481,43 @@ def _listed(b: GlusterBackend, directory: Node, batch: int = 1000) -> dict[str, 
 
 
 @pytest.mark.parametrize("mode", ["meta", "all"])
+def test_a_name_a_whole_listing_lacks_is_absent_without_a_call(
+    backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
+) -> None:
+    """A lookup of a name that a cached whole listing of its directory does not have finds
+    nothing, with no call to GlusterFS (a ``stat`` of a missing file, a search along a
+    path); on the event loop too. Another client adding the name drops the listing (its
+    upcall names the directory): the name is found within the bound."""
+    rel, there = area
+    for i in range(5):
+        (there / f"f{i}").write_bytes(b"x")
+    root = backend.open_root(rel, cache=mode)
+
+    def absent() -> bool:
+        try:
+            backend.lookup(root, "later").close()
+        except FileNotFoundError:
+            return True
+        return False
+
+    try:
+        backend.open(root, os.O_RDONLY | os.O_DIRECTORY).close()  # lists it ahead
+        calls = _calls_during(lambda: [absent() for _ in range(3)])
+        assert calls == {}, calls
+        with pytest.raises(FileNotFoundError):
+            backend.lookup_nowait(root, "later")
+        with pytest.raises(FileNotFoundError):
+            backend.getattr_at_nowait(root, "later")
+        (there / "later").write_bytes(b"n")  # GlusterFS's own client: another client
+        assert _until(lambda: not absent()) <= BOUND
+        node = backend.lookup(root, "later")
+        assert backend.getattr(node).size == 1
+        node.close()
+    finally:
+        root.close()
+
+
+@pytest.mark.parametrize("mode", ["meta", "all"])
 def test_a_listing_is_kept_whole_and_dropped_on_any_change(
     backend: GlusterBackend, area: tuple[str, Path], mode: CacheMode
 ) -> None:

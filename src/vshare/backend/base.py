@@ -268,7 +268,8 @@ class Backend(abc.ABC):
             node.close()
 
     def lookup_nowait(self, parent: Node, name: str) -> Node | None:
-        """:meth:`lookup` from memory, as :meth:`getattr_nowait`; None otherwise."""
+        """:meth:`lookup` from memory, as :meth:`getattr_nowait` (ENOENT too, where memory
+        says the name is absent); None otherwise."""
         return None
 
     def getattr_nowait(self, node: Node) -> Attr | None:
@@ -279,7 +280,8 @@ class Backend(abc.ABC):
         return None
 
     def getattr_at_nowait(self, parent: Node, name: str) -> Attr | None:
-        """:meth:`getattr_at` from memory, as :meth:`getattr_nowait`; None otherwise."""
+        """:meth:`getattr_at` from memory, as :meth:`getattr_nowait` (ENOENT too, where
+        memory says the name is absent); None otherwise."""
         return None
 
     def open_nowait(self, node: Node, flags: int) -> OpenFile | None:

@@ -106,7 +106,8 @@ Other rules
   ``glfs_h_opendir`` and lookups in it then fail with ENOENT although it exists. ``opendir``
   is retried for up to ~40 ms; a lookup that finds nothing is asked once more, and then
   again while the directory itself cannot be opened (so a name that really is missing costs
-  two lookups and an opendir: ~3 round trips instead of 1). A guest can still see a rare
+  two lookups and an opendir: ~3 round trips instead of 1; none in cache modes meta and
+  all when a cached whole listing of the directory lacks it). A guest can still see a rare
   ENOENT, or a create fail, in a directory that another client renames at that instant;
   GlusterFS itself may then leave a file without its gfid link on the brick (seen here:
   unreadable by gfid).

@@ -107,9 +107,12 @@ class GlusterBackend(GlusterCore):
         p = self._parent(parent)
         if p._cache == "none":
             return None
-        node = self._cached_node(p, name_bytes(name))
+        raw = name_bytes(name)
+        node = self._cached_node(p, raw)
         if node is not None:
             self._vol.ancestry.note(p.qid_path, node.qid_path)  # as _lookup does
+        elif self._listed_absent(p.qid_path, raw):
+            raise err(errno.ENOENT)
         return node
 
     def getattr_nowait(self, node: Node) -> Attr | None:
@@ -122,8 +125,11 @@ class GlusterBackend(GlusterCore):
         p = self._parent(parent)
         if p._cache == "none":
             return None
-        qid = self._cached_child_qid(p, name_bytes(name))
+        raw = name_bytes(name)
+        qid = self._cached_child_qid(p, raw)
         if qid is None:
+            if self._listed_absent(p.qid_path, raw):
+                raise err(errno.ENOENT)
             return None
         attr = self._cache.attr(qid)
         if attr is None:

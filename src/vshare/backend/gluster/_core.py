@@ -18,6 +18,7 @@ from vshare.backend import _gfapi
 from vshare.backend._cache import BLOCK, CacheStats
 from vshare.backend._common import (
     CheckedBackend,
+    decode,
     err,
     name_bytes,
     owned,
@@ -192,6 +193,8 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         held = self._cached_node(parent, raw)
         if held is not None:
             return held
+        if self._listed_absent(parent.qid_path, raw):
+            raise err(errno.ENOENT)
         token = self._cache.token()
         obj, st = self._lookup_object(parent, raw)
         node = self._adopt((obj, st), mode)
@@ -445,7 +448,7 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         held = self._cache.listing(directory)
         if held is None:
             return None
-        (entries, after), whole = held
+        (entries, after, _), whole = held
         start = 0 if cookie == 0 else after.get(cookie)
         if start is None or (not whole and start >= len(entries)):
             return None
@@ -472,9 +475,25 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
             return
         entries = tuple(out)
         after = {entry.cookie: i + 1 for i, (entry, _) in enumerate(entries)}
+        names = frozenset(e.name for e, _ in entries)
         children = tuple({e.qid_path for e, _ in entries if e.name not in (".", "..")})
-        size = sum(_LISTED_ENTRY + len(e.name) + (_ATTR if a else 0) for e, a in entries)
-        self._cache.put_listing(token, directory, (entries, after), children, size, whole=whole)
+        size = sum(_LISTED_ENTRY + 2 * len(e.name) + (_ATTR if a else 0) for e, a in entries)
+        listing = (entries, after, names)
+        self._cache.put_listing(token, directory, listing, children, size, whole=whole)
+
+    def _listed_absent(self, directory: int, raw: bytes) -> bool:
+        """Whether a whole listing of ``directory`` is cached and names no ``raw``: then a
+        lookup of it finds nothing, with no call (``stat`` of a file that is not there,
+        a compiler's or Python's search along a path). As coherent as the listing, which
+        goes when a name is added to or removed from the directory, here or by another
+        client (its upcall names the directory)."""
+        if not self._cache.has_listing(directory):
+            return False
+        held = self._cache.listing(directory)
+        if held is None or not held[1]:
+            return False
+        (_, _, names), _ = held
+        return decode(raw) not in names
 
     def cache_stats(self) -> CacheStats:
         """The volume's cache counters (shared by every backend of the volume here)."""
