@@ -268,18 +268,7 @@ class GlusterBackend(GlusterCore):
     def read(self, file: OpenFile, offset: int, buf: memoryview) -> int:
         f = self._io_check(file, offset, os.O_WRONLY)
         if not f._cache_data:
-            node = f.unopened()
-            if node is not None:
-                # An open put off (meta): one READ at the brick through an anonymous fd,
-                # no OPEN, FLUSH and RELEASE, while each read reaches the end of the file
-                # (a small file read whole: cat, tar c, a compiler's headers).
-                with node._ref as obj:
-                    n = _gfapi.h_anonymous_read(self._fs, obj, buf, offset)
-                if n == len(buf):
-                    f.read_left_more()
-                return n
-            with f._ref as fd:
-                return _gfapi.pread(fd, buf, offset)
+            return self._pread(f, buf, offset)
         done, complete = self._from_cache(f._qid, offset, buf)
         if complete:
             return done

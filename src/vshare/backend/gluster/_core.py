@@ -403,14 +403,36 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
                 return done, True  # a short block ends the file
         return done, True
 
+    def _pread(self, f: GlusterOpenFile, buf: memoryview, offset: int) -> int:
+        """Read ``f`` into ``buf`` from ``offset``. An open put off reads through an
+        anonymous fd (one READ at the brick; no OPEN, nor FLUSH and RELEASE at its close)
+        while each read reaches the end of the file: a small file read whole (``cat``,
+        ``tar c``, a compiler's headers). The first read that stops short has the next one
+        open the file, so that a reader going on holds it open, as GlusterFS's open-behind
+        does (read-after-open)."""
+        node = f.unopened()
+        if node is not None:
+            try:
+                with node._ref as obj:
+                    n = _gfapi.h_anonymous_read(self._fs, obj, buf, offset)
+            except OSError as e:
+                if e.errno != errno.EBADF or f.closed:
+                    raise
+                # Opened meanwhile (this gateway unlinked it: _open_deferred): read it so.
+            else:
+                if n == buf.nbytes:
+                    f.read_left_more()
+                return n
+        with f._ref as fd:
+            return _gfapi.pread(fd, buf, offset)
+
     def _read_through(self, f: GlusterOpenFile, offset: int, buf: memoryview) -> int:
         """Read the whole blocks under ``buf`` with one ``glfs_pread``, cache them, copy."""
         start = offset - offset % BLOCK
         end = -(-(offset + buf.nbytes) // BLOCK) * BLOCK
         span = bytearray(end - start)
         token = self._cache.token()
-        with f._ref as fd:
-            got = _gfapi.pread(fd, memoryview(span), start)
+        got = self._pread(f, memoryview(span), start)
         view = memoryview(span)
         for at in range(start, start + got + 1, BLOCK):
             chunk = bytes(view[at - start : min(at - start + BLOCK, got)])

@@ -123,7 +123,7 @@ class GlusterOpenFile(BackendFile):
         self._closed = False
         self._deferred = deferred
         #: Reads may go without an open (see :meth:`unopened`).
-        self._read_unopened = deferred is not None and not is_dir and not cache_data
+        self._read_unopened = deferred is not None and not is_dir
         self._open_lock = threading.Lock()
         self._fd: Ref | None = None
         if fd is not None:
@@ -160,7 +160,7 @@ class GlusterOpenFile(BackendFile):
 
     def unopened(self) -> GlusterNode | None:
         """The node of this file while its open is put off and reads may go without it
-        (:meth:`GlusterBackend.read`): a regular file not yet opened, nor closed, whose
+        (:meth:`GlusterCore._pread`): a regular file not yet opened, nor closed, whose
         reads so far each reached its end. None otherwise."""
         with self._open_lock:
             if self._fd is None and self._deferred is not None and self._read_unopened:
