@@ -125,34 +125,51 @@ class VolumeCache:
     def listing(self, directory: int) -> tuple[Any, bool] | None:
         """The listing cached for ``directory`` and whether it is whole (else the head of
         a longer one: see :meth:`put_listing`), or None. One lookup."""
-        whole = self._peek(("l", directory))
-        value = self._get(("l" if whole else "h", directory), "listing")
+        with self._lock:
+            whole = ("l", directory) in self._entries
+            value, expired = self._lookup(("l" if whole else "h", directory), "listing")
+        _close(expired)
         return None if value is None else (value, whole)
 
-    def _peek(self, key: Hashable) -> bool:
+    def whole_listing(self, directory: int) -> Any:
+        """The whole listing cached for ``directory``, or None, which is not counted as a
+        miss (asked to learn whether a name is absent, not to list)."""
         with self._lock:
-            return key in self._entries
+            value, expired = self._lookup(("l", directory), "listing", miss=False)
+        _close(expired)
+        return value
 
     def has_listing(self, directory: int, *, head: bool = False) -> bool:
         """Whether a whole listing of ``directory`` is cached now (``head``: the head of
         one); not counted as a lookup."""
-        return self._peek(("h" if head else "l", directory))
+        with self._lock:
+            return ("h" if head else "l", directory) in self._entries
 
     def _get(self, key: Hashable, kind: str) -> Any:
-        expired: _Entry[Any] | None = None
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires <= self._clock():
-                expired = self._remove(key)
-                self._stats.expirations += 1
-                entry = None
-            if entry is None:
-                self._stats.misses[kind] += 1
-            else:
-                self._entries.move_to_end(key)
-                self._stats.hits[kind] += 1
+            value, expired = self._lookup(key, kind)
         _close(expired)
-        return None if entry is None else entry.value
+        return value
+
+    def _lookup(
+        self, key: Hashable, kind: str, *, miss: bool = True
+    ) -> tuple[Any, _Entry[Any] | None]:
+        """Under the lock: the value of ``key`` or None (counted as a hit, or as a miss
+        unless ``miss`` is False), and the entry it found expired, for the caller to close
+        once the lock is released."""
+        entry = self._entries.get(key)
+        expired: _Entry[Any] | None = None
+        if entry is not None and entry.expires <= self._clock():
+            expired = self._remove(key)
+            self._stats.expirations += 1
+            entry = None
+        if entry is None:
+            if miss:
+                self._stats.misses[kind] += 1
+            return None, expired
+        self._entries.move_to_end(key)
+        self._stats.hits[kind] += 1
+        return entry.value, None
 
     # -- filling -------------------------------------------------------------------------------
 

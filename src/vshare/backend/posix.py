@@ -136,6 +136,7 @@ Other rules
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -416,7 +417,9 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
             # finds it in the page cache and is answered on the event loop (read_nowait)
             # instead of by a worker thread: `tar c` of a tree after drop_caches, 4.85 ->
             # 4.0 s. The I/O is only started here; what a guest opens it mostly reads.
-            os.posix_fadvise(iofd, 0, _READ_AHEAD_AT_OPEN, os.POSIX_FADV_WILLNEED)
+            # Advice: a filesystem that refuses it must not fail the open (nor leak iofd).
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(iofd, 0, _READ_AHEAD_AT_OPEN, os.POSIX_FADV_WILLNEED)
         return PosixOpenFile(
             self, iofd, is_dir=is_dir, dev=n._dev, append=bool(oflags & os.O_APPEND)
         )

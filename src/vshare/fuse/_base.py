@@ -183,15 +183,17 @@ class FidOperations:
     def _directory_fid(self, s: Session, parts: Sequence[str]) -> tuple[Inode, int] | None:
         """The inode of the directory holding the name ``parts`` and its fid on ``s``,
         if we know that directory and it holds a fid there."""
-        if not parts:
-            return None
-        directory = (
-            self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
-        )
+        directory = self._directory_of(parts)
         if directory is None:
             return None
         pfid = self._held_fid(s, directory)
         return None if pfid < 0 else (directory, pfid)
+
+    def _directory_of(self, parts: Sequence[str]) -> Inode | None:
+        """The inode of the directory holding the name ``parts``, if we know it."""
+        if not parts:
+            return None
+        return self.inodes.root if len(parts) == 1 else self.inodes.by_path.get(tuple(parts[:-1]))
 
     def _parent_in_use(self, s: Session, parts: Sequence[str]) -> Inode | None:
         """The inode of the directory holding the name ``parts`` if it holds a fid on ``s``
@@ -200,9 +202,7 @@ class FidOperations:
         what the client knows (``coherent``, ``always``) is opened and read with no fid, so
         without this every file opened in it walked its own path from the share root and
         kept a fid (``tar c`` after ``drop_caches``: Twalk + Twalkopen per file)."""
-        if len(parts) < 2:
-            return self.inodes.root if parts else None
-        directory = self.inodes.by_path.get(tuple(parts[:-1]))
+        directory = self._directory_of(parts)
         if directory is None or not (
             self._held_fid(s, directory) >= 0 or directory.lookups > 0 or directory.opens
         ):

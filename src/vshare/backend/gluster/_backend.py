@@ -198,21 +198,15 @@ class GlusterBackend(GlusterCore):
     # -- I/O -----------------------------------------------------------------------------------
 
     def _open(self, n: GlusterNode, flags: int, *, is_dir: bool, accmode: int) -> OpenFile:
+        if is_dir and (accmode != os.O_RDONLY or flags & os.O_TRUNC):
+            raise err(errno.EISDIR)
+        later = self._open_later(n, flags, is_dir=is_dir, accmode=accmode)
+        if later is not None:
+            return later
         if is_dir:
-            if accmode != os.O_RDONLY or flags & os.O_TRUNC:
-                raise err(errno.EISDIR)
-            if n._cache != "none" and self._cache.has_listing(n.qid_path):
-                # Its listing will come from the cache: the OPENDIR waits for a miss.
-                return self._wrap_deferred(n, 0, is_dir=True)
             fd = self._opendir(n)
             if n._cache != "none":
                 return self._list_ahead(n, self._wrap_fd(fd, n, is_dir=True, accmode=accmode))
-        elif n._cache != "none" and accmode == os.O_RDONLY and not flags & os.O_TRUNC:
-            # As GlusterFS's own client does by default (open-behind: lazy-open, then
-            # read-after-open): the OPEN waits for the first read, which makes it in the
-            # same call; an open for a stat, or whose reads the data cache answers, costs
-            # no OPEN and FLUSH at all. Opened here, it is answered on the event loop.
-            return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)
         else:
             with n._ref as obj:
                 fd = _gfapi.h_open(self._fs, obj, flags & IO_FLAGS_KEPT)
@@ -434,14 +428,26 @@ class GlusterBackend(GlusterCore):
         n = self._node(node)
         if n._cache == "none" or n.file_type not in (stat.S_IFDIR, stat.S_IFREG):
             return None
-        _, accmode = check_open(n.file_type, flags)
-        if accmode != os.O_RDONLY or flags & os.O_TRUNC:
+        is_dir, accmode = check_open(n.file_type, flags)
+        return self._open_later(n, flags, is_dir=is_dir, accmode=accmode)
+
+    def _open_later(
+        self, n: GlusterNode, flags: int, *, is_dir: bool, accmode: int
+    ) -> GlusterOpenFile | None:
+        """The open of ``n`` put off until first needed, made with no call, where the
+        cache mode allows it; else None. A read-only open of a file, as GlusterFS's own
+        client does by default (open-behind: lazy-open, then read-after-open): reads that
+        each reach the end go without it, the first that stops short makes it
+        (``_pread``); an open for a stat, or whose reads the data cache answers, costs no
+        OPEN and FLUSH at all. A directory whose listing is cached: a listing that misses
+        it makes the OPENDIR."""
+        if n._cache == "none" or accmode != os.O_RDONLY or flags & os.O_TRUNC:
             return None
-        if n.file_type == stat.S_IFREG:
-            return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)  # as _open would
+        if not is_dir:
+            return self._wrap_deferred(n, flags & IO_FLAGS_KEPT)
         if not self._cache.has_listing(n.qid_path):
             return None
-        return self._wrap_deferred(n, 0, is_dir=True)  # as _open would
+        return self._wrap_deferred(n, 0, is_dir=True)
 
     def close_is_quick(self, file: OpenFile) -> bool:
         return self._file(file)._fd is None  # put off, never made: a node to let go

@@ -509,13 +509,8 @@ class GlusterCore(CheckedBackend[GlusterNode, GlusterOpenFile]):
         a compiler's or Python's search along a path). As coherent as the listing, which
         goes when a name is added to or removed from the directory, here or by another
         client (its upcall names the directory)."""
-        if not self._cache.has_listing(directory):
-            return False
-        held = self._cache.listing(directory)
-        if held is None or not held[1]:
-            return False
-        (_, _, names), _ = held
-        return decode(raw) not in names
+        held = self._cache.whole_listing(directory)
+        return held is not None and decode(raw) not in held[2]
 
     def cache_stats(self) -> CacheStats:
         """The volume's cache counters (shared by every backend of the volume here)."""
