@@ -427,31 +427,65 @@ def closedir(fd: int) -> None:
     _check(load().glfs_closedir(_ptr(fd)))
 
 
-def _address(buf: memoryview, *, writable: bool) -> tuple[Any, int]:
-    """(a ctypes object whose address is the buffer's first byte, its length). Zero copy
-    for writable buffers and whole ``bytes``; a read-only slice is copied once."""
-    if not buf.c_contiguous:
-        raise _error(errno.EINVAL)
-    n = buf.nbytes
-    if n == 0:
-        return None, 0
-    if not buf.readonly:
-        return (ctypes.c_char * n).from_buffer(buf.cast("B")), n
-    if writable:
-        raise _error(errno.EFAULT)
-    obj = buf.obj
-    if isinstance(obj, bytes) and len(obj) == n:
-        return obj, n
-    return ctypes.create_string_buffer(buf.tobytes(), n), n
+class _PyBuffer(ctypes.Structure):
+    """CPython's ``Py_buffer`` (stable since 3.3): what ``PyObject_GetBuffer`` fills in."""
+
+    _fields_ = (
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    )
+
+
+_PyBUF_WRITABLE: Final = 0x0001
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
+_get_buffer.restype = ctypes.c_int
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = (ctypes.POINTER(_PyBuffer),)
+_release_buffer.restype = None
+
+
+class _Pinned:
+    """The address of a buffer's first byte, held for one C call (``with``): no copy,
+    read-only buffers included (a Twrite's data is a slice of the bytes received, 1 MiB
+    each: copying it twice cost more than the write itself). Holding the buffer export
+    keeps the memory where it is (a bytearray cannot be resized) until released."""
+
+    __slots__ = ("_buffer", "_view", "_writable")
+
+    def __init__(self, buf: memoryview, *, writable: bool) -> None:
+        if not buf.c_contiguous:
+            raise _error(errno.EINVAL)
+        if writable and buf.readonly:
+            raise _error(errno.EFAULT)
+        self._view = buf
+        self._writable = writable
+        self._buffer = _PyBuffer()
+
+    def __enter__(self) -> tuple[int, int]:
+        _get_buffer(self._view, self._buffer, _PyBUF_WRITABLE if self._writable else 0)
+        return self._buffer.buf or 0, self._buffer.len
+
+    def __exit__(self, *exc: object) -> None:
+        _release_buffer(self._buffer)
 
 
 def pread(fd: int, buf: memoryview, offset: int) -> int:
     """``glfs_pread(fd, buf, len, offset, 0, NULL)`` into ``buf``; bytes read."""
     _count("read")
-    target, n = _address(buf, writable=True)
-    if n == 0:
-        return 0
-    return _check(load().glfs_pread(_ptr(fd), target, n, _size(offset), 0, None))
+    with _Pinned(buf, writable=True) as (target, n):
+        if n == 0:
+            return 0
+        return _check(load().glfs_pread(_ptr(fd), target, n, _size(offset), 0, None))
 
 
 def h_anonymous_read(fs: int, obj: int, buf: memoryview, offset: int) -> int:
@@ -459,19 +493,19 @@ def h_anonymous_read(fs: int, obj: int, buf: memoryview, offset: int) -> int:
     brick reads it through an anonymous fd: one READ, no OPEN, FLUSH or RELEASE); bytes
     read."""
     _count("read")
-    target, n = _address(buf, writable=True)
-    if n == 0:
-        return 0
-    return _check(load().glfs_h_anonymous_read(_ptr(fs), _ptr(obj), target, n, _size(offset)))
+    with _Pinned(buf, writable=True) as (target, n):
+        if n == 0:
+            return 0
+        return _check(load().glfs_h_anonymous_read(_ptr(fs), _ptr(obj), target, n, _size(offset)))
 
 
 def pwrite(fd: int, data: memoryview, offset: int) -> int:
     """``glfs_pwrite(fd, data, len, offset, 0, NULL, NULL)``; bytes written."""
     _count("write")
-    source, n = _address(data, writable=False)
-    if n == 0:
-        return 0
-    return _check(load().glfs_pwrite(_ptr(fd), source, n, _size(offset), 0, None, None))
+    with _Pinned(data, writable=False) as (source, n):
+        if n == 0:
+            return 0
+        return _check(load().glfs_pwrite(_ptr(fd), source, n, _size(offset), 0, None, None))
 
 
 def fsync(fd: int) -> None:
