@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.backend.name_limits import NameLimitBattery
+from tests.page_cache import evict
 from vshare.backend import _linux
 from vshare.backend._handle import UseCounted
 from vshare.backend.base import Node
@@ -433,12 +434,7 @@ def test_a_read_only_open_starts_reading_the_head(
     event loop (``read_nowait``) instead of by a worker thread; the rest stays unread."""
     path = volume / SHARE / "f"
     path.write_bytes(os.urandom(512 * 1024))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
-    finally:
-        os.close(fd)
+    evict(path)
     if _resident(path):
         pytest.skip(f"{volume} keeps every page in memory (tmpfs?): nothing to read ahead")
     node = backend.lookup(share, "f")
@@ -457,6 +453,59 @@ def test_a_read_only_open_starts_reading_the_head(
     finally:
         file.close()
         node.close()
+
+
+def test_a_span_is_given_only_for_bytes_all_in_the_page_cache(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    """A large read is sent from the file (sendfile) only if sending cannot wait for the
+    disk: every page of the range is cached. Else None, and nothing is read."""
+    path = volume / SHARE / "f"
+    data = os.urandom(256 * 1024 + 100)
+    path.write_bytes(data)
+    evict(path)
+    if _resident(path):
+        pytest.skip(f"{volume} keeps every page in memory (tmpfs?): nothing is ever uncached")
+    node = backend.lookup(share, "f")
+    file = backend.open(node, os.O_RDONLY)  # (its read-ahead: the first 128 KiB)
+    try:
+        assert backend.span_nowait(file, 128 * 1024, 64 * 1024) is None
+        assert _resident(path) <= 128 * 1024, "asking read something"
+        with path.open("rb") as f:
+            f.read()  # all of it cached now
+        span = backend.span_nowait(file, 200 * 1024, 1024 * 1024)
+        assert span is not None
+        try:
+            # clipped to the file's end; the file's own fd, held
+            assert (span.offset, span.count) == (200 * 1024, len(data) - 200 * 1024)
+            assert os.pread(span.fd, span.count, span.offset) == data[200 * 1024 :]
+        finally:
+            span.release()
+        assert backend.span_nowait(file, len(data) - 50, 1024, 100) is None  # under least
+        assert backend.span_nowait(file, len(data), 1024) is None  # at the end
+    finally:
+        file.close()
+        node.close()
+
+
+def test_a_span_keeps_its_file_open_until_released(
+    backend: PosixBackend, share: Node, volume: Path
+) -> None:
+    """A clunk of the fid while its span is still being sent closes the file only once the
+    span is released: the fd number is never another file's meanwhile."""
+    (volume / SHARE / "f").write_bytes(b"x" * 8192)
+    node = backend.lookup(share, "f")
+    file = backend.open(node, os.O_RDONLY)
+    (volume / SHARE / "f").read_bytes()
+    span = backend.span_nowait(file, 0, 8192)
+    assert span is not None
+    file.close()
+    node.close()
+    assert os.pread(span.fd, 4, 0) == b"xxxx"  # still this file's
+    fd = span.fd
+    span.release()
+    with raises_errno(errno.EBADF):
+        os.fstat(fd)
 
 
 def test_value_errors_become_einval(backend: PosixBackend, share: Node) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.page_cache import evict
 from vshare import protocol as p
 from vshare.backend.posix import PosixBackend
 
@@ -76,12 +77,7 @@ async def test_uncached_reads_go_to_a_worker_thread(start_gateway: GatewayFactor
         assert blocking == []
 
         # Cold: drop the file's pages; the read must not happen on the event loop.
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        evict(path)
         got = bytes((await c.call(p.Tread(fid, 131072, 65536), p.Rread)).data)
         assert got == data[131072 : 131072 + 65536]
         if not blocking:
@@ -140,3 +136,36 @@ async def test_only_quick_unlinks_are_made_on_the_loop(start_gateway: GatewayFac
         with pytest.raises(OSError) as info:  # an error answered on the loop all the same
             await c.call(p.Tunlinkat(root, "missing", 0), p.Runlinkat)
         assert info.value.errno == errno.ENOENT
+
+
+async def test_large_cached_reads_are_sent_from_the_file(start_gateway: GatewayFactory) -> None:
+    """A read of 64 KiB or more whose bytes are all in the page cache goes out with
+    sendfile, never copied into the gateway (``vshare_read_file_bytes``); a small one is
+    copied and batched as before; a clunk pipelined behind large reads finds them sent."""
+    async with start_gateway() as gw, gw.client(msize=(1 << 20) + p.IOHDRSZ) as c:
+        path = gw.share_dir("alpha") / "big"
+        data = os.urandom((3 << 20) + 5)
+        path.write_bytes(data)
+        assert path.read_bytes() == data  # in the page cache
+        registry = gw.gateway.ctx.metrics.registry
+
+        def from_files() -> float:
+            return registry.get_sample_value("vshare_read_file_bytes_total") or 0.0
+
+        root, _ = await c.attach("alpha")
+        fid = await open_(c, root, "big")
+        got = await c.call(p.Tread(fid, 0, 1 << 20), p.Rread)
+        assert bytes(got.data) == data[: 1 << 20]
+        assert from_files() == 1 << 20
+        got = await c.call(p.Tread(fid, 10, 4096), p.Rread)
+        assert bytes(got.data) == data[10:4106]
+        assert from_files() == 1 << 20  # copied
+        replies = await c.pipeline(
+            [p.Tread(fid, 1 << 20, 1 << 20), p.Tread(fid, 3 << 20, 1 << 20), p.Tclunk(fid)]
+        )
+        assert [type(r) for r in replies] == [p.Rread, p.Rread, p.Rclunk]
+        first, last = replies[0], replies[1]
+        assert isinstance(first, p.Rread) and isinstance(last, p.Rread)
+        assert bytes(first.data) == data[1 << 20 : 2 << 20]
+        assert bytes(last.data) == data[3 << 20 :]
+        assert from_files() == 2 << 20  # the last 5 bytes: a small read, copied

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -79,13 +80,14 @@ def test_fields_come_from_annotations() -> None:
 def test_stream_decoder_any_chunking(msgs: list[tuple[int, Message]], cuts: list[int]) -> None:
     stream = b"".join(p.encode(tag, m) for tag, m in msgs)
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    dec = p.FrameDecoder()
-    out = []
-    for a, b in itertools.pairwise(points):
-        dec.feed(stream[a:b])
-        out.extend(dec)
-    assert [(t, normalized(m)) for t, m in out] == [(t, normalized(m)) for t, m in msgs]
-    assert dec.buffered == 0
+    for whole_frames in (False, True):
+        dec = p.FrameDecoder(whole_frames=whole_frames)
+        out = []
+        for a, b in itertools.pairwise(points):
+            dec.feed(stream[a:b])
+            out.extend(dec)
+        assert [(t, normalized(m)) for t, m in out] == [(t, normalized(m)) for t, m in msgs]
+        assert dec.buffered == 0
 
 
 def test_stream_one_byte_at_a_time_and_many_in_one_chunk() -> None:
@@ -126,6 +128,53 @@ def test_large_read_reply_parts() -> None:
     assert data is payload
     assert len(head) == 11
     assert p.peek_header(head) == (11 + (1 << 20), 117, 3)
+
+
+def test_rread_head_is_the_head_encode_parts_makes() -> None:
+    for count in (0, 1, 1 << 20):
+        head, _ = p.encode_parts(7, p.Rread(bytes(count)), msize=(1 << 20) + p.IOHDRSZ)
+        assert p.rread_head(7, count, (1 << 20) + p.IOHDRSZ) == head
+    with pytest.raises(p.LocalProtocolError):
+        p.rread_head(7, 1 << 20, msize=1 << 20)
+
+
+@pytest.mark.parametrize("cut", [3, 4, 11, 5000])
+def test_a_large_frame_is_received_into_its_own_buffer(cut: int) -> None:
+    """``whole_frames``: once the size field has arrived, the rest of the frame is offered
+    to receive into directly (no chunk per receive, none joined), then decoded as fed."""
+    data = os.urandom(100_000)
+    stream = p.encode(4, p.Rread(data)) + p.encode(5, p.Rclunk())
+    dec = p.FrameDecoder(whole_frames=True)
+    dec.feed(stream[:cut])
+    assert list(dec) == []
+    room = dec.room(1024)
+    if cut < 4:  # the size is not known yet: feed more
+        assert room is None
+        dec.feed(stream[cut:50])
+        cut = 50
+        assert list(dec) == []
+        room = dec.room(1024)
+    assert room is not None and len(room) == len(data) + 11 - cut
+    room[:1000] = stream[cut : cut + 1000]
+    dec.received(1000)
+    room = dec.room(1024)
+    assert room is not None and dec.room(len(room) + 1) is None  # less missing than asked
+    room[:] = stream[cut + 1000 : len(data) + 11]
+    dec.received(len(room))
+    assert dec.room(1) is None  # whole: nothing missing
+    dec.feed(stream[len(data) + 11 :])
+    ((tag, msg), (tag2, msg2)) = list(dec)
+    assert (tag, bytes(msg.data), tag2, msg2) == (4, data, 5, p.Rclunk())
+    with pytest.raises(ValueError):
+        dec.received(1)
+
+
+def test_a_gateway_decoder_never_offers_room() -> None:
+    """Without ``whole_frames`` (a gateway: a peer's claimed size costs nothing until its
+    bytes arrive), a frame grows as it arrives and nothing is offered to receive into."""
+    dec = p.FrameDecoder()
+    dec.feed(p.encode(1, p.Twrite(1, 0, bytes(50_000)))[:100])
+    assert list(dec) == [] and dec.room(1) is None and dec.buffered == 100
 
 
 def test_dirent_packer_packs_whole_entries_only() -> None:

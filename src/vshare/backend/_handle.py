@@ -71,3 +71,33 @@ class UseCounted:
                 self._free()
             except OSError:
                 pass
+
+
+class FileSpan:
+    """``count`` bytes of an open file from ``offset``, all in the page cache when made: a
+    read's data, sent from the file with ``sendfile`` (no copy into this process; on a Unix
+    or TCP socket the kernel hands the pages over without copying them either).
+
+    It holds one use of the file's fd (``fd``) until :meth:`release`: a clunk meanwhile
+    closes the file only when the span is sent, so the number is never another file's.
+    A span dropped unreleased is released by the collector.
+    """
+
+    __slots__ = ("_ref", "count", "fd", "offset")
+
+    def __init__(self, ref: UseCounted, offset: int, count: int) -> None:
+        self.fd = ref.__enter__()  # EBADF if the file is closed already
+        self._ref: UseCounted | None = ref
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def release(self) -> None:
+        ref, self._ref = self._ref, None
+        if ref is not None:
+            ref.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        self.release()

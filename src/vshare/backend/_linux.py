@@ -2,8 +2,9 @@
 
 Only what :mod:`vshare.backend.posix` uses: ``openat2``, ``getdents64`` (for ``d_off``
 cookies), ``statx`` (birth time; ``os.fstat`` when missing), ``utimensat`` and ``fchownat``
-with ``AT_EMPTY_PATH`` (they act on an ``O_PATH`` fd itself), ``fstatfs`` (``f_type``) and a
-parser for ``linux_dirent64`` records.
+with ``AT_EMPTY_PATH`` (they act on an ``O_PATH`` fd itself), ``fstatfs`` (``f_type``),
+``cachestat`` (how much of a range is in the page cache) and a parser for ``linux_dirent64``
+records.
 
 Rules: every failure is an :class:`OSError` carrying the kernel's errno (``ENOSYS`` when the
 call does not exist here); ``EINTR`` is retried, as CPython does for ``os`` (PEP 475); the
@@ -35,6 +36,7 @@ __all__ = [
     "UTIME_OMIT",
     "FsStat",
     "Stat",
+    "cached_pages",
     "fchownat",
     "fstatfs",
     "getdents64",
@@ -457,3 +459,50 @@ _fallocate_func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     """``fallocate(fd, mode, offset, length)`` (glibc's, 64-bit offsets)."""
     _retry(_fallocate_func, _check_fd(fd), mode, offset, length)
+
+
+# ---------------------------------------------------------------------------------------------
+# cachestat (Linux 6.5)
+
+_SYS_CACHESTAT: Final = {
+    "x86_64": 451,
+    "aarch64": 451,
+    "ppc64le": 451,
+    "s390x": 451,
+    "riscv64": 451,
+}
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = (("off", ctypes.c_uint64), ("len", ctypes.c_uint64))
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = (
+        ("nr_cache", ctypes.c_uint64),
+        ("nr_dirty", ctypes.c_uint64),
+        ("nr_writeback", ctypes.c_uint64),
+        ("nr_evicted", ctypes.c_uint64),
+        ("nr_recently_evicted", ctypes.c_uint64),
+    )
+
+
+def cached_pages(fd: int, offset: int, length: int) -> int:
+    """``cachestat(fd, {offset, length})``'s ``nr_cache``: how many pages of that byte range
+    of ``fd``'s file are in the page cache (a large folio counts the pages of it within the
+    range). ENOSYS before Linux 6.5. ``length`` must not be 0 (cachestat's "to the end")."""
+    nr = _SYS_CACHESTAT.get(_MACHINE)
+    if nr is None:
+        raise _error(errno.ENOSYS)
+    if not (0 <= offset <= _INT64_MAX and 0 < length <= _INT64_MAX):
+        raise _error(errno.EINVAL)
+    span, stat = _CachestatRange(offset, length), _Cachestat()
+    _retry(
+        _syscall,
+        ctypes.c_long(nr),
+        _check_fd(fd),
+        ctypes.byref(span),
+        ctypes.byref(stat),
+        ctypes.c_uint(0),
+    )
+    return int(stat.nr_cache)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, NamedTuple, TypeVar
 
+from vshare.backend._handle import FileSpan
 from vshare.terms import CACHE_MODES, CacheMode
 
 __all__ = [
@@ -314,6 +315,16 @@ class Backend(abc.ABC):
         a network (the data is cached); None otherwise, having changed nothing that matters
         (``buf`` may hold garbage). The gateway answers such reads on its event loop.
         Backends that cannot tell return None always (this default)."""
+        return None
+
+    def span_nowait(
+        self, file: OpenFile, offset: int, count: int, least: int = 1
+    ) -> FileSpan | None:
+        """Up to ``count`` bytes of ``file`` from ``offset`` as a :class:`FileSpan`, to be
+        sent with ``sendfile``, if all of them are in the page cache (sending never waits
+        for a disk) and the file holds at least ``least`` of them; else None. The gateway
+        takes this path for large reads over sockets that can send files. Backends whose
+        files are not kernel files return None always (this default)."""
         return None
 
     @abc.abstractmethod

@@ -159,7 +159,7 @@ from vshare.backend._common import (
     owned,
     owner_id,
 )
-from vshare.backend._handle import UseCounted
+from vshare.backend._handle import FileSpan, UseCounted
 from vshare.backend._posix_handles import InodeMap, PosixNode, PosixOpenFile, QidMap
 from vshare.backend.base import (
     TIME_NOW,
@@ -183,6 +183,7 @@ _READDIR_MAX_BUFSIZE: Final = 32 * 1024
 #: Bytes of a file opened read-only that the open asks the kernel to start reading
 #: (``POSIX_FADV_WILLNEED``): the kernel's own first readahead, the FUSE client's first read.
 _READ_AHEAD_AT_OPEN: Final = 128 * 1024
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 
 #: Kept importable here (tests): the qid-path map of the module note.
 _QidMap = QidMap
@@ -235,6 +236,7 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         self._root_path = root
         self.cheap_metadata = _linux.fstatfs(fd).fs_type in _LOCAL_FILESYSTEMS
         self._nowait = hasattr(os, "RWF_NOWAIT")
+        self._spans = hasattr(os, "sendfile")  # until cachestat says ENOSYS
         self._openat2 = probe_ok if use_openat2 is None else use_openat2
         self._root = UseCounted(fd, os.close)
         self._qids = QidMap(st.dev)
@@ -469,6 +471,28 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
             if n < len(buf) and offset + n < os.fstat(fd).st_size:
                 return None
             return n
+
+    def span_nowait(
+        self, file: OpenFile, offset: int, count: int, least: int = 1
+    ) -> FileSpan | None:
+        if not self._spans:
+            return None
+        f = self._file(file)
+        check_offset(offset)
+        with f._ref as fd:
+            size = os.fstat(fd).st_size
+            count = min(count, size - offset)
+            if count < max(least, 1):
+                return None
+            first, end = offset // _PAGE, -(-(offset + count) // _PAGE)
+            try:
+                whole = _linux.cached_pages(fd, offset, count) == end - first
+            except OSError as e:
+                if e.errno != errno.ENOSYS:
+                    raise
+                self._spans = False  # before Linux 6.5: reads are copied, as before
+                return None
+            return FileSpan(f._ref, offset, count) if whole else None
 
     @einval_on_value_error
     def write(self, file: OpenFile, offset: int, data: memoryview) -> int:

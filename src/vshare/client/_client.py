@@ -63,6 +63,9 @@ M = TypeVar("M", bound=Message)
 log = logging.getLogger("vshare.client")
 #: Requests in flight at most, by default (see ``Client.max_inflight``).
 MAX_INFLIGHT = 128
+#: Bytes a receive asks for when no large reply is being received into its own frame: many
+#: small replies at once, or the start of a large one.
+_RECEIVE = 64 * 1024
 #: Times a request refused with EAGAIN is sent again (pauses of 1, 2, 4... ms: 0.25 s).
 _EAGAIN_TRIES = 8
 #: Protocol violations (replies undecodable, of the wrong type, or to no request) a
@@ -156,13 +159,27 @@ class Client:
     # --- plumbing ----------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        decoder = FrameDecoder(msize=self.msize, accept="R")
+        # A large reply (a read's data) is received into its own frame, allocated whole
+        # once its size is read: no chunk allocated per receive, no chunks joined.
+        decoder = FrameDecoder(msize=self.msize, accept="R", whole_frames=True)
         try:
             while True:
-                data = await self.conn.receive(max(self.msize, 65536))
-                if not data:
-                    raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
-                decoder.feed(data)
+                room = decoder.room(_RECEIVE)
+                if room is not None:
+                    n = await self.conn.receive_into(room)
+                    room.release()
+                    if not n:
+                        raise ConnectionResetError(
+                            errno.ECONNRESET, "the server closed the connection"
+                        )
+                    decoder.received(n)
+                else:
+                    data = await self.conn.receive(_RECEIVE)
+                    if not data:
+                        raise ConnectionResetError(
+                            errno.ECONNRESET, "the server closed the connection"
+                        )
+                    decoder.feed(data)
                 for tag, frame in decoder.frames():
                     msg = self._usable(tag, frame)
                     refused = (isinstance(msg, Rlerror) and msg.ecode == errno.EAGAIN) or (

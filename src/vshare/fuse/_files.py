@@ -162,7 +162,7 @@ class FileOperations(DirectoryOperations):
         return f, st
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         f = self._files[fh]
         await self._drain(f, tell=True)
         await self._flush_pending(f.node)
@@ -179,10 +179,10 @@ class FileOperations(DirectoryOperations):
 
     async def _read(
         self, f: OpenFile, at: int, want: int, s: Session, fid: int
-    ) -> tuple[bytes, int]:
+    ) -> tuple[bytes | bytearray | memoryview, int]:
         asked = min(want, self._io_size(s, f))
         r = await s.client.call(Tread(fid, at, asked), Rread)
-        return bytes(r.data), asked
+        return r.data, asked
 
     def write_now(
         self, fh: int, off: int, buf: bytes | memoryview, *, kill_setid: bool = False

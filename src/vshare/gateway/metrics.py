@@ -251,6 +251,12 @@ class Metrics:
         self._budget_stats: _BudgetStats | None = None
         self._libvirt_stats: _LibvirtStats | None = None
         self.bytes_read = Counter("vshare_read_bytes", "Bytes returned by Tread", registry=r)
+        self.bytes_read_from_files = Counter(
+            "vshare_read_file_bytes",
+            "Bytes returned by Tread sent from the file's page cache (sendfile), not copied "
+            "into the gateway",
+            registry=r,
+        )
         self.bytes_written = Counter("vshare_written_bytes", "Bytes taken by Twrite", registry=r)
         self.sessions = Gauge("vshare_sessions", "Sessions connected", registry=r)
         self.fids = Gauge("vshare_fids", "Fids in use across sessions", registry=r)

@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
+from vshare.backend._handle import FileSpan
 from vshare.backend.base import Attr, DirEntry, Listing, Node, OpenFile, check_name
 from vshare.gateway.fids import Fid, Link, node_qid, qid_of
 from vshare.gateway.ops_base import (
@@ -172,6 +173,25 @@ class IoOps(OperationsBase):
             raise
         self.ctx.metrics.bytes_read.inc(n)
         return Rread(view[:n])
+
+    def read_span(self, msg: Tread, least: int) -> FileSpan | None:
+        """Tread's data as a span of the file, to be sent from its page cache with no copy
+        here (:meth:`Backend.span_nowait`), when at least ``least`` bytes of it are all
+        cached; else None, with nothing done: :meth:`read` answers it (and any error)."""
+        fid = self.fids.get(msg.fid)
+        if fid is None or fid.xattr_data is not None or msg.offset > MAX_OFFSET:
+            return None
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY or fid.node.is_dir:
+            return None
+        count = min(msg.count, self.msize - IOHDRSZ)
+        if count < least:
+            return None
+        span = self.backend.span_nowait(file, msg.offset, count, least)
+        if span is not None:
+            self.ctx.metrics.bytes_read.inc(span.count)
+            self.ctx.metrics.bytes_read_from_files.inc(span.count)
+        return span
 
     async def write(self, msg: Twrite) -> Message:
         fid = self._fid(msg.fid)

@@ -47,6 +47,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from vshare.backend._handle import FileSpan
 from vshare.gateway.context import GatewayContext, audit_log
 from vshare.gateway.feed import describe
 from vshare.gateway.ops import Operations, WouldBlock, fids_of
@@ -78,6 +79,7 @@ from vshare.protocol import (
     Treaddirplus,
     Tversion,
     encode_parts,
+    rread_head,
 )
 from vshare.transport import Connection, SendTurn, TaskSet
 
@@ -96,6 +98,9 @@ _SLICE = 0.0002
 _MIN_RECEIVE = 4096
 #: Reply bytes a batch gathers before it is sent (reads answered on the loop hold buffers).
 _BATCH_BYTES = 1 << 20
+#: The least data of a read sent from the file's page cache (sendfile) rather than copied:
+#: below it a copy costs less than a system call of its own, and joins the batch.
+_SPAN_LEAST = 64 * 1024
 #: What a reply other than read and readdir data is charged (with its task).
 _SMALL_REPLY = 512
 #: Seconds a reply still being sent gets once its session has ended.
@@ -303,6 +308,14 @@ class Session:
                             await self._add_to_batch(batch, tag, Rflush())
                     elif self.revoked is not None:
                         await self._add_to_batch(batch, tag, await self._refuse(msg))
+                    elif (
+                        type(msg) is Tread
+                        and self.conn.sends_files
+                        and self.negotiated
+                        and not (self._order and self._waits(msg))
+                        and (span := self._read_span(msg)) is not None
+                    ):
+                        await self._send_span(batch, tag, span)
                     elif (
                         (not self.negotiated or ops.runs_inline(msg))
                         and not (self._order and self._waits(msg))
@@ -560,6 +573,37 @@ class Session:
             await anyio.lowlevel.checkpoint()
             await self._take_turn()
 
+    def _read_span(self, msg: Tread) -> FileSpan | None:
+        """A large read answered on the loop from the file's page cache, or None: then
+        as any other read (:meth:`IoOps.read_span`)."""
+        start = time.perf_counter()
+        try:
+            span = self.ops.read_span(msg, _SPAN_LEAST)
+        except (OSError, ValueError, OverflowError):
+            return None  # read() meets it again and answers the error
+        if span is not None:
+            self.ctx.metrics.observe("read", "ok", time.perf_counter() - start, on_loop=True)
+        return span
+
+    async def _send_span(self, batch: list[Buffer], tag: int, span: FileSpan) -> None:
+        """Send the batch, this Rread's head, then its data from the file."""
+        try:
+            head = rread_head(tag, span.count, self.ops.msize)
+        except LocalProtocolError:  # read_span keeps to msize: a bug of ours
+            span.release()
+            log.exception("session %d: cannot encode an Rread of %d bytes", self.id, span.count)
+            await self._add_to_batch(batch, tag, Rlerror(errno.EIO))
+            return
+        batch.append(head)
+        self.requests += 1
+        self._batch_bytes = 0
+        await self._send(batch, span)
+        batch.clear()
+        if time.perf_counter() > self._slice_end:  # as _add_to_batch: let others in
+            self.ctx.loop_share.charge(self.key, self._turn_start)
+            await anyio.lowlevel.checkpoint()
+            await self._take_turn()
+
     async def _send_batch(self, batch: list[Buffer]) -> None:
         if batch:
             self._batch_bytes = 0
@@ -570,16 +614,25 @@ class Session:
         await self._send(self._encode(tag, reply, msize))
         self.requests += 1
 
-    async def _send(self, parts: Sequence[Buffer]) -> None:
+    async def _send(self, parts: Sequence[Buffer], span: FileSpan | None = None) -> None:
+        """Send ``parts``, then ``span``'s bytes from its file; the span is released (its
+        file may close) once sent, or not, whatever happens."""
         turn = self._send_turn
-        await turn.acquire()
         try:
-            await self.conn.send(parts)
-        except OSError as exc:  # the peer went away: the read loop stops (_peer_gone)
-            log.debug("session %d: send failed: %s", self.id, exc)
-            self._peer_gone = True
+            await turn.acquire()
+            try:
+                await self.conn.send(parts)
+                if span is not None:
+                    await self.conn.send_file(span)
+            except OSError as exc:  # the peer went away: the read loop stops (_peer_gone)
+                # (or a cached page could not be read mid-frame: the stream cannot go on)
+                log.debug("session %d: send failed: %s", self.id, exc)
+                self._peer_gone = True
+            finally:
+                turn.release()
         finally:
-            turn.release()
+            if span is not None:
+                span.release()
         pool = self.ctx.read_buffers
         for part in parts:  # Rread payloads view pooled buffers: sent, they are free again
             if isinstance(part, memoryview):

@@ -5,6 +5,7 @@ No sockets, no files, no clocks, no async: the gateway and the client bring the 
 - Messages: one NamedTuple per T and R message (``Tversion`` ... ``Runlinkat``), with
   :data:`MESSAGE_TYPES` mapping type numbers to classes.
 - :func:`encode` / :func:`encode_parts` (zero-copy payloads for ``sendmsg``),
+  :func:`rread_head` (an Rread whose data is sent from a file),
   :func:`decode_frame` (one whole frame), :class:`FrameDecoder` (a stream fed in chunks).
 - Readdir data: :class:`DirentPacker`, :func:`pack_dirents`, :func:`unpack_dirents`.
 - Change-feed records (Rwatch): :class:`Change`, :func:`pack_changes`, :func:`unpack_changes`.
@@ -130,6 +131,7 @@ from vshare.protocol._framing import (
     encode_parts,
     peek_header,
     rerror_errno,
+    rread_head,
 )
 from vshare.protocol._messages import (
     MESSAGE_TYPES,
@@ -392,6 +394,7 @@ __all__ = [
     "pack_dirents",
     "peek_header",
     "rerror_errno",
+    "rread_head",
     "unpack_changes",
     "unpack_dirents",
     "unpack_dirents_plus",

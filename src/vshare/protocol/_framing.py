@@ -20,7 +20,7 @@ from typing import Final, Literal, NamedTuple
 from vshare.protocol._codec import DECODERS, ENCODERS, Buffer, nbytes
 from vshare.protocol._constants import HEADER_SIZE
 from vshare.protocol._errors import LocalProtocolError, RemoteProtocolError
-from vshare.protocol._messages import MESSAGE_TYPES, Message
+from vshare.protocol._messages import MESSAGE_TYPES, TYPE_NUMBERS, Message, Rread
 
 #: The largest frame anyone may send before Tversion/Rversion have agreed on an msize.
 #: 9P2000.L puts no bound on Tversion's msize; we never accept frames above this.
@@ -86,6 +86,23 @@ def encode_parts(tag: int, msg: Message, msize: int = MAX_MSIZE) -> tuple[bytes,
     if size > msize:
         raise LocalProtocolError(f"{type(msg).__name__} of {size} bytes exceeds msize {msize}")
     return head, payload
+
+
+_RREAD_HEAD: Final = struct.Struct("<IBHI")
+_RREAD: Final = TYPE_NUMBERS[Rread]
+
+
+def rread_head(tag: int, count: int, msize: int = MAX_MSIZE) -> bytes:
+    """The head of an Rread whose ``count`` bytes of data the caller sends after it (from a
+    file, with ``sendfile``): what :func:`encode_parts` makes of ``Rread(data)``.
+
+    Raises:
+        LocalProtocolError: the frame would exceed ``msize``.
+    """
+    size = _RREAD_HEAD.size + count
+    if count < 0 or size > msize:
+        raise LocalProtocolError(f"Rread of {size} bytes exceeds msize {msize}")
+    return _RREAD_HEAD.pack(size, _RREAD, tag, count)
 
 
 def encode(tag: int, msg: Message, msize: int = MAX_MSIZE) -> bytes:
@@ -164,12 +181,20 @@ class FrameDecoder:
     buffer.
     """
 
-    def __init__(self, msize: int = MAX_MSIZE, accept: Side | None = None) -> None:
+    def __init__(
+        self, msize: int = MAX_MSIZE, accept: Side | None = None, *, whole_frames: bool = False
+    ) -> None:
+        """``whole_frames``: a frame spread over chunks is given its whole size as soon as
+        its size field is read, and :meth:`room` offers the rest of it to receive into
+        (no chunk, no copy). For a peer trusted with ``msize`` bytes of our memory (a
+        client's server); a gateway keeps the default."""
         self.msize = msize
         self.accept: Side | None = accept
+        self.whole_frames = whole_frames
         self._chunks: list[memoryview] = []
         self._head = bytearray()  # the first bytes of a size field split across chunks
         self._frame: bytearray | None = None  # a frame being assembled, as it arrives
+        self._filled = 0  # bytes of it that have arrived (whole_frames)
         self._size = 0  # the size its header says
 
     @property
@@ -177,6 +202,23 @@ class FrameDecoder:
         """Bytes received but not yet returned as messages."""
         partial = len(self._frame) if self._frame is not None else len(self._head)
         return partial + sum(c.nbytes for c in self._chunks)
+
+    def room(self, least: int) -> memoryview | None:
+        """With ``whole_frames``: where the rest of the frame being assembled can be received
+        directly, when at least ``least`` bytes of it are missing and nothing is fed
+        ahead of them; then call :meth:`received`. Else None: receive a chunk and feed it."""
+        frame = self._frame
+        if frame is None or not self.whole_frames or self._chunks:
+            return None
+        if self._size - self._filled < least:
+            return None
+        return memoryview(frame)[self._filled : self._size]
+
+    def received(self, n: int) -> None:
+        """``n`` bytes were received into the view :meth:`room` gave."""
+        if self._frame is None or not 0 <= n <= self._size - self._filled:
+            raise ValueError(f"{n} bytes received where {self._size - self._filled} fit")
+        self._filled += n
 
     def feed(self, data: Buffer) -> None:
         """Add bytes received from the peer. ``data`` must not change afterwards."""
@@ -246,14 +288,35 @@ class FrameDecoder:
             size = int.from_bytes(self._head, "little")
             _check_size(size, self.msize)
             self._size = size
-            self._frame = self._head
+            if self.whole_frames:
+                self._frame = bytearray(size)
+                self._frame[:4] = self._head
+                self._filled = 4
+            else:
+                self._frame = self._head
             self._head = bytearray()
+        if self.whole_frames:
+            return self._fill_whole()
         frame = self._frame
         while len(frame) < self._size:
             if not self._chunks:
                 return None
             n = min(self._chunks[0].nbytes, self._size - len(frame))
             frame += self._chunks[0][:n]
+            self._consume(n)
+        self._frame = None
+        return memoryview(frame)
+
+    def _fill_whole(self) -> memoryview | None:
+        """The frame allocated whole, filled from the chunks fed; None while incomplete."""
+        frame = self._frame
+        assert frame is not None
+        while self._filled < self._size:
+            if not self._chunks:
+                return None
+            n = min(self._chunks[0].nbytes, self._size - self._filled)
+            frame[self._filled : self._filled + n] = self._chunks[0][:n]
+            self._filled += n
             self._consume(n)
         self._frame = None
         return memoryview(frame)

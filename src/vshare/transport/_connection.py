@@ -15,15 +15,36 @@ from vshare.transport._identity import PeerIdentity
 Buffer = bytes | bytearray | memoryview
 
 
+class FileRange(Protocol):
+    """``count`` bytes of the file open as ``fd``, from ``offset``: sent by
+    :meth:`Connection.send_file`."""
+
+    fd: int
+    offset: int
+    count: int
+
+
 class Connection(Protocol):
     identity: PeerIdentity
+    #: Whether :meth:`send_file` hands the file's pages to the kernel (``sendfile``) rather
+    #: than reading them into this process first.
+    sends_files: bool
 
     async def receive(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes``; ``b""`` when the peer has closed."""
         ...
 
+    async def receive_into(self, buf: memoryview) -> int:
+        """Up to ``len(buf)`` bytes into ``buf``; 0 when the peer has closed."""
+        ...
+
     async def send(self, parts: Sequence[Buffer]) -> None:
         """Send all of ``parts`` in order, without joining them first."""
+        ...
+
+    async def send_file(self, span: FileRange) -> None:
+        """Send exactly ``span.count`` bytes of the file: its bytes, then zeros if the file
+        ended before (shrunk since the count was fixed: what was promised must follow)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -53,8 +74,11 @@ class SocketConnection:
     """A non-blocking stream socket.
 
     Sends go out with ``sendmsg`` of the caller's buffers, so a read reply's payload is
-    never copied in Python. Callers serialize their sends (one writer at a time).
+    never copied in Python; a file's bytes with ``sendfile``. Callers serialize their
+    sends (one writer at a time).
     """
+
+    sends_files = True
 
     def __init__(self, sock: socket.socket, identity: PeerIdentity) -> None:
         sock.setblocking(False)
@@ -79,6 +103,15 @@ class SocketConnection:
                 await self._wait_readable()
             except (ConnectionResetError, BrokenPipeError, TimeoutError):
                 return b""
+
+    async def receive_into(self, buf: memoryview) -> int:
+        while True:
+            try:
+                return self._sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                await self._wait_readable()
+            except (ConnectionResetError, BrokenPipeError, TimeoutError):
+                return 0
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable.
@@ -139,6 +172,23 @@ class SocketConnection:
                 else:
                     views[i] = first[sent:]
                     sent = 0
+
+    async def send_file(self, span: FileRange) -> None:
+        # From the page cache to the socket in the kernel: on a Unix or TCP socket the
+        # pages themselves are queued (MSG_SPLICE_PAGES), and the peer's receive is the
+        # only copy. Reading a page that is not cached would block: callers send only
+        # spans found cached (Backend.span_nowait).
+        sent, out = 0, self._sock.fileno()
+        while sent < span.count:
+            try:
+                n = os.sendfile(out, span.fd, span.offset + sent, span.count - sent)
+            except (BlockingIOError, InterruptedError):
+                await anyio.wait_writable(self._sock)
+                continue
+            if n == 0:
+                await self.send([bytes(span.count - sent)])
+                return
+            sent += n
 
     async def aclose(self) -> None:
         if self._closed:

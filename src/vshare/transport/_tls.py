@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
+from vshare.transport._connection import FileRange
 from vshare.transport._identity import PeerIdentity
 
 log = logging.getLogger("vshare.transport")
@@ -169,6 +171,9 @@ class TlsConnection:
     server side the handshake adds the client certificate's facts to it.
     """
 
+    #: The bytes are encrypted in this process: a file is read, not handed to the kernel.
+    sends_files = False
+
     def __init__(
         self,
         sock: socket.socket,
@@ -224,6 +229,12 @@ class TlsConnection:
                     cert_cn=common_name(subject),  # type: ignore[arg-type]
                 )
 
+    async def receive_into(self, buf: memoryview) -> int:
+        """Plaintext is decrypted into a buffer of ssl's first: copied into ``buf``."""
+        data = await self.receive(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
     async def receive(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of plaintext; ``b""`` when the peer closed (cleanly or not)
         or broke the TLS protocol: either way the stream is over."""
@@ -255,6 +266,12 @@ class TlsConnection:
             chunks.append(more)
             total += len(more)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def send_file(self, span: FileRange) -> None:
+        """The span's bytes are encrypted here, so read here (callers send only spans
+        whose pages are cached: no wait), then zeros to its count if the file shrank."""
+        data = os.pread(span.fd, span.count, span.offset)
+        await self.send([data, bytes(span.count - len(data))])
 
     async def send(self, parts: Sequence[Buffer]) -> None:
         """Encrypt and send all of ``parts`` in order. Callers serialize their sends.

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from vshare.fuse.device import wire
@@ -48,7 +48,9 @@ INTERRUPTIBLE = frozenset(
     {wire.GETATTR, wire.READ, wire.READLINK, wire.STATFS, wire.GETXATTR, wire.LISTXATTR}
 )
 
-Handler = Callable[[wire.Header, bytes], Awaitable[bytes | list[bytes] | None]]
+#: What a reply is written from: a read's data stays the view of the frame it came in.
+Buffer = bytes | bytearray | memoryview
+Handler = Callable[[wire.Header, bytes], Awaitable[bytes | Sequence[Buffer] | None]]
 #: A request answered at once from what the client knows, or None: then by its Handler.
 FastHandler = Callable[[wire.Header, bytes], bytes | None]
 
@@ -301,14 +303,14 @@ class DeviceSession:
             return False
         return True
 
-    def _reply(self, unique: int, parts: list[bytes]) -> None:
+    def _reply(self, unique: int, parts: Sequence[Buffer]) -> None:
         size = wire.OUT_HEADER.size + sum(map(len, parts))
         self._write([wire.OUT_HEADER.pack(size, 0, unique), *parts])
 
     def _fail(self, unique: int, errno_: int) -> None:
         self._write([wire.error_reply(unique, errno_)])
 
-    def _write(self, parts: list[bytes]) -> None:
+    def _write(self, parts: Sequence[Buffer]) -> None:
         try:
             os.writev(self.fd, parts)
         except OSError as exc:
@@ -467,9 +469,11 @@ class DeviceSession:
         info = await self.ops.open(h.nodeid, flags, self._ctx(h))
         return wire.open_out(info.fh, _open_flags_of(info))
 
-    async def _read(self, h: wire.Header, body: bytes) -> bytes:
+    async def _read(self, h: wire.Header, body: bytes) -> list[Buffer]:
         io = wire.io_in(body)
-        return bytes(await self.ops.read(io.fh, io.offset, io.size))
+        # The bytes as the gateway's reply brought them (a view of the received frame):
+        # written to the device from there, not copied first.
+        return [await self.ops.read(io.fh, io.offset, io.size)]
 
     async def _write_op(self, h: wire.Header, body: bytes) -> bytes:
         io = wire.io_in(body)
