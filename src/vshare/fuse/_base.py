@@ -30,10 +30,12 @@ from vshare.protocol import (
     Rgetattr,
     Rgetattrat,
     Rlopen,
+    Rread,
     Rwalkopen,
     Tgetattr,
     Tgetattrat,
     Tlopen,
+    Tread,
     Tsetattr,
     Twalk,
     Twalkopen,
@@ -41,6 +43,8 @@ from vshare.protocol import (
 from vshare.transport import TaskSet
 
 log = logging.getLogger("vshare.fuse")
+#: A reply's data, as it came (a view of the frame).
+Data = bytes | bytearray | memoryview
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -59,6 +63,11 @@ MIN_INODE_FIDS = 64
 READDIR_BATCH = 32
 
 
+#: A file opened to read whose size is known and at most this is read with its open, in the
+#: same round trip (``FileOperations.open``): a source file, a header, a small config.
+HEAD_MAX = 128 * 1024
+#: Bytes of such heads the open files may hold at once (opened, not yet read).
+HEADS_HELD = 16 * 1024 * 1024
 #: Bytes of write-behind one open file may have unanswered before a write waits.
 WRITE_BEHIND_BYTES = 8 * 1024 * 1024
 
@@ -124,6 +133,8 @@ class FidOperations:
         #: The change feed's follower (cache mode ``coherent``; set by the mount).
         self.feed: Feed | None = None
         self._files: dict[int, OpenFile] = {}
+        #: Bytes of the open files' heads held (``OpenFile.head``), at most HEADS_HELD.
+        self._head_bytes = 0
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
         #: The uid the share was attached as: the gateway gives it what we create.
@@ -225,6 +236,14 @@ class FidOperations:
         Twalkopen from the directory and is given no fid of its own: a file read once
         costs two requests and a Tclunk. Not so a directory (below).
         The caller has pinned ``node``."""
+        fid, iounit, _ = await self._open_node_reading(s, node, flags, 0)
+        return fid, iounit
+
+    async def _open_node_reading(
+        self, s: Session, node: Inode, flags: int, head: int
+    ) -> tuple[int, int, Data | None]:
+        """:meth:`_open_node`, and with ``head`` > 0 the file's first ``head`` bytes read
+        in the same round trip (:meth:`_walk_open`); None when they were not read."""
         # A directory gets its fid all the same: what is done in it (lookups, unlinks)
         # needs one, and opening it from that fid costs nothing more.
         is_dir = node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
@@ -232,10 +251,10 @@ class FidOperations:
             None if is_dir or self._held_fid(s, node) >= 0 else self._parent_in_use(s, node.parts)
         )
         if directory is None:
-            return await self._open_fid(s, await self._fid(s, node), flags)
+            return await self._walk_open(s, await self._fid(s, node), (), flags, head)
         async with self._pinned(directory):
             pfid = await self._fid(s, directory)
-            return await self._walk_open(s, pfid, (node.parts[-1],), flags)
+            return await self._walk_open(s, pfid, (node.parts[-1],), flags, head)
 
     async def _stat_node(self, s: Session, node: Inode) -> StatResult:
         """``node``'s attributes on ``s``: a Tgetattr of its fid; for an inode that holds
@@ -497,26 +516,40 @@ class FidOperations:
 
     async def _open_fid(self, s: Session, ifid: int, flags: int) -> tuple[int, int]:
         """A new fid cloned from ``ifid`` and opened with ``flags``: (fid, iounit)."""
-        return await self._walk_open(s, ifid, (), flags)
+        fid, iounit, _ = await self._walk_open(s, ifid, (), flags)
+        return fid, iounit
 
     async def _walk_open(
-        self, s: Session, pfid: int, names: tuple[str, ...], flags: int
-    ) -> tuple[int, int]:
+        self, s: Session, pfid: int, names: tuple[str, ...], flags: int, head: int = 0
+    ) -> tuple[int, int, Data | None]:
         """A new fid walked from ``pfid`` by ``names`` (at most one) and opened with
-        ``flags``: (fid, iounit). One Twalkopen (vshare.4; not for a truncation, which the
-        gateway tells its change feed of from an opened fid), else a Twalk and a Tlopen in
-        one write."""
+        ``flags``: (fid, iounit, head). One Twalkopen (vshare.4; not for a truncation, which
+        the gateway tells its change feed of from an opened fid), else a Twalk and a Tlopen
+        in one write. With ``head`` > 0 (and Twalkopen), a Tread of the new fid's first
+        ``head`` bytes goes in the same write: the gateway runs it once the open is done
+        (requests on one fid keep their order), so open and first read cost one round
+        trip; its data, or None if it failed (the read is then asked again)."""
         if not s.client.opens_new_fids or flags & DOTL_TRUNC:
             fid, opened = await self._walk_then(s, pfid, names, lambda f: Tlopen(f, flags))
             assert isinstance(opened, Rlopen)
-            return fid, opened.iounit
+            return fid, opened.iounit, None
         fid = s.client.new_fid()
+        walkopen = Twalkopen(pfid, fid, flags, names)
         try:
-            r = await s.client.call(Twalkopen(pfid, fid, flags, names), Rwalkopen)
+            if head <= 0:
+                r = await s.client.call(walkopen, Rwalkopen)
+                return fid, r.iounit, None
+            replies = await s.client.pipeline([walkopen, Tread(fid, 0, head)])
+            done = replies[0]
+            if isinstance(done, OSError):
+                raise done
+            if not isinstance(done, Rwalkopen):
+                raise OSError(errno.EPROTO, f"expected Rwalkopen, got {type(done).__name__}")
         except OSError:
             s.client.release_fid(fid)  # never made
             raise
-        return fid, r.iounit
+        read = replies[1]
+        return fid, done.iounit, read.data if isinstance(read, Rread) else None
 
     def _file_info(self, fh: int, node: Inode) -> device.FileInfo:
         info = device.FileInfo(fh=fh)

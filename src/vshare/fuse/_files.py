@@ -17,6 +17,8 @@ import stat as stat_mod
 from vshare.client import Session, StatResult
 from vshare.fuse import _attrs, device
 from vshare.fuse._base import (
+    HEAD_MAX,
+    HEADS_HELD,
     WRITE_BEHIND_BYTES,
     WRITE_FLAGS,
     checked_name,
@@ -24,10 +26,12 @@ from vshare.fuse._base import (
     ok,
 )
 from vshare.fuse._dirs import DirectoryOperations
-from vshare.fuse._inodes import OpenFile
+from vshare.fuse._inodes import Inode, OpenFile
 from vshare.protocol import (
+    DOTL_ACCMODE,
     DOTL_CREATE,
     DOTL_EXCL,
+    DOTL_RDONLY,
     DOTL_TRUNC,
     GETATTR_ALL,
     SETATTR_GID,
@@ -72,10 +76,17 @@ class FileOperations(DirectoryOperations):
         await self._flush_pending(node)
         dotl = os_to_dotl_flags(self._cached_flags(flags & ~(os.O_CREAT | os.O_EXCL)))
         f = OpenFile(node, dotl)
+        head = self._head_to_read(node, dotl)
+        known = node.attrs
 
         async def fn(s: Session, _fids: list[int], _: bool) -> None:
-            f.fid, f.iounit = await self._open_node(s, node, dotl)
+            f.fid, f.iounit, data = await self._open_node_reading(s, node, dotl, head)
             f.epoch = s.epoch
+            if data is not None and known is not None:
+                whole = len(data) < head  # a short read: the file ends there
+                if not whole or len(data) == known.st_size:
+                    f.head = (data, whole, (known.st_mtime_ns, known.st_size))
+                    self._head_bytes += len(data)
 
         await self._on([node], fn, walk=False)
         if dotl & DOTL_TRUNC and node.attrs is not None:
@@ -161,11 +172,50 @@ class FileOperations(DirectoryOperations):
         f = OpenFile(placeholder, flags & ~DOTL_TRUNC, fid, s.epoch, iounit)
         return f, st
 
+    def _head_to_read(self, node: Inode, dotl: int) -> int:
+        """How many bytes to read with the open of ``node`` (0: none): a regular file of
+        known size up to HEAD_MAX, opened read-only, in a mode that caches data. The
+        kernel's first READ follows the open at once; answered from those bytes, the file
+        costs one round trip instead of two. Its size and a page more are asked for, so
+        that a short read says the file ends there."""
+        st = node.attrs
+        if (
+            self.cache == "none"  # every read must reach the gateway
+            or dotl & (DOTL_ACCMODE | DOTL_TRUNC) != DOTL_RDONLY
+            or st is None
+            or not stat_mod.S_ISREG(st.st_mode)
+            or not 0 < st.st_size <= HEAD_MAX
+            or self._head_bytes + HEAD_MAX > HEADS_HELD
+        ):
+            return 0
+        return (st.st_size // 4096 + 1) * 4096
+
+    def _take_head(self, f: OpenFile, off: int, size: int) -> bytes | memoryview | None:
+        """The first read of ``f``, answered from its head if the head covers it and the
+        file's attributes are those it was read with (a change the client learnt of since,
+        its own writes included, makes it stale); None otherwise. Either way the head goes:
+        the kernel's page cache keeps what it was given."""
+        head, f.head = f.head, None
+        if head is None:
+            return None
+        data, whole, known = head
+        self._head_bytes -= len(data)
+        st = f.node.attrs
+        if st is None or (st.st_mtime_ns, st.st_size) != known:
+            return None
+        if not whole and off + size > len(data):
+            return None
+        return memoryview(data)[off : off + size]
+
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         f = self._files[fh]
         await self._drain(f, tell=True)
         await self._flush_pending(f.node)
+        if f.head is not None:
+            head = self._take_head(f, off, size)
+            if head is not None:
+                return head
         out = bytearray()
         while len(out) < size:
             call = functools.partial(self._read, f, off + len(out), size - len(out))
@@ -303,6 +353,9 @@ class FileOperations(DirectoryOperations):
         f = self._files.pop(fh, None)
         if f is None:
             return
+        if f.head is not None:
+            self._head_bytes -= len(f.head[0])
+            f.head = None
         node = f.node
         await self._drain(f, tell=False)  # the Tclunk goes after what was sent behind
         node.opens.discard(f)

@@ -95,6 +95,10 @@ class OpenFile:
     behind_bytes: int = 0
     idle: asyncio.Event | None = None
     error: OSError | None = None
+    #: The file's first bytes, read with its open (a small file opened to read: see
+    #: ``FileOperations.open``), until the first read takes them: (data, whether they end
+    #: where the file did, the (mtime, size) of the attributes known at the open).
+    head: tuple[bytes | bytearray | memoryview, bool, tuple[int, int]] | None = None
 
 
 @dataclass(eq=False, slots=True)
