@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fuse.relay import Relay
 from tests.processes import kill, stop, wait_for
 from vshare.fuse import is_mounted
 from vshare.testing.processes import free_port
@@ -252,3 +253,11 @@ def gateway_with(tmp_path: Path) -> Iterator[GatewayFactory]:
     finally:
         for gw in made:
             gw.stop()
+
+
+@pytest.fixture
+def relay(gateway_proc: GatewayProc, tmp_path: Path) -> Iterator[Relay]:
+    """Ask for it before ``mount``: it then ends after the mounts through it."""
+    r = Relay(tmp_path / "relay.sock", gateway_proc.sock)
+    yield r
+    r.close()

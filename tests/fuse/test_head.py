@@ -6,80 +6,14 @@ bytes held so are bounded."""
 from __future__ import annotations
 
 import os
-import select
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.fuse.conftest import GatewayProc, MountFactory
-from vshare import protocol as p
-
-
-class Relay:
-    """A Unix socket relaying a client's connection to the gateway, noting each receive of
-    the client's bytes: which requests came together, in one write."""
-
-    def __init__(self, listen: Path, target: Path) -> None:
-        self.path = listen
-        self._target = target
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(listen))
-        self._server.listen()
-        self.together: list[list[p.Message]] = []  # the requests decoded after each receive
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def uri(self) -> str:
-        return f"unix://{self.path}"
-
-    def _run(self) -> None:
-        client, _ = self._server.accept()
-        gateway = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        gateway.connect(str(self._target))
-        decoder = p.FrameDecoder(accept="T")
-        with client, gateway:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([client, gateway], [], [], 0.1)
-                for sock in ready:
-                    data = sock.recv(1 << 20)
-                    if not data:
-                        return
-                    if sock is client:
-                        decoder.feed(data)
-                        self.together.append([m for _, m in decoder])
-                        gateway.sendall(data)
-                    else:
-                        client.sendall(data)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(5)
-
-    def reads_with_opens(self) -> list[p.Tread]:
-        """The Treads that came in the same write as the Twalkopen of their fid."""
-        out = []
-        for group in self.together:
-            opened = {m.newfid for m in group if isinstance(m, p.Twalkopen)}
-            out += [m for m in group if isinstance(m, p.Tread) and m.fid in opened]
-        return out
-
-
-@pytest.fixture
-def relay(gateway_proc: GatewayProc, tmp_path: Path) -> Iterator[Relay]:
-    r = Relay(tmp_path / "relay.sock", gateway_proc.sock)
-    yield r
-    r.close()
+from tests.fuse.relay import Relay
 
 
 def test_a_small_file_is_read_with_its_open(
-    gateway_proc: GatewayProc, mount: MountFactory, relay: Relay
+    gateway_proc: GatewayProc, relay: Relay, mount: MountFactory
 ) -> None:
     share = gateway_proc.share_dir("alpha")
     small, large = os.urandom(3000), os.urandom(300 * 1024)
@@ -117,7 +51,7 @@ def test_bytes_read_with_an_open_go_stale_with_the_file(
 
 
 def test_the_bytes_held_so_are_bounded(
-    gateway_proc: GatewayProc, mount: MountFactory, relay: Relay
+    gateway_proc: GatewayProc, relay: Relay, mount: MountFactory
 ) -> None:
     """200 files of 100 KiB opened and held unread: heads for 16 MiB of them, no more; once
     they are closed, an open is read with its head again."""

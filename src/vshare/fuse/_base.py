@@ -57,6 +57,10 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 MAX_INODE_FIDS = 8192
 #: ... and never fewer than this, however often the gateway refuses fids (EMFILE).
 MIN_INODE_FIDS = 64
+#: Subdirectories' listings asked for ahead at once, for the whole mount (_dirs.py), and at
+#: most how many of one directory's.
+LIST_AHEAD = 4
+LIST_AHEAD_PER_DIRECTORY = 16
 #: Entries of one readdir whose attributes are asked for in one write: 64 requests, well
 #: under what a gateway takes in flight from one session (256), with room for the other
 #: handlers' requests (an entry refused with EAGAIN is asked for again, alone).
@@ -146,6 +150,10 @@ class FidOperations:
         self._xattr_namespaces: tuple[int, tuple[str, ...]] | None = None
         #: Set by the mount: without it every request is waited for.
         self.background: TaskSet | None = None
+        #: Directories whose listing is being asked for ahead (_dirs.py), by inode number:
+        #: an event set when it is done; and the bound on how many at once.
+        self._ahead: dict[int, asyncio.Event] = {}
+        self._ahead_slots = asyncio.Semaphore(LIST_AHEAD)
 
     def _replay(self, ctx: device.RequestContext, parent: int, name: str) -> Replay | None:
         """The change feed's replay of ``name`` in ``parent`` that this request is (the

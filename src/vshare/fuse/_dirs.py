@@ -3,15 +3,23 @@ pipelined batch of requests per 32 entries."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import os
+import stat
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from vshare.client import Session, StatResult, read_dirents
 from vshare.fuse import _attrs, device
-from vshare.fuse._base import READDIR_BATCH, FidOperations, fuse_errors
+from vshare.fuse._base import (
+    LIST_AHEAD_PER_DIRECTORY,
+    READDIR_BATCH,
+    FidOperations,
+    fuse_errors,
+)
 from vshare.fuse._inodes import Inode, OpenDir
 from vshare.protocol import (
     DOTL_DIRECTORY,
@@ -26,6 +34,8 @@ from vshare.protocol import (
     Twalk,
     unpack_dirents_plus,
 )
+
+log = logging.getLogger("vshare.fuse")
 
 
 def _gone(reply: Message | OSError) -> bool:
@@ -67,8 +77,14 @@ class DirectoryOperations(FidOperations):
             out.append((name, child, child.attrs))
         return out
 
-    async def _list(self, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
-        """Every entry of ``d`` with its inode and attributes (readdirplus)."""
+    async def _list(
+        self, d: OpenDir, *, ahead: bool = False
+    ) -> list[tuple[str, Inode, StatResult]]:
+        """Every entry of ``d`` with its inode and attributes (readdirplus); after the
+        listing asked for ahead of it, if one is on its way (``ahead``: this is it)."""
+        coming = None if ahead else self._ahead.get(d.node.number)
+        if coming is not None:
+            await coming.wait()
         known = self._known_listing(d.node)
         if known is not None:
             return known
@@ -197,11 +213,54 @@ class DirectoryOperations(FidOperations):
             await self.share.forget_fid(s, fid)
         return node
 
+    def _list_ahead(self, entries: list[tuple[str, Inode, StatResult]]) -> None:
+        """``find``, ``du``, ``rm -r``, ``tar c`` read a directory, then each of its
+        subdirectories in turn, each a round trip or three (on GlusterFS, a brick's OPENDIR
+        and READDIRP in a worker thread) while the program waits. So when the kernel reads
+        a directory, the listings of its first subdirectories are asked for in the
+        background (LIST_AHEAD at once for the mount): the program's reads of them find
+        them known (``_known_listing``: within the cache mode's timeout, a second in
+        ``auto``). Not in ``none``, which keeps nothing."""
+        if self.cache == "none" or self.background is None:
+            return
+        started = 0
+        for _, node, st in entries:
+            if started == LIST_AHEAD_PER_DIRECTORY:
+                break
+            if not stat.S_ISDIR(st.st_mode) or node.number in self._ahead:
+                continue
+            if self._known_listing(node) is not None:
+                continue
+            done = self._ahead[node.number] = asyncio.Event()
+            self.background.start_soon(self._list_one_ahead, node, done)
+            started += 1
+
+    async def _list_one_ahead(self, node: Inode, done: asyncio.Event) -> None:
+        try:
+            async with self._ahead_slots:
+                if self._known_listing(node) is not None:
+                    return
+                d = OpenDir(node)
+                try:
+                    d.entries = await self._list(d, ahead=True)
+                    for _, child, st in d.entries:
+                        child.attrs = st  # as readdir gives them: _known_listing's to use
+                except OSError as exc:  # the program's own read asks again and is told
+                    log.debug("listing %s ahead: %s", "/".join(node.parts), exc)
+                finally:
+                    await self._close_listing(d)
+        except Exception:  # a bug of ours: the program's own read is unaffected
+            log.exception("listing %s ahead failed", "/".join(node.parts))
+        finally:
+            del self._ahead[node.number]
+            done.set()
+
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: device.ReaddirToken) -> None:
         d = self._dirs[fh]
         if d.entries is None or start_id == 0:
             d.entries = await self._list(d)
+            self._list_ahead(d.entries)
         for i in range(start_id, len(d.entries)):
             name, node, st = d.entries[i]
             node = self.inodes.revive(node)
@@ -213,8 +272,11 @@ class DirectoryOperations(FidOperations):
 
     async def releasedir(self, fh: int) -> None:
         d = self._dirs.pop(fh, None)
-        if d is None:
-            return
+        if d is not None:
+            await self._close_listing(d)
+
+    async def _close_listing(self, d: OpenDir) -> None:
+        """What a listing held: its entries the kernel was not given go cold, its fid back."""
         s = self.share.session
         for _, node, _ in d.entries or ():
             await self._cool(s, node)  # if listed but never handed to the kernel
