@@ -223,14 +223,18 @@ class DirectoryOperations(FidOperations):
         ``auto``). Not in ``none``, which keeps nothing."""
         if self.cache == "none" or self.background is None:
             return
-        started = 0
+        started = seen = 0
+        now = time.monotonic()
         for _, node, st in entries:
-            if started == LIST_AHEAD_PER_DIRECTORY:
-                break
-            if not stat.S_ISDIR(st.st_mode) or node.number in self._ahead:
+            if started == LIST_AHEAD_PER_DIRECTORY or seen == 4 * LIST_AHEAD_PER_DIRECTORY:
+                break  # (a huge directory of directories known already: no scan of all)
+            if not stat.S_ISDIR(st.st_mode):
                 continue
-            if self._known_listing(node) is not None:
-                continue
+            seen += 1
+            if node.number in self._ahead or (
+                node.children is not None and now < node.complete_until
+            ):
+                continue  # on its way, or listed (its entries' attributes are checked later)
             done = self._ahead[node.number] = asyncio.Event()
             self.background.start_soon(self._list_one_ahead, node, done)
             started += 1
