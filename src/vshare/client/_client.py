@@ -168,18 +168,14 @@ class Client:
                 if room is not None:
                     n = await self.conn.receive_into(room)
                     room.release()
-                    if not n:
-                        raise ConnectionResetError(
-                            errno.ECONNRESET, "the server closed the connection"
-                        )
-                    decoder.received(n)
+                    if n:
+                        decoder.received(n)
                 else:
                     data = await self.conn.receive(_RECEIVE)
-                    if not data:
-                        raise ConnectionResetError(
-                            errno.ECONNRESET, "the server closed the connection"
-                        )
+                    n = len(data)
                     decoder.feed(data)
+                if not n:
+                    raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection")
                 for tag, frame in decoder.frames():
                     msg = self._usable(tag, frame)
                     refused = (isinstance(msg, Rlerror) and msg.ecode == errno.EAGAIN) or (

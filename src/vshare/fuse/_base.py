@@ -26,6 +26,7 @@ from vshare.protocol import (
     GETATTR_ALL,
     IOHDRSZ,
     SETATTR_MODE,
+    Buffer,
     Message,
     Rgetattr,
     Rgetattrat,
@@ -43,8 +44,6 @@ from vshare.protocol import (
 from vshare.transport import TaskSet
 
 log = logging.getLogger("vshare.fuse")
-#: A reply's data, as it came (a view of the frame).
-Data = bytes | bytearray | memoryview
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -249,7 +248,7 @@ class FidOperations:
 
     async def _open_node_reading(
         self, s: Session, node: Inode, flags: int, head: int
-    ) -> tuple[int, int, Data | None]:
+    ) -> tuple[int, int, Buffer | None]:
         """:meth:`_open_node`, and with ``head`` > 0 the file's first ``head`` bytes read
         in the same round trip (:meth:`_walk_open`); None when they were not read."""
         # A directory gets its fid all the same: what is done in it (lookups, unlinks)
@@ -529,7 +528,7 @@ class FidOperations:
 
     async def _walk_open(
         self, s: Session, pfid: int, names: tuple[str, ...], flags: int, head: int = 0
-    ) -> tuple[int, int, Data | None]:
+    ) -> tuple[int, int, Buffer | None]:
         """A new fid walked from ``pfid`` by ``names`` (at most one) and opened with
         ``flags``: (fid, iounit, head). One Twalkopen (vshare.4; not for a truncation, which
         the gateway tells its change feed of from an opened fid), else a Twalk and a Tlopen

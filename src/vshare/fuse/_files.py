@@ -38,6 +38,7 @@ from vshare.protocol import (
     SETATTR_MTIME,
     SETATTR_SIZE,
     SETATTR_UID,
+    Buffer,
     Message,
     Rfallocate,
     Rlcreate,
@@ -208,7 +209,7 @@ class FileOperations(DirectoryOperations):
         return memoryview(data)[off : off + size]
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
+    async def read(self, fh: int, off: int, size: int) -> Buffer:
         f = self._files[fh]
         await self._drain(f, tell=True)
         await self._flush_pending(f.node)
@@ -229,7 +230,7 @@ class FileOperations(DirectoryOperations):
 
     async def _read(
         self, f: OpenFile, at: int, want: int, s: Session, fid: int
-    ) -> tuple[bytes | bytearray | memoryview, int]:
+    ) -> tuple[Buffer, int]:
         asked = min(want, self._io_size(s, f))
         r = await s.client.call(Tread(fid, at, asked), Rread)
         return r.data, asked

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from vshare.client import StatResult
 from vshare.fuse import device
-from vshare.protocol import Tsetattr
+from vshare.protocol import Buffer, Tsetattr
 
 
 @dataclass(eq=False, slots=True)
@@ -98,7 +98,7 @@ class OpenFile:
     #: The file's first bytes, read with its open (a small file opened to read: see
     #: ``FileOperations.open``), until the first read takes them: (data, whether they end
     #: where the file did, the (mtime, size) of the attributes known at the open).
-    head: tuple[bytes | bytearray | memoryview, bool, tuple[int, int]] | None = None
+    head: tuple[Buffer, bool, tuple[int, int]] | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -149,11 +149,7 @@ class IoOps(OperationsBase):
         if fid.xattr_data is not None:
             data = fid.xattr_data[msg.offset : msg.offset + count]
             return Rread(data)
-        file = fid.file
-        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY:
-            raise os_error(errno.EBADF)
-        if fid.node.is_dir:
-            raise os_error(errno.EISDIR)
+        file = self._file_to_read(fid)
         # A pooled buffer: the session gives it back once the reply is sent. It may hold an
         # earlier read's bytes, so only the n bytes read now are ever sent. A small read
         # gets a buffer of its size: the memory it holds is what it was charged (session.py).
@@ -174,6 +170,17 @@ class IoOps(OperationsBase):
         self.ctx.metrics.bytes_read.inc(n)
         return Rread(view[:n])
 
+    @staticmethod
+    def _file_to_read(fid: Fid) -> OpenFile:
+        """The open file a Tread of ``fid`` reads: EBADF if it is not open for reading,
+        EISDIR for a directory."""
+        file = fid.file
+        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY:
+            raise os_error(errno.EBADF)
+        if fid.node.is_dir:
+            raise os_error(errno.EISDIR)
+        return file
+
     def read_span(self, msg: Tread, least: int) -> FileSpan | None:
         """Tread's data as a span of the file, to be sent from its page cache with no copy
         here (:meth:`Backend.span_nowait`), when at least ``least`` bytes of it are all
@@ -181,8 +188,9 @@ class IoOps(OperationsBase):
         fid = self.fids.get(msg.fid)
         if fid is None or fid.xattr_data is not None or msg.offset > MAX_OFFSET:
             return None
-        file = fid.file
-        if file is None or fid.flags & os.O_ACCMODE == os.O_WRONLY or fid.node.is_dir:
+        try:
+            file = self._file_to_read(fid)
+        except OSError:
             return None
         count = min(msg.count, self.msize - IOHDRSZ)
         if count < least:

@@ -567,11 +567,8 @@ class Session:
             or self._batch_bytes >= _BATCH_BYTES
             or time.perf_counter() > self._slice_end
         ):
-            # send what we have and let other sessions in
-            await self._send_batch(batch)
-            self.ctx.loop_share.charge(self.key, self._turn_start)
-            await anyio.lowlevel.checkpoint()
-            await self._take_turn()
+            await self._send_batch(batch)  # send what we have and let other sessions in
+            await self._let_others_in()
 
     def _read_span(self, msg: Tread) -> FileSpan | None:
         """A large read answered on the loop from the file's page cache, or None: then
@@ -586,29 +583,25 @@ class Session:
         return span
 
     async def _send_span(self, batch: list[Buffer], tag: int, span: FileSpan) -> None:
-        """Send the batch, this Rread's head, then its data from the file."""
-        try:
-            head = rread_head(tag, span.count, self.ops.msize)
-        except LocalProtocolError:  # read_span keeps to msize: a bug of ours
-            span.release()
-            log.exception("session %d: cannot encode an Rread of %d bytes", self.id, span.count)
-            await self._add_to_batch(batch, tag, Rlerror(errno.EIO))
-            return
-        batch.append(head)
+        """Send the batch, this Rread's head, then its data from the file (its count is
+        within msize: :meth:`IoOps.read_span`)."""
+        batch.append(rread_head(tag, span.count, self.ops.msize))
         self.requests += 1
-        self._batch_bytes = 0
-        await self._send(batch, span)
-        batch.clear()
-        if time.perf_counter() > self._slice_end:  # as _add_to_batch: let others in
-            self.ctx.loop_share.charge(self.key, self._turn_start)
-            await anyio.lowlevel.checkpoint()
-            await self._take_turn()
+        await self._send_batch(batch, span)
+        if time.perf_counter() > self._slice_end:
+            await self._let_others_in()
 
-    async def _send_batch(self, batch: list[Buffer]) -> None:
+    async def _send_batch(self, batch: list[Buffer], span: FileSpan | None = None) -> None:
         if batch:
             self._batch_bytes = 0
-            await self._send(batch)
+            await self._send(batch, span)
             batch.clear()
+
+    async def _let_others_in(self) -> None:
+        """End this session's turn on the loop: its time charged, the others' turns first."""
+        self.ctx.loop_share.charge(self.key, self._turn_start)
+        await anyio.lowlevel.checkpoint()
+        await self._take_turn()
 
     async def _reply(self, tag: int, reply: Message, msize: int | None = None) -> None:
         await self._send(self._encode(tag, reply, msize))

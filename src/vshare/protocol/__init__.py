@@ -25,6 +25,7 @@ from vshare.protocol._changes import (
     pack_changes,
     unpack_changes,
 )
+from vshare.protocol._codec import Buffer
 from vshare.protocol._constants import (
     AT_REMOVEDIR,
     DOTL_ACCMODE,
@@ -303,6 +304,7 @@ __all__ = [
     "VERSION_VSHARE_4",
     "VERSION_VSHARE_5",
     "XATTR_NAMESPACES_NAME",
+    "Buffer",
     "Change",
     "Dirent",
     "DirentPacker",

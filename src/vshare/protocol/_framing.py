@@ -194,7 +194,7 @@ class FrameDecoder:
         self._chunks: list[memoryview] = []
         self._head = bytearray()  # the first bytes of a size field split across chunks
         self._frame: bytearray | None = None  # a frame being assembled, as it arrives
-        self._filled = 0  # bytes of it that have arrived (whole_frames)
+        self._filled = 0  # bytes of it that have arrived
         self._size = 0  # the size its header says
 
     @property
@@ -291,31 +291,19 @@ class FrameDecoder:
             if self.whole_frames:
                 self._frame = bytearray(size)
                 self._frame[:4] = self._head
-                self._filled = 4
             else:
                 self._frame = self._head
+            self._filled = 4
             self._head = bytearray()
-        if self.whole_frames:
-            return self._fill_whole()
         frame = self._frame
-        while len(frame) < self._size:
-            if not self._chunks:
-                return None
-            n = min(self._chunks[0].nbytes, self._size - len(frame))
-            frame += self._chunks[0][:n]
-            self._consume(n)
-        self._frame = None
-        return memoryview(frame)
-
-    def _fill_whole(self) -> memoryview | None:
-        """The frame allocated whole, filled from the chunks fed; None while incomplete."""
-        frame = self._frame
-        assert frame is not None
         while self._filled < self._size:
             if not self._chunks:
                 return None
             n = min(self._chunks[0].nbytes, self._size - self._filled)
-            frame[self._filled : self._filled + n] = self._chunks[0][:n]
+            if self.whole_frames:
+                frame[self._filled : self._filled + n] = self._chunks[0][:n]
+            else:
+                frame += self._chunks[0][:n]
             self._filled += n
             self._consume(n)
         self._frame = None
