@@ -20,6 +20,7 @@ from vshare.fuse import _attrs, device
 from vshare.fuse._feed import Feed, Replay
 from vshare.fuse._inodes import Inode, InodeTable, OpenDir, OpenFile
 from vshare.protocol import (
+    DOTL_ACCMODE,
     DOTL_CREATE,
     DOTL_EXCL,
     DOTL_TRUNC,
@@ -60,6 +61,11 @@ MIN_INODE_FIDS = 64
 #: most how many of one directory's.
 LIST_AHEAD = 4
 LIST_AHEAD_PER_DIRECTORY = 16
+#: A directory once listed whole is listed again, with its entries' attributes, when this
+#: many lookups of its names found them older than the cache mode's timeout, or one per
+#: RELIST_PER of its names if more (``VshareOperations.lookup``).
+RELIST_AFTER = 2
+RELIST_PER = 32
 #: Entries of one readdir whose attributes are asked for in one write: 64 requests, well
 #: under what a gateway takes in flight from one session (256), with room for the other
 #: handlers' requests (an entry refused with EAGAIN is asked for again, alone).
@@ -421,13 +427,62 @@ class FidOperations:
         assert isinstance(attr, Rgetattr)
         return fid, StatResult.from_rgetattr(attr)
 
-    def _entry(self, node: Inode, st: StatResult, *, fresh: bool = True) -> device.EntryAttributes:
+    def _entry(
+        self,
+        node: Inode,
+        st: StatResult,
+        *,
+        fresh: bool = True,
+        ours: bool = False,
+        lookup: bool = False,
+    ) -> device.EntryAttributes:
         """The entry of ``node`` with ``st``: from the gateway (``fresh``), or computed
-        here after a change of ours."""
-        node.attrs = st
+        here after a change of ours. ``ours``: the gateway's answer to a change of ours,
+        which the kernel made too. ``lookup``: the reply to a lookup, which gives the
+        kernel one more lookup on the inode (``_for_kernel``'s)."""
+        if fresh and not ours:
+            self._take_attrs(node, st)
+        else:
+            node.attrs = st
         if fresh:
             node.attrs_at = time.monotonic()
+        if lookup:
+            node = self._for_kernel(node)
+            node.lookups += 1
         return _attrs.entry(node.number, st, self.timeout)
+
+    def _take_attrs(self, node: Inode, st: StatResult) -> None:
+        """``node``'s attributes are ``st``, from the gateway.
+
+        With the writeback cache the kernel trusts its own size and mtime of a regular
+        file whatever a reply says (fs/fuse: ``fuse_get_cache_mask``): a file changed by
+        another VM or on the host would keep its old size here, and be read cut short or
+        padded with zeros, as long as the kernel holds its inode. So a change of either
+        that is not ours (no file of it open to write here, whose writes explain it)
+        marks the kernel's copy stale, and the next lookup of the file gives the kernel a
+        new inode for it (``_for_kernel``). Not with the change feed (``coherent``), which
+        replays the change through the mount instead, on the inode the guest's inotify
+        watches."""
+        old, node.attrs = node.attrs, st
+        if (
+            self.feed is None
+            and old is not None
+            and stat.S_ISREG(st.st_mode)
+            and (old.st_size, old.st_mtime_ns) != (st.st_size, st.st_mtime_ns)
+            and not any(f.flags & DOTL_ACCMODE for f in node.opens)
+        ):
+            node.stale_in_kernel = True
+
+    def _for_kernel(self, node: Inode) -> Inode:
+        """The inode to hand the kernel in a lookup's reply (or a readdirplus entry) for
+        ``node``'s file: a new one, under a new number, when the kernel's copy of its size
+        and mtime is stale (``_take_attrs``) and no file of it is open here. The kernel
+        then drops its old inode (a revalidated name whose number changed is looked up
+        again) and makes a new one with the gateway's attributes. An open file keeps its
+        inode, as on NFS: its size is the one it was opened with, plus its own writes."""
+        if node.stale_in_kernel and not node.opens:
+            node = self.inodes.renew(node)
+        return node
 
     def _dir_changed(self, node: Inode, links: int = 0) -> None:
         """We added or removed a name in ``node``: its times, and its link count when
@@ -441,11 +496,10 @@ class FidOperations:
         """The entry of a name just walked to (``fid``: kept by its inode if it has none,
         else given back), with one more lookup."""
         node = self.inodes.for_qid([*parent.parts, name], st.qid.path, st.st_mode)
-        node.lookups += 1
         parent.name_added(name)
         if not self._adopt(s, node, fid):
             await self.share.forget_fid(s, fid)
-        return self._entry(node, st)
+        return self._entry(node, st, lookup=True)
 
     @staticmethod
     def _setid_drop(node: Inode) -> Tsetattr | None:
@@ -467,6 +521,7 @@ class FidOperations:
         if self.cache != "none":
             node.children = names
             node.complete_until = time.monotonic() + self.timeout
+            node.stale_lookups = 0
 
     @property
     def inode_count(self) -> int:

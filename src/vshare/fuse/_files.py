@@ -157,7 +157,7 @@ class FileOperations(DirectoryOperations):
         self._dir_changed(parent)
         f.node = node
         node.seen = None
-        e = self._entry(node, st)
+        e = self._entry(node, st, ours=True)
         return self._file_info(self._add_file(f), node), e
 
     async def _open_existing(

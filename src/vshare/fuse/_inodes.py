@@ -56,6 +56,13 @@ class Inode:
     #: ``complete_until``: a lookup of any other name is answered ENOENT with no request.
     children: set[str] | None = None
     complete_until: float = 0.0
+    #: Lookups of its names answered by the gateway since it was last listed whole.
+    stale_lookups: int = 0
+    #: A regular file whose size or mtime the gateway says changed, not by us: the
+    #: kernel's copy of them is stale (see ``FidOperations._for_kernel``).
+    stale_in_kernel: bool = False
+    #: The inode that took over this one's file (``InodeTable.renew``).
+    renewed: Inode | None = None
     #: Open files of this inode (their fids still reach it once its names are gone).
     opens: set[OpenFile] = field(default_factory=set)
     #: Paths it was seen at (hard links: several), so that an unlink of one of them
@@ -168,6 +175,22 @@ class InodeTable:
         node.names.add(key)
         return node
 
+    def renew(self, node: Inode) -> Inode:
+        """A new inode, under a new number, for ``node``'s file and names. The old one
+        lives on, out of the lookups, for the kernel's FORGET (and a request of a
+        process that reached it before it was replaced)."""
+        new = Inode(self._next, list(node.parts), node.qid_path)
+        self._next += 1
+        new.attrs, new.attrs_at = node.attrs, node.attrs_at
+        node.renewed = new
+        self.by_number[new.number] = new
+        self.by_qid[node.qid_path] = new
+        for key in node.names:
+            if self.by_path.get(key) is node:
+                self.by_path[key] = new
+        new.names, node.names = node.names, set()
+        return new
+
     def unlinked(self, parts: list[str]) -> Inode | None:
         """The name ``parts`` is gone: the inode it was (if known), whose link count and
         times changed, so its attributes are asked for again."""
@@ -180,6 +203,8 @@ class InodeTable:
     def revive(self, node: Inode) -> Inode:
         """``node`` back in the table if it was dropped meanwhile (a listing kept it),
         or the inode that took its qid since."""
+        while node.renewed is not None:
+            node = node.renewed
         if self.by_number.get(node.number) is node:
             return node
         current = self.by_qid.get(node.qid_path)

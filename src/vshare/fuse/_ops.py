@@ -90,8 +90,11 @@ class VshareOperations(FileOperations):
         if parent.knows_absent(child, time.monotonic()):
             return _attrs.negative_entry(parent.complete_until - time.monotonic())
         node = self.inodes.by_path.get((*parent.parts, child))  # one it forgot, say
-        entry = None if node is None else self._fresh_entry(node)
-        if node is not None and entry is not None:
+        if node is None:
+            return None
+        node = self._for_kernel(node)
+        entry = self._fresh_entry(node)
+        if entry is not None:
             node.lookups += 1
         return entry
 
@@ -103,6 +106,10 @@ class VshareOperations(FileOperations):
         if now is not None:
             return now
         parent = self._node(parent_inode)
+        if await self._relisted(parent):
+            now = self.lookup_now(parent_inode, name, ctx)
+            if now is not None:
+                return now
         child = checked_name(name)
 
         # A directory we knew whole and whose names we have not seen lately: a name we
@@ -114,9 +121,8 @@ class VshareOperations(FileOperations):
             if s.client.readdirplus:  # its attributes, no fid until something is done to it
                 st = await self._stat_at(s, fids[0], child)
                 node = self.inodes.for_qid([*parent.parts, child], st.qid.path, st.st_mode)
-                node.lookups += 1
                 parent.name_added(child)
-                return self._entry(node, st)
+                return self._entry(node, st, lookup=True)
             if likely_absent:
                 fid = await self.share.walk_from(s, fids[0], (child,))
                 try:
@@ -257,7 +263,7 @@ class VshareOperations(FileOperations):
                 msg, f.pending = _attrs.merge(f.pending, msg), None
             st = await self._send_setattr(node, f, msg, fetch=not known)
             if st is not None:
-                return self._entry(node, st)
+                return self._entry(node, st, ours=True)
         assert node.attrs is not None or not known
         if node.attrs is None:
             return await self.getattr(inode, ctx)
