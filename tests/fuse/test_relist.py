@@ -72,3 +72,15 @@ def test_no_relisting_in_mode_none(
     for i in range(40):
         os.stat(m / f"f{i:03d}")
     assert _sent(relay, p.Treaddirplus) == listings
+
+
+def test_a_small_directory_never_listed_is_listed_after_some_lookups(
+    gateway_proc: GatewayProc, relay: Relay, mount: MountFactory
+) -> None:
+    d = gateway_proc.share_dir("alpha") / "d"
+    d.mkdir()
+    _files(d, 3)
+    m = mount(relay.uri, "alpha", "auto").path / "d"
+    assert {os.stat(m / f"f{i:03d}").st_size for i in range(FILES)} == {3}
+    assert _sent(relay, p.Treaddirplus) >= 1
+    assert _sent(relay, p.Tgetattrat) <= 8 + 2  # the directory's own lookup, and a spare

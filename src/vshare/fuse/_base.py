@@ -66,6 +66,11 @@ LIST_AHEAD_PER_DIRECTORY = 16
 #: RELIST_PER of its names if more (``VshareOperations.lookup``).
 RELIST_AFTER = 2
 RELIST_PER = 32
+#: A directory never listed here is listed, the same way, from this many such lookups if
+#: its size (bytes its entries take on the host) is at most RELIST_UNLISTED_SIZE: a
+#: listing of a small directory costs a few requests, its lookups one each.
+RELIST_UNLISTED = 8
+RELIST_UNLISTED_SIZE = 64 * 1024
 #: Entries of one readdir whose attributes are asked for in one write: 64 requests, well
 #: under what a gateway takes in flight from one session (256), with room for the other
 #: handlers' requests (an entry refused with EAGAIN is asked for again, alone).
@@ -444,6 +449,7 @@ class FidOperations:
             self._take_attrs(node, st)
         else:
             node.attrs = st
+            node.mtime_guessed &= not ours
         if fresh:
             node.attrs_at = time.monotonic()
         if lookup:
@@ -464,11 +470,17 @@ class FidOperations:
         replays the change through the mount instead, on the inode the guest's inotify
         watches."""
         old, node.attrs = node.attrs, st
+        guessed, node.mtime_guessed = node.mtime_guessed, False
         if (
             self.feed is None
             and old is not None
             and stat.S_ISREG(st.st_mode)
-            and (old.st_size, old.st_mtime_ns) != (st.st_size, st.st_mtime_ns)
+            and (
+                old.st_size != st.st_size
+                # After a write of ours the gateway's mtime is its own, not the one we
+                # guessed (and the kernel's is its own): only the size tells.
+                or (old.st_mtime_ns != st.st_mtime_ns and not guessed)
+            )
             and not any(f.flags & DOTL_ACCMODE for f in node.opens)
         ):
             node.stale_in_kernel = True

@@ -19,6 +19,8 @@ from vshare.fuse._base import (
     READDIR_BATCH,
     RELIST_AFTER,
     RELIST_PER,
+    RELIST_UNLISTED,
+    RELIST_UNLISTED_SIZE,
     FidOperations,
     fuse_errors,
 )
@@ -251,14 +253,24 @@ class DirectoryOperations(FidOperations):
         RELIST_AFTER-th such lookup, or one per RELIST_PER names of a large directory,
         the directory is listed again with its entries' attributes (readdirplus: a request
         per ~100 entries), and the lookups wait for it. What they are told was read after
-        the listing began, so the promise of the mode holds. Only a directory listed whole
-        before (we know its size, so the cost of listing it again), not in ``none``."""
-        if self.cache == "none" or self.background is None or parent.children is None:
+        the listing began, so the promise of the mode holds.
+
+        A directory never listed here (``stat`` or ``cat`` of many of its files by name,
+        ``git status``, a build's checks of its headers) is listed from the
+        RELIST_UNLISTED-th lookup, if its size (the bytes its entries take on the host's
+        file system) says it is small. Not in ``none``."""
+        if self.cache == "none" or self.background is None:
             return False
         coming = self._ahead.get(parent.number)
         if coming is None:
             parent.stale_lookups += 1
-            if parent.stale_lookups < max(RELIST_AFTER, len(parent.children) // RELIST_PER):
+            if parent.children is not None:
+                least = max(RELIST_AFTER, len(parent.children) // RELIST_PER)
+            elif parent.attrs is not None and parent.attrs.st_size <= RELIST_UNLISTED_SIZE:
+                least = RELIST_UNLISTED
+            else:
+                return False
+            if parent.stale_lookups < least:
                 return False
             coming = self._ahead[parent.number] = asyncio.Event()
             self.background.start_soon(self._list_one_ahead, parent, coming)

@@ -105,8 +105,9 @@ class Feed:
                 log.debug("change feed: %s", exc)
                 await anyio.sleep(0.5)
                 continue
-            if reply is None:
-                return  # the gateway has no feed: ``coherent`` is served as ``auto``
+            if reply is None:  # the gateway has no feed: ``coherent`` is served as ``auto``
+                self.ops.feed = None  # (and files changed elsewhere get new inodes)
+                return
             changes = unpack_changes(reply.data)
             self.seq = reply.seq
             if changes:

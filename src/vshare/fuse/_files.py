@@ -252,8 +252,7 @@ class FileOperations(DirectoryOperations):
             or not self._behind(f, functools.partial(self._write_all, f, off, buf), len(buf))
         ):
             return None
-        if f.node.attrs is not None:
-            f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
+        self._wrote(f.node, off + len(buf))
         return len(buf)
 
     @fuse_errors
@@ -282,9 +281,15 @@ class FileOperations(DirectoryOperations):
             f, functools.partial(self._write_all, f, off, buf), len(buf)
         ):
             await self._write_all(f, off, buf)
-        if f.node.attrs is not None:
-            f.node.attrs = _attrs.after_write(f.node.attrs, off + len(buf))
+        self._wrote(f.node, off + len(buf))
         return len(buf)
+
+    @staticmethod
+    def _wrote(node: Inode, end: int) -> None:
+        """We wrote ``node``'s file up to ``end``: its size is known, its mtime guessed."""
+        if node.attrs is not None:
+            node.attrs = _attrs.after_write(node.attrs, end)
+            node.mtime_guessed = True
 
     async def _write_all(self, f: OpenFile, off: int, buf: bytes | memoryview) -> None:
         view = memoryview(buf)

@@ -61,6 +61,8 @@ class Inode:
     #: A regular file whose size or mtime the gateway says changed, not by us: the
     #: kernel's copy of them is stale (see ``FidOperations._for_kernel``).
     stale_in_kernel: bool = False
+    #: ``attrs``' mtime is this client's clock at a write of ours, not the gateway's.
+    mtime_guessed: bool = False
     #: The inode that took over this one's file (``InodeTable.renew``).
     renewed: Inode | None = None
     #: Open files of this inode (their fids still reach it once its names are gone).
