@@ -22,7 +22,9 @@ n in directory n % 40, the order of runs before 2026-12-05). The steps, in this 
    directory was just listed), and of each again 1.2 s later (per stat: listed more than
    ``auto``'s timeout before); B: ``stat`` of every file, nothing listed (per cold stat);
    C: ``cat`` of every file, nothing listed or stat'ed before (per cold cat); then B again:
-   ``cat`` of every file (per cat of a file already stat'ed).
+   ``cat`` of every file (per cat of a file already stat'ed). Then the caches dropped
+   (the kernel's), ``find tree -print0 | xargs -0 stat`` (per entry: compare.py's
+   find-stat, whose names are looked up more than a second after ``find`` listed them).
 3. ``rm -rf`` of the tree (per entry removed).
 
 One ``stat``, ``cat`` or ``ls`` process per directory (what is counted is the file
@@ -52,6 +54,7 @@ from kernel_client import make_tarball, source
 from marked import write_marked
 from systems import Rig, vshare_gateway
 from vshare.testing.processes import free_port
+from workloads import drop_caches
 
 CACHES = ("auto", "none", "always")
 #: step → (the unit it is counted per, the target: at most this many requests per unit)
@@ -63,6 +66,7 @@ STEPS: dict[str, tuple[str, float | None]] = {
     "stat, cold": ("stat", None),
     "cat, cold": ("cat", None),
     "cat after stat": ("cat", None),
+    "find, then stat each, cold": ("entry", None),
     "rm -rf": ("entry removed", None),
 }
 
@@ -120,6 +124,10 @@ def sh(*argv: str | Path) -> None:
     subprocess.run([str(a) for a in argv], check=True, stdout=subprocess.DEVNULL)
 
 
+def sh_line(line: str) -> None:
+    subprocess.run(line, shell=True, check=True)
+
+
 def files_of(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file())
 
@@ -161,8 +169,11 @@ def measure_cache(rig: Rig, tarball: Path, cache: str) -> dict[str, Step]:
             for d in group:
                 paths = [mnt / "tree" / d.name / p.name for p in files_of(d)]
                 counter.charge(steps[step], len(paths), partial(sh, command, "--", *paths))
-        log(f"--cache {cache}: rm -rf")
         entries = 1 + len(dirs) + files
+        drop_caches()
+        find_stat = f"find {mnt / 'tree'} -print0 | xargs -0 stat > /dev/null"
+        counter.charge(steps["find, then stat each, cold"], entries, partial(sh_line, find_stat))
+        log(f"--cache {cache}: rm -rf")
         counter.charge(steps["rm -rf"], entries, partial(sh, "rm", "-rf", mnt / "tree"))
     if tree.exists():
         raise RuntimeError(f"rm -rf through the mount left {tree}")

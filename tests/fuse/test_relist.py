@@ -84,3 +84,21 @@ def test_a_small_directory_never_listed_is_listed_after_some_lookups(
     assert {os.stat(m / f"f{i:03d}").st_size for i in range(FILES)} == {3}
     assert _sent(relay, p.Treaddirplus) >= 1
     assert _sent(relay, p.Tgetattrat) <= 8 + 2  # the directory's own lookup, and a spare
+
+
+def test_a_directory_of_few_names_is_not_listed_again_for_them(
+    gateway_proc: GatewayProc, relay: Relay, mount: MountFactory
+) -> None:
+    """``find | xargs stat`` of a tree of small directories: a listing of a directory of
+    three names, all of them looked up, would save nothing (RELIST_GAIN)."""
+    d = gateway_proc.share_dir("alpha") / "small"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        (d / name).write_bytes(b"1")
+    m = mount(relay.uri, "alpha", "auto").path / "small"
+    assert sorted(os.listdir(m)) == ["a", "b", "c"]
+    time.sleep(1.2)
+    lookups, listings = _sent(relay, p.Tgetattrat), _sent(relay, p.Treaddirplus)
+    assert [os.stat(m / n).st_size for n in ("a", "b", "c")] == [1, 1, 1]
+    assert _sent(relay, p.Treaddirplus) == listings
+    assert _sent(relay, p.Tgetattrat) - lookups == 4  # the directory's name, then each

@@ -66,6 +66,8 @@ LIST_AHEAD_PER_DIRECTORY = 16
 #: RELIST_PER of its names if more (``VshareOperations.lookup``).
 RELIST_AFTER = 2
 RELIST_PER = 32
+#: ... if at least this many of its names were not looked up since it was listed.
+RELIST_GAIN = 4
 #: A directory never listed here is listed, the same way, from this many such lookups if
 #: its size (bytes its entries take on the host) is at most RELIST_UNLISTED_SIZE: a
 #: listing of a small directory costs a few requests, its lookups one each.
