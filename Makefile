@@ -64,7 +64,7 @@ debs-bench:
 ## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
 ## diod, sshfs and GlusterFS's own client, then the gateway's GlusterFS cache per share
 ## cache mode (docs/benchmarks.md says how to read them)
-## then 9P requests per FUSE operation, and the stock kernel 9P client (TCG guest) on diod,
+## then 9P requests per FUSE operation (and per entry of find | xargs stat), and the stock kernel 9P client (TCG guest) on diod,
 ## then the change feed (latency to a coherent mount's inotify; coherent vs always vs auto)
 bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
@@ -73,6 +73,7 @@ bench: venv debs-bench
 		--markdown docs/side-by-side.md --chart docs/side-by-side.png
 	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache-bench.md
 	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
+	$(BIN)/python benchmarks/find_stat.py
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md
 	$(BIN)/python benchmarks/feed.py --markdown docs/feed-bench.md
