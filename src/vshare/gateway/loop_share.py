@@ -50,14 +50,13 @@ class LoopShare:
         self._turn_window(now)
         return bool(self._waiting.get(key)) or self._held(key, now)
 
-    def start(self, key: str) -> float:
-        """When a turn of ``key`` beginning now counts from: the end of ``key``'s last
+    def start(self, key: str, now: float) -> float:
+        """When a turn of ``key`` beginning ``now`` counts from: the end of ``key``'s last
         turn if no other identity's came between and it was a moment ago. What the loop
         did in between was mostly ``key``'s: the rest of the task whose turn ended (a
         session's end: its task and cancel scopes closed, ~40 µs) and the wake-up of the
         next. Counted from their own starts only, 200 session ends of one identity came
         to a fifth of their time, and another tenant's getattr waited for the rest."""
-        now = time.perf_counter()
         last, at = self._last
         return at if last == key and now - at < ADJACENT else now
 

@@ -38,7 +38,8 @@ INLINE: ContextVar[bool] = ContextVar("vshare_inline", default=False)
 NO_ID: Final = 0xFFFFFFFF
 MAX_OFFSET: Final = (1 << 63) - 1
 XATTR_SIZE_MAX: Final = 64 * 1024  # Linux's limit for one value
-#: A session's end closes at most this many fids on the event loop (``close_all``).
+#: A session's end closes fewer fids than this on the event loop (``close_all``); more go
+#: to a worker thread, which lets the loop have the GIL after each CLOSE_INLINE_MAX.
 CLOSE_INLINE_MAX: Final = 64
 
 
@@ -218,7 +219,7 @@ class OperationsBase:
                     freed += fid.close()
                 except OSError:
                     pass
-                if not i % 64:
+                if not i % CLOSE_INLINE_MAX:
                     # Let the event loop have the GIL now, rather than after the interpreter's
                     # switch interval (5 ms) each time it wakes up meanwhile.
                     time.sleep(0)
@@ -227,7 +228,7 @@ class OperationsBase:
                     att.root.close()
             return freed
 
-        if self.metadata_inline and len(fids) <= CLOSE_INLINE_MAX:
+        if self.metadata_inline and len(fids) < CLOSE_INLINE_MAX:
             # A few handles of a backend whose metadata calls are cheap: closed here, in
             # µs. A worker thread for each of a hundred sessions ending at once took the
             # GIL from the loop in turn, 5 ms at a time, and held another tenant's getattr.

@@ -375,10 +375,9 @@ class Session:
         """A turn begins: charged from ``since`` (or :meth:`LoopShare.start`), which may
         be a moment ago; its slice is from now, so that replies to one read still go out
         together."""
-        if since is None:
-            since = self.ctx.loop_share.start(self.key)
-        self._turn_start = since
-        self._slice_end = time.perf_counter() + _SLICE
+        now = time.perf_counter()
+        self._turn_start = self.ctx.loop_share.start(self.key, now) if since is None else since
+        self._slice_end = now + _SLICE
         self._turn_open = True
 
     def _end_turn(self) -> None:
