@@ -76,3 +76,19 @@ def test_our_own_writes_keep_the_inode(gateway_proc: GatewayProc, mount: MountFa
     os.truncate(f, 5)
     time.sleep(1.2)
     assert (f.stat().st_size, f.read_bytes()) == (5, b"a" * 5)
+
+
+def test_files_we_made_keep_their_inodes(gateway_proc: GatewayProc, mount: MountFactory) -> None:
+    """Our own clock's guess of a new file's times, or of a time set to now, is not a change
+    made elsewhere: such files keep their inodes (and the inotify watches on them) when
+    the gateway's own times arrive with a listing."""
+    d = _mounted(gateway_proc, mount) / "d"
+    d.mkdir()
+    names = [f"f{i}" for i in range(10)]
+    for name in names:  # created empty (O_EXCL: attributes predicted, nothing asked)
+        os.close(os.open(d / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    os.utime(d / "f0")  # touch: mtime set to "now"
+    inos = {name: (d / name).stat().st_ino for name in names}
+    time.sleep(1.2)  # past auto's second: the names are looked up again
+    assert sorted(os.listdir(d)) == names
+    assert {name: (d / name).stat().st_ino for name in names} == inos

@@ -421,6 +421,32 @@ def test_stat_after_listing_costs_no_requests(
     )
 
 
+def test_rm_of_files_made_here_costs_one_request_each(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """Files made here and removed after auto's second: each removal is one Tunlinkat.
+    The kernel revalidates the stale names (answered here, from a listing) and, with the
+    writeback cache, sends the times it keeps of each file once it is unlinked, and
+    waits: neither is asked of the gateway. A new file's times guessed from this host's
+    clock are not a change made elsewhere: its inode is not renumbered (which cost the
+    kernel a second lookup and a forget per file)."""
+    gw = gateway_with(metrics=True)
+    m = mount(gw.uri, "alpha", "auto").path
+    d = m / "d"
+    d.mkdir()
+    for i in range(30):
+        os.close(os.open(d / f"f{i:02}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    time.sleep(1.2)  # the names and attributes are stale now
+    before = settled(gw)
+    for i in range(30):
+        os.unlink(d / f"f{i:02}")
+    spent = delta(before, settled(gw))
+    assert os.listdir(d) == []
+    assert spent.get("unlinkat") == 30, spent
+    # the stale directory listed again (walkopen, readdirplus, clunk), a few getattrs
+    assert sum(spent.values()) <= 30 + 6, spent
+
+
 # --- 7. two mounts, cache none ----------------------------------------------------------
 
 

@@ -140,6 +140,10 @@ def is_known_effect(msg: Tsetattr, owners_honoured: bool | None, st: StatResult)
 _TIMES = SETATTR_ATIME | SETATTR_MTIME | SETATTR_CTIME | SETATTR_ATIME_SET | SETATTR_MTIME_SET
 
 
+def only_times(msg: Tsetattr) -> bool:
+    return not msg.valid & ~_TIMES
+
+
 def changes_nothing(msg: Tsetattr, st: StatResult) -> bool:
     """Whether ``msg`` only sets times to what ``st`` already says (ctime aside, which no
     client sets). The kernel sends such a one for every inode whose times it keeps itself
@@ -184,6 +188,12 @@ def after_setattr(st: StatResult, msg: Tsetattr, owners_honoured: bool) -> StatR
         set_ = v & SETATTR_MTIME_SET
         changes["st_mtime_ns"] = msg.mtime_sec * 10**9 + msg.mtime_nsec if set_ else now
     return dataclasses.replace(st, **changes)
+
+
+def guesses_mtime(msg: Tsetattr) -> bool:
+    """Whether :func:`after_setattr` puts this host's clock in the mtime (set to now, or
+    a truncation), where the gateway puts its own: a difference that is not a change."""
+    return bool(msg.valid & SETATTR_MTIME and not msg.valid & SETATTR_MTIME_SET)
 
 
 def dir_changed(st: StatResult, links: int) -> StatResult:

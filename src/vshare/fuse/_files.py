@@ -93,6 +93,7 @@ class FileOperations(DirectoryOperations):
         if dotl & DOTL_TRUNC and node.attrs is not None:
             truncated = Tsetattr(0, SETATTR_SIZE | SETATTR_MTIME, 0, 0, 0, 0, 0, 0, 0, 0)
             node.attrs = _attrs.after_setattr(node.attrs, truncated, False)
+            node.mtime_guessed = True
         return self._file_info(self._add_file(f), node)
 
     @fuse_errors
@@ -158,6 +159,9 @@ class FileOperations(DirectoryOperations):
         f.node = node
         node.seen = None
         e = self._entry(node, st, ours=True)
+        # Predicted, its times are this host's clock; the gateway's differ by a moment,
+        # which is no change made elsewhere (``_take_attrs``).
+        node.mtime_guessed = bool(predict)
         return self._file_info(self._add_file(f), node), e
 
     async def _open_existing(

@@ -212,7 +212,7 @@ class VshareOperations(FileOperations):
         if st is None:
             return None
         msg = self._setattr_msg(node, attr, fields)
-        if _attrs.changes_nothing(msg, st):
+        if _attrs.changes_nothing(msg, st) or (_attrs.only_times(msg) and _gone(node, st)):
             return _attrs.entry(node.number, st, self.timeout)
         f = self._setattr_file(node, fh)
         if (
@@ -223,6 +223,7 @@ class VshareOperations(FileOperations):
             return None
         f.pending = _attrs.merge(f.pending, msg)
         honoured = bool(self._owners_honoured)
+        node.mtime_guessed |= _attrs.guesses_mtime(msg)
         return self._entry(node, _attrs.after_setattr(st, msg, honoured), fresh=False)
 
     @fuse_errors
@@ -268,6 +269,7 @@ class VshareOperations(FileOperations):
         if node.attrs is None:
             return await self.getattr(inode, ctx)
         honoured = bool(self._owners_honoured)
+        node.mtime_guessed |= _attrs.guesses_mtime(msg)
         return self._entry(node, _attrs.after_setattr(node.attrs, msg, honoured), fresh=False)
 
     async def _send_setattr(
@@ -590,3 +592,11 @@ class VshareOperations(FileOperations):
             await xattr_write(s, fids[0], key, b"", os.XATTR_REPLACE)
 
         await self._on([self._node(inode)], fn)
+
+
+def _gone(node: Inode, st: StatResult) -> bool:
+    """Whether ``node``'s file is removed, as far as this client knows: its only link
+    unlinked here, and not open. With the writeback cache the kernel sends the times it
+    keeps of a regular file at each unlink of it (``fuse_update_ctime``), and waits:
+    asked of the gateway, they would cost the ``rm`` a walk that fails, per file."""
+    return not node.names and not node.opens and st.st_nlink <= 1
