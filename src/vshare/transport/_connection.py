@@ -90,6 +90,8 @@ class SocketConnection:
         # the future of a receive waiting for data.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: Receives that waited for data (each let the event loop run others meanwhile).
+        self.waits = 0
 
     @property
     def socket(self) -> socket.socket:
@@ -124,6 +126,7 @@ class SocketConnection:
         every loop iteration until the data is read). Other event loops (trio, for the
         FUSE client) use anyio's portable wait.
         """
+        self.waits += 1
         loop = self._loop
         if loop is None:
             try:
