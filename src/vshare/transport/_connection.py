@@ -92,28 +92,43 @@ class SocketConnection:
         self._waiter: asyncio.Future[None] | None = None
         #: Receives that waited for data (each let the event loop run others meanwhile).
         self.waits = 0
+        #: The last receive took less than it asked for: the socket was empty then. A
+        #: peer that sends one request and waits for its reply has sent nothing since,
+        #: so the next receive waits for data before it tries (a recv failing with
+        #: EAGAIN, and the exception, once per request otherwise).
+        self._drained = False
 
     @property
     def socket(self) -> socket.socket:
         return self._sock
 
     async def receive(self, max_bytes: int) -> bytes:
+        if self._drained:
+            await self._wait_readable()
         while True:
             try:
-                return self._sock.recv(max_bytes)
+                data = self._sock.recv(max_bytes)
             except (BlockingIOError, InterruptedError):
                 await self._wait_readable()
+                continue
             except (ConnectionResetError, BrokenPipeError, TimeoutError):
                 return b""
+            self._drained = len(data) < max_bytes
+            return data
 
     async def receive_into(self, buf: memoryview) -> int:
+        if self._drained:
+            await self._wait_readable()
         while True:
             try:
-                return self._sock.recv_into(buf)
+                n = self._sock.recv_into(buf)
             except (BlockingIOError, InterruptedError):
                 await self._wait_readable()
+                continue
             except (ConnectionResetError, BrokenPipeError, TimeoutError):
                 return 0
+            self._drained = n < len(buf)
+            return n
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable.
