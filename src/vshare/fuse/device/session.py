@@ -32,6 +32,9 @@ from typing import Any
 from vshare.fuse.device import wire
 from vshare.fuse.device.types import EntryAttributes, FUSEError, RequestContext, SetattrFields
 
+#: A SETATTR's new attributes, which of them change, and its file handle if any.
+_SetattrArgs = tuple[EntryAttributes, SetattrFields, int | None]
+
 log = logging.getLogger("vshare.fuse")
 
 #: Kernel requests the kernel may have in the background (readahead, writeback) at once.
@@ -144,6 +147,9 @@ class DeviceSession:
             wire.FSYNCDIR: self._fsyncdir,
             wire.CREATE: self._create,
         }
+        #: A SETATTR's arguments as its fast path read them, for the task that answers
+        #: it when that path could not (by its request's unique; else read again).
+        self._setattr_read: tuple[int, _SetattrArgs] | None = None
         # The operations' ``*_now`` methods: what needs no request to the gateway is
         # answered in the device's reader callback, no task made (most of what the
         # kernel sends around a ``tar x``: lookups of new names, cached attributes,
@@ -402,8 +408,12 @@ class DeviceSession:
         return None if e is None else wire.attr_out(e)
 
     def _setattr_now(self, h: wire.Header, body: bytes) -> bytes | None:
-        e = self.ops.setattr_now(h.nodeid, *_setattr_args(h, body), self._ctx(h))
-        return None if e is None else wire.attr_out(e)
+        args = _setattr_args(h, body)
+        e = self.ops.setattr_now(h.nodeid, *args, self._ctx(h))
+        if e is None:  # answered in a task, which takes the arguments as read here
+            self._setattr_read = (h.unique, args)
+            return None
+        return wire.attr_out(e)
 
     def _getxattr_now(self, h: wire.Header, body: bytes) -> bytes | None:
         self.ops.getxattr_now(h.nodeid, wire.names(body[8:], 1)[0])  # raises, or None
@@ -420,7 +430,10 @@ class DeviceSession:
         return b"" if self.ops.flush_now(wire.release_in(body)) else None
 
     async def _setattr(self, h: wire.Header, body: bytes) -> bytes:
-        attr, fields, fh = _setattr_args(h, body)
+        read, self._setattr_read = self._setattr_read, None
+        attr, fields, fh = (
+            read[1] if read is not None and read[0] == h.unique else (_setattr_args(h, body))
+        )
         return wire.attr_out(await self.ops.setattr(h.nodeid, attr, fields, fh, self._ctx(h)))
 
     async def _readlink(self, h: wire.Header, body: bytes) -> bytes:
@@ -573,7 +586,7 @@ def _batch_forget(body: bytes) -> list[tuple[int, int]]:
     return [(pairs[2 * i], pairs[2 * i + 1]) for i in range(len(pairs) // 2)]
 
 
-def _setattr_args(h: wire.Header, body: bytes) -> tuple[EntryAttributes, SetattrFields, int | None]:
+def _setattr_args(h: wire.Header, body: bytes) -> _SetattrArgs:
     """A SETATTR's new attributes, which of them change, and its file handle if any."""
     s = wire.setattr_in(body)
     v = s.valid
