@@ -15,8 +15,9 @@ BIN := $(VENV)/bin
 TEST_DEBS := diod qemu-system-x86 linux-image-amd64 busybox-static gcc libc6-dev \
 	glusterfs-server libgfapi0 etcd-server socat libvirt-daemon libvirt-clients \
 	nfs-ganesha nfs-ganesha-vfs
-# What `make bench` compares against: fio, sshfs over a loopback sshd.
-BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server
+# What `make bench` compares against: fio, sshfs over a loopback sshd; valgrind counts
+# instructions per request (benchmarks/instructions.py), which this VM's drift leaves alone.
+BENCH_DEBS := $(TEST_DEBS) fio sshfs openssh-server valgrind
 # What the FUSE client mounts with (fusermount3), and what the virtualenv needs to build
 # libvirt-python (the gateway's libvirt lifecycle events) against libvirt's headers.
 BUILD_DEBS := fuse3 pkg-config gcc libvirt-dev
@@ -64,7 +65,8 @@ debs-bench:
 ## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
 ## diod, sshfs and GlusterFS's own client, then the gateway's GlusterFS cache per share
 ## cache mode (docs/benchmarks.md says how to read them)
-## then 9P requests per FUSE operation (and per entry of find | xargs stat), and the stock kernel 9P client (TCG guest) on diod,
+## then 9P requests per FUSE operation (and per entry of find | xargs stat), instructions per
+## call in the gateway and the FUSE client (callgrind), and the stock kernel 9P client (TCG guest) on diod,
 ## then the change feed (latency to a coherent mount's inotify; coherent vs always vs auto)
 bench: venv debs-bench
 	$(BIN)/python benchmarks/codec.py
@@ -74,6 +76,7 @@ bench: venv debs-bench
 	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache-bench.md
 	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
 	$(BIN)/python benchmarks/find_stat.py
+	$(BIN)/python benchmarks/instructions.py
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md
 	$(BIN)/python benchmarks/feed.py --markdown docs/feed-bench.md
