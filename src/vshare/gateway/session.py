@@ -283,7 +283,8 @@ class Session:
                             self.ctx.metrics.timeouts.labels(kind="frame").inc()
                             return f"a frame incomplete for {idle:g} s"
                         continue
-            waits = getattr(conn, "waits", None)  # its waits for data so far
+            # its waits for data so far, needed only while a yield is owed
+            waits = getattr(conn, "waits", None) if self._yield_owed else None
             if idle is None and not partial.used:  # no timer: a scope per read costs µs
                 data = await conn.receive(want)
             else:
