@@ -6,6 +6,8 @@ with the session, at Tversion (every fid goes) and when the session loses access
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from vshare.gateway.feed import Subscription, clamp_count
 from vshare.gateway.ops_base import OperationsBase
 from vshare.protocol import Message, Rwatch, Twatch
@@ -33,6 +35,6 @@ class FeedOps(OperationsBase):
                 self.ctx.feed.unsubscribe(sub)
             self._subs.clear()
 
-    async def close_all(self) -> None:
+    async def close_all(self, pause: Callable[[], Awaitable[None]] | None = None) -> None:
         self.end_feed()
-        await super().close_all()
+        await super().close_all(pause)
