@@ -36,7 +36,8 @@ from vshare.store import (
     StoreUnavailable,
     open_store,
 )
-from vshare.store._etcd_client import EtcdClient
+from vshare.store._etcd_client import EtcdClient, prefix_end
+from vshare.store._etcd_queue import Place
 from vshare.testing.etcd import EtcdServer, etcd_binary, free_port
 from vshare.testing.store_conformance import StoreConformance, apply_changes, make_share
 
@@ -381,6 +382,41 @@ def test_two_processes_racing_for_names_and_rules_one_wins(
     names = {s.name for s in store.list_shares()}
     assert names == {"rules-here"} | {f"race-{i}" for i in range(rounds)}
     assert len(store.list_rules(share.id)) == rounds
+
+
+def test_writers_that_keep_losing_take_turns(etcd: EtcdServer, prefix: str) -> None:
+    """The queue of writers that lost a race (``_etcd_queue``): a writer's turn comes
+    when every writer that queued before it has gone, whether it committed or died (its
+    lease ran out)."""
+    client = EtcdClient([etcd.endpoint])
+    key = prefix.encode()
+    try:
+        Place.join(client, key, ttl=1)  # a writer that died: its lease ends in 1-2 s
+        first = Place.join(client, key, ttl=10)
+        second = Place.join(client, key, ttl=10)
+        turns: dict[str, float] = {}
+
+        def wait(name: str, place: Place) -> None:
+            place.wait_turn(time.monotonic() + 10)
+            turns[name] = time.monotonic()
+
+        waiters = [threading.Thread(target=wait, args=a) for a in [("1", first), ("2", second)]]
+        start = time.monotonic()
+        for t in waiters:
+            t.start()
+        wait_for(lambda: "1" in turns, 5, "the first writer's turn")
+        assert turns["1"] - start > 0.5  # the dead writer's lease, not sooner
+        time.sleep(0.3)
+        assert "2" not in turns  # the first has not left
+        client.txn([], [first.leave_op()])  # as its winning commit does
+        wait_for(lambda: "2" in turns, 5, "the second writer's turn")
+        for t in waiters:
+            t.join()
+        second.close()
+        first.close()
+        assert client.range(key + b"wq/", prefix_end(key + b"wq/"))[1] == []
+    finally:
+        client.close()
 
 
 def test_two_control_services_racing_for_a_share_name(

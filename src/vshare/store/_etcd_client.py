@@ -215,9 +215,11 @@ class EtcdClient:
         *,
         revision: int = 0,
         keys_only: bool = False,
+        max_create_revision: int = 0,
     ) -> tuple[int, list[KeyValue]]:
         """The keys in [key, range_end) (just ``key`` without an end), sorted by key, at
-        ``revision`` (0: now); returns (the store's revision of the read, the keys)."""
+        ``revision`` (0: now), created at ``max_create_revision`` or before (if given);
+        returns (the store's revision of the read, the keys)."""
         body: dict[str, Any] = {"key": b64(key)}
         if range_end is not None:
             body["range_end"] = b64(range_end)
@@ -225,6 +227,8 @@ class EtcdClient:
             body["revision"] = revision
         if keys_only:
             body["keys_only"] = True
+        if max_create_revision:
+            body["max_create_revision"] = max_create_revision
         data = self.call("kv/range", body)
         return int(data["header"]["revision"]), [_kv(kv) for kv in data.get("kvs", ())]
 
@@ -271,8 +275,9 @@ class EtcdClient:
 
     # --- watch ---------------------------------------------------------------------------
 
-    def watch(self, key: bytes, start_revision: int) -> WatchStream:
-        """Watch ``key`` from ``start_revision`` (see :class:`WatchStream`).
+    def watch(self, key: bytes, start_revision: int, quiet: float | None = None) -> WatchStream:
+        """Watch ``key`` from ``start_revision`` (see :class:`WatchStream`); the stream ends
+        after ``quiet`` seconds without a message (None: never).
 
         Raises:
             EtcdUnavailable: no endpoint accepted the watch.
@@ -283,7 +288,7 @@ class EtcdClient:
         for step in range(len(self.endpoints)):
             index = (start + step) % len(self.endpoints)
             try:
-                return WatchStream(self.endpoints[index], key, start_revision, self.timeout)
+                return WatchStream(self.endpoints[index], key, start_revision, self.timeout, quiet)
             except (OSError, http.client.HTTPException) as exc:
                 last = f"{self.endpoints[index]}: {exc or type(exc).__name__}"
         raise EtcdUnavailable(f"etcd watch: no endpoint reachable ({last})")
@@ -316,7 +321,14 @@ class WatchStream:
     iteration ends when the stream does (etcd stopped, the connection broke, or
     :meth:`close` was called from any thread)."""
 
-    def __init__(self, endpoint: str, key: bytes, start_revision: int, timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        key: bytes,
+        start_revision: int,
+        timeout: float,
+        quiet: float | None = None,
+    ) -> None:
         url = httpx.URL(endpoint)
         self._conn = http.client.HTTPConnection(url.host, url.port or 2379, timeout=timeout)
         self._closed = False
@@ -333,7 +345,7 @@ class WatchStream:
                 raise http.client.HTTPException(f"watch: HTTP {self._response.status}")
             sock = self._conn.sock
             if sock is not None:
-                sock.settimeout(None)  # a watch is quiet for as long as nothing changes
+                sock.settimeout(quiet)  # a watch is quiet for as long as nothing changes
         except BaseException:
             self._conn.close()
             raise

@@ -11,9 +11,11 @@ Strategy and invariants:
   etcd ``mod_revision``), read whatever the write depends on *at that same etcd revision*,
   then commit in one etcd transaction guarded by "``meta/rev`` was not modified since".
   The transaction writes the data, ``meta/rev + 1`` and the change-feed entry together, or
-  nothing. A lost race reads again and retries (full-jitter backoff doubling from 1 ms to
-  1 s, up to ``write_timeout``: with a 50 ms cap, 200 writers at once — a fleet
-  registering — committed 50 in 10 s and failed the rest; with 1 s, 166; docs/scale.md).
+  nothing. A lost race reads again and retries, up to ``write_timeout``: at once if it
+  has not lost before, otherwise in turn — it queues behind the writers that lost
+  before it (``_etcd_queue``). Backoff alone collapses with many writers: with full
+  jitter doubling to 1 s, 200 writers at once — a fleet registering — committed 28-32 in
+  10 s and failed the rest; queued, all 200 in 8 s (docs/scale.md).
   Since every write modifies ``meta/rev``, the guard makes writes serializable:
   uniqueness rules (share names, live rules, identities, token hashes) and quotas (a
   tenant's usage is a scan of ``share/`` in the same view) are checked by reads and
@@ -75,6 +77,7 @@ from vshare.store._etcd_client import (
     WatchStream,
     prefix_end,
 )
+from vshare.store._etcd_queue import QUEUE_AFTER, Place
 from vshare.store._etcd_view import COMPACTED, REV, EtcdTx, EtcdView, Retry, chg_key
 from vshare.store._ledger import LedgerStore, Tx, View, check_compact, check_feed, snapshot_of
 from vshare.store._records import (
@@ -221,38 +224,52 @@ class EtcdStore(LedgerStore):
         races (see the module note). ``fn`` may raise to abort (nothing is written)."""
         deadline = time.monotonic() + self.write_timeout
         pause = 0.001
-        while True:
-            self._check_open()
-            with self._errors():
-                try:
-                    tx = EtcdTx(self._client, self._prefix)
-                    result = fn(tx)
-                except Retry:
-                    continue
-                if not tx.ops and not tx.changes:
-                    return result
-                ops = list(tx.ops)
-                if tx.changes:
-                    ops.append(Op.put(tx.key(REV), str(tx.revision).encode()))
-                    ops.append(
-                        Op.put(tx.key(chg_key(tx.revision)), json.dumps(tx.changes).encode())
-                    )
-                    upto = tx.revision - self.keep_revisions
-                    if upto > tx.compacted:
-                        ops += self._trim_ops(tx, upto)
-                guard = Compare.mod_revision(tx.key(REV), tx.rev_mod)
-                won, _, _ = self._client.txn([guard], ops)
-            if won:
-                if tx.changes:
-                    self._publish(tx.revision)
-                return result
-            if time.monotonic() > deadline:
-                raise StoreUnavailable(
-                    f"store {self.label}: too many concurrent writers"
-                    f" (no commit for {self.write_timeout:g} s)"
-                )
-            time.sleep(random.uniform(0, pause))  # jitter, not a secret
-            pause = min(pause * 2, 1.0)
+        lost = 0
+        place: Place | None = None  # in the queue of writers that keep losing
+        try:
+            while True:
+                self._check_open()
+                with self._errors():
+                    if place is not None:
+                        place.wait_turn(deadline)
+                    try:
+                        tx = EtcdTx(self._client, self._prefix)
+                        result = fn(tx)
+                    except Retry:
+                        continue
+                    if not tx.ops and not tx.changes:
+                        return result
+                    ops = list(tx.ops)
+                    if tx.changes:
+                        ops.append(Op.put(tx.key(REV), str(tx.revision).encode()))
+                        ops.append(
+                            Op.put(tx.key(chg_key(tx.revision)), json.dumps(tx.changes).encode())
+                        )
+                        upto = tx.revision - self.keep_revisions
+                        if upto > tx.compacted:
+                            ops += self._trim_ops(tx, upto)
+                    if place is not None:
+                        ops.append(place.leave_op())  # the next writer's turn begins
+                    guard = Compare.mod_revision(tx.key(REV), tx.rev_mod)
+                    won, _, _ = self._client.txn([guard], ops)
+                    if won:
+                        if tx.changes:
+                            self._publish(tx.revision)
+                        return result
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailable(
+                            f"store {self.label}: too many concurrent writers"
+                            f" (no commit for {self.write_timeout:g} s)"
+                        )
+                    lost += 1
+                    if place is None and lost >= QUEUE_AFTER:
+                        place = Place.join(self._client, self._prefix, self.write_timeout)
+                if place is None:
+                    time.sleep(random.uniform(0, pause))  # jitter, not a secret
+                    pause = min(pause * 2, 1.0)
+        finally:
+            if place is not None:
+                place.close()
 
     @staticmethod
     def _trim_ops(tx: EtcdTx, upto: int) -> list[dict[str, Any]]:
