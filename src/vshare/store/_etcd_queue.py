@@ -11,7 +11,8 @@ So a writer that has lost ``QUEUE_AFTER`` races joins a queue: a key ``wq/<uuid>
 lease of its own, so a writer that dies leaves the queue within ``write_timeout``); its
 place is the key's create revision. While keys created before it remain, it watches the
 one just before its own (etcd's lock recipe: no polling, and each key has one watcher)
-and looks again when that one goes. At the front it retries at once, and its winning
+and retries when that one goes (looking again only if it loses). At the front it retries
+at once, and its winning
 commit deletes its key in the same transaction: the next writer's turn begins with
 that commit. A writer that has not lost yet does not queue: a write with no contention
 costs what it did.
@@ -56,7 +57,10 @@ class Place:
         return cls(client, prefix, key, lease, at)
 
     def wait_turn(self, deadline: float) -> None:
-        """Wait until no writer is ahead, or until ``deadline`` (``time.monotonic``)."""
+        """Wait until the writer queued just before this one has gone, none being left
+        before it (or until ``deadline``, ``time.monotonic``). When that one goes this
+        one is at the front, unless that one died or gave up with others still ahead:
+        then its attempt may lose, and the next wait looks again."""
         start = self._prefix + b"wq/"
         while True:
             at, ahead = self._client.range(
@@ -69,9 +73,12 @@ class Place:
             stream = self._client.watch(before, at + 1, quiet=left)
             try:
                 for message in stream:  # ends after ``left`` seconds of quiet
-                    gone = any(e.kind == "delete" for e in message.events)
-                    if gone or message.canceled or message.compact_revision:
-                        break
+                    if any(e.kind == "delete" for e in message.events):
+                        return
+                    if message.canceled or message.compact_revision:
+                        break  # look again
+                else:
+                    return  # quiet until the deadline, or the stream broke: try anyway
             finally:
                 stream.close()
 
