@@ -76,6 +76,10 @@ from vshare.transport import PeerIdentity
 __all__ = ["FID_CHANGES", "FID_FIELDS", "Operations", "WouldBlock", "fids_of"]
 
 #: Requests that make no backend call at all (or, for Tread, none that may wait).
+#: A T-message's handler: a function of :class:`Operations`, called with the operations
+#: and the message.
+Handler = Callable[[Any, Any], Awaitable[Message]]
+
 _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: Requests whose backend calls are metadata only. Not here: data (read, write, readdir,
 #: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but
@@ -148,22 +152,25 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
             self._inline_types = _NO_BACKEND | _FROM_MEMORY
         else:
             self._inline_types = _NO_BACKEND
-        #: The dispatch table: one bound method per T-message, looked up once per request.
-        self._handlers: dict[type, Callable[[Any], Awaitable[Message]]] = {
-            Tauth: self.auth, Tattach: self.attach, Twalk: self.walk, Tlopen: self.lopen,
-            Tlcreate: self.lcreate, Tlcreateat: self.lcreateat, Twalkopen: self.walkopen,
-            Tfallocate: self.fallocate,
-            Tread: self.read,
-            Twrite: self.write, Tclunk: self.clunk,
-            Tremove: self.remove, Tgetattr: self.getattr, Tgetattrat: self.getattrat,
-            Tsetattr: self.setattr,
-            Treaddir: self.readdir, Treaddirplus: self.readdirplus, Tfsync: self.fsync,
-            Tstatfs: self.statfs,
-            Treadlink: self.readlink, Tsymlink: self.symlink, Tmknod: self.mknod,
-            Tmkdir: self.mkdir, Tlink: self.link, Trename: self.rename,
-            Trenameat: self.renameat, Tunlinkat: self.unlinkat, Txattrwalk: self.xattrwalk,
-            Txattrcreate: self.xattrcreate, Tlock: self.lock, Tgetlock: self.getlock,
-            Twatch: self.watch,
+        #: The dispatch table: one function of the class per T-message, looked up once per
+        #: request and called with the operations. (Bound methods would make a reference
+        #: cycle of every session's operations, freed only by the cyclic collector.)
+        ops = type(self)
+        self._handlers: dict[type, Handler] = {
+            Tauth: ops.auth, Tattach: ops.attach, Twalk: ops.walk, Tlopen: ops.lopen,
+            Tlcreate: ops.lcreate, Tlcreateat: ops.lcreateat, Twalkopen: ops.walkopen,
+            Tfallocate: ops.fallocate,
+            Tread: ops.read,
+            Twrite: ops.write, Tclunk: ops.clunk,
+            Tremove: ops.remove, Tgetattr: ops.getattr, Tgetattrat: ops.getattrat,
+            Tsetattr: ops.setattr,
+            Treaddir: ops.readdir, Treaddirplus: ops.readdirplus, Tfsync: ops.fsync,
+            Tstatfs: ops.statfs,
+            Treadlink: ops.readlink, Tsymlink: ops.symlink, Tmknod: ops.mknod,
+            Tmkdir: ops.mkdir, Tlink: ops.link, Trename: ops.rename,
+            Trenameat: ops.renameat, Tunlinkat: ops.unlinkat, Txattrwalk: ops.xattrwalk,
+            Txattrcreate: ops.xattrcreate, Tlock: ops.lock, Tgetlock: ops.getlock,
+            Twatch: ops.watch,
         }  # fmt: skip
 
     async def walkopen(self, msg: Twalkopen) -> Message:
@@ -182,7 +189,9 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         assert isinstance(opened, Rlopen)
         return Rwalkopen(opened.qid, opened.iounit)
 
-    def handler(self, msg_type: type) -> Callable[[Any], Awaitable[Message]] | None:
+    def handler(self, msg_type: type) -> Handler | None:
+        """The handler of ``msg_type``, to be called with these operations and the
+        message."""
         return self._handlers.get(msg_type)
 
     def runs_inline(self, msg: Message) -> bool:
@@ -214,6 +223,6 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         """Answer ``msg`` with its backend calls made here, on the event loop."""
         token = INLINE.set(True)
         try:
-            return await self._handlers[type(msg)](msg)
+            return await self._handlers[type(msg)](self, msg)
         finally:
             INLINE.reset(token)

@@ -233,6 +233,7 @@ class Session:
                     self._end_turn()
                     await self._tasks.wait()
                     await self._take_turn()
+                self._tasks.close()  # none left, none to come
                 if self._failed:
                     reason = "internal error"
                 try:
@@ -544,7 +545,7 @@ class Session:
         changes = describe(self.ops.fids, msg) if feed.active else None
         reply: Message
         try:
-            reply = await (self.ops.inline(msg) if inline else handler(msg))
+            reply = await (self.ops.inline(msg) if inline else handler(self.ops, msg))
             if changes is not None and type(reply) is not Rlerror:
                 feed.publish(changes[0], changes[1], origin=self.id)
             if type(reply) is Rattach:  # the handshake is complete: no deadline from now on

@@ -56,6 +56,12 @@ class TaskSet:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
+    def close(self) -> None:
+        """The owner starts no more tasks and has seen them end: let go of its
+        ``on_error`` (a bound method of the owner, which holds this set, is a reference
+        cycle). A task that fails after this is logged."""
+        self._on_error = None
+
     async def aclose(self) -> None:
         """Cancel every task and wait until they have ended."""
         while self._tasks:
