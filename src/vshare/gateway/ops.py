@@ -75,11 +75,11 @@ from vshare.transport import PeerIdentity
 
 __all__ = ["FID_CHANGES", "FID_FIELDS", "Operations", "WouldBlock", "fids_of"]
 
-#: Requests that make no backend call at all (or, for Tread, none that may wait).
 #: A T-message's handler: a function of :class:`Operations`, called with the operations
 #: and the message.
 Handler = Callable[[Any, Any], Awaitable[Message]]
 
+#: Requests that make no backend call at all (or, for Tread, none that may wait).
 _NO_BACKEND: Final = frozenset({Tauth, Tlock, Tgetlock, Txattrcreate, Tread})
 #: Requests whose backend calls are metadata only. Not here: data (read, write, readdir,
 #: fsync), remove (freeing a large file's blocks can take long), attach. Tunlinkat is, but

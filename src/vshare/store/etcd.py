@@ -11,11 +11,11 @@ Strategy and invariants:
   etcd ``mod_revision``), read whatever the write depends on *at that same etcd revision*,
   then commit in one etcd transaction guarded by "``meta/rev`` was not modified since".
   The transaction writes the data, ``meta/rev + 1`` and the change-feed entry together, or
-  nothing. A lost race reads again and retries, up to ``write_timeout``: at once if it
-  has not lost before, otherwise in turn — it queues behind the writers that lost
-  before it (``_etcd_queue``). Backoff alone collapses with many writers: with full
-  jitter doubling to 1 s, 200 writers at once — a fleet registering — committed 28-32 in
-  10 s and failed the rest; queued, all 200 in 8 s (docs/scale.md).
+  nothing. A write that loses the race queues behind the writers that lost before it
+  and retries in turn, up to ``write_timeout`` (``_etcd_queue``). Backoff alone
+  collapses with many writers: with full jitter doubling to 1 s, 200 writers at once — a
+  fleet registering — committed 28-32 in 10 s and failed the rest; queued, all 200 in
+  8-10 s (docs/scale.md).
   Since every write modifies ``meta/rev``, the guard makes writes serializable:
   uniqueness rules (share names, live rules, identities, token hashes) and quotas (a
   tenant's usage is a scan of ``share/`` in the same view) are checked by reads and
@@ -58,7 +58,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -77,7 +76,7 @@ from vshare.store._etcd_client import (
     WatchStream,
     prefix_end,
 )
-from vshare.store._etcd_queue import QUEUE_AFTER, Place
+from vshare.store._etcd_queue import Place
 from vshare.store._etcd_view import COMPACTED, REV, EtcdTx, EtcdView, Retry, chg_key
 from vshare.store._ledger import LedgerStore, Tx, View, check_compact, check_feed, snapshot_of
 from vshare.store._records import (
@@ -223,9 +222,7 @@ class EtcdStore(LedgerStore):
         """``fn`` builds a write from what it reads; commit it atomically, retrying lost
         races (see the module note). ``fn`` may raise to abort (nothing is written)."""
         deadline = time.monotonic() + self.write_timeout
-        pause = 0.001
-        lost = 0
-        place: Place | None = None  # in the queue of writers that keep losing
+        place: Place | None = None  # in the queue of writers that lost a race
         try:
             while True:
                 self._check_open()
@@ -261,12 +258,8 @@ class EtcdStore(LedgerStore):
                             f"store {self.label}: too many concurrent writers"
                             f" (no commit for {self.write_timeout:g} s)"
                         )
-                    lost += 1
-                    if place is None and lost >= QUEUE_AFTER:
+                    if place is None:
                         place = Place.join(self._client, self._prefix, self.write_timeout)
-                if place is None:
-                    time.sleep(random.uniform(0, pause))  # jitter, not a secret
-                    pause = min(pause * 2, 1.0)
         finally:
             if place is not None:
                 place.close()
