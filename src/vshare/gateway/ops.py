@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from vshare.gateway.context import GatewayContext
+from vshare.gateway.fids import releasing_in_steps
 from vshare.gateway.ops_base import INLINE, WouldBlock, os_error
 from vshare.gateway.ops_feed import FeedOps
 from vshare.gateway.ops_fids import FidOps
@@ -223,6 +224,7 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
         """Answer ``msg`` with its backend calls made here, on the event loop."""
         token = INLINE.set(True)
         try:
-            return await self._handlers[type(msg)](self, msg)
+            with releasing_in_steps(self.put_off):  # a deep chain goes after the reply
+                return await self._handlers[type(msg)](self, msg)
         finally:
             INLINE.reset(token)

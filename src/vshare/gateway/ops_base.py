@@ -23,7 +23,15 @@ import anyio
 
 from vshare.backend.base import Attr, Node, check_name
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.fids import Attachment, Fid, Link, XattrWrite, qid_of, release
+from vshare.gateway.fids import (
+    Attachment,
+    Fid,
+    Link,
+    XattrWrite,
+    qid_of,
+    release,
+    releasing_in_steps,
+)
 from vshare.protocol import GETATTR_BASIC, GETATTR_BTIME, NOFID, Rgetattr
 from vshare.transport import PeerIdentity
 
@@ -91,6 +99,11 @@ class OperationsBase:
         self.lock_budget = ctx.budgets.locks.account(key, session_id, str(identity))
         self.msize = ctx.config.msize
         self.fids: dict[int, Fid] = {}
+        #: Links a request answered on the event loop stopped letting go of (a chain too
+        #: deep for one step: ``fids.RELEASE_STEP``), each with one reference to drop; the
+        #: session lets go of them after the reply (:meth:`let_go_of_put_off`). Still
+        #: charged to the fid budget until then.
+        self.put_off: list[Link] = []
         self._attachments: set[Attachment] = set()
         self.squash = ctx.config.ownership == "squash"
         #: Whether metadata requests answered on the event loop make their backend calls
@@ -220,6 +233,19 @@ class OperationsBase:
 
         self.fid_budget.give(await self._run_shielded(att, close))
 
+    async def let_go_of_put_off(self, pause: Callable[[], Awaitable[None]] | None) -> None:
+        """Let go of the links put off (:attr:`put_off`), ``RELEASE_STEP`` at a time with
+        ``pause`` awaited between steps; with no ``pause``, all at once."""
+        put_off = self.put_off
+        while put_off:
+            link = put_off.pop()
+            if pause is None:
+                self.fid_budget.give(release(link))
+                continue
+            with releasing_in_steps(put_off):
+                self.fid_budget.give(release(link))
+            await pause()
+
     async def close_all(self, pause: Callable[[], Awaitable[None]] | None = None) -> None:
         """Clunk every fid (session end, Tversion, a session whose access was revoked).
 
@@ -247,10 +273,12 @@ class OperationsBase:
                 await pause()
         if self.metadata_inline and (pause is not None or len(steps) <= 1):
             freed = 0
-            for step in steps:
-                freed += _close(step)
+            for step in steps:  # a fid's chain of links is let go of in steps too
+                with releasing_in_steps(self.put_off):
+                    freed += _close(step)
                 if pause is not None:
                     await pause()
+            await self.let_go_of_put_off(pause)
             _close_roots(roots.values())
         else:
 
@@ -262,6 +290,7 @@ class OperationsBase:
                 _close_roots(roots.values())
                 return closed
 
+            await self.let_go_of_put_off(pause)  # what a request on the loop put off
             freed = await self.ctx.workers.run(close)
         self.fid_budget.give(freed)
         self.ctx.locks.release_session(self.session_id)

@@ -351,6 +351,9 @@ class Session:
                         and (reply := await self._answer(msg, inline=True)) is not None
                     ):
                         await self._add_to_batch(batch, tag, reply)
+                        if ops.put_off:  # a deep chain of links: let go of after the reply
+                            await self._send_batch(batch)
+                            await ops.let_go_of_put_off(self._pause)
                     elif len(self._inflight) >= config.max_inflight:
                         await self._add_to_batch(batch, tag, Rlerror(errno.EAGAIN))
                     else:
