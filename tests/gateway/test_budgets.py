@@ -12,6 +12,7 @@ session's turn: 3 ms of a 5 ms limit that was not the gateway's doing.)
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import json
 import os
@@ -20,10 +21,10 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
@@ -41,6 +42,8 @@ from .helpers import walk
 from .test_pipelining import fds_into, sessions_ended
 
 pytestmark = pytest.mark.anyio
+P = ParamSpec("P")
+E = TypeVar("E", bound=BaseException)
 ROOT = Path(__file__).resolve().parents[2]
 P99_LIMIT = 0.005
 MEASURE_AT_LEAST = 1.0  # seconds: ~400 getattrs
@@ -91,7 +94,48 @@ async def victim(gw: Running) -> AsyncIterator[Victim]:
             v.latencies = json.loads(await receive_line(proc.stdout))
     print(v.report("other tenant"))
     assert len(v.latencies) > 50
-    assert v.p99() <= P99_LIMIT, v.report("other tenant")
+    if v.p99() > P99_LIMIT:
+        raise TooSlow(v.report("other tenant") + f" (limit {P99_LIMIT * 1e3:.0f} ms)")
+
+
+class TooSlow(AssertionError):
+    """The other tenant's p99 was over ``P99_LIMIT``."""
+
+
+def twice_if_too_slow(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """Run a test with :func:`victim` once more if the other tenant was too slow; it fails
+    if it is too slow again (or fails otherwise).
+
+    Why: the limit is on the gateway's doing, but on a 2-core machine whatever else runs
+    delays the gateway's process too. Two CPU-bound processes beside the test take the
+    p99 of ``test_a_hundred_busy_sessions_of_one_identity_leave_others_fast`` from 1.4-1.8
+    to 5.3-5.8 ms here, and CI runs have failed at 5.6-7.4 ms, one test in nine, another
+    each time, their p50 twice this machine's. What these tests have caught were p99s of
+    22-51 ms and stalls of seconds, on every run: those fail both times."""
+
+    @functools.wraps(test)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await test(*args, **kwargs)
+            return
+        except BaseException as exc:
+            slow = exc if isinstance(exc, TooSlow) else only(exc, TooSlow)
+            if slow is None:
+                raise
+        print(f"once more, the other tenant was too slow: {slow}")
+        await test(*args, **kwargs)
+
+    return run
+
+
+def only(exc: BaseException, kind: type[E]) -> E | None:
+    """The one exception of ``kind`` that ``exc`` is (or a group of it, nested), or None if
+    ``exc`` is or holds anything else."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return only(exc.exceptions[0], kind)
+    return None
 
 
 async def receive_line(stream: anyio.abc.ByteReceiveStream) -> bytes:
@@ -177,6 +221,7 @@ async def test_the_soft_fd_limit_is_raised_at_start(gw: Running) -> None:
     assert soft == hard == gw.gateway.ctx.budgets.limits.nofile
 
 
+@twice_if_too_slow
 async def test_fids_until_emfile_leave_others_alone(start_gateway: GatewayFactory) -> None:
     async with start_gateway(tcp=True, shares=shares(), max_fids=1500,
                              max_fids_per_identity=2500) as gw:  # fmt: skip
@@ -266,6 +311,7 @@ async def test_a_session_ending_with_many_fids_holds_the_loop_only_briefly(
 # --- session slots ---------------------------------------------------------------------
 
 
+@twice_if_too_slow
 async def test_silent_connections_take_only_their_identitys_slots(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -307,6 +353,7 @@ async def test_an_attached_session_has_no_handshake_deadline(
 MiB = 1 << 20
 
 
+@twice_if_too_slow
 async def test_frames_that_claim_a_megabyte_cost_what_was_sent(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -330,6 +377,7 @@ async def test_frames_that_claim_a_megabyte_cost_what_was_sent(
         assert budget.used == 0
 
 
+@twice_if_too_slow
 async def test_partial_frames_bounded_per_identity_and_in_time(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -353,6 +401,7 @@ async def test_partial_frames_bounded_per_identity_and_in_time(
 # --- replies nobody reads --------------------------------------------------------------
 
 
+@twice_if_too_slow
 async def test_replies_nobody_reads_stop_the_reading_of_that_session_only(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -403,6 +452,7 @@ async def test_replies_nobody_reads_stop_the_reading_of_that_session_only(
 
 
 @pytest.mark.parametrize("owners", [1, 1000])
+@twice_if_too_slow
 async def test_twenty_thousand_locks_leave_others_fast(
     start_gateway: GatewayFactory, owners: int
 ) -> None:
@@ -529,6 +579,7 @@ async def test_what_the_process_held_at_start_is_out_of_the_collectors_sight(
 # --- many sessions of one identity busy at once ----------------------------------------
 
 
+@twice_if_too_slow
 async def test_a_hundred_busy_sessions_of_one_identity_leave_others_fast(
     start_gateway: GatewayFactory,
 ) -> None:

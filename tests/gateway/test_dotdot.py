@@ -15,7 +15,7 @@ from vshare import protocol as p
 from .attacker import Peer
 from .conftest import GatewayFactory
 from .helpers import walk
-from .test_budgets import attacker, loop_watch, shares, victim
+from .test_budgets import attacker, loop_watch, shares, twice_if_too_slow, victim
 from .test_pipelining import fds_into, sessions_ended
 
 pytestmark = pytest.mark.anyio
@@ -32,6 +32,7 @@ def flatten(top: Path) -> None:
     os.rmdir(top)
 
 
+@twice_if_too_slow
 async def test_dotdot_walks_from_depth_5000_leave_others_fast(
     start_gateway: GatewayFactory,
 ) -> None:
