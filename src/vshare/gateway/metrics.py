@@ -16,6 +16,7 @@ from prometheus_client.core import (
 )
 
 from vshare.backend.base import Backend
+from vshare.gateway.collector import COLLECTOR
 
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0
@@ -241,12 +242,47 @@ class _LibvirtStats:
             )
 
 
+class _CollectorStats:
+    """The cyclic collector's passes and frozen objects (``vshare.gateway.collector``)."""
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["kind"]
+        count = CounterMetricFamily(
+            "vshare_gc_passes",
+            "Passes of the cyclic garbage collector, by kind (generation 0, 1, 2; thaw: "
+            "one over everything, made when no session is connected)",
+            labels=labels,
+        )
+        total = CounterMetricFamily(
+            "vshare_gc_pause_seconds", "Time the process was paused by those passes", labels=labels
+        )
+        longest = GaugeMetricFamily(
+            "vshare_gc_pause_longest_seconds", "The longest of those passes", labels=labels
+        )
+        for kind, times in sorted(COLLECTOR.passes.items()):
+            count.add_metric([kind], times.count)
+            total.add_metric([kind], times.total)
+            longest.add_metric([kind], times.longest)
+        yield from (count, total, longest)
+        yield GaugeMetricFamily(
+            "vshare_gc_frozen_objects",
+            "Objects out of the collector's sight (survivors of its oldest passes)",
+            value=COLLECTOR.frozen,
+        )
+        yield CounterMetricFamily(
+            "vshare_gc_thaw_freed_objects",
+            "Objects in cycles that thaws found among frozen ones, and freed",
+            value=COLLECTOR.thaw_collected,
+        )
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._requests = _RequestStats()
         r.register(self._requests)
+        r.register(_CollectorStats())
         self._backend_stats: _BackendStats | None = None
         self._budget_stats: _BudgetStats | None = None
         self._libvirt_stats: _LibvirtStats | None = None

@@ -19,7 +19,6 @@ whose identity was that instance's: a session never outlives the identity it att
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import os
 import resource
@@ -31,6 +30,7 @@ import anyio.abc
 
 from vshare.backend.base import Backend
 from vshare.gateway import libvirt
+from vshare.gateway.collector import COLLECTOR
 from vshare.gateway.config import GatewayConfig
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.feed_watch import Watchers
@@ -101,33 +101,6 @@ class _Served:
     closed: bool = False
 
 
-#: Allocations between two young-generation passes of Python's cyclic garbage collector
-#: (the default is 700). A gateway holds tens of thousands of small objects (fids, locks,
-#: cache entries, lineages): at the default, the collector's older-generation passes paused
-#: the event loop for every tenant, up to 155 ms in one CI run with 20,000 locks held; at
-#: 50,000 the other tenant's worst getattr in that test was 3.9 ms (6.0 ms before).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Make the cyclic collector's pauses rare (see ``GC_YOUNG_THRESHOLD``) and short: what
-    exists when the gateway starts (modules, classes, the configuration: 42,000 objects,
-    11 ms a full pass here) is moved out of the collector's sight (``gc.freeze``), so an
-    oldest-generation pass, which holds every tenant, scans only what sessions made
-    (passes of 9-43 ms were seen in the budget tests before). Process-wide: the gateway is
-    its process's main job; :func:`untune_gc` gives the objects back when it stops."""
-    young, older, oldest = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), max(older, 20), max(oldest, 20))
-    gc.collect()  # no garbage frozen for good
-    gc.freeze()
-
-
-def untune_gc() -> None:
-    """The objects :func:`tune_gc` froze, back in the collector's sight (they may have
-    become garbage meanwhile: a test process starts many gateways)."""
-    gc.unfreeze()
-
-
 class Gateway:
     def __init__(
         self,
@@ -180,7 +153,7 @@ class Gateway:
         per registered instance socket. ``task_status.started`` receives the bound
         addresses (tcp port 0 → real port).
         """
-        tune_gc()
+        COLLECTOR.start()
         uris = list(listen_on if listen_on is not None else self.config.listen)
         uris += [self.hvsock_uri(s) for inst in self.instances for s in sorted(inst.sockets)]
         if not uris:
@@ -228,7 +201,7 @@ class Gateway:
             self._serving = False
             self._close_listeners()
             self.ctx.workers.close()  # idle now: sessions ended, their fids closed
-            untune_gc()
+            COLLECTOR.stop()
             self._stopped.set()
 
     # --- listeners ----------------------------------------------------------------------
@@ -380,6 +353,8 @@ class Gateway:
         finally:
             slot.close()
             self.sessions.discard(session)
+            if not self.sessions:
+                COLLECTOR.idle()  # nobody to pause
             self._live.pop(session, None)
             served.sessions.discard(live)
             live.done.set()
