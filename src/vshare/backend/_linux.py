@@ -168,6 +168,26 @@ def getdents64(fd: int, buf: ctypes.Array[ctypes.c_char]) -> bytes:
     return ctypes.string_at(buf, n)
 
 
+_dirent_buffers = threading.local()  # this thread's getdents64 buffers, by size
+
+
+def dirent_buffer(least: int) -> ctypes.Array[ctypes.c_char]:
+    """This thread's buffer for :func:`getdents64` of at least ``least`` bytes (rounded up to
+    a power of two), kept for the next call. Not one made per call: a buffer of a size not
+    alive at the moment makes a new ctypes array type, 8 objects in a reference cycle that
+    only the cyclic collector frees."""
+    size = 1 << max(0, least - 1).bit_length()
+    buffers: dict[int, ctypes.Array[ctypes.c_char]] | None = getattr(
+        _dirent_buffers, "by_size", None
+    )
+    if buffers is None:
+        buffers = _dirent_buffers.by_size = {}
+    buf = buffers.get(size)
+    if buf is None:
+        buf = buffers[size] = ctypes.create_string_buffer(size)
+    return buf
+
+
 def iter_dirents(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     """``(d_ino, d_off, d_type, name)`` for each ``linux_dirent64`` record in ``data``."""
     pos = 0

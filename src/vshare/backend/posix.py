@@ -137,7 +137,6 @@ Other rules
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
@@ -510,7 +509,7 @@ class PosixBackend(CheckedBackend[PosixNode, PosixOpenFile]):
         out: list[DirEntry] = []
         # Sized for the batch (names average far below 64 bytes), at least one page (a record
         # is at most 280 bytes), at most 32 KiB; a fuller batch just takes another getdents.
-        buf = ctypes.create_string_buffer(
+        buf = _linux.dirent_buffer(
             min(_READDIR_MAX_BUFSIZE, max(_READDIR_MIN_BUFSIZE, max_entries * 64))
         )
         with f._ref as fd, f._dir_lock:
