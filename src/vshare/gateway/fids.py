@@ -98,18 +98,18 @@ RELEASE_STEP: Final = 32
 #: stops at once it has freed ``RELEASE_STEP``, with the reference it was to drop, for the
 #: session to let go of in steps of its own (:meth:`OperationsBase.let_go_of_put_off`). Unset
 #: in worker threads, which free a whole chain.
-_PUT_OFF: ContextVar[list[Link] | None] = ContextVar("vshare_put_off", default=None)
+PUT_OFF: ContextVar[list[Link] | None] = ContextVar("vshare_put_off", default=None)
 
 
 @contextmanager
 def releasing_in_steps(put_off: list[Link]) -> Iterator[None]:
     """Within: :func:`release` frees at most ``RELEASE_STEP`` links, the rest goes to
     ``put_off``."""
-    token = _PUT_OFF.set(put_off)
+    token = PUT_OFF.set(put_off)
     try:
         yield
     finally:
-        _PUT_OFF.reset(token)
+        PUT_OFF.reset(token)
 
 
 def release(link: Link | None) -> int:
@@ -118,7 +118,7 @@ def release(link: Link | None) -> int:
     from a worker thread, or on the loop within :func:`releasing_in_steps`, which bounds
     the links freed here). Returns how many links were freed (given back to the budget)."""
     freed = 0
-    put_off = _PUT_OFF.get()
+    put_off = PUT_OFF.get()
     while link is not None and not link.root:
         if put_off is not None and freed >= RELEASE_STEP:
             put_off.append(link)  # with the reference this call was to drop

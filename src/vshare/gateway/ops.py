@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.fids import releasing_in_steps
+from vshare.gateway.fids import PUT_OFF
 from vshare.gateway.ops_base import INLINE, WouldBlock, os_error
 from vshare.gateway.ops_feed import FeedOps
 from vshare.gateway.ops_fids import FidOps
@@ -223,8 +223,9 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
     async def inline(self, msg: Message) -> Message:
         """Answer ``msg`` with its backend calls made here, on the event loop."""
         token = INLINE.set(True)
+        put_off = PUT_OFF.set(self.put_off)  # a deep chain of links goes after the reply
         try:
-            with releasing_in_steps(self.put_off):  # a deep chain goes after the reply
-                return await self._handlers[type(msg)](self, msg)
+            return await self._handlers[type(msg)](self, msg)
         finally:
+            PUT_OFF.reset(put_off)
             INLINE.reset(token)
