@@ -266,8 +266,9 @@ class _CollectorStats:
         yield from (count, total, longest)
         yield GaugeMetricFamily(
             "vshare_gc_frozen_objects",
-            "Objects out of the collector's sight (survivors of its oldest passes)",
-            value=COLLECTOR.frozen,
+            "Objects out of the collector's sight (what the process held at the start, and "
+            "survivors of oldest passes), counted at the start and at each thaw",
+            value=COLLECTOR.frozen_counted,
         )
         yield CounterMetricFamily(
             "vshare_gc_thaw_freed_objects",
