@@ -94,22 +94,36 @@ def hold(link: Link | None) -> Link | None:
 #: session's end let go of 5,000 in one step: 40-60 ms with every tenant waiting).
 RELEASE_STEP: Final = 32
 
-#: Set on the event loop (:func:`releasing_in_steps`): where :func:`release` puts the link it
-#: stops at once it has freed ``RELEASE_STEP``, with the reference it was to drop, for the
-#: session to let go of in steps of its own (:meth:`OperationsBase.let_go_of_put_off`). Unset
-#: in worker threads, which free a whole chain.
-PUT_OFF: ContextVar[list[Link] | None] = ContextVar("vshare_put_off", default=None)
+
+class OnLoop:
+    """What work done on the event loop carries (the ``INLINE`` context variable): where
+    :func:`release` puts the link it stops at once it has freed ``RELEASE_STEP``, with the
+    reference it was to drop, for the session to let go of in steps of its own
+    (:meth:`OperationsBase.let_go_of_put_off`)."""
+
+    __slots__ = ("put_off",)
+
+    def __init__(self, put_off: list[Link]) -> None:
+        self.put_off = put_off
+
+
+#: Set while a session does a request's backend work on its event loop (see
+#: :meth:`Operations.inline`): backend calls then run where they are, without a worker
+#: thread, and :func:`release` frees a bounded number of links. A context variable, not an
+#: attribute, so a request task that happens to run meanwhile keeps its own setting. Unset
+#: (None) in worker threads, which free a whole chain.
+INLINE: ContextVar[OnLoop | None] = ContextVar("vshare_inline", default=None)
 
 
 @contextmanager
 def releasing_in_steps(put_off: list[Link]) -> Iterator[None]:
-    """Within: :func:`release` frees at most ``RELEASE_STEP`` links, the rest goes to
-    ``put_off``."""
-    token = PUT_OFF.set(put_off)
+    """Within (on the loop): :func:`release` frees at most ``RELEASE_STEP`` links, the
+    rest goes to ``put_off``."""
+    token = INLINE.set(OnLoop(put_off))
     try:
         yield
     finally:
-        PUT_OFF.reset(token)
+        INLINE.reset(token)
 
 
 def release(link: Link | None) -> int:
@@ -118,7 +132,8 @@ def release(link: Link | None) -> int:
     from a worker thread, or on the loop within :func:`releasing_in_steps`, which bounds
     the links freed here). Returns how many links were freed (given back to the budget)."""
     freed = 0
-    put_off = PUT_OFF.get()
+    on_loop = INLINE.get()
+    put_off = on_loop.put_off if on_loop is not None else None
     while link is not None and not link.root:
         if put_off is not None and freed >= RELEASE_STEP:
             put_off.append(link)  # with the reference this call was to drop

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from vshare.gateway.context import GatewayContext
-from vshare.gateway.fids import PUT_OFF
-from vshare.gateway.ops_base import INLINE, WouldBlock, os_error
+from vshare.gateway.fids import INLINE
+from vshare.gateway.ops_base import WouldBlock, os_error
 from vshare.gateway.ops_feed import FeedOps
 from vshare.gateway.ops_fids import FidOps
 from vshare.gateway.ops_io import IoOps
@@ -222,10 +222,8 @@ class Operations(FeedOps, FidOps, IoOps, NameOps, XattrLockOps):
 
     async def inline(self, msg: Message) -> Message:
         """Answer ``msg`` with its backend calls made here, on the event loop."""
-        token = INLINE.set(True)
-        put_off = PUT_OFF.set(self.put_off)  # a deep chain of links goes after the reply
+        token = INLINE.set(self.on_loop)  # (a deep chain of links goes after the reply)
         try:
             return await self._handlers[type(msg)](self, msg)
         finally:
-            PUT_OFF.reset(put_off)
             INLINE.reset(token)

@@ -16,7 +16,6 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -24,9 +23,11 @@ import anyio
 from vshare.backend.base import Attr, Node, check_name
 from vshare.gateway.context import GatewayContext
 from vshare.gateway.fids import (
+    INLINE,
     Attachment,
     Fid,
     Link,
+    OnLoop,
     XattrWrite,
     qid_of,
     release,
@@ -36,11 +37,6 @@ from vshare.protocol import GETATTR_BASIC, GETATTR_BTIME, NOFID, Rgetattr
 from vshare.transport import PeerIdentity
 
 T = TypeVar("T")
-
-#: Set while the session answers a request on its event loop (see :meth:`Operations.inline`):
-#: backend calls then run where they are, without a worker thread. A context variable, not
-#: an attribute, so a request task that happens to run meanwhile keeps its own setting.
-INLINE: ContextVar[bool] = ContextVar("vshare_inline", default=False)
 
 #: ``n_uname`` and gid meaning "none given" ((uid_t)-1).
 NO_ID: Final = 0xFFFFFFFF
@@ -104,6 +100,7 @@ class OperationsBase:
         #: session lets go of them after the reply (:meth:`let_go_of_put_off`). Still
         #: charged to the fid budget until then.
         self.put_off: list[Link] = []
+        self.on_loop = OnLoop(self.put_off)  # what Operations.inline sets INLINE to
         self._attachments: set[Attachment] = set()
         self.squash = ctx.config.ownership == "squash"
         #: Whether metadata requests answered on the event loop make their backend calls

@@ -7,10 +7,9 @@ import errno
 
 from vshare.backend.base import TIME_NOW, Node, check_name
 from vshare.gateway.context import audit_log
-from vshare.gateway.fids import Attachment, Fid, node_qid, walk_from_memory
+from vshare.gateway.fids import INLINE, Attachment, Fid, node_qid, walk_from_memory
 from vshare.gateway.fids import walk as walk_names
 from vshare.gateway.ops_base import (
-    INLINE,
     MAX_OFFSET,
     NO_ID,
     OperationsBase,

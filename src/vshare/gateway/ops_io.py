@@ -11,9 +11,8 @@ from typing import Final
 
 from vshare.backend._handle import FileSpan
 from vshare.backend.base import Attr, DirEntry, Listing, Node, OpenFile, check_name
-from vshare.gateway.fids import Fid, Link, node_qid, qid_of
+from vshare.gateway.fids import INLINE, Fid, Link, node_qid, qid_of
 from vshare.gateway.ops_base import (
-    INLINE,
     MAX_OFFSET,
     OperationsBase,
     WouldBlock,

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from vshare.backend.base import Node
-from vshare.gateway.fids import Attachment, node_qid
+from vshare.gateway.fids import INLINE, Attachment, node_qid
 from vshare.gateway.ops_base import (
-    INLINE,
     OperationsBase,
     WouldBlock,
     os_error,
