@@ -116,10 +116,10 @@ INLINE: ContextVar[OnLoop | None] = ContextVar("vshare_inline", default=None)
 
 
 @contextmanager
-def releasing_in_steps(put_off: list[Link]) -> Iterator[None]:
+def releasing_in_steps(on_loop: OnLoop) -> Iterator[None]:
     """Within (on the loop): :func:`release` frees at most ``RELEASE_STEP`` links, the
-    rest goes to ``put_off``."""
-    token = INLINE.set(OnLoop(put_off))
+    rest goes to ``on_loop.put_off``."""
+    token = INLINE.set(on_loop)
     try:
         yield
     finally:

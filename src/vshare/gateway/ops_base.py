@@ -100,7 +100,7 @@ class OperationsBase:
         #: session lets go of them after the reply (:meth:`let_go_of_put_off`). Still
         #: charged to the fid budget until then.
         self.put_off: list[Link] = []
-        self.on_loop = OnLoop(self.put_off)  # what Operations.inline sets INLINE to
+        self.on_loop = OnLoop(self.put_off)  # what INLINE is set to on the loop
         self._attachments: set[Attachment] = set()
         self.squash = ctx.config.ownership == "squash"
         #: Whether metadata requests answered on the event loop make their backend calls
@@ -239,7 +239,7 @@ class OperationsBase:
             if pause is None:
                 self.fid_budget.give(release(link))
                 continue
-            with releasing_in_steps(put_off):
+            with releasing_in_steps(self.on_loop):
                 self.fid_budget.give(release(link))
             await pause()
 
@@ -271,7 +271,7 @@ class OperationsBase:
         if self.metadata_inline and (pause is not None or len(steps) <= 1):
             freed = 0
             for step in steps:  # a fid's chain of links is let go of in steps too
-                with releasing_in_steps(self.put_off):
+                with releasing_in_steps(self.on_loop):
                     freed += _close(step)
                 if pause is not None:
                     await pause()
