@@ -124,21 +124,27 @@ async def attack(uri: str, args: list[str], hold: float) -> dict[str, Any]:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
+
+    async def line() -> bytes:
+        got = b""
+        while not got.endswith(b"\n"):
+            got += await stdout.receive()
+        return got
+
     try:
-        await anyio.sleep(0.3)  # its start (a fork of this process) is over
-        await proc.stdin.send(b"go\n")
-        line = b""
-        with anyio.fail_after(120):
-            while not line.endswith(b"\n"):
-                try:
-                    line += await proc.stdout.receive()
-                except anyio.EndOfStream:  # it died: its traceback is on stderr
-                    return {"attacker failed": await proc.wait()}
+        try:
+            with anyio.fail_after(120):
+                assert await line() == b"ready\n"  # its start (a fork of this process) is over
+                await proc.stdin.send(b"go\n")
+                result = await line()
+        except anyio.EndOfStream:  # it died: its traceback is on stderr
+            return {"attacker failed": await proc.wait()}
         await anyio.sleep(hold)
         await proc.stdin.aclose()
         with anyio.fail_after(30):
             await proc.wait()
-        return dict(json.loads(line))
+        return dict(json.loads(result))
     finally:
         if proc.returncode is None:
             proc.kill()

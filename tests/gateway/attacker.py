@@ -2,12 +2,12 @@
 
     python -m tests.gateway.attacker ATTACK URI [ARG...]
 
-It waits for a line on its stdin (so that starting it, a fork of the test process, is over
-before anyone measures), makes its attack, prints one JSON line saying what it got, then
-holds everything it made (connections, fids, locks) until its stdin closes, and exits
-(closing it all). A
-separate process, like a VM: its own work never runs on the gateway's event loop, so what
-the other tenant measures there is the gateway's doing.
+It prints ``ready`` once started and waits for a line on its stdin (so that its start, a
+fork of the test process and its imports, is over before anyone measures), makes its
+attack, prints one JSON line saying what it got, then holds everything it made
+(connections, fids, locks) until its stdin closes, and exits (closing it all). A separate
+process, like a VM: its own work never runs on the gateway's event loop, so what the other
+tenant measures there is the gateway's doing.
 """
 
 from __future__ import annotations
@@ -273,6 +273,7 @@ def main(argv: list[str]) -> None:
     # take the gateway's CPU away (a VM's vCPUs are not the gateway's), and what the other
     # tenant measures would be the scheduler, not the gateway.
     os.nice(19)
+    print("ready", flush=True)
     sys.stdin.readline()
     peers, result = ATTACKS[attack](uri, *args)
     print(json.dumps(result), flush=True)

@@ -4,9 +4,11 @@ each timed, while an attacker does its worst.
     python -m tests.gateway.tenant URI SHARE
 
 It attaches and prints ``ready``; then it sends a Tgetattr every 2 ms and times its round
-trip until a line arrives on its stdin; then it prints the latencies (seconds) as one JSON
-list and exits. A separate process, like a VM (and like ``attacker.py``): what it measures
-is the gateway's doing, not the hops its own client would take on the gateway's event loop.
+trip. A line ``mark`` on its stdin ends the getattrs made alone (before the attack); the
+line ``stop`` ends the rest. It prints both lists of latencies (seconds) as one JSON object,
+``{"alone": [...], "beside": [...]}``, and exits. A separate process, like a VM (and like
+``attacker.py``): what it measures is the gateway's doing, not the hops its own client would
+take on the gateway's event loop.
 """
 
 from __future__ import annotations
@@ -35,12 +37,22 @@ def main(uri: str, share: str) -> None:
     assert isinstance(clone, p.Rwalk), clone
     print("ready", flush=True)
     latencies: list[float] = []
-    while not select.select([sys.stdin], [], [], PAUSE)[0]:
+    alone: list[float] | None = None
+    lines = b""
+    while True:
+        if select.select([sys.stdin], [], [], PAUSE)[0]:
+            got = os.read(sys.stdin.fileno(), 64)
+            lines += got
+            if not got or b"stop\n" in lines:
+                break  # (an empty read: the test has gone)
+            if b"mark\n" in lines and alone is None:
+                alone, latencies = latencies, []
+            continue
         start = time.perf_counter()
         (reply,) = peer.pipeline([p.Tgetattr(1, p.GETATTR_BASIC)])
         latencies.append(time.perf_counter() - start)
         assert isinstance(reply, p.Rgetattr), reply
-    print(json.dumps(latencies), flush=True)
+    print(json.dumps({"alone": alone or [], "beside": latencies}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ refused or contained while a second tenant measures its getattr latency.
 
 The attacker is a separate process (``attacker.py``: raw 9P over a Unix socket, so its
 identity is this uid); so is the other tenant (``tenant.py``: over TCP from 127.0.0.1,
-another identity), as VMs are. Its p99 getattr latency must stay within 5 ms and every one
-of its requests must succeed. (Measured from this process, on the gateway's own event loop,
-each getattr also waited for the hops of its client's tasks there, each behind a busy
-session's turn: 3 ms of a 5 ms limit that was not the gateway's doing.)
+another identity), as VMs are. It times getattrs alone for half a second, then beside the
+attack: its p99 there must stay within 5 ms, or within twice its p99 alone on a machine
+slower than that allows (15 ms at most), and every one of its requests must succeed.
+(Measured from this process, on the gateway's own event loop, each getattr also waited for
+the hops of its client's tasks there, each behind a busy session's turn: 3 ms of a 5 ms
+limit that was not the gateway's doing.)
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ P = ParamSpec("P")
 E = TypeVar("E", bound=BaseException)
 ROOT = Path(__file__).resolve().parents[2]
 P99_LIMIT = 0.005
+#: Whatever the machine: what these tests have caught were p99s of 22-51 ms.
+P99_MOST = 0.015
+ALONE = 0.5  # seconds: ~200 getattrs
 MEASURE_AT_LEAST = 1.0  # seconds: ~400 getattrs
 #: The other tenant's sessions: tenant.py's, and its client in this process.
 VICTIM_SESSIONS = 2
@@ -59,25 +64,38 @@ def shares() -> tuple[Share, ...]:
 
 
 class Victim:
-    """The other tenant: ``tenant.py``'s getattr latencies, and a client of its own in this
-    process for what a test checks it can still do (not timed)."""
+    """The other tenant: ``tenant.py``'s getattr latencies alone (before the attack) and
+    beside the attacker, and a client of its own in this process for what a test checks
+    it can still do (not timed)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.latencies: list[float] = []
+        self.alone: list[float] = []
+        self.beside: list[float] = []
 
-    def p99(self) -> float:
-        return statistics.quantiles(self.latencies, n=100)[98]
+    def limit(self) -> float:
+        """What its p99 beside the attacker may be: ``P99_LIMIT``, or twice its own p99
+        alone on a machine where that is more, but never over ``P99_MOST``."""
+        return min(P99_MOST, max(P99_LIMIT, 2 * p99(self.alone)))
 
     def report(self, what: str) -> str:
-        lat = sorted(self.latencies)
-        return (f"{what}: {len(lat)} getattrs, p50 {lat[len(lat) // 2] * 1e3:.2f} ms,"
-                f" p99 {self.p99() * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms")  # fmt: skip
+        return f"{what}: alone {summary(self.alone)}; beside the attacker {summary(self.beside)}"
+
+
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+def summary(latencies: list[float]) -> str:
+    lat = sorted(latencies)
+    return (f"{len(lat)} getattrs, p50 {lat[len(lat) // 2] * 1e3:.2f} ms,"
+            f" p99 {p99(lat) * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms")  # fmt: skip
 
 
 @asynccontextmanager
 async def victim(gw: Running) -> AsyncIterator[Victim]:
-    """The other tenant measures while the body runs; its p99 is checked at the end."""
+    """The other tenant measures alone for ``ALONE`` seconds, then while the body runs;
+    its p99 beside the attacker is checked at the end."""
     uri = f"tcp://127.0.0.1:{gw.tcp_port}"
     async with child("tests.gateway.tenant", uri, "alpha") as proc, open_client(uri) as c:
         assert proc.stdin is not None and proc.stdout is not None
@@ -85,21 +103,24 @@ async def victim(gw: Running) -> AsyncIterator[Victim]:
             assert await receive_line(proc.stdout) == b"ready\n"
         await c.attach("alpha")  # (within the handshake timeout)
         v = Victim(c)
+        await anyio.sleep(ALONE)
+        await proc.stdin.send(b"mark\n")
         started = time.monotonic()
         yield v
         # a few more after the attacker has left, and enough of them for a p99
         await anyio.sleep(max(0.2, MEASURE_AT_LEAST - (time.monotonic() - started)))
         await proc.stdin.send(b"stop\n")
         with anyio.fail_after(10):
-            v.latencies = json.loads(await receive_line(proc.stdout))
+            got = json.loads(await receive_line(proc.stdout))
+        v.alone, v.beside = got["alone"], got["beside"]
     print(v.report("other tenant"))
-    assert len(v.latencies) > 50
-    if v.p99() > P99_LIMIT:
-        raise TooSlow(v.report("other tenant") + f" (limit {P99_LIMIT * 1e3:.0f} ms)")
+    assert len(v.alone) > 50 and len(v.beside) > 50
+    if p99(v.beside) > v.limit():
+        raise TooSlow(v.report("other tenant") + f" (limit {v.limit() * 1e3:.2f} ms)")
 
 
 class TooSlow(AssertionError):
-    """The other tenant's p99 was over ``P99_LIMIT``."""
+    """The other tenant's p99 beside the attacker was over :meth:`Victim.limit`."""
 
 
 def twice_if_too_slow(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
@@ -111,7 +132,11 @@ def twice_if_too_slow(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitab
     p99 of ``test_a_hundred_busy_sessions_of_one_identity_leave_others_fast`` from 1.4-1.8
     to 5.3-5.8 ms here, and CI runs have failed at 5.6-7.4 ms, one test in nine, another
     each time, their p50 twice this machine's. What these tests have caught were p99s of
-    22-51 ms and stalls of seconds, on every run: those fail both times."""
+    22-51 ms and stalls of seconds, on every run: those fail both times.
+
+    The limit follows the machine too (:meth:`Victim.limit`): a CI run failed two tests
+    twice at p99 6.8-12.4 ms with a p50 of 1.2-1.5 ms, where this machine's p50 was
+    0.6-0.9 ms and its p99 alone 2-3.9 ms."""
 
     @functools.wraps(test)
     async def run(*args: P.args, **kwargs: P.kwargs) -> None:
@@ -186,6 +211,9 @@ class Attacker:
 async def attacker(*args: str) -> AsyncIterator[Attacker]:
     """Start ``attacker.py`` with ``args``; it attacks in :meth:`Attacker.attack`."""
     async with child("tests.gateway.attacker", *args) as proc:
+        assert proc.stdout is not None
+        with anyio.fail_after(30):
+            assert await receive_line(proc.stdout) == b"ready\n"
         yield Attacker(proc)
 
 
