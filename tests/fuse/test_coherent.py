@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -355,3 +358,51 @@ def test_names_renamed_and_symlinks_made_on_the_host_fire_their_events(
     finally:
         top.close()
         sub.close()
+
+
+def test_a_dropped_cache_leaves_working_directories_reachable(
+    gateway_with: GatewayFactory, mount: MountFactory
+) -> None:
+    """When the feed's queue for a mount overflows (a host process made thousands of
+    changes: a `git gc` packing a repository's loose objects), the mount drops everything
+    it knows. A process whose working directory is in the mount must still find it:
+    `git status` failed with "unable to get current working directory" (getcwd ENOENT),
+    because every name was unhashed, its directory's too, though it still existed. Names
+    are now only expired (FUSE_EXPIRE_ONLY): the kernel asks again before using one."""
+    gw = gateway_with(metrics=True)
+    (gw.share_dir("alpha") / "sub" / "deeper").mkdir(parents=True)
+    mnt = mount(gw.uri, "alpha", "coherent")
+    m = mnt.path
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; sys.stdin.readline(); print(os.getcwd())"],
+        cwd=m / "sub" / "deeper", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert os.listdir(m / "sub") == ["deeper"]  # known whole, for coherent's hour
+        time.sleep(0.3)  # the feed's Twatch is waiting and the share is watched
+        # The mount is stopped while the host makes more changes than its queue holds.
+        os.kill(mnt.proc.pid, signal.SIGSTOP)
+        try:
+            host = gw.share_dir("alpha") / "sub"
+            for i in range(5000):
+                (host / f"n{i}").touch()
+            deadline = time.monotonic() + 10
+            while value(scrape(gw.metrics_port or 0), "vshare_feed_overflows_total") < 1:
+                assert time.monotonic() < deadline, "the feed's queue did not overflow"
+                time.sleep(0.05)
+        finally:
+            os.kill(mnt.proc.pid, signal.SIGCONT)
+        # The drop applied (the listing known whole is no more), and its invalidations
+        # made (a thread of the mount's, a moment after).
+        deadline = time.monotonic() + 10
+        while len(os.listdir(m / "sub")) < 5001:
+            assert time.monotonic() < deadline, "the mount did not drop its listing"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        out, _ = child.communicate(b"\n", timeout=10)
+        assert child.returncode == 0, "getcwd failed in the mount after the drop"
+        assert out.decode().strip() == str(m / "sub" / "deeper")
+        assert (m / "sub" / "deeper").is_dir()
+    finally:
+        child.kill()
+        child.wait()

@@ -80,6 +80,10 @@ int main(void) {
     i.flags2 = 1 << 4;  /* bit 36: DIRECT_IO_ALLOW_MMAP, newer than this header */
     hex("init_in", &i, sizeof i);
     hex("init_in_7_35", &i, 16);  /* what kernels before FUSE_INIT_EXT send */
+    struct fuse_notify_inval_entry_out e; memset(&e, 0, sizeof e);
+    e.parent = 5; e.namelen = 3; e.flags = FUSE_EXPIRE_ONLY;
+    hex("inval_entry_expire_only", &e, sizeof e);
+    printf("\"has_expire_only\": %llu,\n", (unsigned long long)FUSE_HAS_EXPIRE_ONLY);
     printf("\"end\": 0\n}\n");
     return 0;
 }
@@ -158,6 +162,10 @@ def test_replies_have_the_kernel_layout(header: dict[str, object]) -> None:
     entry_inval = wire.notify_inval_entry(5, b"abc")
     size = wire.OUT_HEADER.size + _int(header, "fuse_notify_inval_entry_out") + len(b"abc\0")
     assert len(entry_inval) == size
+    expire = wire.notify_inval_entry(5, b"abc", expire_only=True)
+    fixed = expire[wire.OUT_HEADER.size : size - len(b"abc\0")]
+    assert fixed.hex() == header["inval_entry_expire_only"]
+    assert _int(header, "has_expire_only") == wire.HAS_EXPIRE_ONLY
 
 
 def test_requests_filled_by_the_kernel_header_decode(header: dict[str, object]) -> None:

@@ -16,7 +16,8 @@ One task of the mount keeps a Twatch waiting on the gateway and applies what com
   drops every name of it known here, and its listing;
 - a seq the gateway did not expect (a new session after a reconnect or failover), or a
   CHANGE_ALL (its queue overflowed, or a share too large to watch), drops everything:
-  every inode's attributes and pages, every name.
+  every inode's attributes and pages, every name (directories' names expired, not
+  unhashed: the note above ``_is_dir``).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class Feed:
     async def _apply(self, changes: list[Change]) -> None:
         self.applied += len(changes)
         inval: dict[int, bool] = {}  # inode → attributes only
-        entries: list[tuple[int, str]] = []
+        #: directory, name, and whether to expire it only (:func:`_expire_only`)
+        entries: list[tuple[int, str, bool]] = []
         echoes: list[tuple[Inode, int]] = []
         names: list[tuple[Inode, str, Inode | None]] = []  # directory, name, its inode here
         #: directory, its names if it was known whole, the names known of it
@@ -154,7 +156,7 @@ class Feed:
                 child = self.ops.inodes.by_path.get((*node.parts, name))
                 if child is not None:
                     child.attrs_at = float("-inf")
-                entries.append((node.number, name))
+                entries.append((node.number, name, False))
                 if node.lookups > 0 or node is self.ops.inodes.root:
                     names.append((node, name, child))
             if kinds & (CHANGE_ATTR | CHANGE_DATA):
@@ -164,7 +166,7 @@ class Feed:
                     # and find which by listing it again (for the guest's inotify).
                     dropped = self._names_in(node)
                     if node.lookups > 0 or node is self.ops.inodes.root:
-                        relist.append((node, node.children, {n for _, n in dropped}))
+                        relist.append((node, node.children, {n for _, n, _ in dropped}))
                     node.children = None
                     entries += dropped
                     data = False
@@ -188,8 +190,8 @@ class Feed:
             if known is not None and st is not None and st.qid.path == known.qid_path:
                 known.attrs, known.attrs_at = st, now
         replays = self._name_replays(found)
-        for number, name in entries:
-            self.device.invalidate_entry_async(number, os.fsencode(name))
+        for number, name, expire_only in entries:
+            self.device.invalidate_entry_async(number, os.fsencode(name), expire_only=expire_only)
         if inval or echoes or replays:
             await anyio.to_thread.run_sync(self._invalidate_and_echo, inval, echoes, replays)
 
@@ -365,27 +367,28 @@ class Feed:
         else:
             os.unlink(path)
 
-    def _names_in(self, node: Inode) -> list[tuple[int, str]]:
-        """Every name of directory ``node`` known here, for ``invalidate_entry``."""
+    def _names_in(self, node: Inode) -> list[tuple[int, str, bool]]:
+        """Every name of directory ``node`` known here, for ``invalidate_entry``, and
+        whether it names a directory (:func:`_expire_only`)."""
         parts = tuple(node.parts)
         out = []
         for key, child in self.ops.inodes.by_path.items():
             if len(key) == len(parts) + 1 and key[:-1] == parts:
                 child.attrs_at = float("-inf")
-                out.append((node.number, key[-1]))
+                out.append((node.number, key[-1], _is_dir(child)))
         return out
 
     async def _drop_everything(self) -> None:
         inodes = self.ops.inodes
-        names: list[tuple[int, str]] = []
+        names: list[tuple[int, str, bool]] = []
         for node in list(inodes.by_number.values()):
             node.attrs_at = float("-inf")
             node.children = None
             node.seen = None
-        for key in list(inodes.by_path):
+        for key, child in list(inodes.by_path.items()):
             parent = inodes.by_path.get(key[:-1]) if len(key) > 1 else inodes.root
             if parent is not None:
-                names.append((parent.number, key[-1]))
+                names.append((parent.number, key[-1], _is_dir(child)))
         numbers = list(inodes.by_number)
 
         def drop() -> None:
@@ -394,9 +397,9 @@ class Feed:
                     self.device.invalidate_inode(number, attr_only=False)
                 except OSError:
                     pass
-            for parent, name in names:
+            for parent, name, expire_only in names:
                 try:
-                    self.device.invalidate_entry(parent, os.fsencode(name))
+                    self.device.invalidate_entry(parent, os.fsencode(name), expire_only=expire_only)
                 except OSError:
                     pass
 
@@ -405,6 +408,17 @@ class Feed:
 
 def _is_dir(node: Inode) -> bool:
     return node.attrs is not None and stat.S_ISDIR(node.attrs.st_mode)
+
+
+# Names dropped untold (everything, or a directory's names) are expired only when they
+# name directories, and unhashed otherwise:
+# - an unhashed directory that is a process's working directory keeps being it but loses
+#   its path: getcwd fails with ENOENT (`git status`, `make`, `pwd`), though the directory
+#   is still there. Expired, the kernel looks it up again before it uses it and drops it
+#   then if it is gone or another object (session.invalidate_entry);
+# - a file's entry is unhashed, so that the kernel lets its inode go and takes the
+#   gateway's size with the next lookup: under the writeback cache (auto, always,
+#   coherent) the kernel never takes a size from attributes for an inode it holds.
 
 
 def _writing(node: Inode) -> bool:

@@ -113,8 +113,10 @@ class DeviceSession:
         #: Interruptible requests not yet answered, by ``unique``.
         self._interruptible: set[int] = set()
         self._done: asyncio.Future[None] | None = None
-        self._notices: queue.SimpleQueue[tuple[int, bytes] | None] | None = None
+        self._notices: queue.SimpleQueue[tuple[int, bytes, bool] | None] | None = None
         self._noticer: threading.Thread | None = None
+        #: The kernel can expire a name without unhashing it (set at INIT).
+        self._expire_only = False
         self._handlers: dict[int, Handler] = {
             wire.LOOKUP: self._lookup,
             wire.GETATTR: self._getattr,
@@ -345,6 +347,7 @@ class DeviceSession:
         if getattr(self.ops, "cache_symlinks", False):
             want |= wire.CACHE_SYMLINKS
         flags = want & init.flags
+        self._expire_only = bool(init.flags & wire.HAS_EXPIRE_ONLY)
         log.debug("FUSE %d.%d, flags %#x of %#x", init.major, init.minor, flags, init.flags)
         return wire.init_out(
             min(init.minor, wire.KERNEL_MINOR),
@@ -362,12 +365,22 @@ class DeviceSession:
         Raises OSError (ENOENT) when the kernel does not hold the inode."""
         os.write(self.fd, wire.notify_inval_inode(ino, -1 if attr_only else 0, 0))
 
-    def invalidate_entry(self, parent: int, name: bytes) -> None:
+    def invalidate_entry(self, parent: int, name: bytes, *, expire_only: bool = False) -> None:
         """Drop the kernel's entry ``name`` in ``parent``. Raises OSError (ENOENT) when
-        it holds none."""
-        os.write(self.fd, wire.notify_inval_entry(parent, name))
+        it holds none.
 
-    def invalidate_entry_async(self, parent: int, name: bytes) -> None:
+        ``expire_only``: for a name that may still be there (everything dropped, names
+        untold). The kernel keeps the entry and looks the name up again before it uses it,
+        and drops it then if the answer differs. Unhashed instead, a directory that a
+        process has as its working directory stays its working directory but has no path
+        any more: getcwd fails with ENOENT (``git status``, ``make``, ``pwd``). Kernels
+        before 6.2 cannot: the entry is unhashed there."""
+        expire = expire_only and self._expire_only
+        os.write(self.fd, wire.notify_inval_entry(parent, name, expire_only=expire))
+
+    def invalidate_entry_async(
+        self, parent: int, name: bytes, *, expire_only: bool = False
+    ) -> None:
         """:meth:`invalidate_entry` from this session's notice thread, not waited for
         (callable from the loop)."""
         if self._notices is None:
@@ -376,13 +389,13 @@ class DeviceSession:
                 target=self._notify_loop, name="fuse-notices", daemon=True
             )
             self._noticer.start()
-        self._notices.put((parent, name))
+        self._notices.put((parent, name, expire_only))
 
     def _notify_loop(self) -> None:
         assert self._notices is not None
         while (item := self._notices.get()) is not None:
             try:
-                self.invalidate_entry(*item)
+                self.invalidate_entry(item[0], item[1], expire_only=item[2])
             except OSError:
                 pass  # not cached, or unmounted: nothing to drop
 

@@ -68,6 +68,9 @@ CACHE_SYMLINKS: Final = 1 << 23
 HANDLE_KILLPRIV_V2: Final = 1 << 28
 INIT_EXT: Final = 1 << 30
 # Bits 32..63 travel in ``flags2`` (with INIT_EXT both ways); kernels from 6.6 on.
+#: The kernel can expire a name without unhashing it (FUSE_EXPIRE_ONLY below); kernels
+#: from 6.2 on offer it.
+HAS_EXPIRE_ONLY: Final = 1 << 35
 #: Shared mmap of a file opened FOPEN_DIRECT_IO (``--cache none``): SQLite's WAL, mmap'd
 #: databases and editors' files map it; without, mmap(MAP_SHARED) fails with ENODEV.
 DIRECT_IO_ALLOW_MMAP: Final = 1 << 36
@@ -99,6 +102,9 @@ FSYNC_FDATASYNC: Final = 1 << 0
 # -- notifications (enum fuse_notify_code) --
 NOTIFY_INVAL_INODE: Final = 2
 NOTIFY_INVAL_ENTRY: Final = 3
+#: fuse_notify_inval_entry_out.flags: expire the name (the kernel asks again before it uses
+#: it) rather than unhash it (a directory that is a working directory then fails getcwd).
+EXPIRE_ONLY: Final = 1 << 0
 
 KERNEL_MAJOR: Final = 7
 KERNEL_MINOR: Final = 38
@@ -398,8 +404,9 @@ def notify_inval_inode(ino: int, offset: int, length: int) -> bytes:
     return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
 
 
-def notify_inval_entry(parent: int, name: bytes) -> bytes:
-    body = _INVAL_ENTRY.pack(parent, len(name), 0) + name + b"\0"
+def notify_inval_entry(parent: int, name: bytes, *, expire_only: bool = False) -> bytes:
+    flags = EXPIRE_ONLY if expire_only else 0
+    body = _INVAL_ENTRY.pack(parent, len(name), flags) + name + b"\0"
     return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_ENTRY, 0) + body
 
 
