@@ -61,3 +61,15 @@ class Relay:
             opened = {m.newfid for m in group if isinstance(m, p.Twalkopen)}
             out += [m for m in group if isinstance(m, p.Tread) and m.fid in opened]
         return out
+
+    def listings_at_once(self) -> list[list[p.Message]]:
+        """The writes that carried a Twalkopen, a Treaddirplus and a Tclunk of one new fid:
+        a directory listed whole in one round trip."""
+        out = []
+        for group in self.together:
+            opened = {m.newfid for m in group if isinstance(m, p.Twalkopen)}
+            listed = {m.fid for m in group if isinstance(m, p.Treaddirplus)}
+            clunked = {m.fid for m in group if isinstance(m, p.Tclunk)}
+            if opened & listed & clunked:
+                out.append(group)
+        return out

@@ -34,13 +34,18 @@ from vshare.protocol import (
     Message,
     Rgetattr,
     Rreaddirplus,
+    Tclunk,
     Tgetattr,
     Treaddirplus,
     Twalk,
+    Twalkopen,
     unpack_dirents_plus,
 )
 
 log = logging.getLogger("vshare.fuse")
+#: Bytes of a Rreaddirplus per byte of a directory's size on the host, at most (an entry:
+#: 12 bytes or more on the host's file systems, ~180 in a reply with its attributes).
+ONE_REPLY_PER_HOST_BYTE = 16
 
 
 def _gone(reply: Message | OSError) -> bool:
@@ -96,6 +101,9 @@ class DirectoryOperations(FidOperations):
 
         async def fn(s: Session, _fids: list[int], _: bool) -> list[tuple[str, Inode, StatResult]]:
             if d.epoch != s.epoch:
+                whole = await self._listed_at_once(s, d.node)
+                if whole is not None:
+                    return await self._list_plus(s, d, whole)
                 d.fid, _unit = await self._open_node(s, d.node, DOTL_RDONLY | DOTL_DIRECTORY)
                 d.epoch = s.epoch
             if s.client.readdirplus:
@@ -110,11 +118,45 @@ class DirectoryOperations(FidOperations):
 
         return await self._on([d.node], fn, walk=False)
 
-    async def _list_plus(self, s: Session, d: OpenDir) -> list[tuple[str, Inode, StatResult]]:
+    async def _listed_at_once(self, s: Session, node: Inode) -> Rreaddirplus | None:
+        """A small directory's whole listing in one round trip: its Twalkopen, Treaddirplus
+        and Tclunk in one write (requests on one fid keep their order), rather than a round
+        trip for the open, one for the listing and the Tclunk sent after. Small: its size
+        on the host says its entries fit one reply (a host's directory takes 12 bytes an
+        entry or more, a reply ~180 with its attributes). None if it is not small, if the
+        gateway lacks Twalkopen or Treaddirplus, or if the listing did not fit after all
+        (it grew meanwhile): the caller opens it and lists it as any other."""
+        count = s.client.msize - IOHDRSZ
+        st = node.attrs
+        if not (s.client.readdirplus and s.client.opens_new_fids) or st is None:
+            return None
+        if st.st_size * ONE_REPLY_PER_HOST_BYTE > count:
+            return None
+        pfid = await self._fid(s, node)
+        fid = s.client.new_fid()
+        flags = DOTL_RDONLY | DOTL_DIRECTORY
+        try:
+            opened, listed, _ = await s.client.pipeline(
+                [Twalkopen(pfid, fid, flags, ()), Treaddirplus(fid, 0, count), Tclunk(fid)]
+            )
+        finally:
+            s.client.release_fid(fid)  # never made, or clunked
+        if isinstance(opened, OSError):
+            raise opened
+        if isinstance(listed, OSError):
+            raise listed
+        if not isinstance(listed, Rreaddirplus):
+            raise OSError(errno.EPROTO, f"expected Rreaddirplus, got {type(listed).__name__}")
+        return listed if listed.end else None
+
+    async def _list_plus(
+        self, s: Session, d: OpenDir, whole: Rreaddirplus | None = None
+    ) -> list[tuple[str, Inode, StatResult]]:
         """The listing from a gateway that answers Treaddirplus: the entries come with
         their attributes, so no fid is walked for them; an inode without a fid gets one
         when something is done to it (``_fid``). A name whose attributes the gateway could
-        not give (removed since) is asked for alone."""
+        not give (removed since) is asked for alone. ``whole``: the listing, read already
+        in one reply (:meth:`_listed_at_once`; ``d`` has no fid then)."""
         out: list[tuple[str, Inode, StatResult]] = []
         names: set[str] = set()
         alone: list[str] = []
@@ -122,7 +164,10 @@ class DirectoryOperations(FidOperations):
         count = s.client.msize - IOHDRSZ
         now = time.monotonic()
         while True:
-            r = await s.client.call(Treaddirplus(d.fid, offset, count), Rreaddirplus)
+            if whole is not None:
+                r = whole
+            else:
+                r = await s.client.call(Treaddirplus(d.fid, offset, count), Rreaddirplus)
             batch = unpack_dirents_plus(r.data)
             if not batch and not r.end:
                 raise OSError(errno.EIO, "Rreaddirplus: no entries, yet not the end")
