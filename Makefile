@@ -65,7 +65,8 @@ debs-bench:
 ## bench: codec and gateway microbenchmarks, then vshare side by side with the local disk,
 ## diod, sshfs and GlusterFS's own client, then the gateway's GlusterFS cache per share
 ## cache mode (docs/benchmarks.md says how to read them)
-## then 9P requests per FUSE operation (and per entry of find | xargs stat), instructions per
+## then 9P requests per FUSE operation (and per entry of find | xargs stat), git in a real
+## repository on local, vshare, vshare-coherent and sshfs, instructions per
 ## call in the gateway and the FUSE client (callgrind), and the stock kernel 9P client (TCG guest) on diod,
 ## then the change feed (latency to a coherent mount's inotify; coherent vs always vs auto)
 bench: venv debs-bench
@@ -76,6 +77,7 @@ bench: venv debs-bench
 	$(BIN)/python benchmarks/cache.py --json docs/cache.json --markdown docs/cache-bench.md
 	$(BIN)/python benchmarks/requests_per_op.py --json docs/requests.json --markdown docs/requests.md
 	$(BIN)/python benchmarks/find_stat.py
+	$(BIN)/python benchmarks/git.py --json docs/git-bench.json
 	$(BIN)/python benchmarks/instructions.py
 	$(BIN)/python benchmarks/kernel_client.py --json docs/kernel-client.json \
 		--markdown docs/kernel-client.md
