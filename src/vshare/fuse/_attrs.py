@@ -33,8 +33,13 @@ _SETID = stat_mod.S_ISUID | stat_mod.S_ISGID
 
 
 def entry(inode: int, st: StatResult, timeout: float) -> device.EntryAttributes:
+    """``inode`` is the kernel's handle; the inode number shown is the gateway's (its
+    qid path: on a POSIX share, the host's inode number), the same in every mount and
+    after a remount. Numbers of this mount's making, given in lookup order, made git
+    see every file of a repository as changed after each mount, and read them all."""
     e = device.EntryAttributes()
     e.st_ino = inode
+    e.shown_ino = st.qid.path
     e.generation = 0
     e.entry_timeout = timeout
     e.attr_timeout = timeout

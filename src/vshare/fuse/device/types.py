@@ -25,9 +25,13 @@ class FUSEError(Exception):
 
 @dataclass(slots=True)
 class EntryAttributes:
-    """A name's inode and attributes (st_ino 0 with ``entry_timeout``: no such name)."""
+    """A name's inode and attributes (st_ino 0 with ``entry_timeout``: no such name).
+
+    ``st_ino`` is the kernel's handle of the inode (FUSE's node id); ``shown_ino`` what
+    ``stat`` and ``readdir`` show as its inode number, when it is not that (0)."""
 
     st_ino: int = 0
+    shown_ino: int = 0
     generation: int = 0
     entry_timeout: float = 0.0
     attr_timeout: float = 0.0

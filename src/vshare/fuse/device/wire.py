@@ -302,7 +302,7 @@ def _split(seconds: float) -> tuple[int, int]:
 def _attr_fields(e: EntryAttributes) -> tuple[int, ...]:
     a, m, c = e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns
     return (
-        e.st_ino,
+        e.shown_ino or e.st_ino,
         e.st_size,
         e.st_blocks,
         a // 10**9,
@@ -396,7 +396,7 @@ def dirent(name: bytes, ino: int, mode: int, next_offset: int) -> bytes:
 
 def direntplus(name: bytes, e: EntryAttributes, next_offset: int) -> bytes:
     """fuse_direntplus: the entry (a lookup the kernel takes, if st_ino) and the dirent."""
-    return entry_out(e) + dirent(name, e.st_ino, e.st_mode, next_offset)
+    return entry_out(e) + dirent(name, e.shown_ino or e.st_ino, e.st_mode, next_offset)
 
 
 def notify_inval_inode(ino: int, offset: int, length: int) -> bytes:
@@ -427,7 +427,7 @@ class ReaddirToken:
         raw = (
             direntplus(name, e, next_id)
             if self.plus
-            else dirent(name, e.st_ino, e.st_mode, next_id)
+            else dirent(name, e.shown_ino or e.st_ino, e.st_mode, next_id)
         )
         if len(raw) > self.room:
             return False
