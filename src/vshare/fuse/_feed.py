@@ -17,7 +17,7 @@ One task of the mount keeps a Twatch waiting on the gateway and applies what com
 - a seq the gateway did not expect (a new session after a reconnect or failover), or a
   CHANGE_ALL (its queue overflowed, or a share too large to watch), drops everything:
   every inode's attributes and pages, every name (directories' names expired, not
-  unhashed: the note above ``_is_dir``).
+  unhashed: the note after ``_is_dir``).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Feed:
     async def _apply(self, changes: list[Change]) -> None:
         self.applied += len(changes)
         inval: dict[int, bool] = {}  # inode → attributes only
-        #: directory, name, and whether to expire it only (:func:`_expire_only`)
+        #: directory, name, and whether to expire it only (the note after ``_is_dir``)
         entries: list[tuple[int, str, bool]] = []
         echoes: list[tuple[Inode, int]] = []
         names: list[tuple[Inode, str, Inode | None]] = []  # directory, name, its inode here
@@ -369,7 +369,7 @@ class Feed:
 
     def _names_in(self, node: Inode) -> list[tuple[int, str, bool]]:
         """Every name of directory ``node`` known here, for ``invalidate_entry``, and
-        whether it names a directory (:func:`_expire_only`)."""
+        whether it names a directory (the note after ``_is_dir``)."""
         parts = tuple(node.parts)
         out = []
         for key, child in self.ops.inodes.by_path.items():
